@@ -1,0 +1,38 @@
+# Mission Ledger developer commands. Each target sets up the virtualenv it needs.
+#   make serve   run the service (embedded SQLite in ./.mission-ledger, no configuration)
+#   make test    the whole suite: lint, types, import rules, unit, integration (real PostgreSQL
+#                and SQLite), API and end-to-end tests
+#   make bench   the benchmarks (see bench/README.md)
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: serve test lint unit bench clean
+
+$(STAMP): pyproject.toml .ci/constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c .ci/constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/mission-ledger serve
+
+lint: $(STAMP)
+	$(BIN)/ruff check ledger projections api tests bench
+	$(BIN)/ruff format --check ledger projections api tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
+
+test: lint
+	.ci/with-postgres $(BIN)/pytest -n 2 --dist loadgroup -q
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit -q
+
+bench: $(STAMP)
+	.ci/with-postgres $(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

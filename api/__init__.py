@@ -1,0 +1,1 @@
+"""The outer ring: HTTP (FastAPI), SSE and the command line."""

@@ -1,0 +1,276 @@
+"""The ``mission-ledger`` command line.
+
+Every command reads the same settings as the server (``MISSION_LEDGER_*``
+environment variables, or a TOML file named by ``MISSION_LEDGER_CONFIG``), so
+``keys create`` and ``audit verify`` work on the configured store whether or not a
+server is running.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from ledger.domain.actors import Actor
+from ledger.domain.errors import LedgerError
+from ledger.domain.roles import Role
+from ledger.persistence.chain import verify_chain
+from ledger.persistence.migrations import MigrationError, migrate
+from ledger.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="mission-ledger",
+    help=(
+        "Mission Ledger: an event-sourced Mission Authority Server for AI agents.\n\n"
+        "With no configuration it runs embedded: SQLite in ./.mission-ledger. Set "
+        "MISSION_LEDGER_DATABASE_URL=postgresql://... to use PostgreSQL."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+)
+keys_app = typer.Typer(help="Create, list and revoke API keys (shown once, stored hashed).")
+audit_app = typer.Typer(help="Verify and replay the hash-chained ledger.")
+projections_app = typer.Typer(help="Maintain the read models.")
+app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
+app.add_typer(projections_app, name="projections")
+
+CLI_ACTOR = Actor(type="cli", name="mission-ledger")
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as error:
+        typer.echo(f"error: invalid configuration: {error}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+) -> None:
+    """Run the service (default 127.0.0.1:8080, embedded SQLite).
+
+    On first start with an empty store it prints a bootstrap admin key, once.
+    """
+    import uvicorn  # noqa: PLC0415 - only this command needs the server
+
+    from api.app import create_app  # noqa: PLC0415
+
+    settings = _settings(host=host, port=port)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        _bootstrap_admin(settings)
+    except (MigrationError, LedgerError) as error:
+        raise _fail(str(error)) from None
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=5,
+    )
+
+
+def _bootstrap_admin(settings: Settings) -> None:
+    from ledger.persistence.store import open_ledger  # noqa: PLC0415
+    from projections.key_directory import KeyDirectory  # noqa: PLC0415
+
+    ledger = open_ledger(settings)
+    try:
+        directory = KeyDirectory()
+        directory.bootstrap(ledger)
+        if directory.has_role(Role.ADMIN.value):
+            return
+        name = "admin"
+        issued = ledger.issue_api_key(name=name, role=Role.ADMIN, actor=CLI_ACTOR)
+        typer.echo(
+            "\nNo admin key exists yet, so one was created. It is shown only this once:\n\n"
+            f"    {issued.secret}\n\n"
+            "Use it as `Authorization: Bearer <key>`, and create narrower keys with "
+            "`mission-ledger keys create --role ROLE --name NAME`.\n",
+            err=True,
+        )
+    finally:
+        ledger.close()
+
+
+@app.command(name="migrate")
+def migrate_command() -> None:
+    """Apply pending migrations to the configured store (PostgreSQL or embedded SQLite)."""
+    settings = _settings()
+    try:
+        applied = migrate(settings)
+    except (MigrationError, OSError) as error:
+        raise _fail(str(error)) from None
+    except Exception as error:  # psycopg errors: connection refused, permissions, ...
+        raise _fail(f"cannot migrate: {error}") from None
+    if applied:
+        typer.echo("applied: " + ", ".join(applied))
+    else:
+        typer.echo("schema is up to date")
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[Role, typer.Option(help="The key's role.", case_sensitive=False)],
+    name: Annotated[str, typer.Option(help="Unique name; for an agent key, its client_id.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help='Print {"name","role","key"} on one line.')
+    ] = False,
+) -> None:
+    """Create an API key. The secret is printed once and stored only as a hash."""
+    from ledger.persistence.store import open_ledger  # noqa: PLC0415
+
+    settings = _settings()
+    try:
+        ledger = open_ledger(settings)
+    except MigrationError as error:
+        raise _fail(str(error)) from None
+    try:
+        issued = ledger.issue_api_key(name=name, role=role, actor=CLI_ACTOR)
+    except LedgerError as error:
+        raise _fail(error.detail) from None
+    finally:
+        ledger.close()
+    if as_json:
+        typer.echo(json.dumps({"name": name, "role": role.value, "key": issued.secret}))
+    else:
+        typer.echo(f"Created {role.value} key {name!r}. It is shown only this once:\n")
+        typer.echo(f"    {issued.secret}\n")
+
+
+@keys_app.command("list")
+def keys_list(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
+) -> None:
+    """List active API keys (names and roles; secrets are never shown again)."""
+    from ledger.persistence.store import open_ledger  # noqa: PLC0415
+    from projections.key_directory import KeyDirectory  # noqa: PLC0415
+
+    settings = _settings()
+    ledger = open_ledger(settings)
+    try:
+        directory = KeyDirectory()
+        directory.bootstrap(ledger)
+    finally:
+        ledger.close()
+    entries = directory.entries()
+    if as_json:
+        typer.echo(json.dumps([{"name": e.name, "role": e.role} for e in entries]))
+        return
+    if not entries:
+        typer.echo("no active keys")
+    for entry in entries:
+        typer.echo(f"{entry.name}\t{entry.role}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    name: Annotated[str, typer.Argument(help="The key's name.")],
+    reason: Annotated[str | None, typer.Option(help="Why (recorded in the ledger).")] = None,
+) -> None:
+    """Revoke an API key. Every server stops accepting it as soon as it reads the log."""
+    from ledger.persistence.store import open_ledger  # noqa: PLC0415
+
+    settings = _settings()
+    ledger = open_ledger(settings)
+    try:
+        position = ledger.revoke_api_key(name=name, actor=CLI_ACTOR, reason=reason)
+    except LedgerError as error:
+        raise _fail(error.detail) from None
+    finally:
+        ledger.close()
+    typer.echo(f"revoked {name!r}" if position else f"{name!r} was already revoked")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Verify the whole hash chain. Exit 0 when intact; otherwise exit 1 naming the first
+    bad position (an event altered, removed, inserted or reordered)."""
+    from ledger.persistence.store import open_ledger  # noqa: PLC0415
+
+    settings = _settings()
+    try:
+        ledger = open_ledger(settings)
+    except MigrationError as error:
+        raise _fail(str(error)) from None
+    try:
+        report = verify_chain(ledger.event_log.chain_rows())
+    finally:
+        ledger.close()
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "intact": report.intact,
+                    "checked": report.checked,
+                    "head_position": report.head_position,
+                    "head_hash": report.head_hash.hex(),
+                    "first_bad_position": report.first_bad,
+                    "problem": report.problem,
+                }
+            )
+        )
+    elif report.intact:
+        typer.echo(
+            f"intact: {report.checked} events verified, head position {report.head_position}, "
+            f"head hash {report.head_hash.hex()}"
+        )
+    else:
+        typer.echo(
+            f"BROKEN at position {report.first_bad}: {report.problem} "
+            f"({report.checked} events verified before it)",
+            err=not as_json,
+        )
+    if not report.intact:
+        raise typer.Exit(1)
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(
+    name: Annotated[str, typer.Argument(help="proposal_board or mission_board.")],
+) -> None:
+    """Rebuild one read model from position 0 (safe while servers run)."""
+    from ledger.persistence.snapshots import StateCodec  # noqa: PLC0415
+    from ledger.persistence.store import open_ledger  # noqa: PLC0415
+    from projections.boards import MissionBoard, ProposalBoard  # noqa: PLC0415
+    from projections.follower import LogFollower  # noqa: PLC0415
+
+    settings = _settings()
+    ledger = open_ledger(settings)
+    try:
+        codec = StateCodec(ledger.mapper.transcoder)
+        follower = LogFollower(ledger, durable=[ProposalBoard(codec), MissionBoard(codec)])
+        try:
+            position = follower.rebuild(name)
+        except KeyError as error:
+            raise _fail(str(error.args[0])) from None
+    finally:
+        ledger.close()
+    typer.echo(f"rebuilt {name} up to position {position}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,59 @@
+"""Read-your-writes: ``Ledger-Position`` on writes, ``Ledger-Min-Position`` on reads."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Response
+
+from api.services import Services, get_services
+from ledger.domain.errors import InvalidRequest, StaleState
+
+POSITION_HEADER = "Ledger-Position"
+MIN_POSITION_HEADER = "Ledger-Min-Position"
+
+
+def parse_min_position(value: str | None) -> int | None:
+    if value is None:
+        return None
+    text = value.strip()
+    if not text.isdigit() or len(text) > 18:
+        raise InvalidRequest.at(
+            "/headers/Ledger-Min-Position", "must be a non-negative integer position"
+        )
+    return int(text)
+
+
+async def require_fresh(
+    services: Annotated[Services, Depends(get_services)],
+    ledger_min_position: Annotated[str | None, Header(alias=MIN_POSITION_HEADER)] = None,
+) -> None:
+    """Wait (up to the configured bound) until this replica's read models include the
+    requested position; 503 ``stale_state`` if they do not get there in time."""
+    position = parse_min_position(ledger_min_position)
+    if position is None:
+        return
+    timeout = services.settings.read_your_writes_timeout_seconds
+    if not await services.follower.wait_async(position, timeout):
+        raise StaleState(
+            f"this replica's read models are at position {services.follower.position}, "
+            f"behind the requested {position}; retry shortly",
+            extensions={"position": services.follower.position, "requested": position},
+        )
+
+
+Fresh = Depends(require_fresh)
+
+
+async def answer_write(services: Services, response: Response, position: int | None) -> None:
+    """Set ``Ledger-Position`` and wait until local read models include the write."""
+    if position is None:
+        return
+    response.headers[POSITION_HEADER] = str(position)
+    timeout = services.settings.read_your_writes_timeout_seconds
+    if not await services.follower.wait_async(position, timeout):
+        raise StaleState(
+            f"the write was committed at position {position}, but this replica's read "
+            "models have not caught up yet; read with Ledger-Min-Position to see it",
+            extensions={"position": position},
+        )

@@ -1,0 +1,28 @@
+"""Public metadata: the Mission Authority Server discovery document (no credential needed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from api.routes.common import ServicesDep
+
+router = APIRouter(tags=["discovery"])
+
+
+@router.get("/.well-known/mission-authority-server")
+async def mas_metadata(services: ServicesDep) -> dict[str, Any]:
+    issuer = services.settings.public_issuer
+    return {
+        "issuer": issuer,
+        "mission_submission_endpoint": f"{issuer}/v1/proposals",
+        "mission_status_endpoint": f"{issuer}/mission-status",
+        "mission_status_signing_alg_values_supported": ["ES256", "EdDSA"],
+        "mission_lifecycle_endpoint": f"{issuer}/v1/missions/{{mission_id}}/lifecycle",
+        "mission_event_stream_endpoint": f"{issuer}/.well-known/ssf-configuration",
+        "mission_max_stale_seconds": services.settings.mission_max_stale_seconds,
+        "mission_auth_methods_supported": ["bearer"],
+        "authorization_details_types_supported": ["mission_resource_access"],
+        "jwks_uri": f"{issuer}/.well-known/jwks.json",
+    }

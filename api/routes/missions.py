@@ -1,0 +1,193 @@
+"""Missions: board, record (and its past), lifecycle, containment, expansion, history."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from api.auth import Principal, PrincipalDep, hidden
+from api.consistency import Fresh
+from api.idempotency import idempotency_for
+from api.routes.common import ServicesDep, finish_write, optional_instant
+from api.schemas import ContainmentIn, ExpansionIn, LifecycleIn
+from api.services import Services
+from api.views import event_view, mission_view, proposal_view
+from ledger.domain.errors import InvalidRequest, NotFound
+from ledger.domain.instants import parse_instant
+from ledger.domain.missions import Mission
+from ledger.domain.roles import Role
+from ledger.domain.states import MissionState, OnExpiry, Operation
+
+router = APIRouter(tags=["missions"])
+
+READERS = (Role.OPERATOR, Role.AUDITOR)
+
+
+def _visible(principal: Principal, mission: Mission) -> bool:
+    return principal.has(*READERS) or principal.owns_client(mission.client_id)
+
+
+async def _load(services: Services, principal: Principal, mission_id: str) -> Mission:
+    mission = None
+    if mission_id.startswith("msn_") and len(mission_id) <= 64:
+        try:
+            mission = await run_in_threadpool(services.ledger.get_mission, mission_id)
+        except NotFound:
+            mission = None
+    if mission is None or not _visible(principal, mission):
+        raise hidden("Mission", mission_id)
+    return mission
+
+
+@router.get("/v1/missions", dependencies=[Fresh])
+async def list_missions(
+    principal: PrincipalDep,
+    services: ServicesDep,
+    state: Annotated[str | None, Query(max_length=32)] = None,
+    subject: Annotated[str | None, Query(max_length=256)] = None,
+    client_id: Annotated[str | None, Query(max_length=128)] = None,
+    cursor: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    """Paged list in approval order; filters by stored state, subject ``sub`` and client."""
+    principal.require(*READERS)
+    if state is not None and state not in {s.value for s in MissionState}:
+        raise InvalidRequest.at("/state", f"must be one of {[s.value for s in MissionState]}")
+    items, next_cursor = await run_in_threadpool(
+        services.missions.page,
+        services.ledger.database,
+        filters={"state": state, "subject_sub": subject, "client_id": client_id},
+        cursor=cursor,
+        limit=limit,
+    )
+    now = services.clock.now()
+    return {"data": [mission_view(m, now) for m in items], "next_cursor": next_cursor}
+
+
+@router.get("/v1/missions/{mission_id}", dependencies=[Fresh])
+async def get_mission(
+    mission_id: str,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    as_of: Annotated[str | None, Query(max_length=64)] = None,
+) -> dict[str, Any]:
+    """The Mission now, or as it stood at ``as_of`` (RFC 3339), rebuilt from its events."""
+    principal.require(*READERS, Role.AGENT)
+    mission = await _load(services, principal, mission_id)
+    if as_of is None:
+        return mission_view(mission, services.clock.now())
+    instant = parse_instant(as_of, "/as_of")
+    try:
+        past = await run_in_threadpool(
+            lambda: services.ledger.get_mission(mission_id, as_of=instant)
+        )
+    except NotFound:
+        raise NotFound(f"Mission {mission_id!r} did not exist at {as_of}") from None
+    view = mission_view(past, instant)
+    view["as_of"] = as_of
+    return view
+
+
+@router.post("/v1/missions/{mission_id}/lifecycle")
+async def change_lifecycle(
+    mission_id: str,
+    body: LifecycleIn,
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    services: ServicesDep,
+) -> dict[str, Any]:
+    """revoke / suspend / complete (operator) or resume (admin: the elevated operation)."""
+    operation = Operation(body.operation)
+    if operation is Operation.RESUME:
+        principal.require(Role.ADMIN)
+    else:
+        principal.require(Role.OPERATOR)
+    await _load(services, principal, mission_id)
+    suspend_until = optional_instant(body.suspend_until, "/suspend_until")
+    on_expiry = None if body.on_expiry is None else OnExpiry(body.on_expiry)
+    idempotency = await idempotency_for(request, principal, 200)
+    written = await run_in_threadpool(
+        lambda: services.ledger.change_lifecycle(
+            actor=principal.actor(),
+            mission_id=mission_id,
+            operation=operation,
+            reason=body.reason,
+            nonce=body.nonce,
+            expected_version=body.expected_version,
+            suspend_until=suspend_until,
+            on_expiry=on_expiry,
+            idempotency=idempotency,
+        )
+    )
+    await finish_write(services, response, written, status_code=200)
+    return mission_view(written.value, services.clock.now())
+
+
+@router.post("/v1/missions/{mission_id}/containment")
+async def contain(
+    mission_id: str,
+    body: ContainmentIn,
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    services: ServicesDep,
+) -> dict[str, Any]:
+    """Remove capability from the Mission's effective authority (removal only)."""
+    principal.require(Role.OPERATOR)
+    await _load(services, principal, mission_id)
+    idempotency = await idempotency_for(request, principal, 200)
+    written = await run_in_threadpool(
+        lambda: services.ledger.contain(
+            actor=principal.actor(),
+            mission_id=mission_id,
+            contained=body.contained,
+            reason=body.reason,
+            nonce=body.nonce,
+            expected_version=body.expected_version,
+            idempotency=idempotency,
+        )
+    )
+    await finish_write(services, response, written, status_code=200)
+    return mission_view(written.value, services.clock.now())
+
+
+@router.post("/v1/missions/{mission_id}/expansion", status_code=202)
+async def propose_expansion(
+    mission_id: str,
+    body: ExpansionIn,
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    services: ServicesDep,
+) -> dict[str, Any]:
+    """A successor proposal; when approved, this Mission becomes ``superseded``."""
+    principal.require(Role.AGENT)
+    mission = await _load(services, principal, mission_id)
+    if not principal.owns_client(mission.client_id):
+        raise hidden("Mission", mission_id)
+    idempotency = await idempotency_for(request, principal, 202)
+    written = await run_in_threadpool(
+        lambda: services.ledger.propose_expansion(
+            actor=principal.actor(),
+            mission_id=mission_id,
+            intent=body.intent,
+            authorization_details=body.authorization_details,
+            idempotency=idempotency,
+        )
+    )
+    await finish_write(services, response, written, status_code=202)
+    return proposal_view(written.value, services.clock.now())
+
+
+@router.get("/v1/missions/{mission_id}/events", dependencies=[Fresh])
+async def mission_events(
+    mission_id: str, principal: PrincipalDep, services: ServicesDep
+) -> dict[str, Any]:
+    """Every event of the Mission, in order, with positions and chain hashes."""
+    principal.require(Role.AUDITOR, Role.OPERATOR)
+    await _load(services, principal, mission_id)
+    history = await run_in_threadpool(services.ledger.history, mission_id)
+    return {"data": [event_view(e) for e in history], "next_cursor": None}

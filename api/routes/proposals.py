@@ -1,0 +1,180 @@
+"""Proposals: submission by agents, the approval inbox, approve / deny / cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from api.auth import Principal, PrincipalDep, hidden
+from api.consistency import Fresh
+from api.idempotency import idempotency_for
+from api.routes.common import ServicesDep, finish_write, optional_instant
+from api.schemas import ApproveIn, DecisionIn, ProposalIn
+from api.services import Services
+from api.views import mission_view, proposal_view
+from ledger.domain.errors import Forbidden, InvalidRequest, NotFound
+from ledger.domain.proposals import Proposal
+from ledger.domain.roles import Role
+from ledger.domain.states import ProposalStatus
+
+router = APIRouter(tags=["proposals"])
+
+
+def _visible(principal: Principal, proposal: Proposal) -> bool:
+    return principal.has(Role.APPROVER) or principal.owns_client(proposal.client_id)
+
+
+async def _load(services: Services, principal: Principal, proposal_id: str) -> Proposal:
+    proposal = None
+    if proposal_id.startswith("prp_") and len(proposal_id) <= 64:
+        try:
+            proposal = await run_in_threadpool(services.ledger.get_proposal, proposal_id)
+        except NotFound:
+            proposal = None
+    if proposal is None or not _visible(principal, proposal):
+        raise hidden("proposal", proposal_id)
+    return proposal
+
+
+@router.post("/v1/proposals", status_code=202)
+async def submit_proposal(
+    body: ProposalIn,
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    services: ServicesDep,
+) -> dict[str, Any]:
+    """Submit a Mission Intent (and optionally proposed authority) for approval."""
+    principal.require(Role.AGENT)
+    if not principal.owns_client(body.client_id):
+        raise Forbidden("an agent may only submit proposals for its own client_id")
+    idempotency = await idempotency_for(request, principal, 202)
+    written = await run_in_threadpool(
+        lambda: services.ledger.submit_proposal(
+            actor=principal.actor(),
+            client_id=body.client_id,
+            instance_id=body.instance_id,
+            subject=body.subject.model_dump(),
+            intent=body.intent,
+            authorization_details=body.authorization_details,
+            idempotency=idempotency,
+        )
+    )
+    await finish_write(services, response, written, status_code=202)
+    return proposal_view(written.value, services.clock.now())
+
+
+@router.get("/v1/proposals", dependencies=[Fresh])
+async def list_proposals(
+    principal: PrincipalDep,
+    services: ServicesDep,
+    status: Annotated[str | None, Query(max_length=32)] = None,
+    cursor: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    """The approval inbox (approvers), or an agent's own proposals."""
+    principal.require(Role.APPROVER, Role.AGENT)
+    if status is not None and status not in {s.value for s in ProposalStatus}:
+        raise InvalidRequest.at("/status", f"must be one of {[s.value for s in ProposalStatus]}")
+    client_filter = None if principal.has(Role.APPROVER) else principal.client_id
+    items, next_cursor = await run_in_threadpool(
+        services.proposals.page,
+        services.ledger.database,
+        filters={"status": status, "client_id": client_filter},
+        cursor=cursor,
+        limit=limit,
+    )
+    now = services.clock.now()
+    return {"data": [proposal_view(p, now) for p in items], "next_cursor": next_cursor}
+
+
+@router.get("/v1/proposals/{proposal_id}", dependencies=[Fresh])
+async def get_proposal(
+    proposal_id: str, principal: PrincipalDep, services: ServicesDep
+) -> dict[str, Any]:
+    principal.require(Role.APPROVER, Role.AGENT)
+    proposal = await _load(services, principal, proposal_id)
+    return proposal_view(proposal, services.clock.now())
+
+
+@router.post("/v1/proposals/{proposal_id}/approve", status_code=201)
+async def approve_proposal(
+    proposal_id: str,
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    body: ApproveIn | None = None,
+) -> dict[str, Any]:
+    """Approve: create the Mission (201), optionally narrower and shorter-lived."""
+    principal.require(Role.APPROVER)
+    body = body or ApproveIn()
+    await _load(services, principal, proposal_id)
+    expires_at = optional_instant(body.expires_at, "/expires_at")
+    idempotency = await idempotency_for(request, principal, 201)
+    written = await run_in_threadpool(
+        lambda: services.ledger.approve_proposal(
+            actor=principal.actor(),
+            proposal_id=proposal_id,
+            authorization_details=body.authorization_details,
+            expires_at=expires_at,
+            approval_event_id=body.approval_event_id,
+            idempotency=idempotency,
+        )
+    )
+    await finish_write(services, response, written, status_code=201)
+    return mission_view(written.value, services.clock.now())
+
+
+@router.post("/v1/proposals/{proposal_id}/deny")
+async def deny_proposal(
+    proposal_id: str,
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    body: DecisionIn | None = None,
+) -> dict[str, Any]:
+    principal.require(Role.APPROVER)
+    body = body or DecisionIn()
+    await _load(services, principal, proposal_id)
+    idempotency = await idempotency_for(request, principal, 200)
+    written = await run_in_threadpool(
+        lambda: services.ledger.deny_proposal(
+            actor=principal.actor(),
+            proposal_id=proposal_id,
+            reason=body.reason,
+            idempotency=idempotency,
+        )
+    )
+    await finish_write(services, response, written, status_code=200)
+    return proposal_view(written.value, services.clock.now())
+
+
+@router.post("/v1/proposals/{proposal_id}/cancel")
+async def cancel_proposal(
+    proposal_id: str,
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    body: DecisionIn | None = None,
+) -> dict[str, Any]:
+    principal.require(Role.AGENT)
+    body = body or DecisionIn()
+    proposal = await _load(services, principal, proposal_id)
+    if not principal.owns_client(proposal.client_id):
+        raise hidden("proposal", proposal_id)
+    idempotency = await idempotency_for(request, principal, 200)
+    written = await run_in_threadpool(
+        lambda: services.ledger.cancel_proposal(
+            actor=principal.actor(),
+            proposal_id=proposal_id,
+            reason=body.reason,
+            idempotency=idempotency,
+        )
+    )
+    await finish_write(services, response, written, status_code=200)
+    return proposal_view(written.value, services.clock.now())

@@ -1,0 +1,64 @@
+"""Request bodies. Shapes and types are checked here (400 on any violation);
+the meaning (intents, Authority Sets, instants) is checked by the domain."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")
+]
+Short = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+Instant = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Uri = Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class SubjectIn(Body):
+    iss: Uri
+    sub: Short
+
+
+class ProposalIn(Body):
+    intent: dict[str, Any]
+    authorization_details: list[Any] | None = None
+    subject: SubjectIn
+    client_id: Name
+    instance_id: Short | None = None
+
+
+class ApproveIn(Body):
+    authorization_details: list[Any] | None = None
+    expires_at: Instant | None = None
+    approval_event_id: Short | None = None
+
+
+class DecisionIn(Body):
+    reason: Reason | None = None
+
+
+class LifecycleIn(Body):
+    operation: Literal["revoke", "suspend", "resume", "complete"]
+    reason: Reason
+    nonce: Short | None = None
+    expected_version: Annotated[int, Field(ge=1)] | None = None
+    suspend_until: Instant | None = None
+    on_expiry: Literal["resume", "revoke"] | None = None
+
+
+class ContainmentIn(Body):
+    contained: list[Any]
+    reason: Reason
+    nonce: Short | None = None
+    expected_version: Annotated[int, Field(ge=1)] | None = None
+
+
+class ExpansionIn(Body):
+    intent: dict[str, Any]
+    authorization_details: list[Any] | None = None

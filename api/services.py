@@ -1,0 +1,36 @@
+"""The process-wide objects a request needs, owned by the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fastapi import Request
+
+from ledger.application import Ledger
+from ledger.clock import Clock
+from ledger.settings import Settings
+from projections.boards import MissionBoard, ProposalBoard
+from projections.follower import LogFollower
+from projections.key_directory import KeyDirectory
+
+if TYPE_CHECKING:
+    from api.oauth import OAuthVerifier
+
+
+@dataclass
+class Services:
+    settings: Settings
+    clock: Clock
+    ledger: Ledger
+    follower: LogFollower
+    proposals: ProposalBoard
+    missions: MissionBoard
+    keys: KeyDirectory
+    oauth: OAuthVerifier | None
+
+
+def get_services(request: Request) -> Services:
+    services = request.app.state.services
+    assert isinstance(services, Services)
+    return services

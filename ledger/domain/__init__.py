@@ -1,0 +1,1 @@
+"""The domain model: aggregates, value objects and rules. No I/O, no clock reads."""

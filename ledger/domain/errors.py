@@ -1,0 +1,121 @@
+"""The one error tree of Mission Ledger.
+
+Every failure the service reports on purpose is a subclass of ``LedgerError``;
+``api.errors`` maps each class to an HTTP status and an RFC 9457 problem type
+in one table. Nothing below this module knows about HTTP.
+
+    LedgerError
+    ├── NotAuthenticated          no credential, or not a valid one (401)
+    ├── Forbidden                 a valid credential without the needed role (403)
+    ├── InvalidRequest            malformed or out-of-range input (400)
+    │   └── AuthorityExceeded     a narrowing/delegation that would widen authority (400)
+    ├── NotFound                  unknown, or outside the caller's view (404)
+    ├── Conflict                  illegal in the current state (409 ``conflict``)
+    │   ├── StaleVersion          ``expected_version`` no longer current (409)
+    │   └── IdempotencyConflict   key reused with a different request (409)
+    ├── Gone                      the object exists but has ended (410)
+    ├── TooManyRequests           rate or interval limits (429)
+    └── Unavailable               the store or a read model is not ready (503)
+        └── StaleState            a read model is behind the requested position (503)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem with one member of a request, located by a JSON Pointer (RFC 6901)."""
+
+    pointer: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"pointer": self.pointer, "detail": self.message}
+
+
+class LedgerError(Exception):
+    """Base of every deliberate failure. ``code`` is the stable machine-readable name."""
+
+    code: ClassVar[str] = "ledger_error"
+    title: ClassVar[str] = "Ledger error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: tuple[FieldError, ...] = (),
+        extensions: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+        self.extensions: Mapping[str, Any] = dict(extensions or {})
+
+
+class NotAuthenticated(LedgerError):
+    code = "unauthorized"
+    title = "Authentication required"
+
+
+class Forbidden(LedgerError):
+    code = "forbidden"
+    title = "Forbidden"
+
+
+class InvalidRequest(LedgerError):
+    code = "invalid_request"
+    title = "Invalid request"
+
+    @classmethod
+    def at(cls, pointer: str, message: str) -> InvalidRequest:
+        """An error about one member, with the member's JSON Pointer in the detail."""
+        return cls(f"{pointer or '/'}: {message}", errors=(FieldError(pointer, message),))
+
+
+class AuthorityExceeded(InvalidRequest):
+    code = "authority_exceeded"
+    title = "Requested authority exceeds its ceiling"
+
+
+class NotFound(LedgerError):
+    code = "not_found"
+    title = "Not found"
+
+
+class Conflict(LedgerError):
+    code = "conflict"
+    title = "Conflict with the current state"
+
+
+class StaleVersion(Conflict):
+    code = "stale_version"
+    title = "Stale version"
+
+
+class IdempotencyConflict(Conflict):
+    code = "idempotency_conflict"
+    title = "Idempotency key reused with a different request"
+
+
+class Gone(LedgerError):
+    code = "gone"
+    title = "Gone"
+
+
+class TooManyRequests(LedgerError):
+    code = "too_many_requests"
+    title = "Too many requests"
+
+
+class Unavailable(LedgerError):
+    code = "unavailable"
+    title = "Service unavailable"
+
+
+class StaleState(Unavailable):
+    code = "stale_state"
+    title = "Read model behind the requested position"

@@ -1,0 +1,1 @@
+"""Storage: the event store on PostgreSQL or SQLite, the hash chain, migrations."""

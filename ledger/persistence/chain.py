@@ -1,0 +1,130 @@
+"""The hash chain over the ledger, and its verifier.
+
+Each stored event carries ``hash(n)``::
+
+    SHA-256( hash(prev) ‖ int8be(position) ‖ len32be(oid) ‖ oid ‖ int8be(version)
+             ‖ len32be(topic) ‖ topic ‖ len32be(state) ‖ state )
+
+where ``prev`` is the previous committed event in position order (positions may
+skip numbers: failed inserts burn sequence values), ``oid`` and ``topic`` are
+UTF-8, ``state`` is the stored bytes, and the genesis predecessor hash is 32 zero
+bytes. Each link also records its predecessor's position, so a deletion is told
+apart from a normal gap.
+
+PostgreSQL computes links in a ``BEFORE INSERT`` trigger (``migrations/postgres``);
+SQLite computes them in the recorder (``ledger.persistence.sqlite``). Both are
+checked by the one verifier below, which reads rows in position order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+GENESIS = bytes(32)
+
+
+def link_hash(
+    prev: bytes, position: int, originator_id: str, version: int, topic: str, state: bytes
+) -> bytes:
+    oid = originator_id.encode("utf-8")
+    top = topic.encode("utf-8")
+    digest = hashlib.sha256()
+    digest.update(prev)
+    digest.update(struct.pack(">q", position))
+    digest.update(struct.pack(">i", len(oid)))
+    digest.update(oid)
+    digest.update(struct.pack(">q", version))
+    digest.update(struct.pack(">i", len(top)))
+    digest.update(top)
+    digest.update(struct.pack(">i", len(state)))
+    digest.update(state)
+    return digest.digest()
+
+
+@dataclass(frozen=True)
+class ChainRow:
+    """One position of the log as stored: the event (if present) and its link (if present)."""
+
+    position: int
+    originator_id: str | None
+    version: int | None
+    topic: str | None
+    state: bytes | None
+    chain_prev: int | None
+    chain_hash: bytes | None
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """The outcome of a verification. ``first_bad`` is None when the chain is intact."""
+
+    checked: int
+    head_position: int
+    head_hash: bytes
+    first_bad: int | None = None
+    problem: str | None = None
+
+    @property
+    def intact(self) -> bool:
+        return self.first_bad is None
+
+
+def verify_chain(rows: Iterable[ChainRow]) -> ChainReport:
+    """Walk the log in position order and report the first position that breaks the chain."""
+    prev_position = 0
+    prev_hash = GENESIS
+    checked = 0
+    for row in rows:
+        if row.originator_id is None or row.topic is None or row.state is None:
+            return _bad(checked, prev_position, prev_hash, row.position, "event missing")
+        if row.chain_hash is None or row.chain_prev is None:
+            return _bad(checked, prev_position, prev_hash, row.position, "event has no chain link")
+        if row.chain_prev != prev_position:
+            if prev_position < row.chain_prev < row.position:
+                return _bad(
+                    checked,
+                    prev_position,
+                    prev_hash,
+                    row.chain_prev,
+                    f"event missing (position {row.position} chains from {row.chain_prev}, "
+                    "which is not in the log)",
+                )
+            return _bad(
+                checked,
+                prev_position,
+                prev_hash,
+                row.position,
+                f"event out of order or inserted (it chains from {row.chain_prev}, "
+                f"but the previous event is {prev_position})",
+            )
+        assert row.version is not None
+        expected = link_hash(
+            prev_hash, row.position, row.originator_id, row.version, row.topic, row.state
+        )
+        if expected != row.chain_hash:
+            return _bad(
+                checked,
+                prev_position,
+                prev_hash,
+                row.position,
+                "content does not match its chain hash (altered, reordered or replaced)",
+            )
+        prev_position = row.position
+        prev_hash = row.chain_hash
+        checked += 1
+    return ChainReport(checked=checked, head_position=prev_position, head_hash=prev_hash)
+
+
+def _bad(
+    checked: int, head_position: int, head_hash: bytes, position: int, problem: str
+) -> ChainReport:
+    return ChainReport(
+        checked=checked,
+        head_position=head_position,
+        head_hash=head_hash,
+        first_bad=position,
+        problem=problem,
+    )

@@ -1,0 +1,131 @@
+"""Plain SQL access beside the event store, for both backends.
+
+Read models, idempotency records, the audit verifier and migrations share the
+event store's connection pool through this thin layer. SQL is written once with
+``%s`` placeholders; for SQLite they become ``?``. Rows come back as dicts.
+Write transactions on SQLite start with ``BEGIN IMMEDIATE`` so that a reader
+never has to upgrade to a writer half-way (which SQLite refuses under load).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from enum import StrEnum
+from typing import Any, Protocol
+
+from eventsourcing.postgres import PostgresDatastore
+from eventsourcing.sqlite import SQLiteDatastore
+
+
+class Dialect(StrEnum):
+    POSTGRES = "postgres"
+    SQLITE = "sqlite"
+
+
+class Cursor(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
+    def fetchone(self) -> dict[str, Any] | None: ...
+    def fetchall(self) -> list[dict[str, Any]]: ...
+    @property
+    def rowcount(self) -> int: ...
+
+
+class _PostgresCursor:
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._cursor.execute(sql, tuple(params))
+
+    def fetchone(self) -> dict[str, Any] | None:
+        row = self._cursor.fetchone()
+        return None if row is None else dict(row)
+
+    def fetchall(self) -> list[dict[str, Any]]:
+        return [dict(row) for row in self._cursor.fetchall()]
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cursor.rowcount)
+
+
+class _SQLiteCursor:
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._cursor.execute(sql.replace("%s", "?"), tuple(params))
+
+    def fetchone(self) -> dict[str, Any] | None:
+        row = self._cursor.fetchone()
+        return None if row is None else _sqlite_row(row)
+
+    def fetchall(self) -> list[dict[str, Any]]:
+        return [_sqlite_row(row) for row in self._cursor.fetchall()]
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cursor.rowcount)
+
+
+def _sqlite_row(row: Any) -> dict[str, Any]:
+    out = {key: row[key] for key in row.keys()}  # noqa: SIM118 - sqlite3.Row is not a Mapping
+    return {k: (bytes(v) if isinstance(v, memoryview) else v) for k, v in out.items()}
+
+
+class Database:
+    """Transactions on the event store's own connection pool."""
+
+    def __init__(self, datastore: PostgresDatastore | SQLiteDatastore) -> None:
+        self._datastore = datastore
+        self.dialect = (
+            Dialect.POSTGRES if isinstance(datastore, PostgresDatastore) else Dialect.SQLITE
+        )
+
+    @contextmanager
+    def transaction(self, *, write: bool = True) -> Iterator[Cursor]:
+        """A transaction: committed on success when ``write``, rolled back otherwise."""
+        if isinstance(self._datastore, PostgresDatastore):
+            with self._datastore.transaction(commit=write) as curs:
+                yield _PostgresCursor(curs)
+            return
+        with self._datastore.get_connection(commit=write) as conn:
+            raw = conn.cursor().sqlite_cursor
+            raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield _SQLiteCursor(raw)
+            except BaseException:
+                conn.rollback()
+                raise
+            if write:
+                conn.commit()
+            else:
+                conn.rollback()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Cursor]:
+        """A read-only transaction that sees one consistent state of the whole database."""
+        with self.transaction(write=False) as cur:
+            if self.dialect is Dialect.POSTGRES:
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield cur
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
+        with self.transaction(write=False) as cur:
+            cur.execute(sql, params)
+            return cur.fetchone()
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self.transaction(write=False) as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        with self.transaction(write=True) as cur:
+            cur.execute(sql, params)
+            return cur.rowcount
+
+
+def row_value(row: Mapping[str, Any] | None, key: str) -> Any:
+    return None if row is None else row[key]

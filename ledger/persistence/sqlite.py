@@ -1,0 +1,72 @@
+"""The embedded (SQLite) application recorder: hash chain and idempotency records.
+
+SQLite has no SHA-256 in SQL, so each link is computed here, inside the same
+transaction as the insert. The INSERT is the transaction's first statement, so the
+database write lock is held before the previous link is read: concurrent writers
+(another process on the same file) cannot fork the chain, and an exception rolls
+everything back. Links live in the side table ``stored_events_chain`` because the
+library's insert is positional.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+
+from ledger.persistence.chain import GENESIS, link_hash
+from ledger.persistence.idempotency import INSERT_SQL, IdempotencyRecord
+from ledger.persistence.notify import CommitListeners
+
+
+class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
+    """Stores events with a hash-chain link each, and optional idempotency records."""
+
+    commit_listeners: CommitListeners
+
+    def _insert_events(
+        self,
+        c: SQLiteCursor,
+        stored_events: Sequence[StoredEvent],
+        **kwargs: Any,
+    ) -> Sequence[int] | None:
+        positions = super()._insert_events(c, stored_events, **kwargs) or []
+        c.execute(
+            "SELECT notification_id, hash FROM stored_events_chain "
+            "ORDER BY notification_id DESC LIMIT 1"
+        )
+        row = c.fetchone()
+        prev_id, prev_hash = (0, GENESIS) if row is None else (row[0], bytes(row[1]))
+        for position, event in zip(positions, stored_events, strict=True):
+            if position <= prev_id:
+                msg = f"ledger hash chain: position {position} is not after {prev_id}"
+                raise IntegrityError(msg)
+            oid = (
+                str(event.originator_id)
+                if isinstance(event.originator_id, UUID)
+                else event.originator_id
+            )
+            link = link_hash(
+                prev_hash, position, oid, event.originator_version, event.topic, event.state
+            )
+            c.execute(
+                "INSERT INTO stored_events_chain (notification_id, prev_id, hash) VALUES (?, ?, ?)",
+                (position, prev_id, link),
+            )
+            prev_id, prev_hash = position, link
+        record: IdempotencyRecord | None = kwargs.get("idempotency")
+        if record is not None:
+            c.execute(INSERT_SQL.replace("%s", "?"), record.params())
+        return positions
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        positions = super().insert_events(stored_events, **kwargs)
+        listeners = getattr(self, "commit_listeners", None)
+        if listeners is not None and positions:
+            listeners.fire(positions)
+        return positions

@@ -1,0 +1,149 @@
+"""One settings object for the whole service.
+
+Values come from (highest precedence first) explicit keyword arguments, the
+environment (``MISSION_LEDGER_*``), a TOML file named by ``MISSION_LEDGER_CONFIG``
+(or passed explicitly), then the defaults below. With nothing configured the
+service runs embedded: SQLite in ``./.mission-ledger``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_ROLE_SCOPES = {
+    "mission_ledger.agent": "agent",
+    "mission_ledger.approver": "approver",
+    "mission_ledger.operator": "operator",
+    "mission_ledger.pep": "pep",
+    "mission_ledger.auditor": "auditor",
+    "mission_ledger.admin": "admin",
+    "ssf.manage": "pep",
+    "ssf.read": "pep",
+}
+
+
+class Settings(BaseSettings):
+    """Configuration of one Mission Ledger process."""
+
+    model_config = SettingsConfigDict(env_prefix="MISSION_LEDGER_", extra="forbid")
+
+    data_dir: Path = Field(
+        default=Path(".mission-ledger"),
+        description="Directory of the embedded mode: the SQLite file and the local key store.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql://user:password@host:port/dbname switches to PostgreSQL.",
+    )
+    issuer: str | None = Field(
+        default=None, description="Public issuer URL; defaults to http://<host>:<port>."
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+    proposal_ttl_seconds: int = Field(default=86_400, ge=60, le=30 * 86_400)
+    mission_max_stale_seconds: int = Field(default=60, ge=1, le=3_600)
+    read_your_writes_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+    idempotency_retention_hours: int = Field(default=24, ge=24, le=24 * 90)
+    policy_version: str = "mission-ledger/1"
+    scheduler_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+
+    db_pool_size: int = Field(default=4, ge=1, le=64)
+    db_max_overflow: int = Field(default=8, ge=0, le=128)
+    db_lock_timeout_seconds: int = Field(default=5, ge=1, le=120)
+    auto_migrate: bool = Field(
+        default=False,
+        description="Apply pending PostgreSQL migrations when the server starts "
+        "(the embedded SQLite store always migrates itself).",
+    )
+
+    oauth_issuer: str | None = Field(default=None, description="Issuer of JWT access tokens.")
+    oauth_jwks_uri: str | None = Field(default=None, description="JWKS URL of that issuer.")
+    oauth_audience: str | None = Field(default=None, description="Required `aud` of tokens.")
+    oauth_role_scopes: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ROLE_SCOPES))
+    oauth_client_id_claim: str = "client_id"
+
+    key_encryption_key: SecretStr | None = Field(
+        default=None,
+        description="Base64url 32-byte key that encrypts signing keys at rest. Embedded mode "
+        "generates one in the data directory when unset.",
+    )
+    signing_alg: Literal["ES256", "EdDSA"] = "ES256"
+    signing_key_retention_days: int = Field(default=400, ge=1)
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if urlsplit(value).scheme not in {"postgresql", "postgres"}:
+            msg = "database_url must be a postgresql:// URL (unset it for embedded SQLite)"
+            raise ValueError(msg)
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - no .env files
+        file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - no secret dirs
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file_from_env()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def public_issuer(self) -> str:
+        if self.issuer:
+            return self.issuer.rstrip("/")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "ledger.sqlite3"
+
+    def postgres_params(self) -> dict[str, Any]:
+        """Connection parameters parsed from ``database_url``."""
+        if self.database_url is None:
+            msg = "not configured for PostgreSQL"
+            raise ValueError(msg)
+        parts = urlsplit(self.database_url)
+        return {
+            "host": parts.hostname or "127.0.0.1",
+            "port": parts.port or 5432,
+            "user": unquote(parts.username or "postgres"),
+            "password": unquote(parts.password or ""),
+            "dbname": unquote(parts.path.lstrip("/") or "postgres"),
+        }
+
+
+def _config_file_from_env() -> Path | None:
+    import os  # noqa: PLC0415 - read lazily so importing this module has no side effects
+
+    value = os.environ.get("MISSION_LEDGER_CONFIG")
+    return Path(value) if value else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from the environment, an optional TOML file and overrides."""
+    return Settings(**overrides)

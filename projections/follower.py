@@ -1,0 +1,365 @@
+"""The log follower: one background thread per process that tails the ledger.
+
+It reads the notification log by position (so a lost wake-up only delays, never
+loses, an event) and feeds, in order:
+
+* **durable projections** (tables in the store): each batch is applied in one
+  transaction together with the projection's tracking row, locked ``FOR UPDATE`` on
+  PostgreSQL, so several replicas can run the same projection and every event is
+  applied exactly once, across crashes and restarts;
+* **live consumers** (in-memory indexes of this process), which are bootstrapped at
+  start-up and then updated in place.
+
+Wake-ups: local writes ring the in-process doorbell (commit listeners); on
+PostgreSQL a listener thread turns ``NOTIFY ledger_events`` into the same doorbell;
+and a periodic poll catches anything else (writes by other processes on SQLite, a
+dropped LISTEN connection).
+
+``wait(position)`` / ``await wait_async(position)`` block until every read model of
+this process includes ``position``: the basis of read-your-writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import psycopg
+from eventsourcing.persistence import Notification
+
+from ledger.application import Ledger
+from ledger.domain.events import LedgerEvent
+from ledger.persistence.database import Cursor, Dialect
+
+log = logging.getLogger("mission_ledger.follower")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One event of the log, decoded, with its position and stored topic."""
+
+    position: int
+    topic: str
+    event: LedgerEvent
+
+
+class DurableProjection(ABC):
+    """A read model stored beside the events and tracked in ``projection_tracking``."""
+
+    #: Unique, stable name (the tracking row's key).
+    name: str
+    #: Stored topics this projection reads; other events only advance its tracking.
+    topics: frozenset[str]
+
+    @abstractmethod
+    def apply(self, cur: Cursor, item: Item) -> None:
+        """Update the read model for one event, inside the batch transaction."""
+
+    @abstractmethod
+    def reset(self, cur: Cursor) -> None:
+        """Delete every row of the read model (for a rebuild from position 0)."""
+
+
+class LiveConsumer(Protocol):
+    """An in-memory read model of this process."""
+
+    def bootstrap(self, ledger: Ledger) -> int:
+        """Load the current state; return the log position it reflects."""
+        ...
+
+    def apply(self, item: Item) -> None: ...
+
+
+class LogFollower:
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        durable: Sequence[DurableProjection] = (),
+        live: Sequence[LiveConsumer] = (),
+        listen_dsn: dict[str, Any] | None = None,
+        poll_interval: float = 1.0,
+        batch_size: int = 500,
+    ) -> None:
+        self._ledger = ledger
+        self._db = ledger.database
+        self._durable = list(durable)
+        self._live = list(live)
+        self._live_positions: list[int] = []
+        self._listen_dsn = listen_dsn
+        self._poll_interval = poll_interval
+        self._batch_size = batch_size
+        self._bell = threading.Event()
+        self._stopping = threading.Event()
+        self._cond = threading.Condition()
+        self._position = 0
+        self._async_lock = threading.Lock()
+        self._async_waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._threads: list[threading.Thread] = []
+        self._error: BaseException | None = None
+        self.started = False
+        self.batches_applied = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Bootstrap every read model, catch up once, then follow in the background."""
+        self._ensure_tracking_rows()
+        self._live_positions = [consumer.bootstrap(self._ledger) for consumer in self._live]
+        self._position = min([*self._live_positions, *self._durable_positions(), self.head()])
+        self._ledger.commit_listeners.add(self._on_commit)
+        self.catch_up()
+        follow = threading.Thread(target=self._run, name="ledger-follower", daemon=True)
+        self._threads.append(follow)
+        if self._listen_dsn is not None and self._db.dialect is Dialect.POSTGRES:
+            listen = threading.Thread(target=self._listen, name="ledger-listen", daemon=True)
+            self._threads.append(listen)
+        for thread in self._threads:
+            thread.start()
+        self.started = True
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._bell.set()
+        self._ledger.commit_listeners.remove(self._on_commit)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads.clear()
+        with self._async_lock:
+            waiters, self._async_waiters = self._async_waiters, []
+        for _, loop, future in waiters:
+            loop.call_soon_threadsafe(_cancel, future)
+
+    # ------------------------------------------------------------------ positions
+
+    @property
+    def position(self) -> int:
+        """Every read model of this process includes every event up to here."""
+        return self._position
+
+    def head(self) -> int:
+        return self._ledger.head_position()
+
+    def lag(self) -> int:
+        return max(0, self.head() - self._position)
+
+    @property
+    def healthy(self) -> bool:
+        return self._error is None
+
+    def ring(self) -> None:
+        self._bell.set()
+
+    def wait(self, position: int, timeout: float) -> bool:
+        """Block until ``position`` is applied here (True) or ``timeout`` passes (False)."""
+        if self._position >= position:
+            return True
+        self._bell.set()
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._position < position:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    async def wait_async(self, position: int, timeout: float) -> bool:
+        if self._position >= position:
+            return True
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        entry = (position, loop, future)
+        with self._async_lock:
+            self._async_waiters.append(entry)
+        if self._position >= position:  # advanced while registering
+            future.cancel()
+        self._bell.set()
+        try:
+            if not future.cancelled():
+                await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            return self._position >= position
+        except asyncio.CancelledError:
+            if self._position < position:
+                raise
+        finally:
+            with self._async_lock:
+                if entry in self._async_waiters:
+                    self._async_waiters.remove(entry)
+        return True
+
+    # ------------------------------------------------------------------ reading
+
+    def catch_up(self) -> None:
+        """Apply everything up to the current head (called by the thread, and at start)."""
+        while not self._stopping.is_set():
+            notifications = self._ledger.recorder.select_notifications(
+                start=self._position, limit=self._batch_size, inclusive_of_start=False
+            )
+            if not notifications:
+                return
+            items = [self._decode(n) for n in notifications]
+            self._apply(items)
+            if len(notifications) < self._batch_size:
+                return
+
+    def _decode(self, notification: Notification) -> Item:
+        event = self._ledger.mapper.to_domain_event(notification)
+        assert isinstance(event, LedgerEvent)
+        return Item(position=notification.id, topic=notification.topic, event=event)
+
+    def _apply(self, items: list[Item]) -> None:
+        last = items[-1].position
+        for projection in self._durable:
+            self._apply_durable(projection, items)
+        for index, consumer in enumerate(self._live):
+            floor = self._live_positions[index]
+            for item in items:
+                if item.position > floor:
+                    consumer.apply(item)
+            self._live_positions[index] = max(floor, last)
+        self.batches_applied += 1
+        self._advance(last)
+
+    def _apply_durable(self, projection: DurableProjection, items: list[Item]) -> None:
+        with self._db.transaction() as cur:
+            tracked = _lock_tracking(cur, self._db.dialect, projection.name)
+            fresh = [i for i in items if i.position > tracked]
+            if not fresh:
+                return
+            for item in fresh:
+                if item.topic in projection.topics:
+                    projection.apply(cur, item)
+            cur.execute(
+                "UPDATE projection_tracking SET position = %s WHERE projection = %s",
+                (fresh[-1].position, projection.name),
+            )
+
+    def _advance(self, position: int) -> None:
+        with self._cond:
+            self._position = max(self._position, position)
+            self._cond.notify_all()
+        with self._async_lock:
+            ready = [w for w in self._async_waiters if w[0] <= self._position]
+        for _, loop, future in ready:
+            loop.call_soon_threadsafe(_resolve, future)
+
+    # ------------------------------------------------------------------ threads
+
+    def _on_commit(self, _positions: Sequence[int]) -> None:
+        self._bell.set()
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            self._bell.wait(self._poll_interval)
+            self._bell.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                self.catch_up()
+            except Exception as error:
+                self._error = error
+                log.exception("log follower failed; retrying in %.1fs", backoff)
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                self._bell.set()
+            else:
+                self._error = None
+                backoff = 0.1
+
+    def _listen(self) -> None:
+        assert self._listen_dsn is not None
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(**self._listen_dsn, autocommit=True) as conn:
+                    conn.execute("LISTEN ledger_events")
+                    self._bell.set()  # catch up on anything missed while disconnected
+                    while not self._stopping.is_set():
+                        for _ in conn.notifies(timeout=0.5, stop_after=1):
+                            self._bell.set()
+            except psycopg.Error:
+                log.warning("LISTEN connection lost; reconnecting", exc_info=True)
+                self._stopping.wait(1.0)
+
+    # ------------------------------------------------------------------ tracking
+
+    def _ensure_tracking_rows(self) -> None:
+        with self._db.transaction() as cur:
+            for projection in self._durable:
+                cur.execute(
+                    "INSERT INTO projection_tracking (projection, position) VALUES (%s, 0) "
+                    "ON CONFLICT (projection) DO NOTHING",
+                    (projection.name,),
+                )
+
+    def _durable_positions(self) -> list[int]:
+        if not self._durable:
+            return []
+        rows = self._db.fetchall("SELECT projection, position FROM projection_tracking")
+        tracked = {row["projection"]: int(row["position"]) for row in rows}
+        return [tracked.get(p.name, 0) for p in self._durable]
+
+    def rebuild(self, name: str) -> int:
+        """Refill one durable read model from position 0, in a single transaction.
+
+        The tracking row stays locked throughout, so other processes following the log
+        wait instead of interleaving newer events with the replay. Returns the position
+        the rebuilt model reflects.
+        """
+        projection = next((p for p in self._durable if p.name == name), None)
+        if projection is None:
+            msg = f"no read model named {name!r}"
+            raise KeyError(msg)
+        self._ensure_tracking_rows()
+        with self._db.transaction() as cur:
+            _lock_tracking(cur, self._db.dialect, name)
+            projection.reset(cur)
+            position = 0
+            while True:
+                notifications = self._ledger.recorder.select_notifications(
+                    start=position, limit=self._batch_size, inclusive_of_start=False
+                )
+                for notification in notifications:
+                    item = self._decode(notification)
+                    if item.topic in projection.topics:
+                        projection.apply(cur, item)
+                    position = item.position
+                if len(notifications) < self._batch_size:
+                    break
+            cur.execute(
+                "UPDATE projection_tracking SET position = %s WHERE projection = %s",
+                (position, name),
+            )
+        return position
+
+
+def _lock_tracking(cur: Cursor, dialect: Dialect, name: str) -> int:
+    select = "SELECT position FROM projection_tracking WHERE projection = %s"
+    if dialect is Dialect.POSTGRES:
+        select = "SELECT position FROM projection_tracking WHERE projection = %s FOR UPDATE"
+    cur.execute(select, (name,))
+    row = cur.fetchone()
+    if row is None:
+        cur.execute(
+            "INSERT INTO projection_tracking (projection, position) VALUES (%s, 0)", (name,)
+        )
+        return 0
+    return int(row["position"])
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _cancel(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.cancel()

@@ -1,0 +1,160 @@
+"""`mission-ledger audit verify` on both backends: intact, and after direct tampering."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from api.cli import app as cli
+from ledger.application import Ledger
+from ledger.domain.states import Operation
+from ledger.persistence.chain import verify_chain
+from ledger.persistence.store import open_ledger
+from ledger.settings import Settings
+from tests.builders import OPERATOR, active_mission
+from tests.conftest import T0, MutableClock
+
+
+def _fill(ledger: Ledger) -> None:
+    """Ten or more events of several kinds."""
+    for _ in range(3):
+        mission = active_mission(ledger)
+        ledger.change_lifecycle(
+            actor=OPERATOR, mission_id=mission.id, operation=Operation.SUSPEND, reason="t"
+        )
+
+
+def _tamper(settings: Settings, statements: list[str]) -> None:
+    if settings.embedded:
+        conn = sqlite3.connect(settings.sqlite_path, isolation_level=None)
+        try:
+            for statement in statements:
+                conn.execute(statement)
+        finally:
+            conn.close()
+        return
+    assert settings.database_url is not None
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE ledger_events DISABLE TRIGGER USER")
+        for statement in statements:
+            conn.execute(statement.encode())
+
+
+def _verify_cli(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, dict[str, object]]:
+    if settings.embedded:
+        monkeypatch.setenv("MISSION_LEDGER_DATA_DIR", str(settings.data_dir))
+    else:
+        assert settings.database_url is not None
+        monkeypatch.setenv("MISSION_LEDGER_DATABASE_URL", settings.database_url)
+    result = CliRunner().invoke(cli, ["audit", "verify", "--json"])
+    return result.exit_code, json.loads(result.stdout)
+
+
+def _events_table(settings: Settings) -> tuple[str, str]:
+    return ("stored_events", "rowid") if settings.embedded else ("ledger_events", "notification_id")
+
+
+def test_intact_store_verifies(
+    ledger: Ledger, store_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fill(ledger)
+    code, report = _verify_cli(store_settings, monkeypatch)
+    assert code == 0
+    assert report["intact"] is True
+    assert report["checked"] == ledger.head_position()
+
+
+def test_database_computed_links_match_the_python_definition(ledger: Ledger) -> None:
+    _fill(ledger)
+    report = verify_chain(ledger.event_log.chain_rows())
+    assert report.intact
+    assert report.checked >= 10
+
+
+Tamper = Callable[[str, str], list[str]]
+
+TAMPERING: dict[str, tuple[Tamper, int]] = {
+    "payload edited": (
+        lambda t, p: [
+            f"UPDATE {t} SET state = substr(state, 1, length(state) - 1) || "
+            + ("CAST(X'20' AS BLOB)" if t == "stored_events" else "'\\x20'::bytea")
+            + f" WHERE {p} = 5"
+        ],
+        5,
+    ),
+    "event deleted": (lambda t, p: [f"DELETE FROM {t} WHERE {p} = 7"], 7),
+    "two events swapped": (
+        lambda t, p: [
+            f"UPDATE {t} SET {p} = -1 WHERE {p} = 3",
+            f"UPDATE {t} SET {p} = 3 WHERE {p} = 4",
+            f"UPDATE {t} SET {p} = 4 WHERE {p} = -1",
+        ],
+        3,
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(TAMPERING))
+def test_tampering_is_reported_at_the_first_bad_position(
+    ledger: Ledger,
+    store_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+) -> None:
+    _fill(ledger)
+    assert ledger.head_position() >= 10
+    ledger.close()
+    make, bad = TAMPERING[kind]
+    _tamper(store_settings, make(*_events_table(store_settings)))
+    code, report = _verify_cli(store_settings, monkeypatch)
+    assert code == 1
+    assert report["intact"] is False
+    assert report["first_bad_position"] == bad
+
+
+def test_forged_event_appended_without_the_chain_is_reported(
+    ledger: Ledger, store_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fill(ledger)
+    head = ledger.head_position()
+    ledger.close()
+    table, position = _events_table(store_settings)
+    if store_settings.embedded:
+        statement = (
+            f"INSERT INTO {table} (rowid, originator_id, originator_version, topic, state) "
+            f"VALUES ({head + 1}, 'msn_forged', 1, 'mission-ledger:Mission.Approved', X'7B7D')"
+        )
+    else:
+        statement = (
+            f"INSERT INTO {table} (originator_id, originator_version, topic, state, "
+            f"{position}, chain_prev, chain_hash) VALUES ('msn_forged', 1, "
+            f"'mission-ledger:Mission.Approved', '\\x7b7d', {head + 1}, {head}, '\\x00')"
+        )
+    _tamper(store_settings, [statement])
+    code, report = _verify_cli(store_settings, monkeypatch)
+    assert code == 1
+    assert report["first_bad_position"] == head + 1
+
+
+@pytest.mark.postgres
+def test_postgres_refuses_updates_and_deletes_of_events(postgres_url: str) -> None:
+    ledger = open_ledger(Settings(database_url=postgres_url), clock=MutableClock(T0))
+    try:
+        active_mission(ledger)
+    finally:
+        ledger.close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        for statement in (
+            "UPDATE ledger_events SET state = state WHERE notification_id = 1",
+            "DELETE FROM ledger_events WHERE notification_id = 1",
+            "TRUNCATE ledger_events",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement.encode())

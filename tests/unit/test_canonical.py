@@ -1,0 +1,145 @@
+"""Integrity anchors reproduce the drafts' vectors byte for byte."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+
+from ledger.domain.canonical import (
+    DIGEST_PREFIX,
+    TYP_AUTHORITY_SET,
+    TYP_ENTRY,
+    TYP_INTENT,
+    TYP_PROPOSAL,
+    anchor,
+    authority_hash,
+    b64url,
+    entry_digest,
+    envelope,
+    intent_hash,
+    jcs,
+    proposal_hash,
+    raw_digest,
+    sha256_b64url,
+)
+from tests.vectors import load_mission_vector
+
+ANCHORS: list[dict[str, Any]] = load_mission_vector("integrity-anchors.json")["vectors"]
+COMPANIONS: list[dict[str, Any]] = load_mission_vector("companion-digests.json")["vectors"]
+
+HELPERS: dict[str, tuple[str, Callable[[str, object], str]]] = {
+    "intent_hash": (TYP_INTENT, intent_hash),
+    "authority_hash": (TYP_AUTHORITY_SET, authority_hash),
+    "proposal_hash": (TYP_PROPOSAL, proposal_hash),
+    "entry_digest": (TYP_ENTRY, entry_digest),
+}
+
+
+def _by_id(vectors: list[dict[str, Any]]) -> list[Any]:
+    return [pytest.param(vector, id=vector["id"]) for vector in vectors]
+
+
+@pytest.mark.parametrize("vector", _by_id(ANCHORS))
+def test_anchor_envelope_canonical_bytes_match_vector(vector: dict[str, Any]) -> None:
+    canonical = jcs(envelope(vector["typ"], vector["iss"], vector["value"]))
+    assert canonical == vector["canonical_envelope"].encode("utf-8")
+
+
+@pytest.mark.parametrize("vector", _by_id(ANCHORS))
+def test_anchor_matches_vector(vector: dict[str, Any]) -> None:
+    assert anchor(vector["typ"], vector["iss"], vector["value"]) == vector["expected"]
+
+
+@pytest.mark.parametrize("vector", _by_id(ANCHORS))
+def test_named_anchor_helper_uses_the_vector_typ(vector: dict[str, Any]) -> None:
+    typ, helper = HELPERS[vector["anchor"]]
+    assert typ == vector["typ"]
+    assert helper(vector["iss"], vector["value"]) == vector["expected"]
+
+
+def _companion_params(*, with_canonical: bool = False) -> list[Any]:
+    """One param per companion vector, labelled by its stated construction.
+
+    ``with_canonical`` keeps only the vectors that record the canonical JCS string.
+    """
+    params = []
+    for vector in COMPANIONS:
+        if with_canonical and not ({"canonical", "canonical_envelope"} & vector.keys()):
+            continue
+        if "typ" in vector:
+            kind = "envelope"
+        elif isinstance(vector.get("input"), dict) and "expected_digest_b64url" in vector:
+            kind = "raw-bare"
+        elif isinstance(vector.get("input"), dict) and "expected" in vector:
+            kind = "raw-prefixed"
+        else:
+            params.append(
+                pytest.param(
+                    vector,
+                    "other",
+                    id=vector["id"],
+                    marks=pytest.mark.skip(
+                        reason=f"construction is not a JCS digest: {vector['construction']}"
+                    ),
+                )
+            )
+            continue
+        params.append(pytest.param(vector, kind, id=vector["id"]))
+    return params
+
+
+@pytest.mark.parametrize(("vector", "kind"), _companion_params(with_canonical=True))
+def test_companion_digest_canonical_bytes_match_vector(vector: dict[str, Any], kind: str) -> None:
+    if kind == "envelope":
+        canonical = jcs(envelope(vector["typ"], vector["iss"], vector["value"]))
+        assert canonical == vector["canonical_envelope"].encode("utf-8")
+    else:
+        assert jcs(vector["input"]) == vector["canonical"].encode("utf-8")
+
+
+@pytest.mark.parametrize(("vector", "kind"), _companion_params())
+def test_companion_digest_matches_vector(vector: dict[str, Any], kind: str) -> None:
+    if kind == "envelope":
+        assert "envelope" in vector["construction"]
+        assert anchor(vector["typ"], vector["iss"], vector["value"]) == vector["expected"]
+    elif kind == "raw-bare":
+        assert sha256_b64url(jcs(vector["input"])) == vector["expected_digest_b64url"]
+    else:
+        assert raw_digest(vector["input"]) == vector["expected"]
+
+
+def test_base64url_has_no_padding() -> None:
+    assert b64url(b"\xff") == "_w"
+
+
+def test_raw_digest_has_the_sha256_prefix() -> None:
+    assert raw_digest({}).startswith(DIGEST_PREFIX)
+
+
+def test_envelope_members_are_iss_typ_value() -> None:
+    assert envelope("t", "https://as.example", [1]) == {
+        "iss": "https://as.example",
+        "typ": "t",
+        "value": [1],
+    }
+
+
+def test_jcs_sorts_keys_and_keeps_array_order() -> None:
+    assert jcs({"b": [2, 1], "a": "x"}) == b'{"a":"x","b":[2,1]}'
+
+
+def test_jcs_accepts_tuples_and_read_only_mappings() -> None:
+    assert jcs(MappingProxyType({"a": (1, 2)})) == b'{"a":[1,2]}'
+
+
+def test_issuer_changes_the_anchor() -> None:
+    value = {"goal": "x"}
+    assert intent_hash("https://a.example", value) != intent_hash("https://b.example", value)
+
+
+def test_typ_changes_the_anchor() -> None:
+    value = [{"type": "mission_resource_access"}]
+    assert authority_hash("https://a.example", value) != proposal_hash("https://a.example", value)
