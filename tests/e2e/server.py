@@ -1,0 +1,104 @@
+"""Real server processes for end-to-end tests: `mission-ledger serve` in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "mission-ledger"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def create_key(env: dict[str, str], role: str, name: str) -> str:
+    done = cli(env, "keys", "create", "--role", role, "--name", name, "--json")
+    assert done.returncode == 0, done.stderr
+    return str(json.loads(done.stdout)["key"])
+
+
+def store_env(*, data_dir: Path | None = None, database_url: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MISSION_LEDGER_")}
+    if data_dir is not None:
+        env["MISSION_LEDGER_DATA_DIR"] = str(data_dir)
+    if database_url is not None:
+        env["MISSION_LEDGER_DATABASE_URL"] = database_url
+        env["MISSION_LEDGER_KEY_ENCRYPTION_KEY"] = "lWcOZs6m3ZbD1gE0Lw3tQkYpZ4I2pM5ZuCCvXbSyUbA"
+    env["MISSION_LEDGER_LOG_LEVEL"] = "warning"
+    return env
+
+
+class ServerProcess:
+    """One `mission-ledger serve` process on a free port."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, *, port: int | None = None) -> None:
+        self.env = dict(env)
+        self.port = port or free_port()
+        self.env["MISSION_LEDGER_ISSUER"] = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                [str(BIN / "mission-ledger"), "serve", "--port", str(self.port)],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                msg = f"server exited with {self.process.returncode}: {self.log_path.read_text()}"
+                raise RuntimeError(msg)
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        msg = f"server did not start in {timeout}s: {self.log_path.read_text()}"
+        raise RuntimeError(msg)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no flushing, nothing."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
