@@ -1,10 +1,12 @@
-"""The approval inbox (proposals) and the mission board (missions): list, filter, due times."""
+"""Aggregate-state read models: the approval inbox (proposals), the mission board and the
+mandate register. Each lists, filters, and finds clock deadlines that are due."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from ledger.domain.mandates import ExecutionMandate
 from ledger.domain.missions import Mission
 from ledger.domain.proposals import Proposal
 from projections.aggregate_tables import AggregateTable, micros
@@ -36,5 +38,26 @@ class MissionBoard(AggregateTable[Mission]):
             "state": aggregate.state,
             "client_id": aggregate.client_id,
             "subject_sub": str(aggregate.subject.get("sub")),
+            "next_deadline": micros(aggregate.next_deadline()),
+        }
+
+
+class MandateRegister(AggregateTable[ExecutionMandate]):
+    """Every Mandate's current state: inspection, the kill switch's reach, expiry times."""
+
+    name = "mandate_register"
+    table = "mandate_register"
+    key = "mandate_id"
+    aggregate_class = ExecutionMandate
+
+    def columns(self, aggregate: ExecutionMandate) -> Mapping[str, Any]:
+        return {
+            "mission_id": aggregate.mission_id,
+            "state": aggregate.state,
+            "client_id": str(aggregate.holder.get("client_id")),
+            "instance_id": aggregate.holder.get("instance_id"),
+            "parent_mandate_id": aggregate.parent_mandate_id,
+            "depth": aggregate.depth,
+            "expires_at": micros(aggregate.expires_at),
             "next_deadline": micros(aggregate.next_deadline()),
         }

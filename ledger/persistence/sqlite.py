@@ -57,6 +57,17 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
                 (position, prev_id, link),
             )
             prev_id, prev_hash = position, link
+        expect: dict[str, int] | None = kwargs.get("expect")
+        for originator_id, version in (expect or {}).items():
+            c.execute(
+                "SELECT coalesce(max(originator_version), 0) FROM stored_events "
+                "WHERE originator_id = ?",
+                (originator_id,),
+            )
+            current = c.fetchone()[0]
+            if current != version:
+                msg = f"ledger: {originator_id} changed (version {current} is not {version})"
+                raise IntegrityError(msg)
         record: IdempotencyRecord | None = kwargs.get("idempotency")
         if record is not None:
             c.execute(INSERT_SQL.replace("%s", "?"), record.params())

@@ -83,6 +83,25 @@ CREATE TRIGGER ledger_events_append_only BEFORE UPDATE OR DELETE ON ledger_event
 CREATE TRIGGER ledger_events_no_truncate BEFORE TRUNCATE ON ledger_events
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_events_append_only();
 
+-- Raised inside an insert transaction (after the table lock is taken) when an aggregate
+-- the command *read* but did not write has changed since: for example a Mission that was
+-- suspended while a Mandate was being issued under it. The unique_violation code makes the
+-- writer treat it like any other optimistic-concurrency conflict and retry from a fresh read.
+CREATE FUNCTION ledger_expect_version(expected_id text, expected_version bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    current_version bigint;
+BEGIN
+    SELECT coalesce(max(originator_version), 0) INTO current_version
+      FROM ledger_events WHERE originator_id = expected_id;
+    IF current_version <> expected_version THEN
+        RAISE EXCEPTION 'ledger: % changed (version % is not the % that was read)',
+            expected_id, current_version, expected_version
+            USING ERRCODE = 'unique_violation';
+    END IF;
+END
+$$;
+
 -- Idempotency-Key records, inserted in the same transaction as the events they describe.
 CREATE TABLE idempotency_records (
     scope text NOT NULL,

@@ -8,11 +8,14 @@ from eventsourcing.utils import resolve_topic
 
 from ledger.domain.apikeys import ApiKey
 from ledger.domain.events import LedgerEvent
+from ledger.domain.instances import AgentInstance
+from ledger.domain.mandate_tree import MandateTree
+from ledger.domain.mandates import ExecutionMandate
 from ledger.domain.missions import Mission
 from ledger.domain.proposals import Proposal
 
 PINNED = Path(__file__).resolve().parents[1] / "fixtures" / "event_topics.txt"
-AGGREGATES = (ApiKey, Mission, Proposal)
+AGGREGATES = (AgentInstance, ApiKey, ExecutionMandate, MandateTree, Mission, Proposal)
 
 
 def current_topics() -> set[str]:

@@ -1,0 +1,38 @@
+"""The Ledger application: one method per use case, on top of ``eventsourcing``.
+
+* ``base``: construction, reads, and the single write path (concurrency, idempotency);
+* ``governance``: proposals, approval, Mission lifecycle, containment, expansion, clock;
+* ``cascades`` / ``mandating``: Execution Mandates and how Mission changes reach them;
+* ``credentials``: API keys.
+"""
+
+from __future__ import annotations
+
+from ledger.application.base import (
+    Changes,
+    IdempotencyRequest,
+    LedgerBase,
+    TokenSigner,
+    Written,
+    new_id,
+)
+from ledger.application.credentials import CredentialUseCases, IssuedKey
+from ledger.application.governance import GovernanceUseCases
+from ledger.application.mandating import MandateUseCases
+
+__all__ = [
+    "Changes",
+    "IdempotencyRequest",
+    "IssuedKey",
+    "Ledger",
+    "LedgerBase",
+    "TokenSigner",
+    "Written",
+    "new_id",
+]
+
+
+class Ledger(GovernanceUseCases, MandateUseCases, CredentialUseCases):
+    """The write side of Mission Ledger."""
+
+    name = "Ledger"

@@ -1,0 +1,269 @@
+"""The Ledger application's foundation: loading, saving, concurrency, idempotency.
+
+Every command loads the aggregates it needs, lets them decide (domain rules raise
+``LedgerError`` subclasses), and saves every changed aggregate in one atomic
+``save``. A command returns a ``Written`` with the aggregate and the log position
+of its last event (``None`` when the request changed nothing).
+
+Concurrency: two commands on the same aggregate from different processes both
+load version *n* and try to write *n+1*; the store's primary key lets exactly one
+win. The loser is retried from a fresh load (so its checks run against the new
+state) unless the caller pinned ``expected_version``, in which case it gets
+``StaleVersion``.
+
+Idempotency: an ``IdempotencyRequest`` makes the write's record part of the same
+transaction (``ledger.persistence.idempotency``); a retry with the same key and the
+same request gets the original result, a different request gets
+``IdempotencyConflict``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Generic, Protocol, TypeVar
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import BaseAggregate
+from eventsourcing.persistence import IntegrityError
+from eventsourcing.utils import Environment
+
+from ledger.clock import Clock
+from ledger.domain.canonical import raw_digest
+from ledger.domain.errors import Conflict, IdempotencyConflict, NotFound, StaleVersion
+from ledger.domain.missions import Mission
+from ledger.domain.proposals import Proposal
+from ledger.persistence.database import Database
+from ledger.persistence.eventlog import EventLog, LoggedEvent
+from ledger.persistence.idempotency import IdempotencyRecord
+from ledger.persistence.notify import CommitListeners
+
+A = TypeVar("A", bound=BaseAggregate[str])
+
+MAX_ATTEMPTS = 5
+
+
+def new_id(prefix: str) -> str:
+    """An opaque identifier with 192 bits of entropy (URL-safe)."""
+    return f"{prefix}_{secrets.token_urlsafe(24)}"
+
+
+class TokenSigner(Protocol):
+    """Signs compact JWS (the key store in ``ledger.signing`` implements it)."""
+
+    def sign_compact(
+        self, header: dict[str, Any], payload: bytes, *, alg: str, now: datetime
+    ) -> str: ...
+
+
+@dataclass(frozen=True)
+class IdempotencyRequest:
+    """An ``Idempotency-Key`` as scoped to its credential, with the request's digest."""
+
+    scope: str
+    key: str
+    request_hash: str
+    status_code: int
+
+
+@dataclass(frozen=True)
+class Written(Generic[A]):
+    """The outcome of a command: the aggregate, and the position of the last event written."""
+
+    value: A
+    position: int | None
+    replayed: bool = False
+    status_code: int | None = None
+    response: str | None = None
+
+
+@dataclass
+class Changes:
+    """What one command wants saved: changed aggregates (the result last), and the versions
+    of aggregates it read but does not write, which must still hold at commit."""
+
+    result: BaseAggregate[str]
+    changed: list[BaseAggregate[str]]
+    expect: dict[str, int]
+
+
+class Replay(Exception):  # control flow: an idempotent replay, not an error
+    def __init__(self, aggregate: BaseAggregate[str]) -> None:
+        super().__init__("replay")
+        self.aggregate = aggregate
+
+
+def fingerprint(request: Mapping[str, Any]) -> str:
+    return raw_digest(dict(request))
+
+
+class LedgerBase(Application[str]):
+    """Construction, reads, and the one write path every use case goes through."""
+
+    name = "Ledger"
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        *,
+        clock: Clock,
+        issuer: str,
+        proposal_ttl: timedelta,
+        policy_version: str,
+        signer: TokenSigner | None = None,
+        mandate_alg: str = "ES256",
+    ) -> None:
+        super().__init__(env=dict(env))
+        self.clock = clock
+        self.issuer = issuer
+        self.proposal_ttl = proposal_ttl
+        self.policy_version = policy_version
+        self.signer = signer
+        self.mandate_alg = mandate_alg
+        self.commit_listeners = CommitListeners()
+        self.recorder.commit_listeners = self.commit_listeners  # type: ignore[attr-defined]
+        datastore = self.recorder.datastore  # type: ignore[attr-defined]
+        self.database = Database(datastore)
+        self.event_log = EventLog(self.database, self.mapper)
+
+    def construct_env(self, name: str, env: Mapping[str, str] | None = None) -> Environment:
+        # Configuration comes only from Settings (via ``env``), never from stray
+        # process environment variables such as POSTGRES_HOST.
+        return Environment(name, dict(env or {}))
+
+    # ------------------------------------------------------------------ reads
+
+    def get_proposal(self, proposal_id: str) -> Proposal:
+        return self._get(Proposal, proposal_id, "proposal")
+
+    def get_mission(self, mission_id: str, *, as_of: datetime | None = None) -> Mission:
+        if as_of is None:
+            return self._get(Mission, mission_id, "Mission")
+        events = [e.event for e in self.event_log.history(mission_id) if e.event.timestamp <= as_of]
+        if not events or not isinstance(events[0], Mission.Approved):
+            raise NotFound(f"no Mission {mission_id!r} existed at that instant")
+        aggregate: Mission | None = None
+        for event in events:
+            aggregate = event.mutate(aggregate)
+        assert aggregate is not None
+        return aggregate
+
+    def history(self, originator_id: str) -> list[LoggedEvent]:
+        return self.event_log.history(originator_id)
+
+    def head_position(self) -> int:
+        return int(self.recorder.max_notification_id() or 0)
+
+    # ------------------------------------------------------------------ internals
+
+    def _get(self, cls: type[A], aggregate_id: str, what: str) -> A:
+        try:
+            aggregate: BaseAggregate[str] = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            raise NotFound(f"no {what} with id {aggregate_id!r}") from None
+        if not isinstance(aggregate, cls):
+            raise NotFound(f"no {what} with id {aggregate_id!r}")
+        return aggregate
+
+    def execute(
+        self,
+        command: Callable[[], Changes],
+        idempotency: IdempotencyRequest | None,
+        result_type: type[A],
+        *,
+        pinned: tuple[str, int] | None = None,
+    ) -> Written[A]:
+        """Run ``command`` (which loads, decides and returns ``Changes``) and save its
+        changes atomically, retrying from a fresh load on a concurrency conflict.
+
+        ``pinned`` is (aggregate id, ``expected_version``) when the caller demanded that
+        version: a conflict that moved that aggregate on is ``StaleVersion``, not a retry.
+        """
+        if idempotency is not None:
+            replay = self._replay(idempotency, result_type)
+            if replay is not None:
+                return replay
+        for _attempt in range(MAX_ATTEMPTS):
+            try:
+                changes = command()
+            except Replay as replay_signal:
+                value = replay_signal.aggregate
+                assert isinstance(value, result_type)
+                position = self.event_log.position_of(value.id, value.version)
+                return Written(value=value, position=position, replayed=True)
+            result = changes.result
+            assert isinstance(result, result_type)
+            if not any(a.pending_events for a in changes.changed):
+                return Written(value=result, position=None)
+            record = None
+            if idempotency is not None:
+                record = IdempotencyRecord(
+                    scope=idempotency.scope,
+                    key=idempotency.key,
+                    request_hash=idempotency.request_hash,
+                    originator_id=result.id,
+                    originator_version=result.version,
+                    status_code=idempotency.status_code,
+                    response=None,
+                    created_at=int(self.clock.now().timestamp()),
+                )
+            try:
+                recordings = self.save(
+                    *changes.changed, idempotency=record, expect=changes.expect or None
+                )
+            except IntegrityError:
+                if idempotency is not None:
+                    replay = self._replay(idempotency, result_type)
+                    if replay is not None:
+                        return replay
+                if pinned is not None and self._version_of(pinned[0]) != pinned[1]:
+                    raise StaleVersion(
+                        "the Mission changed concurrently; expected_version is no longer current"
+                    ) from None
+                self._forget(changes)
+                continue
+            return Written(value=result, position=recordings[-1].notification.id)
+        raise Conflict("the aggregate kept changing concurrently; try again")
+
+    def _version_of(self, aggregate_id: str) -> int:
+        aggregate: BaseAggregate[str] = self.repository.get(aggregate_id)
+        return aggregate.version
+
+    def _forget(self, changes: Changes) -> None:
+        """Drop cached copies of everything a conflicting command touched or read."""
+        cache = self.repository.cache
+        if cache is None:
+            return
+        for aggregate_id in [*(a.id for a in changes.changed), *changes.expect]:
+            with contextlib.suppress(KeyError):
+                cache.get(aggregate_id, evict=True)
+
+    def _replay(self, idempotency: IdempotencyRequest, result_type: type[A]) -> Written[A] | None:
+        row = self.database.fetchone(
+            "SELECT request_hash, originator_id, originator_version, status_code, response "
+            "FROM idempotency_records WHERE scope = %s AND key = %s",
+            (idempotency.scope, idempotency.key),
+        )
+        if row is None:
+            return None
+        if row["request_hash"] != idempotency.request_hash:
+            raise IdempotencyConflict(
+                "this Idempotency-Key was already used with a different request"
+            )
+        originator_id = str(row["originator_id"])
+        version = int(row["originator_version"])
+        aggregate: BaseAggregate[str] = self.repository.get(originator_id, version=version)
+        if not isinstance(aggregate, result_type):
+            raise IdempotencyConflict(
+                "this Idempotency-Key was already used for a different kind of request"
+            )
+        return Written(
+            value=aggregate,
+            position=self.event_log.position_of(originator_id, version),
+            replayed=True,
+            status_code=int(row["status_code"]),
+            response=row["response"],
+        )

@@ -1,0 +1,194 @@
+"""How changes to Missions and Mandates reach the Mandates below them.
+
+* A Mission reaching a terminal state cascades every live Mandate under it.
+* Mission containment narrows the Mandates whose authority it touches (and ends
+  those left with nothing).
+* A Mandate revoked, narrowed or ended takes its whole subtree with it.
+
+All of it is written in the same transaction as the cause. Each cascade also
+records the version of the ``MandateTree`` it read as a commit-time expectation,
+so a Mandate issued concurrently is either seen by the cascade or refused by its
+own check of the Mission/parent version: none escapes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from eventsourcing.domain import BaseAggregate
+
+from ledger.application.base import LedgerBase
+from ledger.domain.actors import Actor
+from ledger.domain.authority import AuthorityEntry
+from ledger.domain.delegation import parse_entries, restrict, without_contained
+from ledger.domain.errors import NotFound
+from ledger.domain.instances import AgentInstance, instance_id_of
+from ledger.domain.mandate_tree import MandateTree, tree_id
+from ledger.domain.mandates import ExecutionMandate, Validity, validity
+from ledger.domain.missions import Mission
+from ledger.domain.states import MissionState
+
+
+class Effects:
+    """Aggregates a cascade changed, and the versions it read (commit-time checks)."""
+
+    def __init__(self) -> None:
+        self.changed: list[BaseAggregate[str]] = []
+        self.expect: dict[str, int] = {}
+
+    def add(self, aggregate: BaseAggregate[str]) -> None:
+        if aggregate.pending_events and all(a.id != aggregate.id for a in self.changed):
+            self.changed.append(aggregate)
+
+
+class MandateCascades(LedgerBase):
+    # ------------------------------------------------------------------ reads
+
+    def get_mandate(self, mandate_id: str) -> ExecutionMandate:
+        return self._get(ExecutionMandate, mandate_id, "Mandate")
+
+    def get_tree(self, mission_id: str) -> MandateTree | None:
+        try:
+            return self._get(MandateTree, tree_id(mission_id), "mandate tree")
+        except NotFound:
+            return None
+
+    def get_instance(self, client_id: str, instance_id: str) -> AgentInstance | None:
+        try:
+            return self._get(AgentInstance, instance_id_of(client_id, instance_id), "instance")
+        except NotFound:
+            return None
+
+    def ancestors_of(self, mandate: ExecutionMandate) -> list[ExecutionMandate]:
+        """Parent first, root last."""
+        chain: list[ExecutionMandate] = []
+        parent_id = mandate.parent_mandate_id
+        while parent_id is not None:
+            parent = self.get_mandate(parent_id)
+            chain.append(parent)
+            parent_id = parent.parent_mandate_id
+        return chain
+
+    def mandate_validity(
+        self, mandate: ExecutionMandate, now: datetime, *, mission: Mission | None = None
+    ) -> Validity:
+        """Whether the Mandate authorises anything at ``now`` (own state and expiry, its
+        Mission, every ancestor, the holder's instance)."""
+        mission = mission or self.get_mission(mandate.mission_id)
+        instance_id = mandate.holder.get("instance_id")
+        instance = (
+            None
+            if instance_id is None
+            else self.get_instance(str(mandate.holder["client_id"]), str(instance_id))
+        )
+        return validity(
+            mandate,
+            mission_state=mission.effective_state(now),
+            ancestors=self.ancestors_of(mandate),
+            instance_revoked=instance is not None and instance.revoked,
+            now=now,
+        )
+
+    # ------------------------------------------------------------------ cascades
+
+    def mandate_effects(
+        self, mission: Mission, *, actor: Actor, now: datetime, effects: Effects | None = None
+    ) -> Effects:
+        """What the Mission's pending events do to its Mandates."""
+        effects = effects or Effects()
+        if not mission.pending_events:
+            return effects
+        tree = self.get_tree(mission.id)
+        effects.expect[tree_id(mission.id)] = 0 if tree is None else tree.version
+        if tree is None:
+            return effects
+        ended = mission.state not in {MissionState.ACTIVE.value, MissionState.SUSPENDED.value}
+        contained = any(isinstance(e, Mission.CapabilityContained) for e in mission.pending_events)
+        if not ended and not contained:
+            return effects
+        removed = mission.contained_capabilities()
+        for mandate_id in tree.mandate_ids:
+            mandate = self.get_mandate(mandate_id)
+            if not mandate.is_live():
+                continue
+            if ended:
+                mandate.cascade(
+                    cause={"kind": "mission", "id": mission.id, "state": mission.state},
+                    reason=f"Mission {mission.id} is {mission.state}",
+                    actor=actor,
+                    now=now,
+                )
+            else:
+                remaining = without_contained(mandate.entries(), removed)
+                if not remaining:
+                    mandate.cascade(
+                        cause={"kind": "containment", "id": mission.id},
+                        reason="all of its authority was contained on the Mission",
+                        actor=actor,
+                        now=now,
+                    )
+                else:
+                    mandate.narrow(
+                        remaining,
+                        cause="containment",
+                        reason="Mission containment",
+                        actor=actor,
+                        now=now,
+                    )
+            effects.add(mandate)
+        return effects
+
+    def subtree_effects(
+        self,
+        root: ExecutionMandate,
+        *,
+        actor: Actor,
+        now: datetime,
+        effects: Effects | None = None,
+    ) -> Effects:
+        """After ``root`` changed (revoked, cascaded, narrowed): end or narrow its descendants."""
+        effects = effects or Effects()
+        tree = self.get_tree(root.mission_id)
+        effects.expect[tree_id(root.mission_id)] = 0 if tree is None else tree.version
+        if tree is None:
+            return effects
+        ceilings: dict[str, tuple[AuthorityEntry, ...] | None] = {
+            root.id: root.entries() if root.is_live() else None
+        }
+        for child_id in tree.descendants(root.id):
+            child = self.get_mandate(child_id)
+            parent_id = child.parent_mandate_id
+            assert parent_id is not None
+            ceiling = ceilings.get(parent_id)
+            if not child.is_live():
+                ceilings[child.id] = None
+                continue
+            if ceiling is None:
+                child.cascade(
+                    cause={"kind": "parent", "id": parent_id},
+                    reason=f"its parent Mandate {parent_id} ended",
+                    actor=actor,
+                    now=now,
+                )
+                ceilings[child.id] = None
+            else:
+                remaining = restrict(child.entries(), ceiling)
+                if not remaining:
+                    child.cascade(
+                        cause={"kind": "parent", "id": parent_id},
+                        reason=f"nothing it held remains within its parent {parent_id}",
+                        actor=actor,
+                        now=now,
+                    )
+                    ceilings[child.id] = None
+                else:
+                    child.narrow(
+                        remaining,
+                        cause="parent_narrowed",
+                        reason=f"its parent Mandate {parent_id} was narrowed",
+                        actor=actor,
+                        now=now,
+                    )
+                    ceilings[child.id] = parse_entries(remaining)
+            effects.add(child)
+        return effects

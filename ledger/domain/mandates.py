@@ -1,0 +1,313 @@
+"""The ExecutionMandate aggregate: a signed, actor-bound grant of part of a Mission.
+
+A Mandate gives one actor (an agent's runtime instance, or a sub-agent it
+delegated to) a subset of the Mission's Effective Authority Set, bound to the
+holder's key (``cnf.jkt``), until ``expires_at``. Its own states are ``active``,
+``revoked``, ``cascaded`` (its Mission or an ancestor ended) and ``expired``;
+narrowing is a new version of the token, not a state. Whether it authorises
+anything *now* also depends on its Mission, its ancestors and its holder's
+instance: ``validity`` computes that, failing closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from eventsourcing.domain import BaseAggregate
+
+from ledger.domain.actors import SCHEDULER, Actor
+from ledger.domain.authority import AuthorityEntry, parse_authority_set
+from ledger.domain.events import TOPIC_PREFIX, LedgerCreated, LedgerEvent
+
+
+class MandateState(StrEnum):
+    ACTIVE = "active"
+    REVOKED = "revoked"
+    CASCADED = "cascaded"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Everything fixed when a Mandate is issued or delegated."""
+
+    mission_id: str
+    issuer: str
+    mission_authority_hash: str
+    subject: Mapping[str, Any]
+    client_id: str
+    holder: Mapping[str, Any]
+    cnf: Mapping[str, Any]
+    authorization_details: Sequence[Mapping[str, Any]]
+    expires_at: datetime
+    parent_mandate_id: str | None
+    depth: int
+    act: Mapping[str, Any]
+    purpose: Mapping[str, Any]
+    provenance: Mapping[str, Any]
+    parent_hash: str | None
+
+
+class ExecutionMandate(BaseAggregate[str]):
+    TOPIC = TOPIC_PREFIX + "ExecutionMandate"
+
+    @dataclass(frozen=True)
+    class Event(LedgerEvent):
+        TOPIC = TOPIC_PREFIX + "ExecutionMandate.Event"
+
+    @dataclass(frozen=True)
+    class Issued(Event, LedgerCreated):
+        """A root Mandate issued under a Mission to one of its agent's instances."""
+
+        TOPIC = TOPIC_PREFIX + "ExecutionMandate.Issued"
+        mission_id: str
+        issuer: str
+        mission_authority_hash: str
+        subject: dict[str, Any]
+        client_id: str
+        holder: dict[str, Any]
+        cnf: dict[str, Any]
+        authorization_details: list[dict[str, Any]]
+        expires_at: datetime
+        parent_mandate_id: str | None
+        depth: int
+        act: dict[str, Any]
+        purpose: dict[str, Any]
+        provenance: dict[str, Any]
+        parent_hash: str | None
+        actor: dict[str, Any]
+
+        def apply(self, aggregate: ExecutionMandate) -> None:
+            aggregate.mission_id = self.mission_id
+            aggregate.issuer = self.issuer
+            aggregate.mission_authority_hash = self.mission_authority_hash
+            aggregate.subject = dict(self.subject)
+            aggregate.client_id = self.client_id
+            aggregate.holder = dict(self.holder)
+            aggregate.cnf = dict(self.cnf)
+            aggregate.authorization_details = list(self.authorization_details)
+            aggregate.expires_at = self.expires_at
+            aggregate.parent_mandate_id = self.parent_mandate_id
+            aggregate.depth = self.depth
+            aggregate.act = dict(self.act)
+            aggregate.purpose = dict(self.purpose)
+            aggregate.provenance = dict(self.provenance)
+            aggregate.parent_hash = self.parent_hash
+            aggregate.issued_by = dict(self.actor)
+            aggregate.state = MandateState.ACTIVE.value
+            aggregate.token_version = 1
+            aggregate.token_issued_at = self.timestamp
+            aggregate.reason = None
+
+    @dataclass(frozen=True)
+    class Delegated(Issued):
+        """A child Mandate delegated by the holder of ``parent_mandate_id`` (never wider)."""
+
+        TOPIC = TOPIC_PREFIX + "ExecutionMandate.Delegated"
+
+    @dataclass(frozen=True)
+    class Narrowed(Event):
+        """Authority removed; the token is re-signed as a new version."""
+
+        TOPIC = TOPIC_PREFIX + "ExecutionMandate.Narrowed"
+        authorization_details: list[dict[str, Any]]
+        cause: str
+        reason: str | None
+        actor: dict[str, Any]
+
+        def apply(self, aggregate: ExecutionMandate) -> None:
+            aggregate.authorization_details = list(self.authorization_details)
+            aggregate.token_version += 1
+            aggregate.token_issued_at = self.timestamp
+            aggregate.reason = self.reason
+
+    @dataclass(frozen=True)
+    class Revoked(Event):
+        TOPIC = TOPIC_PREFIX + "ExecutionMandate.Revoked"
+        reason: str | None
+        actor: dict[str, Any]
+
+        def apply(self, aggregate: ExecutionMandate) -> None:
+            aggregate.state = MandateState.REVOKED.value
+            aggregate.reason = self.reason
+
+    @dataclass(frozen=True)
+    class Cascaded(Event):
+        """Ended because its Mission or an ancestor Mandate ended."""
+
+        TOPIC = TOPIC_PREFIX + "ExecutionMandate.Cascaded"
+        cause: dict[str, Any]
+        reason: str | None
+        actor: dict[str, Any]
+
+        def apply(self, aggregate: ExecutionMandate) -> None:
+            aggregate.state = MandateState.CASCADED.value
+            aggregate.reason = self.reason
+
+    @dataclass(frozen=True)
+    class Expired(Event):
+        TOPIC = TOPIC_PREFIX + "ExecutionMandate.Expired"
+        deadline: datetime
+        actor: dict[str, Any]
+
+        def apply(self, aggregate: ExecutionMandate) -> None:
+            aggregate.state = MandateState.EXPIRED.value
+            aggregate.reason = "expires_at reached"
+
+    if TYPE_CHECKING:
+        mission_id: str
+        issuer: str
+        mission_authority_hash: str
+        subject: dict[str, Any]
+        client_id: str
+        holder: dict[str, Any]
+        cnf: dict[str, Any]
+        authorization_details: list[dict[str, Any]]
+        expires_at: datetime
+        parent_mandate_id: str | None
+        depth: int
+        act: dict[str, Any]
+        purpose: dict[str, Any]
+        provenance: dict[str, Any]
+        parent_hash: str | None
+        issued_by: dict[str, Any]
+        state: str
+        token_version: int
+        token_issued_at: datetime
+        reason: str | None
+
+    # ------------------------------------------------------------------ creation
+
+    @classmethod
+    def issue(
+        cls, *, mandate_id: str, grant: Grant, actor: Actor, now: datetime
+    ) -> ExecutionMandate:
+        event = cls.Issued if grant.parent_mandate_id is None else cls.Delegated
+        return cls._create(
+            event,
+            id=mandate_id,
+            timestamp=now,
+            mission_id=grant.mission_id,
+            issuer=grant.issuer,
+            mission_authority_hash=grant.mission_authority_hash,
+            subject=dict(grant.subject),
+            client_id=grant.client_id,
+            holder=dict(grant.holder),
+            cnf=dict(grant.cnf),
+            authorization_details=[dict(e) for e in grant.authorization_details],
+            expires_at=grant.expires_at,
+            parent_mandate_id=grant.parent_mandate_id,
+            depth=grant.depth,
+            act=dict(grant.act),
+            purpose=dict(grant.purpose),
+            provenance=dict(grant.provenance),
+            parent_hash=grant.parent_hash,
+            actor=actor.to_json(),
+        )
+
+    # ------------------------------------------------------------------ queries
+
+    def entries(self) -> tuple[AuthorityEntry, ...]:
+        return parse_authority_set(self.authorization_details) if self.authorization_details else ()
+
+    def own_state(self, now: datetime) -> str:
+        """Its own lifecycle state, with expiry applied before it is recorded."""
+        if self.state == MandateState.ACTIVE.value and now >= self.expires_at:
+            return MandateState.EXPIRED.value
+        return self.state
+
+    def is_live(self) -> bool:
+        """Recorded as active (it may still have expired by the clock)."""
+        return self.state == MandateState.ACTIVE.value
+
+    def next_deadline(self) -> datetime | None:
+        return self.expires_at if self.is_live() else None
+
+    # ------------------------------------------------------------------ commands
+
+    def narrow(
+        self,
+        authorization_details: Sequence[Mapping[str, Any]],
+        *,
+        cause: str,
+        reason: str | None,
+        actor: Actor,
+        now: datetime,
+    ) -> bool:
+        """Replace the authority by a narrower one (the caller checked it is a subset).
+        Returns False when nothing changes."""
+        new = [dict(e) for e in authorization_details]
+        if new == self.authorization_details:
+            return False
+        self.trigger_event(
+            self.Narrowed,
+            timestamp=now,
+            authorization_details=new,
+            cause=cause,
+            reason=reason,
+            actor=actor.to_json(),
+        )
+        return True
+
+    def revoke(self, *, reason: str | None, actor: Actor, now: datetime) -> bool:
+        """Returns False (no event) when the Mandate is no longer active."""
+        if not self.is_live():
+            return False
+        self.trigger_event(self.Revoked, timestamp=now, reason=reason, actor=actor.to_json())
+        return True
+
+    def cascade(
+        self, *, cause: Mapping[str, Any], reason: str, actor: Actor, now: datetime
+    ) -> bool:
+        if not self.is_live():
+            return False
+        self.trigger_event(
+            self.Cascaded, timestamp=now, cause=dict(cause), reason=reason, actor=actor.to_json()
+        )
+        return True
+
+    def advance_clock(self, now: datetime) -> None:
+        if self.is_live() and now >= self.expires_at:
+            self.trigger_event(
+                self.Expired, timestamp=now, deadline=self.expires_at, actor=SCHEDULER.to_json()
+            )
+
+
+@dataclass(frozen=True)
+class Validity:
+    """Whether a Mandate authorises anything now, and if not, why (fail closed)."""
+
+    active: bool
+    reason: str | None = None
+    state: str = MandateState.ACTIVE.value
+
+
+def validity(
+    mandate: ExecutionMandate,
+    *,
+    mission_state: str,
+    ancestors: Sequence[ExecutionMandate],
+    instance_revoked: bool,
+    now: datetime,
+) -> Validity:
+    """All four conditions of domain.md 2.2, plus the holder's instance kill switch."""
+    own = mandate.own_state(now)
+    if own != MandateState.ACTIVE.value:
+        return Validity(active=False, reason=f"mandate_{own}", state=own)
+    if now < mandate.token_issued_at and mandate.token_version == 1:
+        return Validity(active=False, reason="mandate_not_yet_valid", state=own)
+    if mission_state != "active":
+        effective = "suspended" if mission_state == "suspended" else MandateState.CASCADED.value
+        return Validity(active=False, reason=f"mission_{mission_state}", state=effective)
+    for ancestor in ancestors:
+        if ancestor.own_state(now) != MandateState.ACTIVE.value:
+            return Validity(
+                active=False, reason="parent_inactive", state=MandateState.CASCADED.value
+            )
+    if instance_revoked:
+        return Validity(active=False, reason="instance_revoked", state=MandateState.REVOKED.value)
+    return Validity(active=True)
