@@ -12,34 +12,51 @@ from starlette.concurrency import run_in_threadpool
 from api import errors
 from api.middleware import BodyLimit, RequestId
 from api.oauth import OAuthVerifier
-from api.routes import discovery, health, missions, proposals
+from api.routes import authzen, discovery, health, jwks, mandates, missions, proposals
 from api.scheduler import Scheduler
 from api.services import Services
+from api.tokens import TokenVerifier
 from ledger.clock import Clock, SystemClock
 from ledger.persistence.snapshots import StateCodec
 from ledger.persistence.store import open_ledger
 from ledger.settings import Settings, load_settings
-from projections.boards import MissionBoard, ProposalBoard
+from ledger.signing.keyring import Keyring
+from projections.boards import MandateRegister, MissionBoard, ProposalBoard
+from projections.evaluation_index import EvaluationIndex
 from projections.follower import LogFollower
 from projections.key_directory import KeyDirectory
+from projections.pdp import DecisionPoint
 
 log = logging.getLogger("mission_ledger")
 
 
 def build_services(settings: Settings, clock: Clock) -> Services:
-    """Open the store and the read side (blocking: runs in a worker thread)."""
+    """Open the store, the signing keys and the read side (blocking: runs in a thread)."""
     ledger = open_ledger(settings, clock=clock)
+    keyring = Keyring.open(settings, ledger.database)
+    keyring.ensure(settings.signing_alg, clock.now())
+    ledger.signer = keyring
+    ledger.mandate_alg = settings.signing_alg
     codec = StateCodec(ledger.mapper.transcoder)
     proposal_board = ProposalBoard(codec)
     mission_board = MissionBoard(codec)
+    mandate_register = MandateRegister(codec)
     keys = KeyDirectory()
+    index = EvaluationIndex(codec)
     follower = LogFollower(
         ledger,
-        durable=[proposal_board, mission_board],
-        live=[keys],
+        durable=[proposal_board, mission_board, mandate_register],
+        live=[keys, index],
         listen_dsn=None if settings.embedded else settings.postgres_params(),
     )
     follower.start()
+    tokens = TokenVerifier(keyring, clock)
+    pdp = DecisionPoint(
+        index,
+        issuer=settings.public_issuer,
+        resolve_token=tokens.mandate_jti,
+        max_stale_seconds=settings.mission_max_stale_seconds,
+    )
     oauth = OAuthVerifier(settings) if settings.oauth_issuer else None
     return Services(
         settings=settings,
@@ -48,8 +65,13 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         follower=follower,
         proposals=proposal_board,
         missions=mission_board,
+        mandates=mandate_register,
         keys=keys,
         oauth=oauth,
+        keyring=keyring,
+        tokens=tokens,
+        index=index,
+        pdp=pdp,
     )
 
 
@@ -65,7 +87,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             services.ledger,
             services.missions,
             services.proposals,
+            services.mandates,
             interval=resolved.scheduler_interval_seconds,
+            on_tick=services.keyring.refresh,
         )
         scheduler.start()
         app.state.services = services
@@ -85,7 +109,15 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         lifespan=lifespan,
     )
     errors.install(app)
-    for router in (discovery.router, health.router, proposals.router, missions.router):
+    for router in (
+        discovery.router,
+        jwks.router,
+        health.router,
+        proposals.router,
+        missions.router,
+        mandates.router,
+        authzen.router,
+    ):
         app.include_router(router)
     app.add_middleware(RequestId)
     app.add_middleware(BodyLimit)

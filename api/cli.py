@@ -199,6 +199,43 @@ def keys_revoke(
     typer.echo(f"revoked {name!r}" if position else f"{name!r} was already revoked")
 
 
+@keys_app.command("rotate-signing")
+def keys_rotate_signing(
+    alg: Annotated[
+        str, typer.Option(help="Algorithm of the new key: ES256, EdDSA or RS256.")
+    ] = "ES256",
+    activate_in: Annotated[
+        int,
+        typer.Option(
+            help="Seconds until the new key signs. Until then it is only published in the "
+            "JWKS, so verifiers that cache keys learn it first."
+        ),
+    ] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the new key as JSON.")] = False,
+) -> None:
+    """Roll a new signing key. Retired public keys stay in /.well-known/jwks.json for the
+    retention period (MISSION_LEDGER_SIGNING_KEY_RETENTION_DAYS), so tokens they signed
+    stay verifiable."""
+    from datetime import timedelta  # noqa: PLC0415
+
+    from ledger.clock import SystemClock  # noqa: PLC0415
+    from ledger.signing.keyring import rotate_signing_key  # noqa: PLC0415
+
+    settings = _settings()
+    if activate_in < 0:
+        raise _fail("--activate-in must not be negative")
+    try:
+        info = rotate_signing_key(
+            settings, alg=alg, activate_in=timedelta(seconds=activate_in), now=SystemClock().now()
+        )
+    except (MigrationError, ValueError, RuntimeError) as error:
+        raise _fail(str(error)) from None
+    if as_json:
+        typer.echo(json.dumps(info.to_json()))
+    else:
+        typer.echo(f"new {info.alg} signing key {info.kid}, active from {info.activates_at}")
+
+
 @audit_app.command("verify")
 def audit_verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,

@@ -1,14 +1,15 @@
-"""Records clock-driven transitions on time: Mission expiry, suspension deadlines,
-proposal expiry. Every replica may run one; the event store's per-aggregate version
+"""Records clock-driven transitions on time: Mission and Mandate expiry, suspension
+deadlines, proposal expiry. Every replica may run one; the event store's per-aggregate version
 check lets exactly one write of each transition succeed."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from ledger.application import Ledger
-from projections.boards import MissionBoard, ProposalBoard
+from projections.boards import MandateRegister, MissionBoard, ProposalBoard
 
 log = logging.getLogger("mission_ledger.scheduler")
 
@@ -19,12 +20,16 @@ class Scheduler:
         ledger: Ledger,
         missions: MissionBoard,
         proposals: ProposalBoard,
+        mandates: MandateRegister,
         *,
         interval: float,
+        on_tick: Callable[[], None] | None = None,
     ) -> None:
         self._ledger = ledger
         self._missions = missions
         self._proposals = proposals
+        self._mandates = mandates
+        self._on_tick = on_tick
         self._interval = interval
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -43,7 +48,7 @@ class Scheduler:
         """Record every transition due now; returns how many were written here."""
         now = self._ledger.clock.now()
         written = 0
-        for board in (self._missions, self._proposals):
+        for board in (self._missions, self._proposals, self._mandates):
             for aggregate_id in board.due(self._ledger.database, now):
                 if self._ledger.record_due_transitions(aggregate_id) is not None:
                     written += 1
@@ -54,5 +59,7 @@ class Scheduler:
         while not self._stopping.wait(self._interval):
             try:
                 self.tick()
+                if self._on_tick is not None:
+                    self._on_tick()
             except Exception:
                 log.exception("scheduler tick failed")

@@ -62,3 +62,33 @@ class ContainmentIn(Body):
 class ExpansionIn(Body):
     intent: dict[str, Any]
     authorization_details: list[Any] | None = None
+
+
+class ActorIn(Body):
+    client_id: Name
+    instance_id: Name | None = None
+    sub_profile: Short | None = None
+
+
+class CnfIn(Body):
+    jkt: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class MandateIn(Body):
+    actor: ActorIn
+    cnf: CnfIn
+    authorization_details: list[Any] | None = None
+    ttl_seconds: int | None = None
+
+
+class NarrowIn(Body):
+    authorization_details: list[Any]
+    reason: Reason | None = None
+
+
+class RevokeIn(Body):
+    reason: Reason | None = None
+
+
+class IntrospectIn(Body):
+    token: Annotated[str, StringConstraints(min_length=1, max_length=32_768)]

@@ -10,12 +10,16 @@ from fastapi import Request
 from ledger.application import Ledger
 from ledger.clock import Clock
 from ledger.settings import Settings
-from projections.boards import MissionBoard, ProposalBoard
+from projections.boards import MandateRegister, MissionBoard, ProposalBoard
+from projections.evaluation_index import EvaluationIndex
 from projections.follower import LogFollower
 from projections.key_directory import KeyDirectory
+from projections.pdp import DecisionPoint
 
 if TYPE_CHECKING:
     from api.oauth import OAuthVerifier
+    from api.tokens import TokenVerifier
+    from ledger.signing.keyring import Keyring
 
 
 @dataclass
@@ -26,8 +30,13 @@ class Services:
     follower: LogFollower
     proposals: ProposalBoard
     missions: MissionBoard
+    mandates: MandateRegister
     keys: KeyDirectory
     oauth: OAuthVerifier | None
+    keyring: Keyring
+    tokens: TokenVerifier
+    index: EvaluationIndex
+    pdp: DecisionPoint
 
 
 def get_services(request: Request) -> Services:

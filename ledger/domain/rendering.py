@@ -84,3 +84,32 @@ def describe_entry(entry: AuthorityEntry) -> str:
 
 def describe_authority(entries: Sequence[AuthorityEntry]) -> list[str]:
     return [describe_entry(entry) for entry in entries]
+
+
+def describe_mandate(
+    *,
+    mandate_id: str,
+    holder: Mapping[str, object],
+    subject: Mapping[str, object],
+    mission_id: str,
+    expires_at: str,
+    state: str,
+    depth: int,
+    parent_mandate_id: str | None,
+    entries: Sequence[AuthorityEntry],
+) -> list[str]:
+    """A few sentences a human can check: who holds it, for whom, until when, what it allows."""
+    who = str(holder.get("client_id"))
+    details = [
+        f"{k} {holder[k]}" for k in ("instance_id", "sub_profile") if holder.get(k) is not None
+    ]
+    if details:
+        who += f" ({', '.join(details)})"
+    lines = [
+        f"Mandate {mandate_id} lets {who} act for {subject.get('sub')} under Mission "
+        f"{mission_id} until {expires_at}. It is {state}."
+    ]
+    if parent_mandate_id is not None:
+        lines.append(f"It was delegated from Mandate {parent_mandate_id} (depth {depth}).")
+    lines.extend(describe_authority(entries))
+    return lines

@@ -269,28 +269,33 @@ def test_idempotency_key_with_different_request_is_refused(ledger: Ledger) -> No
 def test_concurrent_requests_with_one_idempotency_key_write_once(ledger: Ledger) -> None:
     missions = [active_mission(ledger) for _ in range(2)]
     barrier = threading.Barrier(2)
-    results = []
+    results: list[object] = []
 
     def attempt(mission_id: str) -> None:
         barrier.wait()
-        results.append(
-            ledger.change_lifecycle(
-                actor=OPERATOR,
-                mission_id=mission_id,
-                operation=Operation.SUSPEND,
-                reason="t",
-                idempotency=_idem("shared", "same-digest"),
+        try:
+            results.append(
+                ledger.change_lifecycle(
+                    actor=OPERATOR,
+                    mission_id=mission_id,
+                    operation=Operation.SUSPEND,
+                    reason="t",
+                    idempotency=_idem("shared", "same-digest"),
+                )
             )
-        )
+        except Exception as error:
+            results.append(error)
 
     threads = [threading.Thread(target=attempt, args=(m.id,)) for m in missions]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    assert all(not isinstance(r, Exception) for r in results), results
     states = sorted(ledger.get_mission(m.id).state for m in missions)
     assert states == ["active", "suspended"]
-    assert {r.value.id for r in results} == {r.value.id for r in results if r.value.version == 2}
+    written = {r.value.id for r in results}  # type: ignore[attr-defined]
+    assert len(written) == 1
 
 
 def test_approval_event_id_replay_returns_the_same_mission(ledger: Ledger) -> None:

@@ -1,0 +1,272 @@
+"""OpenID AuthZEN Authorization API 1.0: evaluation, evaluations, search, PDP metadata.
+
+Decisions come from this replica's in-memory evaluation index; nothing on the
+decision path touches the database. A request may demand an index at least as fresh
+as a log position (``context.consistency.min_position`` or ``Ledger-Min-Position``):
+the PDP waits briefly, else denies with reason ``stale_state``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from api.auth import PrincipalDep
+from api.authzen_parsing import (
+    AuthZenBadRequest,
+    action_of,
+    batch_of,
+    context_of,
+    evaluation_of,
+    min_position_of,
+    page_of,
+    parse_body,
+    resource_of,
+    subject_of,
+)
+from api.consistency import MIN_POSITION_HEADER, parse_min_position
+from api.routes.common import ServicesDep
+from api.services import Services
+from ledger.domain.errors import InvalidRequest
+from ledger.domain.roles import Role
+from projections import search
+from projections.pdp import Decision, Evaluation, new_evaluation_id, stale
+
+router = APIRouter(tags=["authzen"])
+
+DEFAULT_PAGE = 100
+
+
+def _bad(error: AuthZenBadRequest | InvalidRequest) -> PlainTextResponse:
+    message = error.detail if isinstance(error, InvalidRequest) else str(error)
+    return PlainTextResponse(message, status_code=400)
+
+
+def _json(body: Mapping[str, Any]) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")).encode(), media_type="application/json")
+
+
+async def _fresh(services: Services, request: Request, context: Mapping[str, Any]) -> int | None:
+    """The position the caller demands that this replica has not reached in time, if any."""
+    demanded = [
+        p
+        for p in (
+            min_position_of(context),
+            parse_min_position(request.headers.get(MIN_POSITION_HEADER)),
+        )
+        if p is not None
+    ]
+    if not demanded:
+        return None
+    wanted = max(demanded)
+    timeout = services.settings.read_your_writes_timeout_seconds
+    if await services.follower.wait_async(wanted, timeout):
+        return None
+    return wanted
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    return parse_body(request.headers.get("content-type"), await request.body())
+
+
+@router.post("/access/v1/evaluation", response_model=None)
+async def evaluation(request: Request, principal: PrincipalDep, services: ServicesDep) -> Response:
+    """Access Evaluation: one decision."""
+    principal.require(Role.PEP)
+    try:
+        body = await _body(request)
+        item = evaluation_of(body)
+        behind = await _fresh(services, request, item.context)
+    except (AuthZenBadRequest, InvalidRequest) as error:
+        return _bad(error)
+    if behind is not None:
+        return _json(stale(new_evaluation_id(), services.follower.position, behind).to_json())
+    decision = services.pdp.evaluate(item, services.clock.now())
+    return _json(decision.to_json())
+
+
+@router.post("/access/v1/evaluations", response_model=None)
+async def evaluations(request: Request, principal: PrincipalDep, services: ServicesDep) -> Response:
+    """Access Evaluations: a batch with defaults and an ``evaluations_semantic``."""
+    principal.require(Role.PEP)
+    try:
+        body = await _body(request)
+        batch = batch_of(body)
+        behind = await _fresh(services, request, context_of(body))
+    except (AuthZenBadRequest, InvalidRequest) as error:
+        return _bad(error)
+    now = services.clock.now()
+
+    def decide(item: Evaluation | AuthZenBadRequest) -> Decision:
+        if isinstance(item, AuthZenBadRequest):
+            return Decision(
+                decision=False,
+                context={
+                    "evaluation_id": new_evaluation_id(),
+                    "reason": "invalid_request",
+                    "error": {"status": 400, "message": str(item)},
+                },
+            )
+        if behind is not None:
+            return stale(new_evaluation_id(), services.follower.position, behind)
+        return services.pdp.evaluate(item, now)
+
+    if batch.single:
+        return _json(decide(batch.items[0]).to_json())
+    results: list[dict[str, Any]] = []
+    for item in batch.items:
+        decision = decide(item)
+        results.append(decision.to_json())
+        if batch.semantic == "deny_on_first_deny" and not decision.decision:
+            break
+        if batch.semantic == "permit_on_first_permit" and decision.decision:
+            break
+    return _json({"evaluations": results})
+
+
+def _paged(body: Mapping[str, Any], kind: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Cursor paging over a sorted result list; a token is bound to the query it came from."""
+    page = page_of(body)
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            {k: body.get(k) for k in ("subject", "action", "resource", "context")},
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
+        + kind.encode()
+        + str(page.limit).encode()
+    ).hexdigest()[:16]
+    offset = 0
+    if page.token is not None:
+        try:
+            decoded = json.loads(
+                base64.urlsafe_b64decode(page.token + "=" * (-len(page.token) % 4))
+            )
+            offset = int(decoded["o"])
+            if decoded["q"] != fingerprint or offset < 0:
+                raise ValueError(offset)
+        except (ValueError, KeyError, TypeError):
+            msg = "page.token is not valid for this query (the other parameters must not change)"
+            raise AuthZenBadRequest(msg) from None
+    if page.token is None and page.limit is None:
+        return {"results": results}
+    limit = DEFAULT_PAGE if page.limit is None else page.limit
+    chunk = results[offset : offset + limit]
+    end = offset + len(chunk)
+    next_token = ""
+    if end < len(results) and limit > 0:
+        next_token = (
+            base64.urlsafe_b64encode(json.dumps({"o": end, "q": fingerprint}).encode())
+            .decode()
+            .rstrip("=")
+        )
+    return {
+        "page": {"next_token": next_token, "count": len(chunk), "total": len(results)},
+        "results": chunk,
+    }
+
+
+async def _search(
+    request: Request,
+    kind: str,
+    run: Callable[[Mapping[str, Any]], list[dict[str, Any]]],
+) -> Response:
+    try:
+        body = await _body(request)
+        results = run(body)
+        return _json(_paged(body, kind, results))
+    except (AuthZenBadRequest, InvalidRequest) as error:
+        return _bad(error)
+
+
+@router.post("/access/v1/search/subject", response_model=None)
+async def search_subject(
+    request: Request, principal: PrincipalDep, services: ServicesDep
+) -> Response:
+    """Which agents may perform the action on the resource (``subject.id`` is ignored)."""
+    principal.require(Role.PEP)
+
+    def run(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+        subject = subject_of(body, need_id=False)
+        action = action_of(body)
+        resource = resource_of(body)
+        return search.subjects(
+            services.index,
+            subject_type=subject.type,
+            action=action.name,
+            uri=resource.id,
+            now=services.clock.now(),
+        )
+
+    return await _search(request, "subject", run)
+
+
+@router.post("/access/v1/search/resource", response_model=None)
+async def search_resource(
+    request: Request, principal: PrincipalDep, services: ServicesDep
+) -> Response:
+    """Which resources the agent may perform the action on."""
+    principal.require(Role.PEP)
+
+    def run(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+        subject = subject_of(body)
+        action = action_of(body)
+        resource = resource_of(body, need_id=False)
+        if subject.type != "agent":
+            return []
+        return search.resources(
+            services.index,
+            subject_id=subject.id,
+            instance_id=subject.properties.get("instance_id"),
+            action=action.name,
+            resource_type=resource.type,
+            now=services.clock.now(),
+        )
+
+    return await _search(request, "resource", run)
+
+
+@router.post("/access/v1/search/action", response_model=None)
+async def search_action(
+    request: Request, principal: PrincipalDep, services: ServicesDep
+) -> Response:
+    """Which actions the agent may perform on the resource."""
+    principal.require(Role.PEP)
+
+    def run(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+        subject = subject_of(body)
+        resource = resource_of(body)
+        if subject.type != "agent":
+            return []
+        return search.actions(
+            services.index,
+            subject_id=subject.id,
+            instance_id=subject.properties.get("instance_id"),
+            uri=resource.id,
+            now=services.clock.now(),
+        )
+
+    return await _search(request, "action", run)
+
+
+@router.get("/.well-known/authzen-configuration")
+async def authzen_configuration(services: ServicesDep) -> JSONResponse:
+    """PDP metadata (no credential needed)."""
+    issuer = services.settings.public_issuer
+    return JSONResponse(
+        {
+            "policy_decision_point": issuer,
+            "access_evaluation_endpoint": f"{issuer}/access/v1/evaluation",
+            "access_evaluations_endpoint": f"{issuer}/access/v1/evaluations",
+            "search_subject_endpoint": f"{issuer}/access/v1/search/subject",
+            "search_resource_endpoint": f"{issuer}/access/v1/search/resource",
+            "search_action_endpoint": f"{issuer}/access/v1/search/action",
+        },
+        headers={"Cache-Control": "public, max-age=300"},
+    )

@@ -1,0 +1,265 @@
+"""Execution Mandates: issue, delegate, narrow, revoke, inspect, introspect; the instance
+kill switch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from api.auth import Principal, PrincipalDep, hidden
+from api.consistency import Fresh
+from api.idempotency import idempotency_for
+from api.mandate_views import introspection_view, issued_view, mandate_view
+from api.routes.common import ServicesDep, finish_write
+from api.schemas import IntrospectIn, MandateIn, NarrowIn, RevokeIn
+from api.services import Services
+from api.views import event_view
+from ledger.domain.delegation import ActorRef
+from ledger.domain.errors import NotFound
+from ledger.domain.mandate_claims import MANDATE_TYP
+from ledger.domain.mandates import ExecutionMandate
+from ledger.domain.missions import Mission
+from ledger.domain.roles import Role
+
+router = APIRouter(tags=["mandates"])
+
+INACTIVE = {"active": False}
+
+
+def _holds(principal: Principal, mandate: ExecutionMandate) -> bool:
+    return principal.owns_client(str(mandate.holder.get("client_id")))
+
+
+async def _mandate(services: Services, mandate_id: str) -> ExecutionMandate | None:
+    if not mandate_id.startswith("mdt_") or len(mandate_id) > 64:
+        return None
+    try:
+        return await run_in_threadpool(services.ledger.get_mandate, mandate_id)
+    except NotFound:
+        return None
+
+
+async def _own_mission(services: Services, principal: Principal, mission_id: str) -> Mission:
+    mission = None
+    if mission_id.startswith("msn_") and len(mission_id) <= 64:
+        try:
+            mission = await run_in_threadpool(services.ledger.get_mission, mission_id)
+        except NotFound:
+            mission = None
+    if mission is None or not principal.owns_client(mission.client_id):
+        raise hidden("Mission", mission_id)
+    return mission
+
+
+def _holder(body: MandateIn) -> ActorRef:
+    return ActorRef(
+        client_id=body.actor.client_id,
+        instance_id=body.actor.instance_id,
+        sub_profile=body.actor.sub_profile,
+    )
+
+
+@router.post("/v1/missions/{mission_id}/mandates", status_code=201)
+async def issue_mandate(
+    mission_id: str,
+    body: MandateIn,
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    services: ServicesDep,
+) -> dict[str, Any]:
+    """Issue a signed Mandate to one instance of the Mission's agent (the caller)."""
+    principal.require(Role.AGENT)
+    await _own_mission(services, principal, mission_id)
+    idempotency = await idempotency_for(request, principal, 201)
+    written = await run_in_threadpool(
+        lambda: services.ledger.issue_mandate(
+            actor=principal.actor(),
+            mission_id=mission_id,
+            holder=_holder(body),
+            jkt=body.cnf.jkt,
+            authorization_details=body.authorization_details,
+            ttl_seconds=body.ttl_seconds,
+            idempotency=idempotency,
+        )
+    )
+    await finish_write(services, response, written, status_code=201)
+    token = await run_in_threadpool(services.ledger.mandate_token, written.value)
+    return issued_view(written.value, token)
+
+
+@router.post("/v1/mandates/{mandate_id}/delegations", status_code=201)
+async def delegate_mandate(
+    mandate_id: str,
+    body: MandateIn,
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    services: ServicesDep,
+) -> dict[str, Any]:
+    """A child Mandate for a sub-agent: a subset of the parent, never wider."""
+    principal.require(Role.AGENT)
+    parent = await _mandate(services, mandate_id)
+    if parent is None or not _holds(principal, parent):
+        raise hidden("Mandate", mandate_id)
+    idempotency = await idempotency_for(request, principal, 201)
+    written = await run_in_threadpool(
+        lambda: services.ledger.delegate_mandate(
+            actor=principal.actor(),
+            parent_mandate_id=mandate_id,
+            holder=_holder(body),
+            jkt=body.cnf.jkt,
+            authorization_details=body.authorization_details,
+            ttl_seconds=body.ttl_seconds,
+            idempotency=idempotency,
+        )
+    )
+    await finish_write(services, response, written, status_code=201)
+    token = await run_in_threadpool(services.ledger.mandate_token, written.value)
+    return issued_view(written.value, token)
+
+
+@router.post("/v1/mandates/{mandate_id}/narrow")
+async def narrow_mandate(
+    mandate_id: str,
+    body: NarrowIn,
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    services: ServicesDep,
+) -> dict[str, Any]:
+    """Remove authority; answers the re-signed token (a new version)."""
+    principal.require(Role.OPERATOR, Role.AGENT)
+    mandate = await _mandate(services, mandate_id)
+    if mandate is None or not (principal.has(Role.OPERATOR) or _holds(principal, mandate)):
+        raise hidden("Mandate", mandate_id)
+    idempotency = await idempotency_for(request, principal, 200)
+    written = await run_in_threadpool(
+        lambda: services.ledger.narrow_mandate(
+            actor=principal.actor(),
+            mandate_id=mandate_id,
+            authorization_details=body.authorization_details,
+            reason=body.reason,
+            idempotency=idempotency,
+        )
+    )
+    await finish_write(services, response, written, status_code=200)
+    token = await run_in_threadpool(services.ledger.mandate_token, written.value)
+    return issued_view(written.value, token)
+
+
+@router.post("/v1/mandates/{mandate_id}/revoke")
+async def revoke_mandate(
+    mandate_id: str,
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    body: RevokeIn | None = None,
+) -> dict[str, Any]:
+    """Revoke; every descendant cascades. Revoking an inactive Mandate changes nothing."""
+    principal.require(Role.OPERATOR)
+    if await _mandate(services, mandate_id) is None:
+        raise hidden("Mandate", mandate_id)
+    reason = None if body is None else body.reason
+    idempotency = await idempotency_for(request, principal, 200)
+    written = await run_in_threadpool(
+        lambda: services.ledger.revoke_mandate(
+            actor=principal.actor(), mandate_id=mandate_id, reason=reason, idempotency=idempotency
+        )
+    )
+    await finish_write(services, response, written, status_code=200)
+    return await run_in_threadpool(_inspect, services, written.value)
+
+
+@router.post("/v1/agents/{client_id}/instances/{instance_id}/revoke")
+async def revoke_instance(
+    client_id: str,
+    instance_id: str,
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    body: RevokeIn | None = None,
+) -> dict[str, Any]:
+    """The kill switch: every Mandate this instance holds ends, and it can hold no new one."""
+    principal.require(Role.OPERATOR)
+    reason = None if body is None else body.reason
+    idempotency = await idempotency_for(request, principal, 200)
+    written = await run_in_threadpool(
+        lambda: services.ledger.revoke_instance(
+            actor=principal.actor(),
+            client_id=client_id,
+            instance_id=instance_id,
+            reason=reason,
+            idempotency=idempotency,
+        )
+    )
+    await finish_write(services, response, written, status_code=200)
+    instance = written.value
+    return {
+        "client_id": instance.client_id,
+        "instance_id": instance.instance_id,
+        "revoked": instance.revoked,
+        "mandates": [mandate_id for mandate_id, _ in instance.holdings],
+    }
+
+
+@router.get("/v1/mandates/{mandate_id}", dependencies=[Fresh])
+async def get_mandate(
+    mandate_id: str, principal: PrincipalDep, services: ServicesDep
+) -> dict[str, Any]:
+    """Claims, state, delegation chain, history and a plain-language rendering."""
+    principal.require(Role.OPERATOR, Role.AUDITOR, Role.AGENT)
+    mandate = await _mandate(services, mandate_id)
+    if mandate is None or not (
+        principal.has(Role.OPERATOR, Role.AUDITOR) or _holds(principal, mandate)
+    ):
+        raise hidden("Mandate", mandate_id)
+    return await run_in_threadpool(_inspect, services, mandate)
+
+
+def _inspect(services: Services, mandate: ExecutionMandate) -> dict[str, Any]:
+    ledger = services.ledger
+    now = services.clock.now()
+    tree = ledger.get_tree(mandate.mission_id)
+    return mandate_view(
+        mandate,
+        validity=ledger.mandate_validity(mandate, now),
+        ancestors=ledger.ancestors_of(mandate),
+        children=[] if tree is None else tree.children(mandate.id),
+        history=ledger.history(mandate.id),
+        event_view=event_view,
+        now=now,
+    )
+
+
+@router.post("/v1/mandates/introspect", dependencies=[Fresh])
+async def introspect(
+    body: IntrospectIn, principal: PrincipalDep, services: ServicesDep
+) -> dict[str, Any]:
+    """``{active: false}`` for anything revoked, expired, cascaded, unknown or badly signed."""
+    principal.require(Role.PEP)
+    return await run_in_threadpool(_introspect, services, body.token)
+
+
+def _introspect(services: Services, token: str) -> dict[str, Any]:
+    now = services.clock.now()
+    claims = services.tokens.verify(token, typ=MANDATE_TYP, now=now)
+    if claims is None:
+        return INACTIVE
+    mandate_id = claims.get("jti")
+    if not isinstance(mandate_id, str) or not mandate_id.startswith("mdt_"):
+        return INACTIVE
+    try:
+        mandate = services.ledger.get_mandate(mandate_id)
+    except NotFound:
+        return INACTIVE
+    if claims.get("iss") != mandate.issuer:
+        return INACTIVE
+    if not services.ledger.mandate_validity(mandate, now).active:
+        return INACTIVE
+    version = claims.get("mandate_version")
+    return introspection_view(mandate, version if isinstance(version, int) else 0, now)

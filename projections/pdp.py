@@ -1,0 +1,314 @@
+"""The policy decision point: one AuthZEN evaluation against the evaluation index.
+
+A permit requires, each independently (SPEC "Continuous evaluation"):
+
+1. the Mandate is valid: known, recorded active, within its validity window, and
+   every ancestor likewise (or, in join mode, a Mission reference of ours);
+2. its Mission is effectively active (expiry applied before stored state);
+3. the actor named in ``subject`` is the Mandate's holder (client and instance);
+4. the action on that resource lies inside the Mandate's authority and the Mission's
+   Effective Authority Set (containment applied);
+5. every constraint of a covering entry holds for the request's parameters
+   (unknown constraint: deny).
+
+Denials carry a reason code from domain.md 3.4. Nothing here touches a database.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ledger.domain.authority import AuthorityEntry, contained_covers, entry_covers
+from ledger.domain.constraints import Facts, Violation, evaluate_constraints
+from ledger.domain.instants import format_instant
+from projections.evaluation_index import EvaluationIndex, MandateEntry, MissionEntry
+
+# Reason codes (domain.md 3.4).
+MISSION_INACTIVE = "mission_inactive"
+MISSION_BINDING_FAILED = "mission_binding_failed"
+CREDENTIAL_INVALID = "credential_invalid"
+ACTOR_INVALID = "actor_invalid"
+OUT_OF_AUTHORITY = "out_of_authority"
+AUTHORITY_CONTAINED = "authority_contained"
+STALE_STATE = "stale_state"
+
+
+@dataclass(frozen=True)
+class Subject:
+    type: str
+    id: str
+    properties: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Resource:
+    type: str
+    id: str
+    properties: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Action:
+    name: str
+    properties: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    subject: Subject
+    action: Action
+    resource: Resource
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    decision: bool
+    context: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"decision": self.decision, "context": self.context}
+
+
+TokenResolver = Callable[[str], str | None]
+"""Verifies a compact Mandate token and returns its ``jti`` (None when it does not verify)."""
+
+
+def new_evaluation_id() -> str:
+    return "ev_" + secrets.token_urlsafe(12)
+
+
+class DecisionPoint:
+    def __init__(
+        self,
+        index: EvaluationIndex,
+        *,
+        issuer: str,
+        resolve_token: TokenResolver,
+        max_stale_seconds: int,
+    ) -> None:
+        self._index = index
+        self._issuer = issuer
+        self._resolve_token = resolve_token
+        self._max_stale = max_stale_seconds
+
+    def evaluate(self, request: Evaluation, now: datetime) -> Decision:
+        evaluation_id = new_evaluation_id()
+        context = request.context
+        mandate_ref = context.get("mandate")
+        if mandate_ref is not None:
+            return self._with_mandate(request, mandate_ref, now, evaluation_id)
+        mission_ref = context.get("mission")
+        if isinstance(mission_ref, Mapping):
+            return self._join(request, mission_ref, now, evaluation_id)
+        return _deny(
+            evaluation_id,
+            CREDENTIAL_INVALID,
+            "present a Mandate (context.mandate) or a Mission reference (context.mission)",
+        )
+
+    # ------------------------------------------------------------------ mandate mode
+
+    def _with_mandate(
+        self, request: Evaluation, reference: object, now: datetime, evaluation_id: str
+    ) -> Decision:
+        mandate_id = self._mandate_id(reference)
+        mandate = None if mandate_id is None else self._index.mandate(mandate_id)
+        if mandate is None:
+            return _deny(evaluation_id, CREDENTIAL_INVALID, "unknown, inactive or invalid Mandate")
+        ts = now.timestamp()
+        problem = _mandate_problem(mandate, ts)
+        if problem is not None:
+            return _deny(evaluation_id, CREDENTIAL_INVALID, problem)
+        for ancestor in self._index.chain(mandate):
+            if ancestor is None or _mandate_problem(ancestor, ts) is not None:
+                return _deny(evaluation_id, CREDENTIAL_INVALID, "a parent Mandate is not active")
+        mission = self._index.mission(mandate.mission_id)
+        mission_ref = request.context.get("mission")
+        if isinstance(mission_ref, Mapping) and mission_ref.get("id") not in (
+            None,
+            mandate.mission_id,
+        ):
+            return _deny(
+                evaluation_id,
+                MISSION_BINDING_FAILED,
+                "the Mandate is bound to a different Mission",
+            )
+        inactive = _mission_problem(mission, now)
+        if inactive is not None:
+            return _deny(evaluation_id, MISSION_INACTIVE, inactive, mission=mission)
+        assert mission is not None
+        actor = _actor_problem(request.subject, mandate.client_id, mandate.instance_id)
+        if actor is not None:
+            return _deny(evaluation_id, ACTOR_INVALID, actor, mission=mission)
+        return self._authority(
+            request, mandate.entries, mission, now, evaluation_id, mandate=mandate
+        )
+
+    def _mandate_id(self, reference: object) -> str | None:
+        if not isinstance(reference, str) or not reference or len(reference) > 32_768:
+            return None
+        if reference.startswith("mdt_"):
+            return reference
+        if reference.count(".") == 2:
+            return self._resolve_token(reference)
+        return None
+
+    # ------------------------------------------------------------------ join mode
+
+    def _join(
+        self,
+        request: Evaluation,
+        reference: Mapping[str, Any],
+        now: datetime,
+        evaluation_id: str,
+    ) -> Decision:
+        issuer = reference.get("issuer")
+        if issuer is not None and issuer != self._issuer:
+            return _deny(
+                evaluation_id, MISSION_BINDING_FAILED, "the Mission reference names another issuer"
+            )
+        mission_id = reference.get("id")
+        mission = self._index.mission(mission_id) if isinstance(mission_id, str) else None
+        inactive = _mission_problem(mission, now)
+        if inactive is not None:
+            return _deny(evaluation_id, MISSION_INACTIVE, inactive, mission=mission)
+        assert mission is not None
+        actor = _actor_problem(request.subject, mission.mission.client_id, None)
+        if actor is not None:
+            return _deny(evaluation_id, ACTOR_INVALID, actor, mission=mission)
+        return self._authority(request, mission.entries, mission, now, evaluation_id)
+
+    # ------------------------------------------------------------------ authority
+
+    def _authority(
+        self,
+        request: Evaluation,
+        entries: tuple[AuthorityEntry, ...],
+        mission: MissionEntry,
+        now: datetime,
+        evaluation_id: str,
+        *,
+        mandate: MandateEntry | None = None,
+    ) -> Decision:
+        uri = request.resource.id
+        action = request.action.name
+        covering = [e for e in entries if entry_covers(e, uri, action)]
+        if not covering:
+            return _deny(
+                evaluation_id,
+                OUT_OF_AUTHORITY,
+                f"{action!r} on {uri!r} is outside the granted authority",
+                mission=mission,
+            )
+        if not any(entry_covers(e, uri, action) for e in mission.entries) or any(
+            contained_covers(c, uri, action) for c in mission.contained
+        ):
+            return _deny(
+                evaluation_id,
+                AUTHORITY_CONTAINED,
+                f"{action!r} on {uri!r} has been contained on the Mission",
+                mission=mission,
+            )
+        facts = Facts(
+            action_properties=request.action.properties,
+            resource_properties=request.resource.properties,
+            context=request.context,
+            now=now,
+        )
+        violation: Violation | None = None
+        for entry in covering:
+            violation = evaluate_constraints(entry.constraints, facts)
+            if violation is None:
+                return _permit(evaluation_id, mission, mandate, now, self._max_stale)
+        assert violation is not None
+        return _deny(
+            evaluation_id,
+            violation.reason,
+            violation.detail,
+            mission=mission,
+            constraint=violation.constraint,
+        )
+
+
+def _mandate_problem(mandate: MandateEntry, ts: float) -> str | None:
+    if mandate.state != "active":
+        return f"the Mandate is {mandate.state}"
+    if ts >= mandate.expires_at:
+        return "the Mandate has expired"
+    if ts < mandate.not_before:
+        return "the Mandate is not yet valid"
+    return None
+
+
+def _mission_problem(mission: MissionEntry | None, now: datetime) -> str | None:
+    if mission is None:
+        return "the Mission is not active"
+    state = mission.mission.effective_state(now)
+    if state != "active":
+        return f"the Mission is {state}"
+    return None
+
+
+def _actor_problem(subject: Subject, client_id: str, instance_id: str | None) -> str | None:
+    if subject.type != "agent":
+        return "subject.type must be 'agent'"
+    if subject.id != client_id:
+        return "the subject is not the holder of this authority"
+    if instance_id is not None and subject.properties.get("instance_id") != instance_id:
+        return "subject.properties.instance_id does not match the Mandate's holder"
+    return None
+
+
+def _permit(
+    evaluation_id: str,
+    mission: MissionEntry,
+    mandate: MandateEntry | None,
+    now: datetime,
+    max_stale: int,
+) -> Decision:
+    horizon = now.timestamp() + max_stale
+    bounds = [horizon, mission.mission.expires_at.timestamp()]
+    if mandate is not None:
+        bounds.append(mandate.expires_at)
+    valid_until = datetime.fromtimestamp(min(bounds), tz=now.tzinfo)
+    context: dict[str, Any] = {
+        "evaluation_id": evaluation_id,
+        "mission": {"id": mission.mission.id, "version": mission.version},
+        "valid_until": format_instant(valid_until),
+    }
+    if mandate is not None:
+        context["mandate"] = {"id": mandate.mandate_id, "version": mandate.token_version}
+    return Decision(decision=True, context=context)
+
+
+def _deny(
+    evaluation_id: str,
+    reason: str,
+    detail: str,
+    *,
+    mission: MissionEntry | None = None,
+    constraint: str | None = None,
+) -> Decision:
+    context: dict[str, Any] = {
+        "evaluation_id": evaluation_id,
+        "reason": reason,
+        "reason_admin": {"en": detail},
+    }
+    if mission is not None:
+        context["mission"] = {"id": mission.mission.id, "version": mission.version}
+    if constraint is not None:
+        context["constraint"] = constraint
+    return Decision(decision=False, context=context)
+
+
+def stale(evaluation_id: str, position: int, requested: int) -> Decision:
+    return _deny(
+        evaluation_id,
+        STALE_STATE,
+        f"this replica is at position {position}, behind the requested {requested}; retry",
+    )

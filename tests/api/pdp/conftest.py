@@ -1,0 +1,121 @@
+"""A running app (through its real lifespan) with one key per role, for the decision APIs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from api.app import create_app
+from ledger.domain.actors import Actor
+from ledger.domain.instants import format_instant
+from ledger.domain.roles import Role
+from ledger.settings import Settings
+from tests.builders import SUBJECT
+from tests.conftest import MutableClock
+from tests.mandate_builders import jkt
+
+ROLES = {
+    "admin": "admin-1",
+    "agent": "agent-1",
+    "agent2": "agent-2",
+    "approver": "approver-1",
+    "operator": "operator-1",
+    "auditor": "auditor-1",
+    "pep": "pep-1",
+}
+
+
+@dataclass
+class Harness:
+    client: TestClient
+    keys: dict[str, str]
+    clock: MutableClock
+
+    def auth(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[who]}"}
+
+    def head(self) -> int:
+        services = self.client.app.state.services  # type: ignore[attr-defined]
+        return int(services.ledger.head_position())
+
+    def mission(
+        self, authority: list[dict[str, Any]], *, client: str = "agent", days: int = 30
+    ) -> str:
+        client_id = ROLES[client]
+        resources = sorted({e["resource"] for e in authority})
+        body = {
+            "intent": {
+                "goal": "decision test",
+                "resources": resources,
+                "expires_at": format_instant(self.clock.now() + timedelta(days=days)),
+            },
+            "authorization_details": authority,
+            "subject": SUBJECT,
+            "client_id": client_id,
+        }
+        proposal = self.client.post("/v1/proposals", json=body, headers=self.auth(client))
+        assert proposal.status_code == 202, proposal.text
+        approved = self.client.post(
+            f"/v1/proposals/{proposal.json()['submission_id']}/approve",
+            json={},
+            headers=self.auth("approver"),
+        )
+        assert approved.status_code == 201, approved.text
+        return str(approved.json()["id"])
+
+    def mandate(
+        self,
+        mission_id: str,
+        *,
+        client: str = "agent",
+        instance: str = "i-1",
+        details: list[dict[str, Any]] | None = None,
+        ttl: int | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "actor": {"client_id": ROLES[client], "instance_id": instance},
+            "cnf": {"jkt": jkt()},
+        }
+        if details is not None:
+            body["authorization_details"] = details
+        if ttl is not None:
+            body["ttl_seconds"] = ttl
+        response = self.client.post(
+            f"/v1/missions/{mission_id}/mandates", json=body, headers=self.auth(client)
+        )
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+    def evaluate(self, body: dict[str, Any], **headers: str) -> dict[str, Any]:
+        response = self.client.post(
+            "/access/v1/evaluation", json=body, headers={**self.auth("pep"), **headers}
+        )
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+
+@pytest.fixture
+def harness(store_settings: Settings, clock: MutableClock) -> Iterator[Harness]:
+    settings = store_settings
+    if not settings.embedded:
+        settings = settings.model_copy(
+            update={"key_encryption_key": SecretStr("lWcOZs6m3ZbD1gE0Lw3tQkYpZ4I2pM5ZuCCvXbSyUbA")}
+        )
+    app = create_app(settings, clock=clock)
+    with TestClient(app) as client:
+        ledger = app.state.services.ledger
+        keys = {
+            who: ledger.issue_api_key(
+                name=name,
+                role=Role("agent" if who.startswith("agent") else who),
+                actor=Actor(type="cli", name="test"),
+            ).secret
+            for who, name in ROLES.items()
+        }
+        yield Harness(client=client, keys=keys, clock=clock)
