@@ -12,7 +12,16 @@ from starlette.concurrency import run_in_threadpool
 from api import errors
 from api.middleware import BodyLimit, RequestId
 from api.oauth import OAuthVerifier
-from api.routes import authzen, discovery, health, jwks, mandates, missions, proposals
+from api.routes import (
+    authzen,
+    discovery,
+    health,
+    jwks,
+    mandates,
+    missions,
+    proposals,
+    status,
+)
 from api.scheduler import Scheduler
 from api.services import Services
 from api.tokens import TokenVerifier
@@ -116,6 +125,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         proposals.router,
         missions.router,
         mandates.router,
+        status.router,
         authzen.router,
     ):
         app.include_router(router)

@@ -17,7 +17,7 @@ from ledger.domain.instants import format_instant
 from ledger.domain.roles import Role
 from ledger.settings import Settings
 from tests.builders import SUBJECT
-from tests.conftest import MutableClock
+from tests.conftest import T0, MutableClock
 from tests.mandate_builders import jkt
 
 ROLES = {
@@ -100,13 +100,26 @@ class Harness:
         return dict(response.json())
 
 
+TEST_KEK = SecretStr("lWcOZs6m3ZbD1gE0Lw3tQkYpZ4I2pM5ZuCCvXbSyUbA")
+
+
 @pytest.fixture
 def harness(store_settings: Settings, clock: MutableClock) -> Iterator[Harness]:
     settings = store_settings
     if not settings.embedded:
-        settings = settings.model_copy(
-            update={"key_encryption_key": SecretStr("lWcOZs6m3ZbD1gE0Lw3tQkYpZ4I2pM5ZuCCvXbSyUbA")}
-        )
+        settings = settings.model_copy(update={"key_encryption_key": TEST_KEK})
+    yield from _started(settings, clock)
+
+
+@pytest.fixture(scope="module")
+def shared_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    """One embedded app for a whole module of transport-level tests (no state between them
+    matters: they only read)."""
+    settings = Settings(data_dir=tmp_path_factory.mktemp("shared") / "data")
+    yield from _started(settings, MutableClock(T0))
+
+
+def _started(settings: Settings, clock: MutableClock) -> Iterator[Harness]:
     app = create_app(settings, clock=clock)
     with TestClient(app) as client:
         ledger = app.state.services.ledger
