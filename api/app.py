@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,10 +21,12 @@ from api.routes import (
     mandates,
     missions,
     proposals,
+    ssf_sse,
     status,
 )
 from api.scheduler import Scheduler
 from api.services import Services
+from api.sse_hub import SseHub
 from api.tokens import TokenVerifier
 from ledger.clock import Clock, SystemClock
 from ledger.persistence.snapshots import StateCodec
@@ -35,6 +38,7 @@ from projections.evaluation_index import EvaluationIndex
 from projections.follower import LogFollower
 from projections.key_directory import KeyDirectory
 from projections.pdp import DecisionPoint
+from projections.signals import SignalLog
 
 log = logging.getLogger("mission_ledger")
 
@@ -46,16 +50,19 @@ def build_services(settings: Settings, clock: Clock) -> Services:
     keyring.ensure(settings.signing_alg, clock.now())
     ledger.signer = keyring
     ledger.mandate_alg = settings.signing_alg
+    ledger.allow_http_loopback_push = settings.allow_http_loopback_push
     codec = StateCodec(ledger.mapper.transcoder)
     proposal_board = ProposalBoard(codec)
     mission_board = MissionBoard(codec)
     mandate_register = MandateRegister(codec)
+    signal_log = SignalLog(codec, keyring, settings.public_issuer)
     keys = KeyDirectory()
     index = EvaluationIndex(codec)
+    sse = SseHub(ledger.database)
     follower = LogFollower(
         ledger,
-        durable=[proposal_board, mission_board, mandate_register],
-        live=[keys, index],
+        durable=[proposal_board, mission_board, mandate_register, signal_log],
+        live=[keys, index, sse],
         listen_dsn=None if settings.embedded else settings.postgres_params(),
     )
     follower.start()
@@ -81,6 +88,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         tokens=tokens,
         index=index,
         pdp=pdp,
+        sse=sse,
     )
 
 
@@ -92,6 +100,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await run_in_threadpool(build_services, resolved, the_clock)
+        services.sse.attach(asyncio.get_running_loop())
         scheduler = Scheduler(
             services.ledger,
             services.missions,
@@ -126,6 +135,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         missions.router,
         mandates.router,
         status.router,
+        ssf_sse.router,
         authzen.router,
     ):
         app.include_router(router)

@@ -18,6 +18,7 @@ from projections.pdp import DecisionPoint
 
 if TYPE_CHECKING:
     from api.oauth import OAuthVerifier
+    from api.sse_hub import SseHub
     from api.tokens import TokenVerifier
     from ledger.signing.keyring import Keyring
 
@@ -37,6 +38,7 @@ class Services:
     tokens: TokenVerifier
     index: EvaluationIndex
     pdp: DecisionPoint
+    sse: SseHub
 
 
 def get_services(request: Request) -> Services:

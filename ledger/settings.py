@@ -81,6 +81,14 @@ class Settings(BaseSettings):
     signing_alg: Literal["ES256", "EdDSA"] = "ES256"
     signing_key_retention_days: int = Field(default=400, ge=1)
 
+    set_retention_days: int = Field(
+        default=7, ge=1, le=365, description="How long SETs stay in the per-stream log."
+    )
+    allow_http_loopback_push: bool = Field(
+        default=False,
+        description="Accept http:// push endpoints on loopback hosts (local development, tests).",
+    )
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("database_url")

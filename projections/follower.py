@@ -61,6 +61,12 @@ class DurableProjection(ABC):
     def apply(self, cur: Cursor, item: Item) -> None:
         """Update the read model for one event, inside the batch transaction."""
 
+    def begin_batch(self, cur: Cursor) -> None:  # noqa: B027 - an optional hook
+        """Called in the batch transaction before its first event (load shared state)."""
+
+    def end_batch(self, cur: Cursor) -> None:  # noqa: B027 - an optional hook
+        """Called in the batch transaction after its last event (write shared state)."""
+
     @abstractmethod
     def reset(self, cur: Cursor) -> None:
         """Delete every row of the read model (for a rebuild from position 0)."""
@@ -74,6 +80,9 @@ class LiveConsumer(Protocol):
         ...
 
     def apply(self, item: Item) -> None: ...
+
+    # Optionally: ``end_batch()``, called after each batch (every durable read model of
+    # the batch is committed by then).
 
 
 class LogFollower:
@@ -225,6 +234,9 @@ class LogFollower:
                 if item.position > floor:
                     consumer.apply(item)
             self._live_positions[index] = max(floor, last)
+            end_batch = getattr(consumer, "end_batch", None)
+            if end_batch is not None:
+                end_batch()
         self.batches_applied += 1
         self._advance(last)
 
@@ -234,9 +246,12 @@ class LogFollower:
             fresh = [i for i in items if i.position > tracked]
             if not fresh:
                 return
-            for item in fresh:
-                if item.topic in projection.topics:
+            relevant = [i for i in fresh if i.topic in projection.topics]
+            if relevant:
+                projection.begin_batch(cur)
+                for item in relevant:
                     projection.apply(cur, item)
+                projection.end_batch(cur)
             cur.execute(
                 "UPDATE projection_tracking SET position = %s WHERE projection = %s",
                 (fresh[-1].position, projection.name),
@@ -327,11 +342,15 @@ class LogFollower:
                 notifications = self._ledger.recorder.select_notifications(
                     start=position, limit=self._batch_size, inclusive_of_start=False
                 )
-                for notification in notifications:
-                    item = self._decode(notification)
-                    if item.topic in projection.topics:
+                items = [self._decode(n) for n in notifications]
+                relevant = [i for i in items if i.topic in projection.topics]
+                if relevant:
+                    projection.begin_batch(cur)
+                    for item in relevant:
                         projection.apply(cur, item)
-                    position = item.position
+                    projection.end_batch(cur)
+                if items:
+                    position = items[-1].position
                 if len(notifications) < self._batch_size:
                     break
             cur.execute(

@@ -3,6 +3,7 @@
 * ``base``: construction, reads, and the single write path (concurrency, idempotency);
 * ``governance``: proposals, approval, Mission lifecycle, containment, expansion, clock;
 * ``cascades`` / ``mandating``: Execution Mandates and how Mission changes reach them;
+* ``signals``: SSF streams (their SETs are produced by ``projections.signals``);
 * ``credentials``: API keys.
 """
 
@@ -19,6 +20,7 @@ from ledger.application.base import (
 from ledger.application.credentials import CredentialUseCases, IssuedKey
 from ledger.application.governance import GovernanceUseCases
 from ledger.application.mandating import MandateUseCases
+from ledger.application.signals import StreamUseCases
 
 __all__ = [
     "Changes",
@@ -32,7 +34,7 @@ __all__ = [
 ]
 
 
-class Ledger(GovernanceUseCases, MandateUseCases, CredentialUseCases):
+class Ledger(GovernanceUseCases, MandateUseCases, StreamUseCases, CredentialUseCases):
     """The write side of Mission Ledger."""
 
     name = "Ledger"

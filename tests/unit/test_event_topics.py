@@ -13,9 +13,10 @@ from ledger.domain.mandate_tree import MandateTree
 from ledger.domain.mandates import ExecutionMandate
 from ledger.domain.missions import Mission
 from ledger.domain.proposals import Proposal
+from ledger.domain.streams import Stream
 
 PINNED = Path(__file__).resolve().parents[1] / "fixtures" / "event_topics.txt"
-AGGREGATES = (AgentInstance, ApiKey, ExecutionMandate, MandateTree, Mission, Proposal)
+AGGREGATES = (AgentInstance, ApiKey, ExecutionMandate, MandateTree, Mission, Proposal, Stream)
 
 
 def current_topics() -> set[str]:

@@ -1,0 +1,185 @@
+"""Which ledger events become Security Event Tokens, and what they say (SPEC 6.9).
+
+* Every Mission event that changes its state or effective authority becomes a
+  ``lifecycle-change`` (activation, suspend, resume, revoke, complete, expire,
+  supersede, containment).
+* A Mandate revoked, expired or cascaded becomes CAEP ``session-revoked``; narrowed,
+  ``token-claims-change`` carrying the new claims.
+* Stream events become SSF ``verification`` and ``stream-updated`` SETs for that stream.
+
+Claims follow RFC 8417 as profiled by SSF: ``iss``, ``iat``, ``jti``, ``aud``, ``txn``,
+``sub_id``, exactly one event; never ``sub`` or ``exp``. ``jti`` and ``txn`` are derived
+from the stream and the log position, so a rebuilt SET log repeats the same ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ledger.domain.events import LedgerEvent
+from ledger.domain.instants import epoch_seconds, format_instant
+from ledger.domain.mandates import ExecutionMandate
+from ledger.domain.missions import Mission
+from ledger.domain.streams import (
+    LIFECYCLE_CHANGE,
+    SESSION_REVOKED,
+    STREAM_UPDATED,
+    TOKEN_CLAIMS_CHANGE,
+    VERIFICATION,
+    Stream,
+)
+
+SET_TYP = "secevent+jwt"
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One SET's content before it is addressed to a stream and signed."""
+
+    event_type: str
+    payload: dict[str, Any]
+    sub_id: dict[str, Any]
+    occurred_at: datetime
+
+
+def txn_of(issuer: str, position: int) -> str:
+    """The transaction id shared by every SET one ledger change causes."""
+    return hashlib.sha256(f"{issuer}|txn|{position}".encode()).hexdigest()[:32]
+
+
+def jti_of(stream_id: str, position: int, event_type: str) -> str:
+    return hashlib.sha256(f"{stream_id}|{position}|{event_type}".encode()).hexdigest()[:32]
+
+
+def set_claims(
+    signal: Signal, *, issuer: str, aud: str, stream_id: str, position: int
+) -> dict[str, Any]:
+    return {
+        "iss": issuer,
+        "iat": epoch_seconds(signal.occurred_at),
+        "jti": jti_of(stream_id, position, signal.event_type),
+        "aud": aud,
+        "txn": txn_of(issuer, position),
+        "sub_id": signal.sub_id,
+        "events": {signal.event_type: signal.payload},
+    }
+
+
+def _initiating_entity(actor: Mapping[str, Any] | None, *, cascaded: bool = False) -> str:
+    if cascaded:
+        return "policy"
+    if actor is not None and actor.get("type") == "system":
+        return "system"
+    return "admin"
+
+
+def mission_signal(event: LedgerEvent, mission: Mission) -> Signal | None:
+    """``lifecycle-change`` for a Mission event (``mission`` is the state after it)."""
+    authority_changed = isinstance(event, Mission.CapabilityContained)
+    if isinstance(event, Mission.Approved):
+        prior: str | None = None
+    elif isinstance(event, Mission.Transitioned):
+        prior = event.prior_state
+    elif authority_changed:
+        prior = mission.state
+    else:
+        return None
+    payload: dict[str, Any] = {
+        "mission": {"id": mission.id, "issuer": mission.issuer},
+        "state": mission.state,
+        "version": mission.version,
+        "committed_at": format_instant(event.timestamp),
+        "expires_at": format_instant(mission.expires_at),
+        "authority_hash": mission.authority_hash,
+        "authority_changed": authority_changed,
+    }
+    if prior is not None:
+        payload["prior_state"] = prior
+    reason = getattr(event, "reason", None)
+    if reason:
+        payload["reason"] = reason
+    if mission.state == "suspended" and mission.suspend_until is not None:
+        payload["suspend_until"] = format_instant(mission.suspend_until)
+        payload["on_expiry"] = mission.on_expiry
+    if mission.successor is not None:
+        payload["successor"] = mission.successor
+    if mission.containment_version:
+        payload["containment_version"] = mission.containment_version
+    return Signal(
+        event_type=LIFECYCLE_CHANGE,
+        payload=payload,
+        sub_id={"format": "opaque", "id": mission.id},
+        occurred_at=event.timestamp,
+    )
+
+
+def mandate_subject(mandate: ExecutionMandate) -> dict[str, Any]:
+    return {
+        "format": "complex",
+        "session": {"format": "opaque", "id": mandate.id},
+        "user": {
+            "format": "iss_sub",
+            "iss": str(mandate.subject.get("iss")),
+            "sub": str(mandate.subject.get("sub")),
+        },
+    }
+
+
+def mandate_signal(event: LedgerEvent, mandate: ExecutionMandate) -> Signal | None:
+    """CAEP ``session-revoked`` / ``token-claims-change`` (``mandate`` is the state after)."""
+    common: dict[str, Any] = {"event_timestamp": epoch_seconds(event.timestamp)}
+    if isinstance(event, ExecutionMandate.Narrowed):
+        return Signal(
+            event_type=TOKEN_CLAIMS_CHANGE,
+            payload={
+                **common,
+                "initiating_entity": _initiating_entity(
+                    event.actor, cascaded=event.cause != "request"
+                ),
+                "reason_admin": {
+                    "en": event.reason or f"Mandate {mandate.id} narrowed ({event.cause})"
+                },
+                "claims": {
+                    "authorization_details": mandate.authorization_details,
+                    "mandate_version": mandate.token_version,
+                },
+            },
+            sub_id=mandate_subject(mandate),
+            occurred_at=event.timestamp,
+        )
+    if isinstance(
+        event, ExecutionMandate.Revoked | ExecutionMandate.Expired | ExecutionMandate.Cascaded
+    ):
+        kind = type(event).__name__.lower()
+        reason = getattr(event, "reason", None) or f"Mandate {mandate.id} {kind}"
+        return Signal(
+            event_type=SESSION_REVOKED,
+            payload={
+                **common,
+                "initiating_entity": _initiating_entity(
+                    event.actor, cascaded=isinstance(event, ExecutionMandate.Cascaded)
+                ),
+                "reason_admin": {"en": f"{reason} (Mission {mandate.mission_id})"},
+            },
+            sub_id=mandate_subject(mandate),
+            occurred_at=event.timestamp,
+        )
+    return None
+
+
+def stream_signal(event: LedgerEvent, stream: Stream) -> Signal | None:
+    """SSF stream events addressed to the stream itself."""
+    subject = {"format": "opaque", "id": stream.stream_id}
+    if isinstance(event, Stream.VerificationRequested):
+        payload = {} if event.state is None else {"state": event.state}
+        return Signal(VERIFICATION, payload, subject, event.timestamp)
+    if isinstance(event, Stream.StatusChanged) and not event.by_owner:
+        payload = {"status": event.status}
+        if event.reason:
+            payload["reason"] = event.reason
+        return Signal(STREAM_UPDATED, payload, subject, event.timestamp)
+    return None

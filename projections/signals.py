@@ -1,0 +1,210 @@
+"""The signal log: every stream's SETs, appended in log order with a gap-free sequence.
+
+A durable projection (tracking in the same transaction as its rows): for each ledger
+event that is a signal (``ledger.domain.sets``) it signs one SET per stream that
+carries it (event type delivered, subject not removed, stream not disabled) and
+appends it to ``set_log`` under that stream's next ``seq``. Paused streams still
+receive rows (held); delivery methods deliver them once the stream is enabled
+again. Every delivery method (SSE, poll, push) reads this one log.
+
+It keeps its own copies of stream, Mission and Mandate state (``ssf_streams``,
+``signal_state``) so that it never reads another read model's tables.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import cast
+
+from eventsourcing.domain import BaseAggregate
+
+from ledger.application.base import TokenSigner
+from ledger.domain.actors import Actor
+from ledger.domain.events import LedgerCreated, LedgerEvent
+from ledger.domain.mandates import ExecutionMandate
+from ledger.domain.missions import Mission
+from ledger.domain.sets import (
+    SET_TYP,
+    Signal,
+    mandate_signal,
+    mission_signal,
+    set_claims,
+    stream_signal,
+)
+from ledger.domain.streams import Stream
+from ledger.persistence.database import Cursor
+from ledger.persistence.snapshots import StateCodec
+from projections.aggregate_tables import event_topics, micros
+from projections.follower import DurableProjection, Item
+
+MISSION_TOPICS = event_topics(Mission)
+MANDATE_TOPICS = event_topics(ExecutionMandate)
+STREAM_TOPICS = event_topics(Stream)
+
+
+class SignalLog(DurableProjection):
+    name = "signal_log"
+    topics = MISSION_TOPICS | MANDATE_TOPICS | STREAM_TOPICS
+
+    def __init__(self, codec: StateCodec, signer: TokenSigner, issuer: str) -> None:
+        self._codec = codec
+        self._signer = signer
+        self._issuer = issuer
+        self._streams: dict[str, Stream] = {}
+        self._next_seq: dict[str, int] = {}
+        self._dirty: set[str] = set()
+        #: Positions of the SETs this process appended in its last committed batch.
+        self.appended = 0
+
+    # ------------------------------------------------------------------ batch
+
+    def begin_batch(self, cur: Cursor) -> None:
+        cur.execute("SELECT stream_id, next_seq, snapshot FROM ssf_streams WHERE deleted = 0")
+        self._streams = {}
+        self._next_seq = {}
+        for row in cur.fetchall():
+            stream = self._codec.thaw(bytes(row["snapshot"]))
+            assert isinstance(stream, Stream)
+            self._streams[str(row["stream_id"])] = stream
+            self._next_seq[str(row["stream_id"])] = int(row["next_seq"])
+        self._dirty = set()
+
+    def end_batch(self, cur: Cursor) -> None:
+        for stream_id in self._dirty:
+            stream = self._streams[stream_id]
+            cur.execute(
+                "UPDATE ssf_streams SET next_seq = %s, status = %s, method = %s, deleted = %s, "
+                "snapshot = %s WHERE stream_id = %s",
+                (
+                    self._next_seq[stream_id],
+                    stream.status,
+                    str(stream.config["delivery"]["method"]),
+                    1 if stream.deleted else 0,
+                    self._codec.freeze(stream),
+                    stream_id,
+                ),
+            )
+
+    def reset(self, cur: Cursor) -> None:
+        for table in ("set_log", "ssf_streams", "signal_state", "push_state"):
+            cur.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+
+    # ------------------------------------------------------------------ events
+
+    def apply(self, cur: Cursor, item: Item) -> None:
+        if item.topic in STREAM_TOPICS:
+            self._apply_stream(cur, item)
+            return
+        aggregate = self._fold(cur, item.event)
+        signal: Signal | None
+        if isinstance(aggregate, Mission):
+            signal = mission_signal(item.event, aggregate)
+        elif isinstance(aggregate, ExecutionMandate):
+            signal = mandate_signal(item.event, aggregate)
+        else:
+            signal = None
+        if signal is None:
+            return
+        for stream_id, stream in self._streams.items():
+            if stream.carries(signal.event_type, signal.sub_id):
+                self._append(cur, stream_id, stream, signal, item.position)
+
+    def _apply_stream(self, cur: Cursor, item: Item) -> None:
+        event = item.event
+        if isinstance(event, LedgerCreated):
+            stream = cast("Stream | None", event.mutate(None))
+            assert isinstance(stream, Stream)
+            cur.execute(
+                "INSERT INTO ssf_streams (stream_id, owner_key, status, method, deleted, "
+                "next_seq, created_position, position, snapshot) "
+                "VALUES (%s, %s, %s, %s, 0, 1, %s, %s, %s)",
+                (
+                    stream.stream_id,
+                    _owner_key(stream),
+                    stream.status,
+                    str(stream.config["delivery"]["method"]),
+                    item.position,
+                    item.position,
+                    self._codec.freeze(stream),
+                ),
+            )
+            self._streams[stream.stream_id] = stream
+            self._next_seq[stream.stream_id] = 1
+            return
+        stream_id = event.originator_id.removeprefix("stream:")
+        current = self._streams.get(stream_id)
+        if current is None or event.originator_version <= current.version:
+            return
+        event.mutate(current)
+        self._dirty.add(stream_id)
+        signal = stream_signal(event, current)
+        if signal is not None:
+            self._append(cur, stream_id, current, signal, item.position)
+        if current.deleted:
+            cur.execute(
+                "UPDATE ssf_streams SET deleted = 1, next_seq = %s, snapshot = %s "
+                "WHERE stream_id = %s",
+                (self._next_seq[stream_id], self._codec.freeze(current), stream_id),
+            )
+            self._streams.pop(stream_id, None)
+            self._dirty.discard(stream_id)
+
+    def _fold(self, cur: Cursor, event: LedgerEvent) -> BaseAggregate[str] | None:
+        """The aggregate's state after ``event``, from this projection's own copy."""
+        if isinstance(event, LedgerCreated):
+            aggregate = cast("BaseAggregate[str] | None", event.mutate(None))
+            assert aggregate is not None
+            cur.execute(
+                "INSERT INTO signal_state (aggregate_id, snapshot) VALUES (%s, %s)",
+                (aggregate.id, self._codec.freeze(aggregate)),
+            )
+            return aggregate
+        cur.execute(
+            "SELECT snapshot FROM signal_state WHERE aggregate_id = %s", (event.originator_id,)
+        )
+        row = cur.fetchone()
+        if row is None:
+            return None
+        aggregate = self._codec.thaw(bytes(row["snapshot"]))
+        if event.originator_version <= aggregate.version:
+            return None
+        event.mutate(aggregate)
+        cur.execute(
+            "UPDATE signal_state SET snapshot = %s WHERE aggregate_id = %s",
+            (self._codec.freeze(aggregate), aggregate.id),
+        )
+        return aggregate
+
+    def _append(
+        self, cur: Cursor, stream_id: str, stream: Stream, signal: Signal, position: int
+    ) -> None:
+        claims = set_claims(
+            signal, issuer=self._issuer, aud=stream.aud, stream_id=stream_id, position=position
+        )
+        token = self._signer.sign_compact(
+            {"typ": SET_TYP},
+            json.dumps(claims, separators=(",", ":")).encode(),
+            alg=str(stream.config.get("signing_alg", "ES256")),
+            now=signal.occurred_at,
+        )
+        seq = self._next_seq[stream_id]
+        cur.execute(
+            "INSERT INTO set_log (stream_id, seq, jti, event_type, cause_position, set_jwt, "
+            "created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (
+                stream_id,
+                seq,
+                claims["jti"],
+                signal.event_type,
+                position,
+                token,
+                micros(signal.occurred_at),
+            ),
+        )
+        self._next_seq[stream_id] = seq + 1
+        self._dirty.add(stream_id)
+        self.appended += 1
+
+
+def _owner_key(stream: Stream) -> str:
+    return Actor.from_json(stream.owner).key
