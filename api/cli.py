@@ -283,23 +283,29 @@ def audit_verify(
 
 @projections_app.command("rebuild")
 def projections_rebuild(
-    name: Annotated[str, typer.Argument(help="proposal_board or mission_board.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="proposal_board, mission_board, mandate_register or signal_log "
+            "(the SET log keeps push progress; poll acknowledgements are lost)."
+        ),
+    ],
 ) -> None:
-    """Rebuild one read model from position 0 (safe while servers run)."""
-    from ledger.persistence.snapshots import StateCodec  # noqa: PLC0415
+    """Rebuild one read model from position 0, in one transaction (safe while servers
+    run: they wait for it, then carry on from where it ends)."""
+    from api.read_models import read_models  # noqa: PLC0415
     from ledger.persistence.store import open_ledger  # noqa: PLC0415
-    from projections.boards import MissionBoard, ProposalBoard  # noqa: PLC0415
+    from ledger.signing.keyring import Keyring  # noqa: PLC0415
     from projections.follower import LogFollower  # noqa: PLC0415
 
     settings = _settings()
     ledger = open_ledger(settings)
     try:
-        codec = StateCodec(ledger.mapper.transcoder)
-        follower = LogFollower(ledger, durable=[ProposalBoard(codec), MissionBoard(codec)])
-        try:
-            position = follower.rebuild(name)
-        except KeyError as error:
-            raise _fail(str(error.args[0])) from None
+        keyring = Keyring.open(settings, ledger.database)
+        models = read_models(ledger, keyring, settings.public_issuer)
+        if name not in models.names:
+            raise _fail(f"no read model named {name!r}; choose one of {', '.join(models.names)}")
+        position = LogFollower(ledger, durable=models.durable).rebuild(name)
     finally:
         ledger.close()
     typer.echo(f"rebuilt {name} up to position {position}")

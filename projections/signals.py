@@ -86,7 +86,9 @@ class SignalLog(DurableProjection):
             )
 
     def reset(self, cur: Cursor) -> None:
-        for table in ("set_log", "ssf_streams", "signal_state", "push_state"):
+        # Push progress (push_state) is delivery state, not part of this read model: kept,
+        # so a rebuild does not push everything again. Poll acknowledgements are lost.
+        for table in ("set_log", "ssf_streams", "signal_state"):
             cur.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
 
     # ------------------------------------------------------------------ events
