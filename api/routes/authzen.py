@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -48,8 +49,17 @@ def _bad(error: AuthZenBadRequest | InvalidRequest) -> PlainTextResponse:
     return PlainTextResponse(message, status_code=400)
 
 
-def _json(body: Mapping[str, Any]) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")).encode(), media_type="application/json")
+def _json(body: Mapping[str, Any], started: float | None = None) -> Response:
+    """Compact JSON; with ``started``, a ``Server-Timing`` header carrying the time spent
+    deciding (body parsed, index consulted, answer built), for operators and benchmarks."""
+    headers = None
+    if started is not None:
+        headers = {"Server-Timing": f"decision;dur={(time.perf_counter() - started) * 1000:.3f}"}
+    return Response(
+        json.dumps(body, separators=(",", ":")).encode(),
+        media_type="application/json",
+        headers=headers,
+    )
 
 
 async def _fresh(services: Services, request: Request, context: Mapping[str, Any]) -> int | None:
@@ -79,6 +89,7 @@ async def _body(request: Request) -> dict[str, Any]:
 async def evaluation(request: Request, principal: PrincipalDep, services: ServicesDep) -> Response:
     """Access Evaluation: one decision."""
     principal.require(Role.PEP)
+    started = time.perf_counter()
     try:
         body = await _body(request)
         item = evaluation_of(body)
@@ -88,7 +99,7 @@ async def evaluation(request: Request, principal: PrincipalDep, services: Servic
     if behind is not None:
         return _json(stale(new_evaluation_id(), services.follower.position, behind).to_json())
     decision = services.pdp.evaluate(item, services.clock.now())
-    return _json(decision.to_json())
+    return _json(decision.to_json(), started)
 
 
 @router.post("/access/v1/evaluations", response_model=None)

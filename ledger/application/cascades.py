@@ -98,13 +98,15 @@ class MandateCascades(LedgerBase):
         effects = effects or Effects()
         if not mission.pending_events:
             return effects
-        tree = self.get_tree(mission.id)
-        effects.expect[tree_id(mission.id)] = 0 if tree is None else tree.version
-        if tree is None:
-            return effects
         ended = mission.state not in {MissionState.ACTIVE.value, MissionState.SUSPENDED.value}
         contained = any(isinstance(e, Mission.CapabilityContained) for e in mission.pending_events)
         if not ended and not contained:
+            # Suspend/resume touch no Mandate (validity follows the Mission); a concurrent
+            # issuance is refused by its own check of the Mission's version.
+            return effects
+        tree = self.get_tree(mission.id)
+        effects.expect[tree_id(mission.id)] = 0 if tree is None else tree.version
+        if tree is None:
             return effects
         removed = mission.contained_capabilities()
         for mandate_id in tree.mandate_ids:

@@ -50,7 +50,7 @@ class AgentInstance(BaseAggregate[str]):
         mission_id: str
 
         def apply(self, aggregate: AgentInstance) -> None:
-            aggregate.holdings = [*aggregate.holdings, [self.mandate_id, self.mission_id]]
+            aggregate.holdings.append([self.mandate_id, self.mission_id])
 
     @dataclass(frozen=True)
     class Revoked(Event):

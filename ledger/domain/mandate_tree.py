@@ -48,7 +48,7 @@ class MandateTree(BaseAggregate[str]):
         holder: dict[str, Any]
 
         def apply(self, aggregate: MandateTree) -> None:
-            aggregate.parents = {**aggregate.parents, self.mandate_id: self.parent_mandate_id}
+            aggregate.parents[self.mandate_id] = self.parent_mandate_id
 
     if TYPE_CHECKING:
         mission_id: str
