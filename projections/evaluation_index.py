@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from ledger.application import Ledger
-from ledger.domain.authority import AuthorityEntry, ContainedCapability, parse_authority_set
+from ledger.domain.authority import (
+    CompiledContainment,
+    CompiledEntry,
+    compile_containment,
+    compile_entries,
+    parse_authority_set,
+)
 from ledger.domain.canonical import jcs
 from ledger.domain.events import LedgerCreated, LedgerEvent
 from ledger.domain.mandates import ExecutionMandate
@@ -59,7 +65,7 @@ class MandateEntry:
         client_id: str,
         instance_id: str | None,
         issuer: str,
-        entries: tuple[AuthorityEntry, ...],
+        entries: tuple[CompiledEntry, ...],
         expires_at: float,
         not_before: float,
         state: str,
@@ -85,12 +91,16 @@ class MissionEntry:
     """A Mission with its compiled Effective Authority (rebuilt on each Mission event)."""
 
     mission: Mission
-    entries: tuple[AuthorityEntry, ...]
-    contained: tuple[ContainedCapability, ...]
+    entries: tuple[CompiledEntry, ...]
+    contained: tuple[CompiledContainment, ...]
 
     @property
     def version(self) -> int:
         return self.mission.version
+
+    @property
+    def expires_ts(self) -> float:
+        return self.mission.expires_at.timestamp()
 
 
 class EvaluationIndex:
@@ -102,7 +112,7 @@ class EvaluationIndex:
         self.missions: dict[str, MissionEntry] = {}
         self.mandates: dict[str, MandateEntry] = {}
         self.by_client: dict[str, set[str]] = {}
-        self._interned: dict[bytes, tuple[AuthorityEntry, ...]] = {}
+        self._interned: dict[bytes, tuple[CompiledEntry, ...]] = {}
         self.position = 0
 
     # ------------------------------------------------------------------ reads
@@ -204,7 +214,7 @@ class EvaluationIndex:
         self.missions[mission.id] = MissionEntry(
             mission=mission,
             entries=self._intern(mission.effective_authority()),
-            contained=mission.contained_capabilities(),
+            contained=compile_containment(mission.contained_capabilities()),
         )
 
     def _put_mandate(self, mandate: ExecutionMandate) -> None:
@@ -239,11 +249,11 @@ class EvaluationIndex:
                 if not holders:
                     self.by_client.pop(entry.client_id, None)
 
-    def _intern(self, raw: Sequence[Mapping[str, Any]]) -> tuple[AuthorityEntry, ...]:
+    def _intern(self, raw: Sequence[Mapping[str, Any]]) -> tuple[CompiledEntry, ...]:
         key = jcs(list(raw))
         compiled = self._interned.get(key)
         if compiled is None:
-            compiled = parse_authority_set(list(raw)) if raw else ()
+            compiled = compile_entries(parse_authority_set(list(raw))) if raw else ()
             self._interned[key] = compiled
         return compiled
 

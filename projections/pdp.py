@@ -16,15 +16,18 @@ Denials carry a reason code from domain.md 3.4. Nothing here touches a database.
 
 from __future__ import annotations
 
+import itertools
 import secrets
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ledger.domain.authority import AuthorityEntry, contained_covers, entry_covers
+from ledger.domain.actions import is_concrete
+from ledger.domain.authority import CompiledEntry
 from ledger.domain.constraints import Facts, Violation, evaluate_constraints
-from ledger.domain.instants import format_instant
+from ledger.domain.resources import parse_request
 from projections.evaluation_index import EvaluationIndex, MandateEntry, MissionEntry
 
 # Reason codes (domain.md 3.4).
@@ -78,8 +81,13 @@ TokenResolver = Callable[[str], str | None]
 """Verifies a compact Mandate token and returns its ``jti`` (None when it does not verify)."""
 
 
+_ID_PREFIX = "ev_" + secrets.token_hex(6)
+_ID_COUNTER = itertools.count(1)
+
+
 def new_evaluation_id() -> str:
-    return "ev_" + secrets.token_urlsafe(12)
+    """Unique across processes (a random per-process prefix) and cheap (a counter)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
 
 
 class DecisionPoint:
@@ -188,7 +196,7 @@ class DecisionPoint:
     def _authority(
         self,
         request: Evaluation,
-        entries: tuple[AuthorityEntry, ...],
+        entries: tuple[CompiledEntry, ...],
         mission: MissionEntry,
         now: datetime,
         evaluation_id: str,
@@ -197,7 +205,8 @@ class DecisionPoint:
     ) -> Decision:
         uri = request.resource.id
         action = request.action.name
-        covering = [e for e in entries if entry_covers(e, uri, action)]
+        target = parse_request(uri)
+        covering = [e for e in entries if e.covers(target, action)] if is_concrete(action) else []
         if not covering:
             return _deny(
                 evaluation_id,
@@ -205,8 +214,8 @@ class DecisionPoint:
                 f"{action!r} on {uri!r} is outside the granted authority",
                 mission=mission,
             )
-        if not any(entry_covers(e, uri, action) for e in mission.entries) or any(
-            contained_covers(c, uri, action) for c in mission.contained
+        if not any(e.covers(target, action) for e in mission.entries) or any(
+            c.covers(target, action) for c in mission.contained
         ):
             return _deny(
                 evaluation_id,
@@ -221,8 +230,8 @@ class DecisionPoint:
             now=now,
         )
         violation: Violation | None = None
-        for entry in covering:
-            violation = evaluate_constraints(entry.constraints, facts)
+        for compiled in covering:
+            violation = evaluate_constraints(compiled.entry.constraints, facts, validated=True)
             if violation is None:
                 return _permit(evaluation_id, mission, mandate, now, self._max_stale)
         assert violation is not None
@@ -271,19 +280,22 @@ def _permit(
     now: datetime,
     max_stale: int,
 ) -> Decision:
-    horizon = now.timestamp() + max_stale
-    bounds = [horizon, mission.mission.expires_at.timestamp()]
+    bound = min(now.timestamp() + max_stale, mission.expires_ts)
     if mandate is not None:
-        bounds.append(mandate.expires_at)
-    valid_until = datetime.fromtimestamp(min(bounds), tz=now.tzinfo)
+        bound = min(bound, mandate.expires_at)
     context: dict[str, Any] = {
         "evaluation_id": evaluation_id,
         "mission": {"id": mission.mission.id, "version": mission.version},
-        "valid_until": format_instant(valid_until),
+        "valid_until": _instant(bound),
     }
     if mandate is not None:
         context["mandate"] = {"id": mandate.mandate_id, "version": mandate.token_version}
     return Decision(decision=True, context=context)
+
+
+def _instant(ts: float) -> str:
+    """RFC 3339 UTC with whole seconds (what a PEP needs of ``valid_until``), rounded down."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _deny(

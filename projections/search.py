@@ -13,9 +13,8 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from ledger.domain.actions import is_family
-from ledger.domain.authority import contained_covers, entry_covers
-from ledger.domain.resources import resource_covers
+from ledger.domain.actions import is_concrete, is_family
+from ledger.domain.resources import parse_request, resource_covers
 from projections.evaluation_index import EvaluationIndex, MandateEntry, MissionEntry
 
 
@@ -45,10 +44,13 @@ def _valid_mandates(
 
 
 def _allowed(mandate: MandateEntry, mission: MissionEntry, uri: str, action: str) -> bool:
+    if not is_concrete(action):
+        return False
+    target = parse_request(uri)
     return (
-        any(entry_covers(e, uri, action) for e in mandate.entries)
-        and any(entry_covers(e, uri, action) for e in mission.entries)
-        and not any(contained_covers(c, uri, action) for c in mission.contained)
+        any(e.covers(target, action) for e in mandate.entries)
+        and any(e.covers(target, action) for e in mission.entries)
+        and not any(c.covers(target, action) for c in mission.contained)
     )
 
 
@@ -88,9 +90,9 @@ def resources(
     for mandate, mission in _valid_mandates(index, now, subject_id):
         if not _holds(mandate, instance_id):
             continue
-        for entry in mandate.entries:
-            if _allowed(mandate, mission, entry.resource, action):
-                found.add(entry.resource)
+        for compiled in mandate.entries:
+            if _allowed(mandate, mission, compiled.entry.resource, action):
+                found.add(compiled.entry.resource)
     return [{"type": resource_type, "id": uri} for uri in sorted(found)]
 
 
@@ -101,7 +103,8 @@ def actions(
     for mandate, mission in _valid_mandates(index, now, subject_id):
         if not _holds(mandate, instance_id):
             continue
-        for entry in mandate.entries:
+        for compiled in mandate.entries:
+            entry = compiled.entry
             if not resource_covers(entry.resource, entry.resource_match, uri):
                 continue
             for action in entry.actions:

@@ -20,13 +20,16 @@ same request gets the original result, a different request gets
 from __future__ import annotations
 
 import contextlib
+import copy
 import secrets
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, Repository
 from eventsourcing.domain import BaseAggregate
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import Environment
@@ -88,6 +91,9 @@ class Changes:
     result: BaseAggregate[str]
     changed: list[BaseAggregate[str]]
     expect: dict[str, int]
+    #: Aggregates the command knows do not exist yet (e.g. a new Mission's mandate tree),
+    #: so later commands need not ask the database.
+    absent: tuple[str, ...] = ()
 
 
 class Replay(Exception):  # control flow: an idempotent replay, not an error
@@ -98,6 +104,78 @@ class Replay(Exception):  # control flow: an idempotent replay, not an error
 
 def fingerprint(request: Mapping[str, Any]) -> str:
     return raw_digest(dict(request))
+
+
+def working_copy(aggregate: A) -> A:
+    """A copy a command may change without touching the original.
+
+    Event ``apply`` methods only ever replace attributes or change top-level dicts and
+    lists in place (a Mission's nonces, a tree's parents, an instance's holdings); nested
+    values are never modified. Copying the top level is therefore enough, and far cheaper
+    than a deep copy.
+    """
+    clone = type(aggregate).__new__(type(aggregate))
+    state = dict(aggregate.__dict__)
+    for key, value in state.items():
+        if isinstance(value, dict | list):
+            state[key] = copy.copy(value)
+    state["_pending_events"] = []
+    clone.__dict__.update(state)
+    return clone
+
+
+class CommandCache:
+    """What commands read, kept in memory between commands (LRU, copy on read).
+
+    A command trusts these copies without asking the database whether they are still
+    current: if another process changed one meanwhile, the command's write conflicts
+    (same version written twice) or its commit-time read check fails, the copies it
+    touched are forgotten, and the command runs again on fresh state. Queries never
+    use this cache: they read through the repository, which fast-forwards from the
+    store, so every replica answers reads with the latest state.
+    """
+
+    def __init__(self, repository: Repository[str], size: int = 4096) -> None:
+        self._repository = repository
+        self._size = size
+        self._lock = threading.Lock()
+        self._items: OrderedDict[str, BaseAggregate[str] | None] = OrderedDict()
+
+    def load(self, aggregate_id: str) -> BaseAggregate[str] | None:
+        with self._lock:
+            known = aggregate_id in self._items
+            cached = self._items.get(aggregate_id)
+            if known:
+                self._items.move_to_end(aggregate_id)
+        if known:
+            return None if cached is None else working_copy(cached)
+        try:
+            aggregate: BaseAggregate[str] | None = self._repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            aggregate = None
+        self._put(aggregate_id, None if aggregate is None else working_copy(aggregate))
+        return aggregate
+
+    def remember(self, aggregates: list[BaseAggregate[str]]) -> None:
+        """After a successful save: the saved state is the current state."""
+        for aggregate in aggregates:
+            self._put(aggregate.id, working_copy(aggregate))
+
+    def remember_absent(self, aggregate_ids: tuple[str, ...]) -> None:
+        for aggregate_id in aggregate_ids:
+            self._put(aggregate_id, None)
+
+    def forget(self, aggregate_ids: list[str]) -> None:
+        with self._lock:
+            for aggregate_id in aggregate_ids:
+                self._items.pop(aggregate_id, None)
+
+    def _put(self, aggregate_id: str, aggregate: BaseAggregate[str] | None) -> None:
+        with self._lock:
+            self._items[aggregate_id] = aggregate
+            self._items.move_to_end(aggregate_id)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
 
 
 class LedgerBase(Application[str]):
@@ -128,6 +206,8 @@ class LedgerBase(Application[str]):
         datastore = self.recorder.datastore  # type: ignore[attr-defined]
         self.database = Database(datastore)
         self.event_log = EventLog(self.database, self.mapper)
+        self._command = threading.local()
+        self._command_cache = CommandCache(self.repository)
 
     def construct_env(self, name: str, env: Mapping[str, str] | None = None) -> Environment:
         # Configuration comes only from Settings (via ``env``), never from stray
@@ -160,11 +240,15 @@ class LedgerBase(Application[str]):
     # ------------------------------------------------------------------ internals
 
     def _get(self, cls: type[A], aggregate_id: str, what: str) -> A:
-        try:
-            aggregate: BaseAggregate[str] = self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            raise NotFound(f"no {what} with id {aggregate_id!r}") from None
-        if not isinstance(aggregate, cls):
+        """Load an aggregate: inside a command from the command cache, otherwise fresh."""
+        if getattr(self._command, "active", False):
+            aggregate: BaseAggregate[str] | None = self._command_cache.load(aggregate_id)
+        else:
+            try:
+                aggregate = self.repository.get(aggregate_id)
+            except AggregateNotFoundError:
+                aggregate = None
+        if aggregate is None or not isinstance(aggregate, cls):
             raise NotFound(f"no {what} with id {aggregate_id!r}")
         return aggregate
 
@@ -188,7 +272,11 @@ class LedgerBase(Application[str]):
                 return replay
         for _attempt in range(MAX_ATTEMPTS):
             try:
-                changes = command()
+                self._command.active = True
+                try:
+                    changes = command()
+                finally:
+                    self._command.active = False
             except Replay as replay_signal:
                 value = replay_signal.aggregate
                 assert isinstance(value, result_type)
@@ -225,6 +313,8 @@ class LedgerBase(Application[str]):
                     ) from None
                 self._forget(changes)
                 continue
+            self._command_cache.remember(changes.changed)
+            self._command_cache.remember_absent(changes.absent)
             return Written(value=result, position=recordings[-1].notification.id)
         raise Conflict("the aggregate kept changing concurrently; try again")
 
@@ -233,7 +323,9 @@ class LedgerBase(Application[str]):
         return aggregate.version
 
     def _forget(self, changes: Changes) -> None:
-        """Drop cached copies of everything a conflicting command touched or read."""
+        """Drop cached copies of everything a conflicting command touched or read, so the
+        retry loads them fresh."""
+        self._command_cache.forget([*(a.id for a in changes.changed), *changes.expect])
         cache = self.repository.cache
         if cache is None:
             return

@@ -24,6 +24,7 @@ from ledger.domain.authority import parse_authority_set, parse_containment, set_
 from ledger.domain.canonical import authority_hash, intent_hash, proposal_hash
 from ledger.domain.errors import Conflict, InvalidRequest, NotFound
 from ledger.domain.intent import parse_intent, resource_in_intent
+from ledger.domain.mandate_tree import tree_id
 from ledger.domain.missions import Mission, MissionRecord
 from ledger.domain.proposals import Proposal, Submission
 from ledger.domain.states import OnExpiry, Operation
@@ -183,7 +184,10 @@ class GovernanceUseCases(MandateCascades):
             else:
                 expect = {}
             changed.append(mission)
-            return Changes(mission, changed, expect)
+            # A new Mission has no mandate tree: its first revoke need not look for one
+            # (and if another process makes one meanwhile, the revoke's check of the
+            # tree's version catches it).
+            return Changes(mission, changed, expect, absent=(tree_id(mission_id),))
 
         return self.execute(command, idempotency, Mission)
 
@@ -233,14 +237,18 @@ class GovernanceUseCases(MandateCascades):
         idempotency: IdempotencyRequest | None = None,
     ) -> Written[Mission]:
         """Revoke, suspend, resume or complete a Mission (legal-operation table)."""
-        request_fingerprint = fingerprint(
-            {
-                "operation": operation.value,
-                "reason": reason,
-                "expected_version": expected_version,
-                "suspend_until": None if suspend_until is None else suspend_until.isoformat(),
-                "on_expiry": None if on_expiry is None else on_expiry.value,
-            }
+        request_fingerprint = (
+            None  # only a nonce needs the request's digest
+            if nonce is None
+            else fingerprint(
+                {
+                    "operation": operation.value,
+                    "reason": reason,
+                    "expected_version": expected_version,
+                    "suspend_until": None if suspend_until is None else suspend_until.isoformat(),
+                    "on_expiry": None if on_expiry is None else on_expiry.value,
+                }
+            )
         )
 
         def command() -> Changes:
@@ -283,12 +291,16 @@ class GovernanceUseCases(MandateCascades):
     ) -> Written[Mission]:
         """Add a removal-only containment overlay (M2)."""
         items = parse_containment(contained)
-        request_fingerprint = fingerprint(
-            {
-                "contained": [dict(i.raw) for i in items],
-                "reason": reason,
-                "expected_version": expected_version,
-            }
+        request_fingerprint = (
+            None
+            if nonce is None
+            else fingerprint(
+                {
+                    "contained": [dict(i.raw) for i in items],
+                    "reason": reason,
+                    "expected_version": expected_version,
+                }
+            )
         )
 
         def command() -> Changes:
@@ -353,12 +365,13 @@ class GovernanceUseCases(MandateCascades):
         and losers see the recorded outcome. Returns the position written, if any.
         """
         now = self.clock.now()
+        changed: list[BaseAggregate[str]] = []
         try:
             if aggregate_id.startswith("msn_"):
                 mission = self.get_mission(aggregate_id)
                 mission.advance_clock(now)
                 effects = self.mandate_effects(mission, actor=SCHEDULER, now=now)
-                changed: list[BaseAggregate[str]] = [*effects.changed, mission]
+                changed = [*effects.changed, mission]
                 expect = effects.expect
             elif aggregate_id.startswith("prp_"):
                 proposal = self.get_proposal(aggregate_id)
@@ -375,4 +388,7 @@ class GovernanceUseCases(MandateCascades):
             recordings = self.save(*changed, expect=expect or None)
         except (IntegrityError, NotFound):
             return None  # another process recorded it first (or it is gone)
+        finally:
+            # Written outside ``execute``: whatever commands cached of these is now old.
+            self._command_cache.forget([aggregate_id, *(a.id for a in changed)])
         return recordings[-1].notification.id

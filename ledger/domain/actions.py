@@ -59,6 +59,28 @@ def action_within(candidate: str, reference: str) -> bool:
     return not is_family(candidate) and candidate == reference
 
 
+def is_concrete(requested: object) -> bool:
+    """A requested action is a valid literal (a family is never a concrete request)."""
+    return is_valid_action(requested) and not is_family(str(requested))
+
+
+class ActionMatcher:
+    """An entry's actions compiled once: literals, and the stems of its families."""
+
+    __slots__ = ("_literals", "_stems")
+
+    def __init__(self, actions: tuple[str, ...]) -> None:
+        valid = [a for a in actions if is_valid_action(a)]
+        self._literals = frozenset(a for a in valid if not is_family(a))
+        self._stems = tuple(a[: -len("*")] for a in valid if is_family(a))
+
+    def covers(self, requested: str) -> bool:
+        """For a requested action already checked with ``is_concrete``."""
+        if requested in self._literals:
+            return True
+        return any(requested.startswith(s) and len(requested) > len(s) for s in self._stems)
+
+
 def action_covers(entry_action: str, requested: str) -> bool:
     """Whether an entry action (literal or family) covers one concrete requested action."""
     if not is_valid_action(requested) or is_family(requested):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import rfc8785
 
-from ledger.domain.actions import action_covers, action_within, validate_action
+from ledger.domain.actions import ActionMatcher, action_covers, action_within, validate_action
 from ledger.domain.canonical import jcs
 from ledger.domain.constraints import (
     constraints_within,
@@ -32,6 +32,8 @@ from ledger.domain.resources import (
     EXACT,
     MATCH_MODES,
     PREFIX,
+    RequestURI,
+    ResourceMatcher,
     normalize,
     resource_covers,
     resource_within,
@@ -383,3 +385,57 @@ def contained_covers(item: ContainedCapability, resource_uri: str, action: str) 
     if not resource_covers(item.resource, PREFIX, resource_uri):
         return False
     return item.actions is None or any(action_covers(removed, action) for removed in item.actions)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@dataclass(frozen=True)
+class CompiledEntry:
+    """An entry prepared for repeated evaluation: resource normalised once, actions indexed.
+
+    ``covers`` answers exactly what ``entry_covers`` answers, for a request URI parsed once
+    with ``parse_request`` and an action checked once with ``is_concrete``.
+    """
+
+    entry: AuthorityEntry
+    resource: ResourceMatcher
+    actions: ActionMatcher
+
+    @classmethod
+    def of(cls, entry: AuthorityEntry) -> CompiledEntry:
+        return cls(
+            entry,
+            ResourceMatcher.of(entry.resource, entry.resource_match),
+            ActionMatcher(entry.actions),
+        )
+
+    def covers(self, request: RequestURI | None, action: str) -> bool:
+        return self.resource.covers(request) and self.actions.covers(action)
+
+
+@dataclass(frozen=True)
+class CompiledContainment:
+    """A containment item prepared for repeated evaluation (prefix semantics)."""
+
+    item: ContainedCapability
+    resource: ResourceMatcher
+    actions: ActionMatcher | None
+
+    @classmethod
+    def of(cls, item: ContainedCapability) -> CompiledContainment:
+        matcher = None if item.actions is None else ActionMatcher(item.actions)
+        return cls(item, ResourceMatcher.of(item.resource, PREFIX), matcher)
+
+    def covers(self, request: RequestURI | None, action: str) -> bool:
+        if not self.resource.covers(request):
+            return False
+        return self.actions is None or self.actions.covers(action)
+
+
+def compile_entries(entries: Sequence[AuthorityEntry]) -> tuple[CompiledEntry, ...]:
+    return tuple(CompiledEntry.of(entry) for entry in entries)
+
+
+def compile_containment(items: Sequence[ContainedCapability]) -> tuple[CompiledContainment, ...]:
+    return tuple(CompiledContainment.of(item) for item in items)

@@ -10,6 +10,7 @@ shared by the other request parsers of the domain (authority, intent).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -147,6 +148,12 @@ def require_currency(value: object, pointer: str) -> str:
 
 def require_money(value: object, pointer: str) -> tuple[Decimal, str]:
     """``{amount: decimal string, currency: ISO 4217}``, both required, nothing else."""
+    if isinstance(value, Mapping) and len(value) == 2:
+        amount, currency = value.get("amount"), value.get("currency")
+        if isinstance(amount, str) and isinstance(currency, str):
+            parsed = _money(amount, currency)
+            if parsed is not None:
+                return parsed
     obj = require_object(
         value,
         pointer,
@@ -155,6 +162,15 @@ def require_money(value: object, pointer: str) -> tuple[Decimal, str]:
     )
     amount = require_decimal(obj["amount"], member_pointer(pointer, "amount"))
     return amount, require_currency(obj["currency"], member_pointer(pointer, "currency"))
+
+
+@functools.lru_cache(maxsize=4096)
+def _money(amount: str, currency: str) -> tuple[Decimal, str] | None:
+    """The fast path for a well-formed amount (evaluations repeat the same ceilings)."""
+    decimal = parse_decimal(amount)
+    if decimal is None or CURRENCY_PATTERN.match(currency) is None:
+        return None
+    return decimal, currency
 
 
 def dns_name(value: object) -> str | None:
@@ -587,21 +603,25 @@ _CHECKS: dict[str, Callable[[object, Facts], Violation | None]] = {
 }
 
 
-def evaluate_constraints(constraints: Mapping[str, object], facts: Facts) -> Violation | None:
+def evaluate_constraints(
+    constraints: Mapping[str, object], facts: Facts, *, validated: bool = False
+) -> Violation | None:
     """The first unsatisfied constraint in sorted key order, or ``None`` when all hold.
 
     An unknown key, or a constraint value that is itself malformed, fails closed with
     ``constraint_unsupported``; a missing or malformed input is a ``parameter_violation``.
+    ``validated`` skips re-checking the constraint values (they came from a parsed entry).
     """
     for key in sorted(constraints):
         check = _CHECKS.get(key)
         if check is None:
             return Violation(CONSTRAINT_UNSUPPORTED, key, f"constraint {key!r} is not supported")
         value = constraints[key]
-        try:
-            validate_constraint(key, value, "")
-        except InvalidRequest:
-            return Violation(CONSTRAINT_UNSUPPORTED, key, f"constraint {key!r} is malformed")
+        if not validated:
+            try:
+                validate_constraint(key, value, "")
+            except InvalidRequest:
+                return Violation(CONSTRAINT_UNSUPPORTED, key, f"constraint {key!r} is malformed")
         violation = check(value, facts)
         if violation is not None:
             return violation

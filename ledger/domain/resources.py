@@ -11,6 +11,7 @@ query string is covered by a prefix only when it equals the base exactly (fail c
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -43,6 +44,10 @@ class _Parts:
     query: str | None
 
     def text(self) -> str:
+        return self._text
+
+    @functools.cached_property
+    def _text(self) -> str:
         out = self.scheme + ":"
         if self.authority is not None:
             out += "//" + self.authority
@@ -186,20 +191,49 @@ def _extends(base: _Parts, request: _Parts) -> bool:
     return base.path.endswith("/") or request.path[len(base.path)] == "/"
 
 
+RequestURI = _Parts
+"""A request URI parsed once (``parse_request``) for matching against many entries."""
+
+
+@functools.lru_cache(maxsize=8192)
+def parse_request(uri: str) -> RequestURI | None:
+    """The comparison form of a request URI, or ``None`` when it is not an absolute URI.
+
+    Cached: enforcement points ask about the same resources over and over, and the
+    parsed form is immutable."""
+    return _parts(uri)
+
+
+@dataclass(frozen=True)
+class ResourceMatcher:
+    """An entry's resource and match mode, normalised once, for repeated evaluation."""
+
+    base: _Parts | None
+    match: str
+    text: str | None
+
+    @classmethod
+    def of(cls, entry_resource: str, entry_match: str) -> ResourceMatcher:
+        base = _parts(entry_resource)
+        return cls(base, entry_match, None if base is None else base.text())
+
+    def covers(self, request: RequestURI | None) -> bool:
+        """Anything unparseable, or an unknown match mode, is not covered (fail closed)."""
+        if self.base is None or request is None:
+            return False
+        if self.match == EXACT:
+            return self.text == request.text()
+        if self.match == PREFIX:
+            return _extends(self.base, request)
+        return False
+
+
 def resource_covers(entry_resource: str, entry_match: str, request_uri: str) -> bool:
     """Whether an entry's resource (with its match mode) covers one concrete request URI.
 
     Anything unparseable, or an unknown match mode, is not covered (fail closed).
     """
-    base = _parts(entry_resource)
-    request = _parts(request_uri)
-    if base is None or request is None:
-        return False
-    if entry_match == EXACT:
-        return base.text() == request.text()
-    if entry_match == PREFIX:
-        return _extends(base, request)
-    return False
+    return ResourceMatcher.of(entry_resource, entry_match).covers(_parts(request_uri))
 
 
 def resource_within(cand_uri: str, cand_match: str, ceil_uri: str, ceil_match: str) -> bool:

@@ -42,7 +42,9 @@ def persistence_env(settings: Settings) -> dict[str, str]:
         "POSTGRES_MAX_OVERFLOW": str(settings.db_max_overflow),
         "POSTGRES_LOCK_TIMEOUT": str(settings.db_lock_timeout_seconds),
         "POSTGRES_CONNECT_TIMEOUT": "10",
-        "POSTGRES_PRE_PING": "y",
+        # No pre-ping round trip per checkout: the library retries operations that fail
+        # on a dropped connection (InterfaceError/OperationalError) anyway.
+        "POSTGRES_PRE_PING": "n",
         "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "30",
         "APPLICATION_RECORDER_TOPIC": _POSTGRES_RECORDER,
     }

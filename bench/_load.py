@@ -1,0 +1,108 @@
+"""A small HTTP/1.1 keep-alive load generator on raw asyncio streams.
+
+httpx costs tens of microseconds of client CPU per request, which on a 2-core machine
+would measure the client, not the server. This sends prebuilt request bytes over N
+persistent connections, back to back, and records per-request latency and the
+server's ``Server-Timing`` duration when present.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+_TIMING = re.compile(rb"server-timing: [a-z]+;dur=([0-9.]+)", re.IGNORECASE)
+_LENGTH = re.compile(rb"content-length: *([0-9]+)", re.IGNORECASE)
+
+
+@dataclass
+class LoadResult:
+    requests: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    server_ms: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def build_request(
+    method: str, path: str, host: str, *, body: bytes = b"", headers: dict[str, str] | None = None
+) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: keep-alive"]
+    for name, value in (headers or {}).items():
+        lines.append(f"{name}: {value}")
+    if body or method in ("POST", "PUT", "PATCH"):
+        lines.append("Content-Type: application/json")
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    match = _LENGTH.search(head)
+    if match is None:
+        msg = "responses without Content-Length are not supported by this client"
+        raise RuntimeError(msg)
+    body = await reader.readexactly(int(match[1]))
+    return status, head + body
+
+
+async def _connection(
+    host: str, port: int, requests: Sequence[bytes], deadline: float, result: LoadResult
+) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    rng = random.Random()
+    try:
+        while time.perf_counter() < deadline:
+            request = requests[rng.randrange(len(requests))]
+            started = time.perf_counter()
+            writer.write(request)
+            status, raw = await _read_response(reader)
+            result.latencies_ms.append((time.perf_counter() - started) * 1000)
+            result.requests += 1
+            result.statuses[status] = result.statuses.get(status, 0) + 1
+            if status >= 400:
+                result.errors += 1
+            timing = _TIMING.search(raw)
+            if timing is not None:
+                result.server_ms.append(float(timing[1]))
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def _run(
+    host: str, port: int, requests: Sequence[bytes], connections: int, seconds: float
+) -> LoadResult:
+    result = LoadResult()
+    started = time.perf_counter()
+    deadline = started + seconds
+    await asyncio.gather(
+        *(_connection(host, port, requests, deadline, result) for _ in range(connections))
+    )
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def drive(
+    host: str, port: int, requests: Sequence[bytes], *, connections: int, seconds: float
+) -> LoadResult:
+    """Send ``requests`` (chosen at random) for ``seconds`` over ``connections``."""
+    return asyncio.run(_run(host, port, requests, connections, seconds))
