@@ -133,7 +133,7 @@ class Server:
             }
         )
         binary = Path(sys.executable).parent / "mission-ledger"
-        self.process = subprocess.Popen(  # noqa: S603 - our own console script
+        self.process = subprocess.Popen(
             [str(binary), "serve", "--port", str(self.port)],
             env=env,
             stdout=subprocess.DEVNULL,
