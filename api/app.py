@@ -128,6 +128,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     )
     errors.install(app)
     for router in (
+        authzen.router,  # first: the decision path is the hottest, and routes match in order
         discovery.router,
         jwks.router,
         health.router,
@@ -136,7 +137,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         mandates.router,
         status.router,
         ssf_sse.router,
-        authzen.router,
     ):
         app.include_router(router)
     app.add_middleware(RequestId)

@@ -78,6 +78,11 @@ def _bearer(request: Request) -> str:
 async def authenticate(
     request: Request, services: Annotated[Services, Depends(get_services)]
 ) -> Principal:
+    return await authenticate_request(request, services)
+
+
+async def authenticate_request(request: Request, services: Services) -> Principal:
+    """The caller of ``request`` (also used directly by hot paths that skip injection)."""
     token = _bearer(request)
     if token.startswith("mlk_"):
         entry = services.keys.verify(token)

@@ -41,7 +41,8 @@ class Services:
     sse: SseHub
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    """(Async on purpose: FastAPI runs plain ``def`` dependencies in a worker thread.)"""
     services = request.app.state.services
     assert isinstance(services, Services)
     return services
