@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -13,14 +14,18 @@ from starlette.concurrency import run_in_threadpool
 from api import errors
 from api.middleware import BodyLimit, RequestId
 from api.oauth import OAuthVerifier
+from api.push import PushDelivery
 from api.routes import (
     authzen,
     discovery,
     health,
     jwks,
     mandates,
+    metrics,
     missions,
     proposals,
+    ssf,
+    ssf_poll,
     ssf_sse,
     status,
 )
@@ -38,6 +43,7 @@ from projections.evaluation_index import EvaluationIndex
 from projections.follower import LogFollower
 from projections.key_directory import KeyDirectory
 from projections.pdp import DecisionPoint
+from projections.retention import Retention
 from projections.signals import SignalLog
 
 log = logging.getLogger("mission_ledger")
@@ -92,6 +98,12 @@ def build_services(settings: Settings, clock: Clock) -> Services:
     )
 
 
+def _maintain(services: Services, retention: Retention) -> None:
+    """Every scheduler tick: pick up rotated signing keys, prune what outlived retention."""
+    services.keyring.refresh()
+    retention.tick(services.clock.now())
+
+
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     """Build the ASGI app. Nothing is opened until the lifespan starts."""
     resolved = settings or load_settings()
@@ -101,21 +113,31 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await run_in_threadpool(build_services, resolved, the_clock)
         services.sse.attach(asyncio.get_running_loop())
+        retention = Retention(
+            services.ledger.database,
+            set_retention=timedelta(days=resolved.set_retention_days),
+            idempotency_retention=timedelta(hours=resolved.idempotency_retention_hours),
+        )
         scheduler = Scheduler(
             services.ledger,
             services.missions,
             services.proposals,
             services.mandates,
             interval=resolved.scheduler_interval_seconds,
-            on_tick=services.keyring.refresh,
+            on_tick=lambda: _maintain(services, retention),
         )
         scheduler.start()
+        push = PushDelivery(services.ledger, follower=services.follower)
+        push.start()
+        services.push = push
         app.state.services = services
         app.state.scheduler = scheduler
+        app.state.push = push
         log.info("Mission Ledger ready (issuer %s)", resolved.public_issuer)
         try:
             yield
         finally:
+            push.stop()
             scheduler.stop()
             services.follower.stop()
             services.ledger.close()
@@ -136,6 +158,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         missions.router,
         mandates.router,
         status.router,
+        metrics.router,
+        ssf.router,
+        ssf_poll.router,
         ssf_sse.router,
     ):
         app.include_router(router)

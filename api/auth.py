@@ -28,6 +28,9 @@ class Principal:
     roles: frozenset[Role]
     client_id: str | None
     issuer: str | None = None
+    #: False for an OAuth caller whose ``pep`` role comes only from the ``ssf.read`` scope:
+    #: it may read streams and receive SETs, not create or change streams.
+    manages_streams: bool = True
 
     def has(self, *roles: Role) -> bool:
         return Role.ADMIN in self.roles or any(role in self.roles for role in roles)
@@ -56,6 +59,13 @@ class Principal:
     def scope(self) -> str:
         """Scope of idempotency keys and nonces: one credential's principal."""
         return f"{self.kind}:{self.issuer or ''}:{self.name}"
+
+    def require_stream_management(self) -> None:
+        """403 unless the caller may create and change SSF streams (``pep`` role, and for
+        OAuth callers a scope other than ``ssf.read`` granting it, such as ``ssf.manage``)."""
+        self.require(Role.PEP)
+        if not self.manages_streams:
+            raise Forbidden("the ssf.read scope reads streams; changing them needs ssf.manage")
 
     def owns_client(self, client_id: str) -> bool:
         """True for the agent whose ``client_id`` this is (admins own everything)."""
@@ -115,6 +125,7 @@ async def authenticate_request(request: Request, services: Services) -> Principa
         roles=verified.roles,
         client_id=verified.client_id,
         issuer=verified.issuer,
+        manages_streams=verified.manages_streams,
     )
 
 

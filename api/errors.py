@@ -145,6 +145,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {
+            400: ("invalid_request", "Invalid request"),
             404: ("not_found", "Not found"),
             405: ("method_not_allowed", "Method not allowed"),
             413: ("payload_too_large", "Payload too large"),

@@ -22,9 +22,11 @@ class BodyLimit:
         self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        declared = 0
+        chunked = False
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
@@ -35,6 +37,12 @@ class BodyLimit:
                 if declared > self.limit:
                     await _too_large(send, self._detail())
                     return
+            elif name == b"transfer-encoding":
+                chunked = True
+        if scope["method"] in ("GET", "HEAD", "OPTIONS") and not declared and not chunked:
+            # No body: hand the stream over untouched (SSE watches it for the disconnect).
+            await self.app(scope, receive, send)
+            return
         chunks: list[bytes] = []
         size = 0
         more = True

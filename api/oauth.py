@@ -28,6 +28,8 @@ from ledger.settings import Settings
 
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA")
 _REFRESH_INTERVAL = 30.0
+#: Grants ``pep`` for reading streams and receiving SETs only (SSF management endpoints).
+READ_ONLY_SSF_SCOPE = "ssf.read"
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class VerifiedToken:
     client_id: str | None
     roles: frozenset[Role]
     scopes: frozenset[str]
+    #: Whether a scope other than the read-only ``ssf.read`` grants ``pep`` (or ``admin``).
+    manages_streams: bool = True
 
 
 class OAuthVerifier:
@@ -85,12 +89,18 @@ class OAuthVerifier:
         scopes = _scopes(claims)
         roles = frozenset(self._role_scopes[s] for s in scopes if s in self._role_scopes)
         client_id = claims.get(self._client_id_claim) or claims.get("azp")
+        managing = {
+            s
+            for s in scopes
+            if s != READ_ONLY_SSF_SCOPE and self._role_scopes.get(s) in {Role.PEP, Role.ADMIN}
+        }
         return VerifiedToken(
             issuer=str(claims["iss"]),
             subject=str(claims["sub"]),
             client_id=None if client_id is None else str(client_id),
             roles=roles,
             scopes=frozenset(scopes),
+            manages_streams=bool(managing),
         )
 
     async def _keyset(self, *, force: bool) -> KeySet:

@@ -7,10 +7,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-Name = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")
-]
-Short = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"
+# No control characters: identifiers end up in indexed columns, and PostgreSQL text cannot
+# even hold a NUL (one in a subject would stall the read models that index it).
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NAME_PATTERN)]
+Short = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=PRINTABLE)]
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 Instant = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Uri = Annotated[str, StringConstraints(min_length=1, max_length=2048)]

@@ -18,6 +18,7 @@ from projections.pdp import DecisionPoint
 
 if TYPE_CHECKING:
     from api.oauth import OAuthVerifier
+    from api.push import PushDelivery
     from api.sse_hub import SseHub
     from api.tokens import TokenVerifier
     from ledger.signing.keyring import Keyring
@@ -39,6 +40,7 @@ class Services:
     index: EvaluationIndex
     pdp: DecisionPoint
     sse: SseHub
+    push: PushDelivery | None = None  # set by the lifespan once started
 
 
 async def get_services(request: Request) -> Services:

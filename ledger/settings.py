@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     set_retention_days: int = Field(
         default=7, ge=1, le=365, description="How long SETs stay in the per-stream log."
     )
+    sse_heartbeat_seconds: int = Field(
+        default=15, ge=1, le=60, description="Idle SSE streams get a comment this often."
+    )
     allow_http_loopback_push: bool = Field(
         default=False,
         description="Accept http:// push endpoints on loopback hosts (local development, tests).",

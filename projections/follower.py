@@ -25,6 +25,7 @@ import asyncio
 import logging
 import threading
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -102,6 +103,8 @@ class LogFollower:
         self._live = list(live)
         self._live_positions: list[int] = []
         self._listen_dsn = listen_dsn
+        # A channel of this follower's own: stop() notifies it to end the LISTEN wait at once.
+        self._wake_channel = f"ledger_follower_{uuid.uuid4().hex}"
         self._poll_interval = poll_interval
         self._batch_size = batch_size
         self._bell = threading.Event()
@@ -137,6 +140,11 @@ class LogFollower:
         self._stopping.set()
         self._bell.set()
         self._ledger.commit_listeners.remove(self._on_commit)
+        if self._listen_dsn is not None and self._db.dialect is Dialect.POSTGRES:
+            try:
+                self._db.execute(f"NOTIFY {self._wake_channel}")
+            except Exception:  # the database is gone: the listener times out on its own
+                log.debug("could not wake the LISTEN thread", exc_info=True)
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads.clear()
@@ -296,6 +304,7 @@ class LogFollower:
             try:
                 with psycopg.connect(**self._listen_dsn, autocommit=True) as conn:
                     conn.execute("LISTEN ledger_events")
+                    conn.execute(f"LISTEN {self._wake_channel}")
                     self._bell.set()  # catch up on anything missed while disconnected
                     while not self._stopping.is_set():
                         for _ in conn.notifies(timeout=0.5, stop_after=1):

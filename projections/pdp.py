@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -103,8 +104,19 @@ class DecisionPoint:
         self._issuer = issuer
         self._resolve_token = resolve_token
         self._max_stale = max_stale_seconds
+        #: Decisions made by this process (read by the metrics endpoint).
+        self.permits = 0
+        self.denials: Counter[str] = Counter()  # by context.reason
 
     def evaluate(self, request: Evaluation, now: datetime) -> Decision:
+        decision = self._evaluate(request, now)
+        if decision.decision:
+            self.permits += 1
+        else:
+            self.denials[str(decision.context.get("reason"))] += 1
+        return decision
+
+    def _evaluate(self, request: Evaluation, now: datetime) -> Decision:
         evaluation_id = new_evaluation_id()
         context = request.context
         mandate_ref = context.get("mandate")

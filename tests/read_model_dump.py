@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import sqlite3
 from typing import Any
 
@@ -24,8 +26,14 @@ def _normalise(table: str, row: dict[str, Any]) -> tuple[Any, ...]:
     values = {k: bytes(v) if isinstance(v, memoryview) else v for k, v in row.items()}
     if table == "set_log":
         # ES256 signatures are randomised: compare the signed header and claims instead.
-        values["set_jwt"] = ".".join(str(values["set_jwt"]).split(".")[:2])
+        header, claims = str(values["set_jwt"]).split(".")[:2]
+        values["set_jwt"] = (_decoded(header), _decoded(claims))
     return tuple(sorted(values.items()))
+
+
+def _decoded(part: str) -> str:
+    raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    return json.dumps(json.loads(raw), sort_keys=True)
 
 
 def dump(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:

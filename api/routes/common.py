@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Response
+from fastapi import Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.consistency import answer_write
 from api.services import Services, get_services
 from ledger.application import Written
+from ledger.domain.errors import InvalidRequest
 from ledger.domain.instants import parse_instant
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 T = TypeVar("T")
+
+_ID_TAIL = re.compile(r"[A-Za-z0-9_-]{1,60}")
+
+
+def well_formed_id(identifier: str, prefix: str) -> bool:
+    """Whether ``identifier`` has the shape of the ids this service issues (``<prefix>_`` and
+    URL-safe characters). Anything else is simply unknown, and never reaches the store:
+    PostgreSQL refuses even to compare a text containing NUL."""
+    head, separator, tail = identifier.partition("_")
+    return head == prefix and bool(separator) and _ID_TAIL.fullmatch(tail) is not None
 
 
 async def finish_write(
@@ -35,3 +47,10 @@ async def finish_write(
 
 def optional_instant(value: str | None, pointer: str) -> Any:
     return None if value is None else parse_instant(value, pointer)
+
+
+async def refuse_null_body(request: Request, body: object | None) -> None:
+    """An optional body may be absent, but one that is present must be a JSON object: FastAPI
+    reads a literal ``null`` as "no body", which would let a non-object body through."""
+    if body is None and (await request.body()).strip():
+        raise InvalidRequest.at("", "the body must be a JSON object")

@@ -3,17 +3,17 @@ kill switch."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal, PrincipalDep, hidden
 from api.consistency import Fresh
 from api.idempotency import idempotency_for
 from api.mandate_views import introspection_view, issued_view, mandate_view
-from api.routes.common import ServicesDep, finish_write
-from api.schemas import IntrospectIn, MandateIn, NarrowIn, RevokeIn
+from api.routes.common import ServicesDep, finish_write, refuse_null_body, well_formed_id
+from api.schemas import NAME_PATTERN, IntrospectIn, MandateIn, NarrowIn, RevokeIn
 from api.services import Services
 from api.views import event_view
 from ledger.domain.delegation import ActorRef
@@ -33,7 +33,7 @@ def _holds(principal: Principal, mandate: ExecutionMandate) -> bool:
 
 
 async def _mandate(services: Services, mandate_id: str) -> ExecutionMandate | None:
-    if not mandate_id.startswith("mdt_") or len(mandate_id) > 64:
+    if not well_formed_id(mandate_id, "mdt"):
         return None
     try:
         return await run_in_threadpool(services.ledger.get_mandate, mandate_id)
@@ -43,7 +43,7 @@ async def _mandate(services: Services, mandate_id: str) -> ExecutionMandate | No
 
 async def _own_mission(services: Services, principal: Principal, mission_id: str) -> Mission:
     mission = None
-    if mission_id.startswith("msn_") and len(mission_id) <= 64:
+    if well_formed_id(mission_id, "msn"):
         try:
             mission = await run_in_threadpool(services.ledger.get_mission, mission_id)
         except NotFound:
@@ -161,6 +161,7 @@ async def revoke_mandate(
 ) -> dict[str, Any]:
     """Revoke; every descendant cascades. Revoking an inactive Mandate changes nothing."""
     principal.require(Role.OPERATOR)
+    await refuse_null_body(request, body)
     if await _mandate(services, mandate_id) is None:
         raise hidden("Mandate", mandate_id)
     reason = None if body is None else body.reason
@@ -176,8 +177,8 @@ async def revoke_mandate(
 
 @router.post("/v1/agents/{client_id}/instances/{instance_id}/revoke")
 async def revoke_instance(
-    client_id: str,
-    instance_id: str,
+    client_id: Annotated[str, Path(max_length=128, pattern=NAME_PATTERN)],
+    instance_id: Annotated[str, Path(max_length=128, pattern=NAME_PATTERN)],
     request: Request,
     response: Response,
     principal: PrincipalDep,
@@ -186,6 +187,7 @@ async def revoke_instance(
 ) -> dict[str, Any]:
     """The kill switch: every Mandate this instance holds ends, and it can hold no new one."""
     principal.require(Role.OPERATOR)
+    await refuse_null_body(request, body)
     reason = None if body is None else body.reason
     idempotency = await idempotency_for(request, principal, 200)
     written = await run_in_threadpool(

@@ -10,8 +10,8 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import Principal, PrincipalDep, hidden
 from api.consistency import Fresh
 from api.idempotency import idempotency_for
-from api.routes.common import ServicesDep, finish_write, optional_instant
-from api.schemas import ContainmentIn, ExpansionIn, LifecycleIn
+from api.routes.common import ServicesDep, finish_write, optional_instant, well_formed_id
+from api.schemas import NAME_PATTERN, PRINTABLE, ContainmentIn, ExpansionIn, LifecycleIn
 from api.services import Services
 from api.views import event_view, mission_view, proposal_view
 from ledger.domain.errors import InvalidRequest, NotFound
@@ -31,7 +31,7 @@ def _visible(principal: Principal, mission: Mission) -> bool:
 
 async def _load(services: Services, principal: Principal, mission_id: str) -> Mission:
     mission = None
-    if mission_id.startswith("msn_") and len(mission_id) <= 64:
+    if well_formed_id(mission_id, "msn"):
         try:
             mission = await run_in_threadpool(services.ledger.get_mission, mission_id)
         except NotFound:
@@ -46,8 +46,8 @@ async def list_missions(
     principal: PrincipalDep,
     services: ServicesDep,
     state: Annotated[str | None, Query(max_length=32)] = None,
-    subject: Annotated[str | None, Query(max_length=256)] = None,
-    client_id: Annotated[str | None, Query(max_length=128)] = None,
+    subject: Annotated[str | None, Query(max_length=256, pattern=PRINTABLE)] = None,
+    client_id: Annotated[str | None, Query(max_length=128, pattern=NAME_PATTERN)] = None,
     cursor: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:

@@ -10,7 +10,13 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import Principal, PrincipalDep, hidden
 from api.consistency import Fresh
 from api.idempotency import idempotency_for
-from api.routes.common import ServicesDep, finish_write, optional_instant
+from api.routes.common import (
+    ServicesDep,
+    finish_write,
+    optional_instant,
+    refuse_null_body,
+    well_formed_id,
+)
 from api.schemas import ApproveIn, DecisionIn, ProposalIn
 from api.services import Services
 from api.views import mission_view, proposal_view
@@ -28,7 +34,7 @@ def _visible(principal: Principal, proposal: Proposal) -> bool:
 
 async def _load(services: Services, principal: Principal, proposal_id: str) -> Proposal:
     proposal = None
-    if proposal_id.startswith("prp_") and len(proposal_id) <= 64:
+    if well_formed_id(proposal_id, "prp"):
         try:
             proposal = await run_in_threadpool(services.ledger.get_proposal, proposal_id)
         except NotFound:
@@ -110,6 +116,7 @@ async def approve_proposal(
 ) -> dict[str, Any]:
     """Approve: create the Mission (201), optionally narrower and shorter-lived."""
     principal.require(Role.APPROVER)
+    await refuse_null_body(request, body)
     body = body or ApproveIn()
     await _load(services, principal, proposal_id)
     expires_at = optional_instant(body.expires_at, "/expires_at")
@@ -138,6 +145,7 @@ async def deny_proposal(
     body: DecisionIn | None = None,
 ) -> dict[str, Any]:
     principal.require(Role.APPROVER)
+    await refuse_null_body(request, body)
     body = body or DecisionIn()
     await _load(services, principal, proposal_id)
     idempotency = await idempotency_for(request, principal, 200)
@@ -163,6 +171,7 @@ async def cancel_proposal(
     body: DecisionIn | None = None,
 ) -> dict[str, Any]:
     principal.require(Role.AGENT)
+    await refuse_null_body(request, body)
     body = body or DecisionIn()
     proposal = await _load(services, principal, proposal_id)
     if not principal.owns_client(proposal.client_id):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -18,8 +19,8 @@ from ledger.domain.streams import Stream
 
 router = APIRouter(tags=["signals"])
 
-HEARTBEAT_SECONDS = 15
 SEND_TIMEOUT_SECONDS = 10
+_STREAM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # anything else never reaches the store
 
 
 def owns(principal: Principal, stream: Stream) -> bool:
@@ -29,7 +30,7 @@ def owns(principal: Principal, stream: Stream) -> bool:
 async def owned_stream(services: Services, principal: Principal, stream_id: str) -> Stream:
     """The caller's live stream, or the same 404 as an unknown one."""
     stream = None
-    if 0 < len(stream_id) <= 64:
+    if _STREAM_ID.fullmatch(stream_id):
         try:
             stream = await run_in_threadpool(services.ledger.get_stream, stream_id)
         except NotFound:
@@ -66,7 +67,7 @@ async def stream_events(
         last = _cursor(after, "/after")
     return EventSourceResponse(
         services.sse.events(stream_id, last),
-        ping=HEARTBEAT_SECONDS,
+        ping=services.settings.sse_heartbeat_seconds,
         send_timeout=SEND_TIMEOUT_SECONDS,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal, PrincipalDep, hidden
 from api.consistency import Fresh
-from api.routes.common import ServicesDep
+from api.routes.common import ServicesDep, well_formed_id
 from api.services import Services
 from ledger.domain.authority import parse_authority_set
 from ledger.domain.errors import InvalidRequest, NotFound
@@ -92,7 +92,7 @@ async def mission_status(
     if audience is not None and len(audience) > 2048:
         raise InvalidRequest.at("/audience", "is too long")
     mission = None
-    if mission_id.startswith("msn_") and len(mission_id) <= 64:
+    if well_formed_id(mission_id, "msn"):
         try:
             mission = await run_in_threadpool(services.ledger.get_mission, mission_id)
         except NotFound:

@@ -12,6 +12,12 @@ import time
 from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
+
+from ledger.domain.actors import Actor
+from ledger.domain.roles import Role
+from ledger.persistence.store import open_ledger
+from ledger.settings import Settings
 
 BIN = Path(sys.executable).parent
 
@@ -33,10 +39,56 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def create_key(env: dict[str, str], role: str, name: str) -> str:
+def proposal_body(
+    goal: str, client_id: str, actions: tuple[str, ...] = ("invoices.read",)
+) -> dict[str, object]:
+    """A proposal for ``client_id`` over the test ERP, open until 2099."""
+    return {
+        "intent": {
+            "goal": goal,
+            "resources": ["https://erp.example.com"],
+            "expires_at": "2099-01-01T00:00:00Z",
+        },
+        "authorization_details": [
+            {
+                "type": "mission_resource_access",
+                "resource": "https://erp.example.com",
+                "actions": list(actions),
+            }
+        ],
+        "subject": {"iss": "https://idp.example.com", "sub": "alice"},
+        "client_id": client_id,
+    }
+
+
+def cli_create_key(env: dict[str, str], role: str, name: str) -> str:
+    """An API key made by `mission-ledger keys create` (a subprocess, as an operator would)."""
     done = cli(env, "keys", "create", "--role", role, "--name", name, "--json")
     assert done.returncode == 0, done.stderr
     return str(json.loads(done.stdout)["key"])
+
+
+def settings_of(env: dict[str, str]) -> Settings:
+    """The store settings a server started with ``env`` uses."""
+    if "MISSION_LEDGER_DATABASE_URL" in env:
+        return Settings(
+            database_url=env["MISSION_LEDGER_DATABASE_URL"],
+            key_encryption_key=SecretStr(env["MISSION_LEDGER_KEY_ENCRYPTION_KEY"]),
+        )
+    return Settings(data_dir=Path(env["MISSION_LEDGER_DATA_DIR"]))
+
+
+def create_key(env: dict[str, str], role: str, name: str) -> str:
+    """An API key written straight into the store (what the CLI does, without starting a
+    Python process per key: the CLI itself is tested in tests/api/test_cli.py)."""
+    ledger = open_ledger(settings_of(env))
+    try:
+        issued = ledger.issue_api_key(
+            name=name, role=Role(role), actor=Actor(type="cli", name="e2e")
+        )
+        return str(issued.secret)
+    finally:
+        ledger.close()
 
 
 def store_env(*, data_dir: Path | None = None, database_url: str | None = None) -> dict[str, str]:
@@ -47,6 +99,8 @@ def store_env(*, data_dir: Path | None = None, database_url: str | None = None) 
         env["MISSION_LEDGER_DATABASE_URL"] = database_url
         env["MISSION_LEDGER_KEY_ENCRYPTION_KEY"] = "lWcOZs6m3ZbD1gE0Lw3tQkYpZ4I2pM5ZuCCvXbSyUbA"
     env["MISSION_LEDGER_LOG_LEVEL"] = "warning"
+    # Closing an SSE client unblocks its reading thread only when the next bytes arrive.
+    env["MISSION_LEDGER_SSE_HEARTBEAT_SECONDS"] = "1"
     return env
 
 

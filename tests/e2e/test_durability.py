@@ -10,28 +10,13 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import launch
-from tests.e2e.server import ServerProcess, cli, create_key
+from tests.e2e.server import ServerProcess, cli, create_key, proposal_body
 
 pytestmark = pytest.mark.slow
 
 
 def _proposal(n: int) -> dict[str, object]:
-    return {
-        "intent": {
-            "goal": f"durability probe {n}",
-            "resources": ["https://erp.example.com"],
-            "expires_at": "2099-01-01T00:00:00Z",
-        },
-        "authorization_details": [
-            {
-                "type": "mission_resource_access",
-                "resource": "https://erp.example.com",
-                "actions": ["invoices.read"],
-            }
-        ],
-        "subject": {"iss": "https://idp.example.com", "sub": "alice"},
-        "client_id": "agent-durable",
-    }
+    return proposal_body(f"durability probe {n}", "agent-durable")
 
 
 def test_sigkill_during_writes_loses_no_acknowledged_write(

@@ -1,0 +1,89 @@
+"""Prometheus metrics, read from the live objects of this process at scrape time.
+
+Nothing on a hot path updates a Prometheus object: the decision point, the SSE hub, the
+push worker and the scheduler keep plain counters, and ``ServiceCollector`` turns them
+into metric families when ``GET /metrics`` is scraped. Counters are per process (each
+replica is scraped on its own); the log positions are the shared truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from api.scheduler import Scheduler
+    from api.services import Services
+
+PREFIX = "mission_ledger"
+
+
+class ServiceCollector(Collector):
+    def __init__(self, services: Services, scheduler: Scheduler | None) -> None:
+        self._services = services
+        self._scheduler = scheduler
+        self._process = ProcessCollector(registry=None)
+
+    def collect(self) -> Iterator[Metric]:
+        services = self._services
+        head = services.follower.head()
+        position = services.follower.position
+        yield _gauge("log_head_position", "Position of the newest event in the ledger.", head)
+        yield _gauge(
+            "read_model_position", "Every read model of this process includes this.", position
+        )
+        yield _gauge(
+            "read_model_lag_events", "Events not yet applied here.", max(0, head - position)
+        )
+        yield _gauge(
+            "follower_healthy",
+            "1 while the log follower applies events.",
+            services.follower.healthy,
+        )
+        stats = services.index.stats()
+        yield _gauge("index_missions", "Missions in the evaluation index.", stats["missions"])
+        yield _gauge("index_mandates", "Mandates in the evaluation index.", stats["mandates"])
+        yield _gauge(
+            "index_authority_sets",
+            "Distinct compiled Authority Sets.",
+            stats["distinct_authority_sets"],
+        )
+        decisions = CounterMetricFamily(
+            f"{PREFIX}_decisions", "Access decisions made by this process.", labels=["decision"]
+        )
+        decisions.add_metric(["permit"], services.pdp.permits)
+        decisions.add_metric(["deny"], sum(services.pdp.denials.values()))
+        yield decisions
+        denials = CounterMetricFamily(
+            f"{PREFIX}_denials", "Denials by context.reason.", labels=["reason"]
+        )
+        for reason, count in sorted(services.pdp.denials.items()):
+            denials.add_metric([reason], count)
+        yield denials
+        yield _gauge("sse_subscribers", "Open SSE subscriptions.", services.sse.subscribers)
+        if services.push is not None:
+            push = services.push.counters()
+            yield _counter("push_delivered", "SETs pushed and answered 202.", push["delivered"])
+            yield _counter(
+                "push_failed_attempts", "Push attempts that failed.", push["failed_attempts"]
+            )
+            yield _gauge("push_in_flight", "Streams being pushed to now.", push["in_flight"])
+        if self._scheduler is not None:
+            yield _counter(
+                "scheduled_transitions",
+                "Clock-driven transitions recorded by this process.",
+                self._scheduler.recorded,
+            )
+        yield from self._process.collect()
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}_{name}", documentation, value=float(value))
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(f"{PREFIX}_{name}", documentation, value=float(value))

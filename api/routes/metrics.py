@@ -1,0 +1,30 @@
+"""``GET /metrics``: Prometheus text exposition, for operators and auditors (a scraper
+sends a bearer credential like every other client)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import CollectorRegistry
+from starlette.concurrency import run_in_threadpool
+
+from api.auth import PrincipalDep
+from api.metrics import ServiceCollector
+from api.routes.common import ServicesDep
+from ledger.domain.roles import Role
+
+router = APIRouter(tags=["operations"])
+
+
+def _exposition(request: Request, services: ServicesDep) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ServiceCollector(services, getattr(request.app.state, "scheduler", None)))
+    return generate_latest(registry)
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request, principal: PrincipalDep, services: ServicesDep) -> Response:
+    principal.require(Role.OPERATOR, Role.AUDITOR)
+    body = await run_in_threadpool(_exposition, request, services)
+    return Response(body, media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})

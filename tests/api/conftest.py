@@ -1,0 +1,177 @@
+"""A started app (through its real lifespan) with one API key per role, for the HTTP
+contract tests of proposals, Missions, roles, idempotency and read-your-writes.
+
+``api`` runs on both backends (``store_settings``); its helpers keep tests short:
+``auth(who)`` gives the headers of a role, ``submit``/``mission`` drive a proposal to a
+Mission, ``head()`` is the ledger's head position (compared before and after every
+refused request: a refusal writes nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from httpx import Response
+from pydantic import SecretStr
+
+from api.app import create_app
+from ledger.domain.actors import Actor
+from ledger.domain.instants import format_instant
+from ledger.domain.roles import Role
+from ledger.settings import Settings
+from tests.builders import ERP, SUBJECT
+from tests.conftest import MutableClock
+
+# who -> key name (an agent key's name is its client_id)
+ROLES = {
+    "admin": "admin-1",
+    "agent": "agent-1",
+    "agent2": "agent-2",
+    "approver": "approver-1",
+    "operator": "operator-1",
+    "auditor": "auditor-1",
+    "pep": "pep-1",
+}
+PROBLEM_PREFIX = "urn:mission-ledger:problem:"
+TEST_KEK = SecretStr("lWcOZs6m3ZbD1gE0Lw3tQkYpZ4I2pM5ZuCCvXbSyUbA")
+
+
+def entry(resource: str = ERP, actions: list[str] | None = None, **members: Any) -> dict[str, Any]:
+    """One ``mission_resource_access`` entry."""
+    return {
+        "type": "mission_resource_access",
+        "resource": resource,
+        "actions": actions or ["invoices.read", "journal-entries.write"],
+        **members,
+    }
+
+
+def assert_problem(response: Response, status: int, code: str) -> dict[str, Any]:
+    """An RFC 9457 problem with the stable type URN and ``code`` member."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = dict(response.json())
+    assert body["type"] == PROBLEM_PREFIX + code, body
+    assert body["code"] == code
+    assert body["status"] == status
+    return body
+
+
+def pointers(response: Response) -> list[str]:
+    return [e["pointer"] for e in response.json().get("errors", [])]
+
+
+@dataclass
+class Api:
+    client: TestClient
+    keys: dict[str, str]
+    clock: MutableClock
+    settings: Settings
+
+    # ------------------------------------------------------------ credentials and state
+
+    def auth(self, who: str, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[who]}", **extra}
+
+    @property
+    def services(self) -> Any:
+        return self.client.app.state.services  # type: ignore[attr-defined]
+
+    def head(self) -> int:
+        return int(self.services.ledger.head_position())
+
+    # ------------------------------------------------------------ bodies
+
+    def intent(self, *, days: int = 30, resources: list[str] | None = None) -> dict[str, Any]:
+        return {
+            "goal": "Reconcile Q3 invoices",
+            "resources": resources or [ERP],
+            "expires_at": format_instant(self.clock.now() + timedelta(days=days)),
+        }
+
+    def proposal_body(
+        self, *, client: str = "agent", days: int = 30, **overrides: Any
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "intent": self.intent(days=days),
+            "authorization_details": [entry()],
+            "subject": dict(SUBJECT),
+            "client_id": ROLES[client],
+        }
+        body.update(overrides)
+        return body
+
+    # ------------------------------------------------------------ flows
+
+    def submit(self, *, who: str = "agent", **body: Any) -> dict[str, Any]:
+        """Submit a proposal as ``who`` (for its own client_id); the 202 body."""
+        response = self.client.post(
+            "/v1/proposals", json=self.proposal_body(client=who, **body), headers=self.auth(who)
+        )
+        assert response.status_code == 202, response.text
+        return dict(response.json())
+
+    def approve(self, submission_id: str, body: dict[str, Any] | None = None) -> Response:
+        return self.client.post(
+            f"/v1/proposals/{submission_id}/approve",
+            json=body if body is not None else {},
+            headers=self.auth("approver"),
+        )
+
+    def mission(self, *, who: str = "agent", **body: Any) -> dict[str, Any]:
+        """Submit and approve: the new Mission (201 body)."""
+        proposal = self.submit(who=who, **body)
+        response = self.approve(proposal["submission_id"])
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+    def get_mission(self, mission_id: str, who: str = "operator") -> dict[str, Any]:
+        response = self.client.get(f"/v1/missions/{mission_id}", headers=self.auth(who))
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def lifecycle(
+        self, mission_id: str, operation: str, *, who: str = "operator", **extra: Any
+    ) -> Response:
+        body = {"operation": operation, "reason": f"test {operation}", **extra}
+        return self.client.post(
+            f"/v1/missions/{mission_id}/lifecycle", json=body, headers=self.auth(who)
+        )
+
+    def events(self, mission_id: str) -> list[dict[str, Any]]:
+        response = self.client.get(
+            f"/v1/missions/{mission_id}/events", headers=self.auth("auditor")
+        )
+        assert response.status_code == 200, response.text
+        return list(response.json()["data"])
+
+
+def with_kek(settings: Settings) -> Settings:
+    """PostgreSQL keeps signing keys encrypted with a configured key; embedded makes one."""
+    if settings.embedded:
+        return settings
+    return settings.model_copy(update={"key_encryption_key": TEST_KEK})
+
+
+def issue_keys(client: TestClient) -> dict[str, str]:
+    ledger = client.app.state.services.ledger  # type: ignore[attr-defined]
+    return {
+        who: ledger.issue_api_key(
+            name=name,
+            role=Role("agent" if who.startswith("agent") else who),
+            actor=Actor(type="cli", name="test"),
+        ).secret
+        for who, name in ROLES.items()
+    }
+
+
+@pytest.fixture
+def api(store_settings: Settings, clock: MutableClock) -> Iterator[Api]:
+    settings = with_kek(store_settings)
+    with TestClient(create_app(settings, clock=clock)) as client:
+        yield Api(client=client, keys=issue_keys(client), clock=clock, settings=settings)

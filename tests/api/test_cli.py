@@ -1,0 +1,228 @@
+"""The ``mission-ledger`` command line against a running app on the same store (SPEC 5 and
+6.11): keys created, listed and revoked by the CLI take effect in the running server;
+``migrate`` applies the numbered migrations once; ``audit verify`` exits 0 on an intact store.
+
+The CLI runs in-process (``CliRunner``) with its own ``open_ledger`` on the store named by
+``MISSION_LEDGER_DATA_DIR`` / ``MISSION_LEDGER_DATABASE_URL``, as another process would.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import Result
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from api.app import create_app
+from api.cli import app as cli
+from ledger.persistence.database import Dialect
+from ledger.persistence.migrations import load_migrations
+from ledger.settings import Settings
+from tests.api.conftest import Api, assert_problem, with_kek
+from tests.conftest import MutableClock
+
+
+@pytest.fixture
+def run(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Invoke the CLI on the store of given settings (environment only, as in production)."""
+
+    def invoke(settings: Settings, *args: str) -> Result:
+        monkeypatch.delenv("MISSION_LEDGER_CONFIG", raising=False)
+        if settings.embedded:
+            monkeypatch.delenv("MISSION_LEDGER_DATABASE_URL", raising=False)
+            monkeypatch.setenv("MISSION_LEDGER_DATA_DIR", str(settings.data_dir))
+        else:
+            assert settings.database_url is not None
+            monkeypatch.setenv("MISSION_LEDGER_DATABASE_URL", settings.database_url)
+        return CliRunner().invoke(cli, list(args))
+
+    return invoke
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _create(run: Any, settings: Settings, role: str, name: str) -> str:
+    result = run(settings, "keys", "create", "--role", role, "--name", name, "--json")
+    assert result.exit_code == 0, result.output
+    return str(json.loads(result.stdout)["key"])
+
+
+# ---------------------------------------------------------------------- keys create
+
+
+def test_keys_create_json_prints_name_role_and_key_on_one_line(api: Api, run: Any) -> None:
+    result = run(api.settings, "keys", "create", "--role", "agent", "--name", "x", "--json")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1
+    created = json.loads(lines[0])
+    assert set(created) == {"name", "role", "key"}
+    assert created["name"] == "x"
+    assert created["role"] == "agent"
+    assert created["key"].startswith("mlk_")
+
+
+def test_a_key_created_by_the_cli_works_against_the_running_app(api: Api, run: Any) -> None:
+    key = _create(run, api.settings, "agent", "x")
+    response = api.client.post(
+        "/v1/proposals", json=api.proposal_body() | {"client_id": "x"}, headers=_bearer(key)
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["client_id"] == "x"
+
+
+def test_a_cli_agent_key_is_bound_to_its_name_as_client_id(api: Api, run: Any) -> None:
+    key = _create(run, api.settings, "agent", "x")
+    response = api.client.post("/v1/proposals", json=api.proposal_body(), headers=_bearer(key))
+    assert_problem(response, 403, "forbidden")
+
+
+def test_a_cli_key_carries_its_role(api: Api, run: Any) -> None:
+    key = _create(run, api.settings, "auditor", "audit-cli")
+    assert api.client.get("/v1/missions", headers=_bearer(key)).status_code == 200
+    refused = api.client.post("/v1/proposals", json=api.proposal_body(), headers=_bearer(key))
+    assert_problem(refused, 403, "forbidden")
+
+
+def test_keys_create_refuses_a_name_in_use(api: Api, run: Any) -> None:
+    result = run(api.settings, "keys", "create", "--role", "operator", "--name", "agent-1")
+    assert result.exit_code != 0
+    assert "already exists" in result.output
+    assert api.client.get("/v1/proposals", headers=api.auth("agent")).status_code == 200
+
+
+def test_keys_create_refuses_an_unknown_role(api: Api, run: Any) -> None:
+    result = run(api.settings, "keys", "create", "--role", "root", "--name", "y")
+    assert result.exit_code == 2
+
+
+def test_keys_create_works_before_the_first_start(
+    store_settings: Settings, clock: MutableClock, run: Any
+) -> None:
+    settings = with_kek(store_settings)
+    key = _create(run, settings, "operator", "ops-early")
+    with TestClient(create_app(settings, clock=clock)) as client:
+        assert client.get("/v1/missions", headers=_bearer(key)).status_code == 200
+
+
+# ---------------------------------------------------------------------- keys list / revoke
+
+
+def test_keys_list_names_every_active_key_without_secrets(api: Api, run: Any) -> None:
+    _create(run, api.settings, "pep", "gateway")
+    result = run(api.settings, "keys", "list")
+    assert result.exit_code == 0, result.output
+    rows = dict(line.split("\t") for line in result.stdout.splitlines())
+    assert rows["gateway"] == "pep"
+    assert rows["agent-1"] == "agent"
+    assert rows["admin-1"] == "admin"
+    assert not any(secret.partition(".")[2] in result.stdout for secret in api.keys.values())
+
+
+def test_keys_list_json_is_one_array(api: Api, run: Any) -> None:
+    result = run(api.settings, "keys", "list", "--json")
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.stdout)
+    assert {"name": "pep-1", "role": "pep"} in listed
+
+
+def test_keys_revoke_makes_the_key_answer_401_promptly(api: Api, run: Any) -> None:
+    key = _create(run, api.settings, "auditor", "audit-cli")
+    assert api.client.get("/v1/missions", headers=_bearer(key)).status_code == 200
+    result = run(api.settings, "keys", "revoke", "audit-cli", "--reason", "rotated")
+    assert result.exit_code == 0, result.output
+    assert "revoked" in result.stdout
+    deadline = time.monotonic() + 3.0
+    status = 200
+    while time.monotonic() < deadline:
+        status = api.client.get("/v1/missions", headers=_bearer(key)).status_code
+        if status == 401:
+            break
+        time.sleep(0.05)
+    assert status == 401
+    listed = run(api.settings, "keys", "list").stdout
+    assert "audit-cli" not in listed
+
+
+def test_keys_revoke_of_an_unknown_name_fails(api: Api, run: Any) -> None:
+    result = run(api.settings, "keys", "revoke", "nobody")
+    assert result.exit_code != 0
+
+
+def test_revoking_a_revoked_key_says_so(api: Api, run: Any) -> None:
+    _create(run, api.settings, "pep", "gateway")
+    assert run(api.settings, "keys", "revoke", "gateway").exit_code == 0
+    again = run(api.settings, "keys", "revoke", "gateway")
+    assert again.exit_code == 0
+    assert "already revoked" in again.stdout
+
+
+# ---------------------------------------------------------------------- migrate
+
+
+@pytest.mark.postgres
+def test_migrate_applies_every_migration_to_an_empty_database_once(
+    empty_postgres_url: str, run: Any
+) -> None:
+    settings = Settings(database_url=empty_postgres_url)
+    expected = [m.name for m in load_migrations(Dialect.POSTGRES)]
+    assert expected[0].startswith("0001")
+    first = run(settings, "migrate")
+    assert first.exit_code == 0, first.output
+    assert first.stdout.strip() == "applied: " + ", ".join(expected)
+    second = run(settings, "migrate")
+    assert second.exit_code == 0, second.output
+    assert second.stdout.strip() == "schema is up to date"
+
+
+@pytest.mark.postgres
+def test_a_migrated_database_serves(empty_postgres_url: str, run: Any, clock: MutableClock) -> None:
+    settings = with_kek(Settings(database_url=empty_postgres_url))
+    assert run(settings, "migrate").exit_code == 0
+    key = _create(run, settings, "auditor", "auditor-1")
+    with TestClient(create_app(settings, clock=clock)) as client:
+        assert client.get("/readyz").status_code == 200
+        assert client.get("/v1/missions", headers=_bearer(key)).status_code == 200
+
+
+# ---------------------------------------------------------------------- audit verify
+
+
+def test_audit_verify_exits_0_on_an_intact_store(api: Api, run: Any) -> None:
+    mission = api.mission()
+    api.lifecycle(mission["id"], "suspend")
+    api.lifecycle(mission["id"], "revoke")
+    result = run(api.settings, "audit", "verify")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("intact: ")
+
+
+def test_audit_verify_json_reports_the_head(api: Api, run: Any) -> None:
+    api.mission()
+    result = run(api.settings, "audit", "verify", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["intact"] is True
+    assert report["first_bad_position"] is None
+    assert report["head_position"] == api.head()
+
+
+def test_the_settings_are_read_from_the_environment(tmp_path: Path, run: Any) -> None:
+    settings = Settings(data_dir=tmp_path / "elsewhere")
+    _create(run, settings, "admin", "root")
+    assert (tmp_path / "elsewhere" / "ledger.sqlite3").exists()
+
+
+def test_keys_create_refuses_a_malformed_name(api: Api, run: Any) -> None:
+    head = api.head()
+    result = run(api.settings, "keys", "create", "--role", "agent", "--name", "bad name")
+    assert result.exit_code != 0
+    assert "key name" in result.output
+    assert api.head() == head
