@@ -41,7 +41,9 @@ from ledger.persistence.snapshots import StateCodec
 from ledger.persistence.store import open_ledger
 from ledger.settings import Settings
 from ledger.signing.keyring import Keyring
+from projections.boards import MandateRegister, MissionBoard
 from projections.evaluation_index import EvaluationIndex
+from projections.follower import LogFollower
 
 RESOURCE = "https://erp.example.com"
 CLI = Actor(type="cli", name="bench")
@@ -109,6 +111,9 @@ def seed(data_dir: Path, missions: int, per_mission: int, *, tokens: bool) -> Se
             if (m + 1) % max(1, missions // 10) == 0:
                 rate = len(issued) / (time.perf_counter() - started)
                 progress(f"  seeded {len(issued)} Mandates ({rate:.0f}/s)")
+        progress("  bringing the mission board and mandate register up to date")
+        codec = StateCodec(ledger.mapper.transcoder)
+        LogFollower(ledger, durable=[MissionBoard(codec), MandateRegister(codec)]).catch_up()
         return Seeded(settings=settings, pep_key=pep, mandates=issued)
     finally:
         ledger.close()
