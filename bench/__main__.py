@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 BENCHMARKS: list[str] = [
     "bench.ledger",
+    "bench.evaluate",
+    "bench.mandates",
 ]
 
 
