@@ -52,7 +52,9 @@ class SignalLog(DurableProjection):
         self._issuer = issuer
         self._streams: dict[str, Stream] = {}
         self._next_seq: dict[str, int] = {}
-        self._dirty: set[str] = set()
+        self._dirty: set[str] = set()  # streams whose state changed (snapshot rewritten)
+        self._advanced: set[str] = set()  # streams that only got SETs (next_seq moved)
+        self._rows: list[tuple[object, ...]] = []  # set_log rows, written at the batch's end
         #: Positions of the SETs this process appended in its last committed batch.
         self.appended = 0
 
@@ -68,8 +70,20 @@ class SignalLog(DurableProjection):
             self._streams[str(row["stream_id"])] = stream
             self._next_seq[str(row["stream_id"])] = int(row["next_seq"])
         self._dirty = set()
+        self._advanced = set()
+        self._rows = []
 
     def end_batch(self, cur: Cursor) -> None:
+        # One change may give a SET to every stream: written in bulk (one round trip on
+        # PostgreSQL), in the same transaction as the tracking position.
+        if self._rows:
+            cur.executemany(_INSERT_SET, self._rows)
+        advanced = sorted(self._advanced - self._dirty)
+        if advanced:
+            cur.executemany(
+                "UPDATE ssf_streams SET next_seq = %s WHERE stream_id = %s",
+                [(self._next_seq[stream_id], stream_id) for stream_id in advanced],
+            )
         for stream_id in self._dirty:
             stream = self._streams[stream_id]
             cur.execute(
@@ -109,7 +123,7 @@ class SignalLog(DurableProjection):
             return
         for stream_id, stream in self._streams.items():
             if stream.carries(signal.event_type, signal.sub_id):
-                self._append(cur, stream_id, stream, signal, item.position)
+                self._append(stream_id, stream, signal, item.position)
 
     def _apply_stream(self, cur: Cursor, item: Item) -> None:
         event = item.event
@@ -141,7 +155,7 @@ class SignalLog(DurableProjection):
         self._dirty.add(stream_id)
         signal = stream_signal(event, current)
         if signal is not None:
-            self._append(cur, stream_id, current, signal, item.position)
+            self._append(stream_id, current, signal, item.position)
         if current.deleted:
             cur.execute(
                 "UPDATE ssf_streams SET deleted = 1, next_seq = %s, snapshot = %s "
@@ -177,9 +191,7 @@ class SignalLog(DurableProjection):
         )
         return aggregate
 
-    def _append(
-        self, cur: Cursor, stream_id: str, stream: Stream, signal: Signal, position: int
-    ) -> None:
+    def _append(self, stream_id: str, stream: Stream, signal: Signal, position: int) -> None:
         claims = set_claims(
             signal, issuer=self._issuer, aud=stream.aud, stream_id=stream_id, position=position
         )
@@ -190,9 +202,7 @@ class SignalLog(DurableProjection):
             now=signal.occurred_at,
         )
         seq = self._next_seq[stream_id]
-        cur.execute(
-            "INSERT INTO set_log (stream_id, seq, jti, event_type, cause_position, set_jwt, "
-            "created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        self._rows.append(
             (
                 stream_id,
                 seq,
@@ -201,11 +211,17 @@ class SignalLog(DurableProjection):
                 position,
                 token,
                 micros(signal.occurred_at),
-            ),
+            )
         )
         self._next_seq[stream_id] = seq + 1
-        self._dirty.add(stream_id)
+        self._advanced.add(stream_id)
         self.appended += 1
+
+
+_INSERT_SET = (
+    "INSERT INTO set_log (stream_id, seq, jti, event_type, cause_position, set_jwt, "
+    "created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+)
 
 
 def _owner_key(stream: Stream) -> str:

@@ -25,6 +25,7 @@ class Dialect(StrEnum):
 
 class Cursor(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
     def fetchone(self) -> dict[str, Any] | None: ...
     def fetchall(self) -> list[dict[str, Any]]: ...
     @property
@@ -37,6 +38,10 @@ class _PostgresCursor:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self._cursor.execute(sql, tuple(params))
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        # psycopg 3 sends the statements in pipeline mode: one round trip, not one per row.
+        self._cursor.executemany(sql, [tuple(row) for row in rows])
 
     def fetchone(self) -> dict[str, Any] | None:
         row = self._cursor.fetchone()
@@ -56,6 +61,9 @@ class _SQLiteCursor:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self._cursor.execute(sql.replace("%s", "?"), tuple(params))
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._cursor.executemany(sql.replace("%s", "?"), [tuple(row) for row in rows])
 
     def fetchone(self) -> dict[str, Any] | None:
         row = self._cursor.fetchone()
