@@ -15,6 +15,8 @@ BENCHMARKS: list[str] = [
     "bench.ledger",
     "bench.evaluate",
     "bench.mandates",
+    "bench.replica_lag",
+    "bench.revocation",
 ]
 
 
