@@ -55,20 +55,40 @@ class SignalLog(DurableProjection):
         self._dirty: set[str] = set()  # streams whose state changed (snapshot rewritten)
         self._advanced: set[str] = set()  # streams that only got SETs (next_seq moved)
         self._rows: list[tuple[object, ...]] = []  # set_log rows, written at the batch's end
+        # Thawed streams from earlier batches, by id: (the row's position marker, stream).
+        # Never mutated: a batch that changes a stream works on its own copy, so a batch
+        # that rolls back leaves the cache equal to the committed rows.
+        self._cache: dict[str, tuple[int, Stream]] = {}
+        self._copied: set[str] = set()
+        self._marker: dict[str, int] = {}  # position of the last stream event this batch
         #: Positions of the SETs this process appended in its last committed batch.
         self.appended = 0
 
     # ------------------------------------------------------------------ batch
 
     def begin_batch(self, cur: Cursor) -> None:
-        cur.execute("SELECT stream_id, next_seq, snapshot FROM ssf_streams WHERE deleted = 0")
-        self._streams = {}
+        # Every batch needs every live stream (any change may concern any of them); only
+        # the streams whose row changed since they were cached are thawed again.
+        cur.execute("SELECT stream_id, next_seq, position FROM ssf_streams WHERE deleted = 0")
+        markers: dict[str, int] = {}
         self._next_seq = {}
         for row in cur.fetchall():
-            stream = self._codec.thaw(bytes(row["snapshot"]))
-            assert isinstance(stream, Stream)
-            self._streams[str(row["stream_id"])] = stream
+            markers[str(row["stream_id"])] = int(row["position"])
             self._next_seq[str(row["stream_id"])] = int(row["next_seq"])
+        stale = {sid for sid, marker in markers.items() if self._cache.get(sid, (-1,))[0] != marker}
+        cache = {sid: entry for sid, entry in self._cache.items() if sid in markers}
+        if stale:
+            cur.execute("SELECT stream_id, position, snapshot FROM ssf_streams WHERE deleted = 0")
+            for row in cur.fetchall():
+                stream_id = str(row["stream_id"])
+                if stream_id in stale:
+                    stream = self._codec.thaw(bytes(row["snapshot"]))
+                    assert isinstance(stream, Stream)
+                    cache[stream_id] = (int(row["position"]), stream)
+        self._cache = cache
+        self._streams = {sid: cache[sid][1] for sid in markers if sid in cache}
+        self._copied = set()
+        self._marker = {}
         self._dirty = set()
         self._advanced = set()
         self._rows = []
@@ -88,12 +108,13 @@ class SignalLog(DurableProjection):
             stream = self._streams[stream_id]
             cur.execute(
                 "UPDATE ssf_streams SET next_seq = %s, status = %s, method = %s, deleted = %s, "
-                "snapshot = %s WHERE stream_id = %s",
+                "position = %s, snapshot = %s WHERE stream_id = %s",
                 (
                     self._next_seq[stream_id],
                     stream.status,
                     str(stream.config["delivery"]["method"]),
                     1 if stream.deleted else 0,
+                    self._marker[stream_id],
                     self._codec.freeze(stream),
                     stream_id,
                 ),
@@ -102,6 +123,7 @@ class SignalLog(DurableProjection):
     def reset(self, cur: Cursor) -> None:
         # Push progress (push_state) is delivery state, not part of this read model: kept,
         # so a rebuild does not push everything again. Poll acknowledgements are lost.
+        self._cache = {}
         for table in ("set_log", "ssf_streams", "signal_state"):
             cur.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
 
@@ -151,7 +173,12 @@ class SignalLog(DurableProjection):
         current = self._streams.get(stream_id)
         if current is None or event.originator_version <= current.version:
             return
+        if stream_id not in self._copied:  # leave the cached (committed) state untouched
+            current = cast("Stream", self._codec.thaw(self._codec.freeze(current)))
+            self._streams[stream_id] = current
+            self._copied.add(stream_id)
         event.mutate(current)
+        self._marker[stream_id] = item.position
         self._dirty.add(stream_id)
         signal = stream_signal(event, current)
         if signal is not None:
