@@ -1,303 +1,673 @@
-"""Mandate issuances and token verifications per second, next to the raw save rate.
+"""Mandate issuances and token verifications per second, against the raw ``eventsourcing``
+save rate measured in the same run.
 
-Run: ``python -m bench.mandates`` (``--help`` for options).
+Subject: the Ledger opened as the service opens it (``migrate``, ``open_ledger``, the
+keyring from ``Keyring.open`` with an active ``signing_alg`` key, ``ledger.signer`` and
+``ledger.mandate_alg`` set as ``api.app.build_services`` sets them) on its own freshly
+migrated database, one thread:
 
-**Subject 1, issuance.** The Ledger opened as the service opens it (``migrate``, then
-``open_ledger``, the key ring of ``Keyring.open`` with an ES256 key), one thread: each
-call is ``issue_mandate`` for a new agent instance with its own key thumbprint under an
-active Mission (load the Mission and its MandateTree, check the subset and lifetime
-rules, write the Mandate, the tree and the instance events, hash-chained, in one
-transaction) followed by ``mandate_token`` (the compact ES256 JWS handed to the agent).
-A Mission takes ``--per-mission`` Mandates, then the next Mission is used (Missions are
-approved before each phase, outside the timed loop).
+* **issuance**: ``issue_mandate`` (a root Mandate for a new agent instance with its own
+  ``cnf.jkt``, a subset of the Mission's authority) followed by ``mandate_token`` (the
+  compact JWS, signed by the keyring), i.e. what ``POST /v1/missions/{id}/mandates`` does;
+  a Mission takes ``--per-mission`` (1,000) Mandates, then a new one is submitted and
+  approved while the clock stops;
+* **verification**: ``Keyring.verify_compact`` of tokens issued earlier in the run (a pool
+  of ``--pool`` tokens, round robin): the signature check alone, never cached;
+* **introspection**: the service's own introspection function
+  (``api.routes.mandates._introspect``: signature, ``typ``, claims, Mandate read, issuer,
+  validity against its Mission and instance), once with the ``TokenVerifier`` cache off
+  (every token seen for the first time) and once with the service's cache, warmed (a PEP
+  presenting a token again: only the ledger reads remain).
 
-**Subject 2, verification.** ``Keyring.verify_compact`` of tokens issued above (look up
-the ``kid``, check the algorithm, verify the ES256 signature) and decoding the claims, as
-introspection does before it consults the register; one thread, no cache.
+Baseline: ``RawApplication`` on its own fresh database saving one new trivial aggregate
+per save (``run_raw_phase``): the "raw save rate" of ``bench.ledger``.
 
-The acceptance asks for PostgreSQL, so that is the store measured.
+Rounds run every phase once, in forward order in odd rounds and reverse order in even
+ones (ABC...CBA), so drift hits all of them. Headline figures are median/median ratios.
 
-**Baseline.** The raw ``eventsourcing`` save rate of a trivial aggregate on its own fresh
-store (``bench._support.RawApplication``), measured in the same run in interleaved rounds
-(ABBA), as in ``bench.ledger``.
+    python -m bench.mandates [--seconds 5] [--rounds 3] [--backend postgres] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
+import secrets
+import sqlite3
 import sys
+import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import SecretStr
 
-from bench._governance import Contestants, postgres_contestants
+from api.routes.mandates import _introspect
+from api.tokens import ALGORITHMS, TokenVerifier
+from bench._governance import (
+    AGENT,
+    APPROVER,
+    POOL_KEYS,
+    RESOURCE,
+    SUBJECT,
+    OpTimes,
+    authority_body,
+    intent_body,
+    open_bench_ledger,
+)
 from bench._support import (
     PostgresServer,
+    PostgresUnavailable,
+    RawApplication,
     RawPhase,
     load_average,
     machine_description,
     median,
+    raw_postgres_env,
+    raw_sqlite_env,
     run_raw_phase,
     table,
 )
 from ledger.application import Ledger
-from ledger.domain.actors import Actor
 from ledger.domain.delegation import ActorRef
-from ledger.domain.instants import format_instant
+from ledger.domain.mandate_claims import MANDATE_TYP
+from ledger.persistence.chain import verify_chain
+from ledger.persistence.store import persistence_env
 from ledger.settings import Settings
 from ledger.signing.keyring import Keyring
+from ledger.signing.sealing import KeyEncryptionKey
 
-BENCH_KEK = SecretStr("lWcOZs6m3ZbD1gE0Lw3tQkYpZ4I2pM5ZuCCvXbSyUbA")
-AGENT = Actor(type="api_key", name="bench-agent", role="agent")
-APPROVER = Actor(type="api_key", name="bench-approver", role="approver")
-RESOURCE = "https://erp.example.com"
-AUTHORITY = [
-    {
-        "type": "mission_resource_access",
-        "resource": RESOURCE,
-        "resource_match": "prefix",
-        "actions": ["invoices.read", "invoices.pay"],
-        "constraints": {"max_amount": {"amount": "1000.00", "currency": "USD"}},
-    }
+if TYPE_CHECKING:
+    from api.services import Services
+
+CLIENT_ID = "bench-agent"  # the Missions' agent (bench._governance submits as it)
+DEFAULT_PER_MISSION = 1000  # issuances per Mission before the next one is used
+TTL_SECONDS = 3600  # long enough for the token pool to stay valid during any run
+DEFAULT_POOL = 512
+# A strict subset of the Mission's authority (bench._governance.authority_body), so the
+# subset check has work to do.
+REQUESTED = [
+    {"type": "mission_resource_access", "resource": RESOURCE, "actions": ["invoices.read"]}
 ]
+# Events one submit + approve writes (not issuance events).
+EVENTS_PER_MISSION = 3
+
+SUBJECTS = ("raw", "issue", "verify", "introspect", "introspect_cached")
+
+Progress = Callable[[str], None]
 
 
-def progress(message: str) -> None:
+def progress_to_stderr(message: str) -> None:
     print(f"[bench.mandates] {message}", file=sys.stderr, flush=True)
 
 
-@dataclass
-class Issuer:
-    """Issues Mandates under a supply of active Missions, ``per_mission`` each."""
-
-    ledger: Ledger
-    per_mission: int
-    missions: list[str] = field(default_factory=list)
-    issued_here: int = 0
-    serial: int = 0
-
-    def approve(self, count: int) -> None:
-        now = self.ledger.clock.now()
-        intent = {
-            "goal": "benchmark mandates",
-            "resources": [RESOURCE],
-            "expires_at": format_instant(now + timedelta(days=3650)),
-        }
-        for _ in range(count):
-            proposal = self.ledger.submit_proposal(
-                actor=AGENT,
-                client_id="bench-agent",
-                instance_id=None,
-                subject={"iss": "https://idp.example.com", "sub": "alice"},
-                intent=intent,
-                authorization_details=AUTHORITY,
-            ).value
-            mission = self.ledger.approve_proposal(actor=APPROVER, proposal_id=proposal.id)
-            self.missions.append(mission.value.id)
-
-    def issue(self) -> str:
-        if self.issued_here >= self.per_mission:
-            self.missions.pop(0)
-            self.issued_here = 0
-        if not self.missions:  # the phase ran faster than planned: approve one more here
-            self.approve(1)
-        self.serial += 1
-        self.issued_here += 1
-        mandate = self.ledger.issue_mandate(
-            actor=AGENT,
-            mission_id=self.missions[0],
-            holder=ActorRef(client_id="bench-agent", instance_id=f"i-{self.serial}"),
-            jkt=f"{self.serial:043d}",
-            ttl_seconds=3600,
-        ).value
-        return self.ledger.mandate_token(mandate)
+# ---------------------------------------------------------------------- the subjects
 
 
 @dataclass(frozen=True)
 class Phase:
+    """``count`` calls in ``seconds`` of timed wall-clock time (``events`` for writes)."""
+
     count: int
     seconds: float
+    events: int = 0
+    ops: dict[str, OpTimes] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
         return self.count / self.seconds
 
 
-def issue_phase(issuer: Issuer, seconds: float, expected_rate: float, tokens: list[str]) -> Phase:
-    """Approve enough Missions for the phase (untimed), then issue for ``seconds``."""
-    needed = int(expected_rate * seconds * 1.5) + issuer.per_mission
-    spare = len(issuer.missions) * issuer.per_mission - issuer.issued_here
-    if spare < needed:
-        issuer.approve((needed - spare) // issuer.per_mission + 1)
-    count = 0
-    start = time.perf_counter()
-    deadline = start + seconds
-    while True:
-        tokens.append(issuer.issue())
-        count += 1
-        now = time.perf_counter()
-        if now >= deadline:
-            return Phase(count, now - start)
+class MandateDriver:
+    """Issues Mandates under rotating Missions, and verifies/introspects their tokens."""
 
+    def __init__(
+        self, ledger: Ledger, keyring: Keyring, *, pool_size: int, per_mission: int
+    ) -> None:
+        self.ledger = ledger
+        self.keyring = keyring
+        self.pool_size = pool_size
+        self.per_mission = per_mission
+        self.tokens: list[str] = []  # the verification pool: the first tokens issued
+        self.mission_id: str | None = None
+        self.issued_here = 0  # issuances under the current Mission
+        self.issued = 0
+        self.missions = 0
+        self.salt = secrets.token_hex(8)
+        self.first_sight = TokenVerifier(keyring, ledger.clock, cache_size=0)
+        self.cached = TokenVerifier(keyring, ledger.clock)
+        self._services: dict[str, Services] = {
+            name: cast("Services", SimpleNamespace(clock=ledger.clock, tokens=v, ledger=ledger))
+            for name, v in (("introspect", self.first_sight), ("introspect_cached", self.cached))
+        }
 
-def verify_phase(keyring: Keyring, ledger: Ledger, tokens: Sequence[str], seconds: float) -> Phase:
-    count = 0
-    start = time.perf_counter()
-    deadline = start + seconds
-    now = ledger.clock.now()
-    while True:
-        _, payload = keyring.verify_compact(
-            tokens[count % len(tokens)], algorithms=("ES256",), now=now
+    # ------------------------------------------------------------------ issuance
+
+    def new_mission(self) -> None:
+        """Submit and approve a Mission (outside the timed loops)."""
+        now = self.ledger.clock.now()
+        proposal = self.ledger.submit_proposal(
+            actor=AGENT,
+            client_id=CLIENT_ID,
+            instance_id="bench-1",
+            subject=SUBJECT,
+            intent=intent_body(now),
+            authorization_details=authority_body(),
+        ).value
+        mission = self.ledger.approve_proposal(actor=APPROVER, proposal_id=proposal.id).value
+        if mission.state != "active":
+            msg = f"Mission {mission.id} is {mission.state!r}, not active"
+            raise RuntimeError(msg)
+        self.mission_id = mission.id
+        self.issued_here = 0
+        self.missions += 1
+
+    def _jkt(self, n: int) -> str:
+        digest = hashlib.sha256(f"{self.salt}:{n}".encode()).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    def issue_one(self, ops: dict[str, OpTimes]) -> str:
+        """One issuance, signing included: the write, then the token."""
+        assert self.mission_id is not None
+        n = self.issued
+        start = time.perf_counter()
+        written = self.ledger.issue_mandate(
+            actor=AGENT,
+            mission_id=self.mission_id,
+            holder=ActorRef(client_id=CLIENT_ID, instance_id=f"bench-{self.salt}-{n}"),
+            jkt=self._jkt(n),
+            authorization_details=REQUESTED,
+            ttl_seconds=TTL_SECONDS,
         )
-        json.loads(payload)
-        count += 1
-        moment = time.perf_counter()
-        if moment >= deadline:
-            return Phase(count, moment - start)
+        signed = time.perf_counter()
+        token = self.ledger.mandate_token(written.value)
+        end = time.perf_counter()
+        ops["issue_mandate"].add(signed - start)
+        ops["mandate_token"].add(end - signed)
+        if written.position is None:
+            msg = "issue_mandate wrote nothing: the benchmark would be timing a no-op"
+            raise RuntimeError(msg)
+        self.issued += 1
+        self.issued_here += 1
+        if len(self.tokens) < self.pool_size:
+            self.tokens.append(token)
+        return token
+
+    def run_issue(self, seconds: float) -> Phase:
+        ops = {"issue_mandate": OpTimes(), "mandate_token": OpTimes()}
+        missions_before = self.missions
+        head = self.ledger.head_position()
+        count = 0
+        timed = 0.0
+        start = time.perf_counter()
+        while True:
+            if self.mission_id is None or self.issued_here >= self.per_mission:
+                timed += time.perf_counter() - start  # stop the clock for the new Mission
+                self.new_mission()
+                start = time.perf_counter()
+            self.issue_one(ops)
+            count += 1
+            if timed + (time.perf_counter() - start) >= seconds:
+                break
+        timed += time.perf_counter() - start
+        created = self.missions - missions_before
+        events = self.ledger.head_position() - head - EVENTS_PER_MISSION * created
+        return Phase(count=count, seconds=timed, events=events, ops=ops)
+
+    def fill_pool(self) -> None:
+        """Issue (untimed) until the verification pool is full."""
+        scratch = {"issue_mandate": OpTimes(), "mandate_token": OpTimes()}
+        while len(self.tokens) < self.pool_size:
+            if self.mission_id is None or self.issued_here >= self.per_mission:
+                self.new_mission()
+            self.issue_one(scratch)
+
+    # ------------------------------------------------------------------ verification
+
+    def run_verify(self, seconds: float) -> Phase:
+        """The signature check alone (``Keyring.verify_compact``), never cached."""
+        tokens, keyring, clock = self.tokens, self.keyring, self.ledger.clock
+        count = 0
+        start = time.perf_counter()
+        deadline = start + seconds
+        while True:
+            header, payload = keyring.verify_compact(
+                tokens[count % len(tokens)], algorithms=ALGORITHMS, now=clock.now()
+            )
+            if header.get("typ") != MANDATE_TYP or not payload:
+                msg = "a pool token did not verify as a Mandate"
+                raise RuntimeError(msg)
+            count += 1
+            now = time.perf_counter()
+            if now >= deadline:
+                return Phase(count=count, seconds=now - start)
+
+    def warm_cache(self) -> None:
+        for token in self.tokens:
+            if self.cached.verify(token, typ=MANDATE_TYP, now=self.ledger.clock.now()) is None:
+                msg = "a pool token did not verify as a Mandate"
+                raise RuntimeError(msg)
+
+    def run_introspect(self, seconds: float, *, cached: bool) -> Phase:
+        """The service's introspection of pool tokens (all of them active)."""
+        services = self._services["introspect_cached" if cached else "introspect"]
+        tokens = self.tokens
+        count = 0
+        start = time.perf_counter()
+        deadline = start + seconds
+        while True:
+            answer = _introspect(services, tokens[count % len(tokens)])
+            if answer.get("active") is not True:
+                msg = f"introspection answered {answer!r} for an active Mandate"
+                raise RuntimeError(msg)
+            count += 1
+            now = time.perf_counter()
+            if now >= deadline:
+                return Phase(count=count, seconds=now - start)
+
+
+# ---------------------------------------------------------------------- opening both sides
 
 
 @dataclass
-class Result:
+class Contestants:
     backend: str
     server: str
-    raw: list[RawPhase] = field(default_factory=list)
-    issued: list[Phase] = field(default_factory=list)
-    verified: list[Phase] = field(default_factory=list)
-
-    def medians(self) -> dict[str, float]:
-        raw = median([p.rate for p in self.raw])
-        issued = median([p.rate for p in self.issued])
-        verified = median([p.rate for p in self.verified])
-        return {
-            "raw_saves_per_s": raw,
-            "issuances_per_s": issued,
-            "verifications_per_s": verified,
-            "issuance_ratio": issued / raw,
-            "verification_ratio": verified / raw,
-        }
+    raw: RawApplication
+    ledger: Ledger
+    keyring: Keyring
+    settings: dict[str, str]
 
 
-def keyring_for(contestants: Contestants, settings: Settings) -> Keyring:
-    keyring = Keyring.open(settings, contestants.ledger.database)
-    keyring.ensure("ES256", contestants.ledger.clock.now())
-    contestants.ledger.signer = keyring
-    return keyring
+def open_signing_ledger(settings: Settings) -> tuple[Ledger, Keyring]:
+    """The Ledger with its keyring, wired as ``api.app.build_services`` wires them."""
+    ledger = open_bench_ledger(settings)
+    try:
+        keyring = Keyring.open(settings, ledger.database)
+        keyring.ensure(settings.signing_alg, ledger.clock.now())
+    except BaseException:
+        ledger.close()
+        raise
+    ledger.signer = keyring
+    ledger.mandate_alg = settings.signing_alg
+    return ledger, keyring
 
 
-def measure(
-    contestants: Contestants, settings: Settings, *, seconds: float, rounds: int, per_mission: int
-) -> Result:
-    result = Result(backend=contestants.backend, server=contestants.server)
-    keyring = keyring_for(contestants, settings)
-    issuer = Issuer(contestants.ledger, per_mission)
-    tokens: list[str] = []
-    warmup = min(2.0, max(0.5, seconds / 5))
-    progress(f"{contestants.backend}: warm-up ({warmup:.1f} s each)")
-    run_raw_phase(contestants.raw, warmup)
-    expected = issue_phase(issuer, warmup, 100.0, tokens).rate
-    for index in range(rounds):
-        order = ("raw", "ledger") if index % 2 == 0 else ("ledger", "raw")
-        for who in order:
-            if who == "raw":
-                result.raw.append(run_raw_phase(contestants.raw, seconds))
-            else:
-                phase = issue_phase(issuer, seconds, expected, tokens)
-                expected = phase.rate
-                result.issued.append(phase)
-                result.verified.append(verify_phase(keyring, contestants.ledger, tokens, seconds))
-        progress(
-            f"{contestants.backend}: round {index + 1}/{rounds}: raw "
-            f"{result.raw[-1].rate:,.0f} saves/s, issuance {result.issued[-1].rate:,.0f}/s, "
-            f"verification {result.verified[-1].rate:,.0f}/s"
-        )
-    return result
+def _reported(settings: Settings, env: dict[str, str]) -> dict[str, str]:
+    out = {k: v for k, v in env.items() if k in POOL_KEYS}
+    out["signing_alg"] = settings.signing_alg
+    return out
 
 
 @contextmanager
-def postgres() -> Iterator[tuple[Contestants, Settings]]:
-    server = PostgresServer.from_env()
-    with postgres_contestants(server, server.version()) as contestants:
-        # The key ring reads and writes the signing_keys table through the Ledger's
-        # database; the URL here only selects the PostgreSQL key store.
-        yield contestants, Settings(database_url=server.admin_url, key_encryption_key=BENCH_KEK)
-
-
-def render(result: Result, seconds: float) -> str:
-    rows = [
-        [
-            str(i + 1),
-            f"{raw.rate:,.0f}",
-            f"{issued.rate:,.0f}",
-            f"{verified.rate:,.0f}",
-            f"{issued.rate / raw.rate:.3f}",
-        ]
-        for i, (raw, issued, verified) in enumerate(
-            zip(result.raw, result.issued, result.verified, strict=True)
+def postgres_contestants(server: PostgresServer, version: str) -> Iterator[Contestants]:
+    with server.database("raw") as raw_url, server.database("mandates") as ledger_url:
+        settings = Settings(
+            database_url=ledger_url,
+            key_encryption_key=SecretStr(KeyEncryptionKey.generate().to_text()),
         )
+        ledger, keyring = open_signing_ledger(settings)
+        try:
+            ledger_env = persistence_env(settings)
+            raw = RawApplication(env=raw_postgres_env(ledger_env, raw_url))
+            try:
+                yield Contestants(
+                    backend="postgres",
+                    server=f"PostgreSQL {version}",
+                    raw=raw,
+                    ledger=ledger,
+                    keyring=keyring,
+                    settings=_reported(settings, ledger_env),
+                )
+            finally:
+                raw.close()
+        finally:
+            ledger.close()
+
+
+@contextmanager
+def sqlite_contestants(parent: Path | None) -> Iterator[Contestants]:
+    with tempfile.TemporaryDirectory(prefix="ml-bench-", dir=parent) as tmp:
+        settings = Settings(database_url=None, data_dir=Path(tmp) / "ledger")
+        ledger, keyring = open_signing_ledger(settings)
+        try:
+            ledger_env = persistence_env(settings)
+            raw = RawApplication(env=raw_sqlite_env(Path(tmp) / "raw.sqlite3", ledger_env))
+            try:
+                yield Contestants(
+                    backend="sqlite",
+                    server=f"SQLite {sqlite3.sqlite_version} (embedded, files in {tmp})",
+                    raw=raw,
+                    ledger=ledger,
+                    keyring=keyring,
+                    settings=_reported(settings, ledger_env),
+                )
+            finally:
+                raw.close()
+        finally:
+            ledger.close()
+
+
+# ---------------------------------------------------------------------- measuring
+
+
+@dataclass
+class BackendResult:
+    backend: str
+    server: str
+    settings: dict[str, str]
+    pool: int = 0
+    per_mission: int = 0
+    phases: dict[str, list[Phase]] = field(default_factory=lambda: {s: [] for s in SUBJECTS})
+    missions: int = 0
+    issued: int = 0
+    chain_checked: int = 0
+    chain_intact: bool = False
+
+    def rates(self, subject: str) -> list[float]:
+        return [p.rate for p in self.phases[subject]]
+
+    def median(self, subject: str) -> float:
+        return median(self.rates(subject))
+
+    def ratio(self, subject: str) -> float:
+        return self.median(subject) / self.median("raw")
+
+    def round_ratios(self, subject: str) -> list[float]:
+        return [s / r for r, s in zip(self.rates("raw"), self.rates(subject), strict=True)]
+
+    def issue_ops(self) -> dict[str, OpTimes]:
+        pooled = {"issue_mandate": OpTimes(), "mandate_token": OpTimes()}
+        for phase in self.phases["issue"]:
+            for name, times in phase.ops.items():
+                pooled[name].merge(times)
+        return pooled
+
+    @property
+    def events_per_issuance(self) -> float:
+        issues = self.phases["issue"]
+        return sum(p.events for p in issues) / max(1, sum(p.count for p in issues))
+
+
+def measure(
+    contestants: Contestants,
+    *,
+    seconds: float,
+    rounds: int,
+    warmup: float,
+    pool: int,
+    per_mission: int,
+    progress: Progress,
+) -> BackendResult:
+    """Warm every phase up, then ``rounds`` rounds (ABC...CBA), then verify the chain."""
+    result = BackendResult(
+        backend=contestants.backend,
+        server=contestants.server,
+        settings=contestants.settings,
+        per_mission=per_mission,
+    )
+    driver = MandateDriver(
+        contestants.ledger, contestants.keyring, pool_size=pool, per_mission=per_mission
+    )
+    runners: dict[str, Callable[[float], Phase | RawPhase]] = {
+        "raw": lambda s: run_raw_phase(contestants.raw, s),
+        "issue": driver.run_issue,
+        "verify": driver.run_verify,
+        "introspect": lambda s: driver.run_introspect(s, cached=False),
+        "introspect_cached": lambda s: driver.run_introspect(s, cached=True),
+    }
+    progress(f"{contestants.backend}: warm-up ({warmup:.1f} s each)")
+    runners["raw"](warmup)
+    runners["issue"](warmup)
+    driver.fill_pool()
+    driver.warm_cache()
+    result.pool = len(driver.tokens)
+    for subject in SUBJECTS[2:]:
+        runners[subject](warmup)
+    for index in range(rounds):
+        order = SUBJECTS if index % 2 == 0 else tuple(reversed(SUBJECTS))
+        for subject in order:
+            phase = runners[subject](seconds)
+            if isinstance(phase, RawPhase):
+                phase = Phase(count=phase.saves, seconds=phase.seconds)
+            result.phases[subject].append(phase)
+        last = {s: result.phases[s][-1].rate for s in SUBJECTS}
+        progress(
+            f"{contestants.backend}: round {index + 1}/{rounds}: raw {last['raw']:,.0f} saves/s, "
+            f"issuance {last['issue']:,.0f}/s, verification {last['verify']:,.0f}/s, "
+            f"introspection {last['introspect']:,.0f}/s "
+            f"({last['introspect_cached']:,.0f}/s signature cached)"
+        )
+    result.missions = driver.missions
+    result.issued = driver.issued
+    progress(f"{contestants.backend}: verifying the hash chain")
+    report = verify_chain(contestants.ledger.event_log.chain_rows())
+    result.chain_checked = report.checked
+    result.chain_intact = report.intact
+    return result
+
+
+# ---------------------------------------------------------------------- reporting
+
+LABELS = {
+    "raw": "raw saves/s",
+    "issue": "issuances/s",
+    "verify": "verifications/s",
+    "introspect": "introspections/s",
+    "introspect_cached": "introspections/s (sig cached)",
+}
+
+
+def render(result: BackendResult, *, seconds: float, acceptance: bool) -> str:
+    lines = [
+        f"== {result.server}: {len(result.phases['raw'])} rounds x {seconds:g} s per phase, "
+        "one thread",
+        "   Ledger settings (the raw baseline shares the POSTGRES_*/SQLITE_* ones): "
+        + ", ".join(f"{k}={v}" for k, v in result.settings.items()),
+        f"   verification pool: {result.pool} tokens issued in this run, round robin; "
+        f"Missions rotate every {result.per_mission:,} issuances",
+        "",
     ]
-    m = result.medians()
+    rows = []
+    for i in range(len(result.phases["raw"])):
+        raw = result.phases["raw"][i].rate
+        cells = [str(i + 1)] + [f"{result.phases[s][i].rate:,.0f}" for s in SUBJECTS]
+        cells += [
+            f"{result.phases['issue'][i].rate / raw:.3f}",
+            f"{result.phases['verify'][i].rate / raw:.2f}",
+        ]
+        rows.append(cells)
     rows.append(
+        ["median"]
+        + [f"{result.median(s):,.0f}" for s in SUBJECTS]
+        + [f"{result.ratio('issue'):.3f}", f"{result.ratio('verify'):.2f}"]
+    )
+    headers = ["round", *(LABELS[s] for s in SUBJECTS), "issue/raw", "verify/raw"]
+    lines.append(table(headers, rows))
+    lines.append(
+        "(median row ratios are median/median, the headline figures; medians of the per-round "
+        f"ratios: issue/raw {median(result.round_ratios('issue')):.3f}, verify/raw "
+        f"{median(result.round_ratios('verify')):.2f})"
+    )
+    lines.append("")
+    ops = result.issue_ops()
+    total = OpTimes()
+    for times in ops.values():
+        total.merge(times)
+    op_rows = [
+        [name, f"{t.count:,}", f"{t.mean_ms:.3f}", f"{1000 / t.mean_ms:,.0f}"]
+        for name, t in [
+            ("issue_mandate (write)", ops["issue_mandate"]),
+            ("mandate_token (sign)", ops["mandate_token"]),
+        ]
+    ]
+    mean_total = 1000 * total.seconds / max(1, ops["issue_mandate"].count)
+    op_rows.append(
         [
-            "median",
-            f"{m['raw_saves_per_s']:,.0f}",
-            f"{m['issuances_per_s']:,.0f}",
-            f"{m['verifications_per_s']:,.0f}",
-            f"{m['issuance_ratio']:.3f}",
+            "issuance (both)",
+            f"{ops['issue_mandate'].count:,}",
+            f"{mean_total:.3f}",
+            f"{1000 / mean_total:,.0f}",
         ]
     )
-    head = (
-        f"== {result.server}: {len(result.raw)} rounds x {seconds:g} s, one thread; "
-        "issuance = issue_mandate + ES256 token; verification = ES256 signature + claims"
-    )
-    body = table(["round", "raw saves/s", "issuances/s", "verifications/s", "issuance/raw"], rows)
-    tail = (
-        f"issuances/s : raw saves/s = {m['issuance_ratio']:.3f}; "
-        f"verifications/s : raw saves/s = {m['verification_ratio']:.1f}"
-    )
-    return "\n".join([head, body, tail])
+    lines.append(table(["issuance step (all rounds)", "calls", "mean ms", "per s"], op_rows))
+    scope = "" if acceptance else " (for information; the acceptance figures are PostgreSQL's)"
+    lines += [
+        "",
+        f"events per issuance: {result.events_per_issuance:.2f} "
+        f"({result.issued:,} Mandates issued under {result.missions} Missions in all)",
+        f"ratio issuance/raw      (median/median) = {result.median('issue'):,.0f} / "
+        f"{result.median('raw'):,.0f} = {result.ratio('issue'):.3f}{scope}",
+        f"ratio verification/raw  (median/median) = {result.median('verify'):,.0f} / "
+        f"{result.median('raw'):,.0f} = {result.ratio('verify'):.2f}{scope}",
+        f"ratio introspection/raw (median/median) = {result.median('introspect'):,.0f} / "
+        f"{result.median('raw'):,.0f} = {result.ratio('introspect'):.2f} "
+        f"(signature cached: {result.ratio('introspect_cached'):.2f})",
+        f"hash chain: {result.chain_checked:,} events verified, "
+        + ("intact" if result.chain_intact else "BROKEN"),
+    ]
+    return "\n".join(lines)
+
+
+def summary(result: BackendResult) -> dict[str, Any]:
+    ops = result.issue_ops()
+    return {
+        "server": result.server,
+        "settings": result.settings,
+        "verification_pool": result.pool,
+        "missions_rotate_every": result.per_mission,
+        **{
+            f"{subject}_per_s": {
+                "rounds": [round(r, 1) for r in result.rates(subject)],
+                "median": round(result.median(subject), 1),
+            }
+            for subject in SUBJECTS
+        },
+        "issuance_steps": {
+            name: {"calls": t.count, "mean_ms": round(t.mean_ms, 4)} for name, t in ops.items()
+        },
+        "events_per_issuance": round(result.events_per_issuance, 3),
+        "ratios": {
+            subject: round(result.ratio(subject), 4) for subject in SUBJECTS if subject != "raw"
+        },
+        "round_ratios": {
+            subject: [round(r, 4) for r in result.round_ratios(subject)]
+            for subject in SUBJECTS
+            if subject != "raw"
+        },
+        "missions": result.missions,
+        "mandates_issued": result.issued,
+        "chain": {"events_verified": result.chain_checked, "intact": result.chain_intact},
+    }
+
+
+# ---------------------------------------------------------------------- command line
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.mandates", description=__doc__)
-    parser.add_argument("--seconds", type=float, default=5.0, help="per phase")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--per-mission", type=int, default=50, help="Mandates per Mission")
-    parser.add_argument("--json", action="store_true", help="also print a JSON summary")
-    args, _ = parser.parse_known_args(argv)  # `python -m bench` passes shared options
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.mandates",
+        description="Mandate issuances/s (signing included) and token verifications/s vs the "
+        "raw eventsourcing save rate, measured in the same run.",
+    )
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each phase")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary at the end")
+    parser.add_argument(
+        "--backend",
+        choices=["postgres", "sqlite", "both"],
+        default="postgres",
+        help="PostgreSQL (the acceptance figures; default), embedded SQLite, or both",
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=None, help="warm-up seconds (default: seconds/5, 0.5-2)"
+    )
+    parser.add_argument(
+        "--pool", type=int, default=DEFAULT_POOL, help="tokens in the verification pool"
+    )
+    parser.add_argument(
+        "--per-mission",
+        type=int,
+        default=DEFAULT_PER_MISSION,
+        help="issuances under one Mission before the next one is used",
+    )
+    parser.add_argument(
+        "--sqlite-dir",
+        type=Path,
+        default=None,
+        help="where the SQLite files go (default: the system temp dir; avoid tmpfs)",
+    )
+    args = parser.parse_args(argv)
+    if args.seconds <= 0 or min(args.rounds, args.pool, args.per_mission) < 1:
+        parser.error("--seconds must be positive; --rounds, --pool, --per-mission at least 1")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    warmup = args.warmup if args.warmup is not None else min(2.0, max(0.5, args.seconds / 5))
     machine = machine_description()
+    results: list[BackendResult] = []
+    if args.backend in {"postgres", "both"}:
+        server = PostgresServer.from_env()
+        try:
+            version = server.version()
+        except PostgresUnavailable as error:
+            print(f"bench.mandates: {error}", file=sys.stderr)
+            return 2
+        with postgres_contestants(server, version) as contestants:
+            results.append(
+                measure(
+                    contestants,
+                    seconds=args.seconds,
+                    rounds=args.rounds,
+                    warmup=warmup,
+                    pool=args.pool,
+                    per_mission=args.per_mission,
+                    progress=progress_to_stderr,
+                )
+            )
+    if args.backend in {"sqlite", "both"}:
+        with sqlite_contestants(args.sqlite_dir) as contestants:
+            results.append(
+                measure(
+                    contestants,
+                    seconds=args.seconds,
+                    rounds=args.rounds,
+                    warmup=warmup,
+                    pool=args.pool,
+                    per_mission=args.per_mission,
+                    progress=progress_to_stderr,
+                )
+            )
+
+    machine["load_average_at_end"] = load_average()
     print(
-        f"Mission Ledger: Mandate issuance and verification vs raw eventsourcing saves "
+        f"Mission Ledger: Mandate issuance and token verification vs raw eventsourcing saves "
         f"({machine['date']}, {machine['cpus']} CPUs, Python {machine['python']}; "
-        f"load average {machine['load_average_at_start']} at start)"
+        f"load average {machine['load_average_at_start']} at start, "
+        f"{machine['load_average_at_end']} at end)"
     )
-    summary: dict[str, Any] = {"machine": machine}
-    with postgres() as (contestants, settings):
-        result = measure(
-            contestants,
-            settings,
-            seconds=args.seconds,
-            rounds=args.rounds,
-            per_mission=args.per_mission,
-        )
-    print()
-    print(render(result, args.seconds))
-    summary["postgres"] = result.medians()
-    print(f"\nload average at end: {load_average()}")
+    for result in results:
+        print()
+        print(render(result, seconds=args.seconds, acceptance=result.backend == "postgres"))
     if args.json:
-        print(json.dumps(summary))
+        document: dict[str, Any] = {
+            "benchmark": "mandates",
+            "machine": machine,
+            "seconds": args.seconds,
+            "rounds": args.rounds,
+            "backends": {r.backend: summary(r) for r in results},
+        }
+        print(json.dumps(document, indent=2))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())
