@@ -147,6 +147,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         version="0.1.0",
         summary="Mission Authority Server and governance control plane for AI agents",
         lifespan=lifespan,
+        # The schema is served by ``api.routes.discovery`` behind a credential (only
+        # discovery, JWKS and health are public); no browser UI loading remote scripts.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     errors.install(app)
     for router in (

@@ -1,11 +1,15 @@
-"""Public metadata: the Mission Authority Server discovery document (no credential needed)."""
+"""Metadata: the Mission Authority Server discovery document (public) and the OpenAPI
+description of every route (any valid credential)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
+from api.auth import PrincipalDep
+from api.routes.authzen import EVALUATION_OPENAPI
 from api.routes.common import ServicesDep
 
 router = APIRouter(tags=["discovery"])
@@ -26,3 +30,11 @@ async def mas_metadata(services: ServicesDep) -> dict[str, Any]:
         "authorization_details_types_supported": ["mission_resource_access"],
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
     }
+
+
+@router.get("/openapi.json", include_in_schema=False)
+async def openapi(request: Request, principal: PrincipalDep) -> JSONResponse:
+    """The OpenAPI 3 description of this API, for any authenticated caller."""
+    del principal  # authentication is the check
+    schema = request.app.openapi()
+    return JSONResponse({**schema, "paths": {**schema["paths"], **EVALUATION_OPENAPI}})

@@ -7,10 +7,12 @@ role check."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.routing import BaseRoute, Route
 
 from api.app import create_app
 from ledger.domain.actors import Actor
@@ -28,13 +30,25 @@ PUBLIC = {
 }
 
 
+def _routes(routes: Iterable[BaseRoute]) -> Iterator[Route]:
+    """The endpoints under ``routes``, looking inside included routers (no prefixes used)."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _routes(included.routes)
+        elif isinstance(route, Route):
+            yield route
+
+
 def _operations() -> list[tuple[str, str]]:
-    """Every (method, path) the app serves, path parameters filled with a dummy id."""
-    schema = create_app(Settings(data_dir=Path("unused"))).openapi()
+    """Every (method, path) the app routes, path parameters filled with a dummy id (taken
+    from the router itself, so routes outside the OpenAPI schema are covered too)."""
+    app = create_app(Settings(data_dir=Path("unused")))
     return sorted(
-        (method.upper(), re.sub(r"\{[^}]+\}", "x", path))
-        for path, operations in schema["paths"].items()
-        for method in operations
+        (method, re.sub(r"\{[^}]+\}", "x", route.path))
+        for route in _routes(app.routes)
+        for method in route.methods or ()
+        if method != "HEAD"
     )
 
 
@@ -85,6 +99,25 @@ def test_readyz_needs_no_credential_and_reports_the_head_position(api: Api) -> N
 def test_the_endpoint_inventory_covers_the_governance_surface() -> None:
     paths = {p for _, p in PROTECTED}
     assert {"/v1/proposals", "/v1/missions", "/v1/missions/x/lifecycle"} <= paths
+    assert {"/access/v1/evaluation", "/openapi.json"} <= paths
+
+
+def test_only_discovery_jwks_and_health_are_public() -> None:
+    public = {p for _, p in _operations()} - {p for _, p in PROTECTED}
+    assert public == PUBLIC
+
+
+def test_the_openapi_description_is_served_to_any_credential(api: Api) -> None:
+    response = api.client.get("/openapi.json", headers=api.auth("agent"))
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    assert "post" in paths["/access/v1/evaluation"]
+    assert "post" in paths["/v1/proposals"]
+
+
+def test_no_browser_documentation_ui_is_served(api: Api) -> None:
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        assert api.client.get(path, headers=api.auth("admin")).status_code == 404, path
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -174,6 +175,33 @@ def test_permit_carries_evaluation_id_mission_version_and_valid_until(harness: H
     assert context["evaluation_id"].startswith("ev_")
     assert context["mission"]["version"] == 1
     assert context["valid_until"].endswith("Z")
+
+
+def test_any_rfc8259_document_is_parsed_even_where_the_fast_parser_refuses(
+    harness: Harness,
+) -> None:
+    """orjson refuses lone surrogate escapes and numbers beyond a double; the standard
+    parser accepts both, so the request is decided rather than refused."""
+    token = token_for(harness)
+    raw = json.dumps(request(token, context={"note": "x"}))
+    raw = raw.replace('"note": "x"', '"note": "\\ud800", "n": 1e400')
+    response = harness.client.post(
+        "/access/v1/evaluation",
+        content=raw.encode(),
+        headers={**harness.auth("pep"), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["decision"] is True
+
+
+def test_a_body_that_is_not_json_is_400(harness: Harness) -> None:
+    response = harness.client.post(
+        "/access/v1/evaluation",
+        content=b'{"subject": ',
+        headers={**harness.auth("pep"), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.text == "the request body is not valid JSON"
 
 
 def test_every_deny_carries_an_evaluation_id(harness: Harness) -> None:
