@@ -12,9 +12,11 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from api import errors
+from api.gc_policy import GcPolicy
 from api.middleware import BodyLimit, RequestId
 from api.oauth import OAuthVerifier
 from api.push import PushDelivery
+from api.read_models import read_models
 from api.routes import (
     authzen,
     discovery,
@@ -38,13 +40,11 @@ from ledger.persistence.snapshots import StateCodec
 from ledger.persistence.store import open_ledger
 from ledger.settings import Settings, load_settings
 from ledger.signing.keyring import Keyring
-from projections.boards import MandateRegister, MissionBoard, ProposalBoard
 from projections.evaluation_index import EvaluationIndex
 from projections.follower import LogFollower
 from projections.key_directory import KeyDirectory
 from projections.pdp import DecisionPoint
 from projections.retention import Retention
-from projections.signals import SignalLog
 
 log = logging.getLogger("mission_ledger")
 
@@ -57,17 +57,14 @@ def build_services(settings: Settings, clock: Clock) -> Services:
     ledger.signer = keyring
     ledger.mandate_alg = settings.signing_alg
     ledger.allow_http_loopback_push = settings.allow_http_loopback_push
+    models = read_models(ledger, keyring, settings.public_issuer)
     codec = StateCodec(ledger.mapper.transcoder)
-    proposal_board = ProposalBoard(codec)
-    mission_board = MissionBoard(codec)
-    mandate_register = MandateRegister(codec)
-    signal_log = SignalLog(codec, keyring, settings.public_issuer)
     keys = KeyDirectory()
     index = EvaluationIndex(codec)
-    sse = SseHub(ledger.database)
+    sse = SseHub(ledger.database, models.signals)
     follower = LogFollower(
         ledger,
-        durable=[proposal_board, mission_board, mandate_register, signal_log],
+        durable=models.durable,
         live=[keys, index, sse],
         listen_dsn=None if settings.embedded else settings.postgres_params(),
     )
@@ -85,9 +82,9 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         clock=clock,
         ledger=ledger,
         follower=follower,
-        proposals=proposal_board,
-        missions=mission_board,
-        mandates=mandate_register,
+        proposals=models.proposals,
+        missions=models.missions,
+        mandates=models.mandates,
         keys=keys,
         oauth=oauth,
         keyring=keyring,
@@ -99,9 +96,12 @@ def build_services(settings: Settings, clock: Clock) -> Services:
 
 
 def _maintain(services: Services, retention: Retention) -> None:
-    """Every scheduler tick: pick up rotated signing keys, prune what outlived retention."""
+    """Every scheduler tick: pick up rotated signing keys, prune what outlived retention,
+    freeze long-lived objects."""
     services.keyring.refresh()
     retention.tick(services.clock.now())
+    if services.gc is not None:
+        services.gc.tick()
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
@@ -130,6 +130,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         push = PushDelivery(services.ledger, follower=services.follower)
         push.start()
         services.push = push
+        if resolved.gc_freeze:
+            services.gc = GcPolicy(full_every_seconds=resolved.gc_full_collection_minutes * 60)
+            services.gc.start()
         app.state.services = services
         app.state.scheduler = scheduler
         app.state.push = push
@@ -139,6 +142,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         finally:
             push.stop()
             scheduler.stop()
+            if services.gc is not None:
+                services.gc.stop()
             services.follower.stop()
             services.ledger.close()
 

@@ -44,6 +44,26 @@ class ServiceCollector(Collector):
             "1 while the log follower applies events.",
             services.follower.healthy,
         )
+        batches = CounterMetricFamily(
+            f"{PREFIX}_read_model_batches",
+            "Batches of the log applied by each read model of this process.",
+            labels=["read_model"],
+        )
+        applying = CounterMetricFamily(
+            f"{PREFIX}_read_model_apply_seconds",
+            "Time each read model spent applying batches (durable: lock held to commit).",
+            labels=["read_model"],
+        )
+        waiting = CounterMetricFamily(
+            f"{PREFIX}_read_model_lock_wait_seconds",
+            "Time each durable read model waited while another replica applied a batch.",
+            labels=["read_model"],
+        )
+        for name, timing in sorted(services.follower.timings.items()):
+            batches.add_metric([name], timing.batches)
+            applying.add_metric([name], timing.apply_seconds)
+            waiting.add_metric([name], timing.lock_wait_seconds)
+        yield from (batches, applying, waiting)
         stats = services.index.stats()
         yield _gauge("index_missions", "Missions in the evaluation index.", stats["missions"])
         yield _gauge("index_mandates", "Mandates in the evaluation index.", stats["mandates"])
@@ -72,6 +92,17 @@ class ServiceCollector(Collector):
                 "push_failed_attempts", "Push attempts that failed.", push["failed_attempts"]
             )
             yield _gauge("push_in_flight", "Streams being pushed to now.", push["in_flight"])
+        if services.gc is not None:
+            yield _gauge(
+                "gc_frozen_objects",
+                "Objects frozen out of garbage collection (api/gc_policy.py).",
+                services.gc.frozen(),
+            )
+            yield _counter(
+                "gc_full_collections",
+                "Full collections of everything, frozen objects included.",
+                services.gc.full_collections,
+            )
         if self._scheduler is not None:
             yield _counter(
                 "scheduled_transitions",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ledger.application import Ledger, TokenSigner
+from ledger.application import Ledger
 from ledger.persistence.snapshots import StateCodec
+from ledger.signing.keyring import Keyring
 from projections.boards import MandateRegister, MissionBoard, ProposalBoard
 from projections.follower import DurableProjection
 from projections.signals import SignalLog
@@ -28,7 +29,7 @@ class ReadModels:
         return [p.name for p in self.durable]
 
 
-def read_models(ledger: Ledger, signer: TokenSigner, issuer: str) -> ReadModels:
+def read_models(ledger: Ledger, signer: Keyring, issuer: str) -> ReadModels:
     codec = StateCodec(ledger.mapper.transcoder)
     return ReadModels(
         proposals=ProposalBoard(codec),

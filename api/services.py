@@ -17,6 +17,7 @@ from projections.key_directory import KeyDirectory
 from projections.pdp import DecisionPoint
 
 if TYPE_CHECKING:
+    from api.gc_policy import GcPolicy
     from api.oauth import OAuthVerifier
     from api.push import PushDelivery
     from api.sse_hub import SseHub
@@ -41,6 +42,7 @@ class Services:
     pdp: DecisionPoint
     sse: SseHub
     push: PushDelivery | None = None  # set by the lifespan once started
+    gc: GcPolicy | None = None  # set by the lifespan (settings.gc_freeze)
 
 
 async def get_services(request: Request) -> Services:

@@ -28,9 +28,12 @@ from ledger.domain.streams import Stream, StreamStatus
 from ledger.persistence.database import Database
 from projections.aggregate_tables import event_topics
 from projections.follower import Item
+from projections.signals import SignalLog
 
 STREAM_TOPICS = event_topics(Stream)
-BUFFER = 4096
+#: Recent frames kept per stream with subscribers here (a subscriber further behind pages
+#: from the store): bounds memory at ~256 x 0.7 KiB per subscribed stream.
+BUFFER = 256
 PAGE = 500
 RETRY_MS = 3000
 
@@ -81,8 +84,13 @@ class StreamInfo:
 
 
 class SseHub:
-    def __init__(self, database: Database) -> None:
+    name = "sse_hub"  # for the follower's per-read-model metrics
+
+    def __init__(self, database: Database, signals: SignalLog | None = None) -> None:
+        """With ``signals`` (this process's signal log), the SETs of a batch this process
+        committed itself are taken from it instead of being read back from the store."""
         self._db = database
+        self._signals = signals
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._channels: dict[str, Channel] = {}
@@ -135,22 +143,31 @@ class SseHub:
             listening = set(self._channels)
         if not listening or high <= low or self._loop is None:
             return
-        rows = self._db.fetchall(
-            "SELECT stream_id, seq, set_jwt FROM set_log "
-            "WHERE cause_position > %s AND cause_position <= %s ORDER BY stream_id, seq",
-            (low, high),
-        )
-        grouped: dict[str, list[tuple[int, bytes]]] = {}
-        for row in rows:
-            stream_id = str(row["stream_id"])
-            if stream_id in listening:
-                grouped.setdefault(stream_id, []).append(
-                    (int(row["seq"]), frame(int(row["seq"]), str(row["set_jwt"])))
+        published = None if self._signals is None else self._signals.published
+        if published is not None and (published.start, published.end) == (low, high):
+            rows = published.rows  # this process wrote exactly these (committed)
+        else:  # another replica did (or several batches' worth): read them back once
+            rows = tuple(
+                (str(row["stream_id"]), int(row["seq"]), str(row["set_jwt"]))
+                for row in self._db.fetchall(
+                    "SELECT stream_id, seq, set_jwt FROM set_log "
+                    "WHERE cause_position > %s AND cause_position <= %s",
+                    (low, high),
                 )
+            )
+        grouped: dict[str, list[tuple[int, bytes]]] = {}
+        for stream_id, seq, set_jwt in sorted(rows):
+            if stream_id in listening:
+                grouped.setdefault(stream_id, []).append((seq, frame(seq, set_jwt)))
+        if grouped:
+            self._loop.call_soon_threadsafe(self._publish, grouped)
+
+    def _publish(self, grouped: dict[str, list[tuple[int, bytes]]]) -> None:
+        """On the event loop: hand each stream's frames to its channel, if still joined."""
         for stream_id, frames in grouped.items():
             channel = self._channels.get(stream_id)
             if channel is not None:
-                self._loop.call_soon_threadsafe(channel.publish, frames)
+                channel.publish(frames)
 
     # ------------------------------------------------------------------ subscribers
 

@@ -43,6 +43,7 @@ from typing import Any, cast
 
 import httpx
 import uvloop
+from prometheus_client.parser import text_string_to_metric_families
 
 from api.sse_hub import frame
 from bench._fleet import (
@@ -695,6 +696,8 @@ async def run(the_fleet: Fleet, args: argparse.Namespace) -> dict[str, Any]:
             warm = await bench.server_trial()
             await bench.floor_trial(warm.trial)
         results: list[list[tuple[TrialResult, TrialResult]]] = []
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            seconds_before = await read_model_seconds(client, the_fleet)
         per_round = math.ceil(args.revocations / args.rounds)
         remaining = args.revocations
         for round_no in range(args.rounds):
@@ -712,6 +715,9 @@ async def run(the_fleet: Fleet, args: argparse.Namespace) -> dict[str, Any]:
                 f"  round {round_no + 1}/{args.rounds}: {count} revocations, last-subscriber "
                 f"p50 {percentile(lasts, 50):.0f} ms, max {max(lasts, default=0):.0f} ms"
             )
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            seconds_after = await read_model_seconds(client, the_fleet)
+        breakdown = server_breakdown(seconds_before, seconds_after, args.revocations)
         storm_result: StormResult | None = None
         storm_error = ""
         try:
@@ -734,7 +740,51 @@ async def run(the_fleet: Fleet, args: argparse.Namespace) -> dict[str, Any]:
         "integrity": integrity,
         "stream_seconds": stream_seconds,
         "connect_seconds": opened.seconds,
+        "breakdown": breakdown,
     }
+
+
+READ_MODEL_METRICS = (
+    "mission_ledger_read_model_apply_seconds_total",
+    "mission_ledger_read_model_lock_wait_seconds_total",
+)
+
+
+async def read_model_seconds(
+    client: httpx.AsyncClient, the_fleet: Fleet
+) -> dict[tuple[str, str, str], float]:
+    """(replica, metric, read model) -> seconds so far, from each replica's /metrics."""
+    out: dict[tuple[str, str, str], float] = {}
+    for replica in the_fleet.replicas:
+        text = (await client.get(replica.url + "/metrics", headers=the_fleet.auth("operator"))).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in READ_MODEL_METRICS:
+                    key = (replica.name, sample.name, sample.labels["read_model"])
+                    out[key] = sample.value
+    return out
+
+
+def server_breakdown(
+    before: dict[tuple[str, str, str], float],
+    after: dict[tuple[str, str, str], float],
+    revocations: int,
+) -> list[tuple[str, str, float, float]]:
+    """Per replica and read model: ms applying and ms waiting for another replica's lock,
+    per measured revocation (trials and their floor only; nothing else writes then)."""
+    rows = []
+    for replica, metric, read_model in sorted(after):
+        if metric != READ_MODEL_METRICS[0]:
+            continue
+        applying = after[(replica, metric, read_model)] - before.get(
+            (replica, metric, read_model), 0.0
+        )
+        wait_key = (replica, READ_MODEL_METRICS[1], read_model)
+        waiting = after.get(wait_key, 0.0) - before.get(wait_key, 0.0)
+        rows.append(
+            (replica, read_model, 1000 * applying / revocations, 1000 * waiting / revocations)
+        )
+    return rows
 
 
 def final_integrity(bench: Bench) -> dict[str, int]:
@@ -871,6 +921,15 @@ def render(out: dict[str, Any], args: argparse.Namespace, loads: tuple[str, str]
         f"revoke answers 503 stale_state (committed, but A's read models took longer than "
         f"read_your_writes_timeout_seconds): {out['stale_answers']}"
     )
+    lines += [
+        "",
+        "server time per revocation by read model (ms; from each replica's /metrics: applying, "
+        "and waiting while the other replica applied the same batch):",
+        table(
+            ["replica", "read model", "applying", "waiting for the other"],
+            [[r, m, f"{a:.1f}", f"{w:.1f}"] for r, m, a, w in out["breakdown"]],
+        ),
+    ]
     st: StormResult | None = out["storm"]
     if st is None:
         lines += ["", f"reconnect storm: FAILED: {out['storm_error']}"]
@@ -955,6 +1014,10 @@ def as_json(out: dict[str, Any], loads: tuple[str, str]) -> dict[str, Any]:
         "stale_answers": out["stale_answers"],
         "storm": storm_json(out["storm"], out["storm_error"]),
         "integrity": out["integrity"],
+        "server_ms_per_revocation": [
+            {"replica": r, "read_model": m, "applying_ms": a, "lock_wait_ms": w}
+            for r, m, a, w in out["breakdown"]
+        ],
         "server_log_problems": out.get("server_log_problems", {}),
     }
 

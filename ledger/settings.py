@@ -57,6 +57,17 @@ class Settings(BaseSettings):
     idempotency_retention_hours: int = Field(default=24, ge=24, le=24 * 90)
     policy_version: str = "mission-ledger/1"
     scheduler_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    gc_freeze: bool = Field(
+        default=True,
+        description="Freeze long-lived objects every scheduler tick so that full garbage "
+        "collections stay short (see api/gc_policy.py).",
+    )
+    gc_full_collection_minutes: float = Field(
+        default=60.0,
+        gt=0,
+        le=24 * 60,
+        description="With gc_freeze: how often everything is unfrozen and collected once.",
+    )
 
     db_pool_size: int = Field(default=4, ge=1, le=64)
     db_max_overflow: int = Field(default=8, ge=0, le=128)

@@ -106,6 +106,8 @@ class MissionEntry:
 class EvaluationIndex:
     """Missions and Mandates by id, plus each agent's Mandates (for the search APIs)."""
 
+    name = "evaluation_index"  # for the follower's per-read-model metrics
+
     def __init__(self, codec: StateCodec) -> None:
         self._codec = codec
         self._lock = threading.Lock()

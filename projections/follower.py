@@ -62,15 +62,38 @@ class DurableProjection(ABC):
     def apply(self, cur: Cursor, item: Item) -> None:
         """Update the read model for one event, inside the batch transaction."""
 
-    def begin_batch(self, cur: Cursor) -> None:  # noqa: B027 - an optional hook
-        """Called in the batch transaction before its first event (load shared state)."""
+    def begin_batch(self, cur: Cursor, tracked: int) -> None:  # noqa: B027 - an optional hook
+        """Called in the batch transaction before its first event (load shared state);
+        ``tracked`` is the position the committed rows reflect (-1 during a rebuild)."""
 
     def end_batch(self, cur: Cursor) -> None:  # noqa: B027 - an optional hook
         """Called in the batch transaction after its last event (write shared state)."""
 
+    def committed(self, start: int, end: int, *, applied: bool) -> None:  # noqa: B027
+        """Called after a batch transaction of this process committed, moving the tracking
+        position from ``start`` to ``end``; ``applied``: this read model's events of
+        (``start``, ``end``] went through ``begin_batch``/``apply``/``end_batch`` in it
+        (False: the range held none). Not called when another replica applied the range."""
+
     @abstractmethod
     def reset(self, cur: Cursor) -> None:
         """Delete every row of the read model (for a rebuild from position 0)."""
+
+
+@dataclass
+class ReadModelTimings:
+    """Cumulative time one read model of this process spent on the log's batches."""
+
+    batches: int = 0
+    #: Applying (for a durable one: from holding the tracking lock to the commit).
+    apply_seconds: float = 0.0
+    #: Waiting for the tracking lock while another replica applied the same events.
+    lock_wait_seconds: float = 0.0
+
+    def add(self, applying: float, waiting: float) -> None:
+        self.batches += 1
+        self.apply_seconds += applying
+        self.lock_wait_seconds += waiting
 
 
 class LiveConsumer(Protocol):
@@ -117,6 +140,12 @@ class LogFollower:
         self._error: BaseException | None = None
         self.started = False
         self.batches_applied = 0
+        #: Per read model: time spent applying batches and waiting for the tracking lock
+        #: (another replica applying the same batch), for the metrics endpoint.
+        self.timings: dict[str, ReadModelTimings] = {
+            name: ReadModelTimings()
+            for name in [p.name for p in self._durable] + [_live_name(c) for c in self._live]
+        }
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -237,6 +266,7 @@ class LogFollower:
         for projection in self._durable:
             self._apply_durable(projection, items)
         for index, consumer in enumerate(self._live):
+            started = time.perf_counter()
             floor = self._live_positions[index]
             for item in items:
                 if item.position > floor:
@@ -245,25 +275,34 @@ class LogFollower:
             end_batch = getattr(consumer, "end_batch", None)
             if end_batch is not None:
                 end_batch()
+            self.timings[_live_name(consumer)].add(time.perf_counter() - started, 0.0)
         self.batches_applied += 1
         self._advance(last)
 
     def _apply_durable(self, projection: DurableProjection, items: list[Item]) -> None:
-        with self._db.transaction() as cur:
-            tracked = _lock_tracking(cur, self._db.dialect, projection.name)
-            fresh = [i for i in items if i.position > tracked]
-            if not fresh:
-                return
-            relevant = [i for i in fresh if i.topic in projection.topics]
-            if relevant:
-                projection.begin_batch(cur)
-                for item in relevant:
-                    projection.apply(cur, item)
-                projection.end_batch(cur)
-            cur.execute(
-                "UPDATE projection_tracking SET position = %s WHERE projection = %s",
-                (fresh[-1].position, projection.name),
-            )
+        started = time.perf_counter()
+        locked = started
+        try:
+            with self._db.transaction() as cur:
+                tracked = _lock_tracking(cur, self._db.dialect, projection.name)
+                locked = time.perf_counter()
+                fresh = [i for i in items if i.position > tracked]
+                if not fresh:
+                    return
+                relevant = [i for i in fresh if i.topic in projection.topics]
+                if relevant:
+                    projection.begin_batch(cur, tracked)
+                    for item in relevant:
+                        projection.apply(cur, item)
+                    projection.end_batch(cur)
+                cur.execute(
+                    "UPDATE projection_tracking SET position = %s WHERE projection = %s",
+                    (fresh[-1].position, projection.name),
+                )
+            projection.committed(tracked, fresh[-1].position, applied=bool(relevant))
+        finally:
+            done = time.perf_counter()
+            self.timings[projection.name].add(done - locked, locked - started)
 
     def _advance(self, position: int) -> None:
         with self._cond:
@@ -354,7 +393,7 @@ class LogFollower:
                 items = [self._decode(n) for n in notifications]
                 relevant = [i for i in items if i.topic in projection.topics]
                 if relevant:
-                    projection.begin_batch(cur)
+                    projection.begin_batch(cur, -1)
                     for item in relevant:
                         projection.apply(cur, item)
                     projection.end_batch(cur)
@@ -367,6 +406,10 @@ class LogFollower:
                 (position, name),
             )
         return position
+
+
+def _live_name(consumer: LiveConsumer) -> str:
+    return str(getattr(consumer, "name", type(consumer).__name__))
 
 
 def _lock_tracking(cur: Cursor, dialect: Dialect, name: str) -> int:

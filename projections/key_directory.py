@@ -27,6 +27,7 @@ class KeyEntry:
 
 
 class KeyDirectory:
+    name = "key_directory"  # for the follower's per-read-model metrics
     topics = event_topics(ApiKey)
 
     def __init__(self) -> None:

@@ -13,12 +13,13 @@ It keeps its own copies of stream, Mission and Mandate state (``ssf_streams``,
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
+from datetime import datetime
 from typing import cast
 
+import orjson
 from eventsourcing.domain import BaseAggregate
 
-from ledger.application.base import TokenSigner
 from ledger.domain.actors import Actor
 from ledger.domain.events import LedgerCreated, LedgerEvent
 from ledger.domain.mandates import ExecutionMandate
@@ -32,8 +33,9 @@ from ledger.domain.sets import (
     stream_signal,
 )
 from ledger.domain.streams import Stream
-from ledger.persistence.database import Cursor
+from ledger.persistence.database import Cursor, Dialect
 from ledger.persistence.snapshots import StateCodec
+from ledger.signing.keyring import Keyring
 from projections.aggregate_tables import event_topics, micros
 from projections.follower import DurableProjection, Item
 
@@ -42,11 +44,20 @@ MANDATE_TOPICS = event_topics(ExecutionMandate)
 STREAM_TOPICS = event_topics(Stream)
 
 
+@dataclass(frozen=True)
+class PublishedSets:
+    """Every SET caused by the events in (``start``, ``end``]: (stream, seq, compact SET)."""
+
+    start: int
+    end: int
+    rows: tuple[tuple[str, int, str], ...]
+
+
 class SignalLog(DurableProjection):
     name = "signal_log"
     topics = MISSION_TOPICS | MANDATE_TOPICS | STREAM_TOPICS
 
-    def __init__(self, codec: StateCodec, signer: TokenSigner, issuer: str) -> None:
+    def __init__(self, codec: StateCodec, signer: Keyring, issuer: str) -> None:
         self._codec = codec
         self._signer = signer
         self._issuer = issuer
@@ -54,21 +65,48 @@ class SignalLog(DurableProjection):
         self._next_seq: dict[str, int] = {}
         self._dirty: set[str] = set()  # streams whose state changed (snapshot rewritten)
         self._advanced: set[str] = set()  # streams that only got SETs (next_seq moved)
-        self._rows: list[tuple[object, ...]] = []  # set_log rows, written at the batch's end
+        # set_log rows without their SET, signed and written at the batch's end, and the
+        # payload and signing parameters of each.
+        self._rows: list[tuple[object, ...]] = []
+        self._unsigned: list[tuple[bytes, str, datetime]] = []
         # Thawed streams from earlier batches, by id: (the row's position marker, stream).
         # Never mutated: a batch that changes a stream works on its own copy, so a batch
         # that rolls back leaves the cache equal to the committed rows.
         self._cache: dict[str, tuple[int, Stream]] = {}
         self._copied: set[str] = set()
         self._marker: dict[str, int] = {}  # position of the last stream event this batch
-        #: Positions of the SETs this process appended in its last committed batch.
-        self.appended = 0
+        # The tracking position at which the copies above equal the committed rows (None:
+        # unknown), and the committed next seq of every live stream then.
+        self._valid_at: int | None = None
+        self._committed_seq: dict[str, int] = {}
+        self._signed: list[tuple[str, int, str]] = []  # (stream, seq, SET) of this batch
+        #: The SETs of the last batch this process committed, for the SSE hub of this
+        #: process (which then need not read back what was just written).
+        self.published: PublishedSets | None = None
 
     # ------------------------------------------------------------------ batch
 
-    def begin_batch(self, cur: Cursor) -> None:
-        # Every batch needs every live stream (any change may concern any of them); only
-        # the streams whose row changed since they were cached are thawed again.
+    def begin_batch(self, cur: Cursor, tracked: int) -> None:
+        # Every batch needs every live stream and its next seq (any change may concern any
+        # of them). When this process committed the rows at ``tracked`` itself, nobody has
+        # changed them since (only this projection writes them, under the tracking lock):
+        # its copies are the committed rows and nothing is read. Otherwise only the
+        # streams whose row changed since they were cached are thawed again.
+        if self._valid_at is not None and self._valid_at == tracked:
+            self._next_seq = dict(self._committed_seq)
+            self._streams = {sid: entry[1] for sid, entry in self._cache.items()}
+        else:
+            self._load(cur)
+        self._valid_at = None  # until this batch commits
+        self._copied = set()
+        self._marker = {}
+        self._dirty = set()
+        self._advanced = set()
+        self._rows = []
+        self._unsigned = []
+        self._signed = []
+
+    def _load(self, cur: Cursor) -> None:
         cur.execute("SELECT stream_id, next_seq, position FROM ssf_streams WHERE deleted = 0")
         markers: dict[str, int] = {}
         self._next_seq = {}
@@ -87,19 +125,36 @@ class SignalLog(DurableProjection):
                     cache[stream_id] = (int(row["position"]), stream)
         self._cache = cache
         self._streams = {sid: cache[sid][1] for sid in markers if sid in cache}
-        self._copied = set()
-        self._marker = {}
-        self._dirty = set()
-        self._advanced = set()
-        self._rows = []
+
+    def committed(self, start: int, end: int, *, applied: bool) -> None:
+        if not applied:
+            # No stream changed and no SET was written in (start, end].
+            if self._valid_at == start:
+                self._valid_at = end
+            self.published = PublishedSets(start, end, ())
+            return
+        self._cache = {
+            sid: (self._marker[sid], stream) if sid in self._marker else self._cache[sid]
+            for sid, stream in self._streams.items()
+        }
+        self._committed_seq = self._next_seq
+        self._valid_at = end
+        self.published = PublishedSets(start, end, tuple(self._signed))
 
     def end_batch(self, cur: Cursor) -> None:
-        # One change may give a SET to every stream: written in bulk (one round trip on
-        # PostgreSQL), in the same transaction as the tracking position.
+        # One change may give a SET to every stream: signed together and written in bulk
+        # (COPY on PostgreSQL), in the same transaction as the tracking position.
         if self._rows:
-            cur.executemany(_INSERT_SET, self._rows)
+            cur.copy_in("set_log", _SET_COLUMNS, self._signed_rows())
         advanced = sorted(self._advanced - self._dirty)
-        if advanced:
+        if advanced and cur.dialect is Dialect.POSTGRES:
+            cur.execute(
+                "UPDATE ssf_streams AS s SET next_seq = v.next_seq "
+                "FROM unnest(%s::text[], %s::bigint[]) AS v(stream_id, next_seq) "
+                "WHERE s.stream_id = v.stream_id",
+                (advanced, [self._next_seq[stream_id] for stream_id in advanced]),
+            )
+        elif advanced:
             cur.executemany(
                 "UPDATE ssf_streams SET next_seq = %s WHERE stream_id = %s",
                 [(self._next_seq[stream_id], stream_id) for stream_id in advanced],
@@ -121,6 +176,8 @@ class SignalLog(DurableProjection):
             )
 
     def reset(self, cur: Cursor) -> None:
+        self._valid_at = None
+        self.published = None
         # Push progress (push_state) is delivery state, not part of this read model: kept,
         # so a rebuild does not push everything again. Poll acknowledgements are lost.
         self._cache = {}
@@ -168,6 +225,7 @@ class SignalLog(DurableProjection):
             )
             self._streams[stream.stream_id] = stream
             self._next_seq[stream.stream_id] = 1
+            self._marker[stream.stream_id] = item.position
             return
         stream_id = event.originator_id.removeprefix("stream:")
         current = self._streams.get(stream_id)
@@ -222,12 +280,6 @@ class SignalLog(DurableProjection):
         claims = set_claims(
             signal, issuer=self._issuer, aud=stream.aud, stream_id=stream_id, position=position
         )
-        token = self._signer.sign_compact(
-            {"typ": SET_TYP},
-            json.dumps(claims, separators=(",", ":")).encode(),
-            alg=str(stream.config.get("signing_alg", "ES256")),
-            now=signal.occurred_at,
-        )
         seq = self._next_seq[stream_id]
         self._rows.append(
             (
@@ -236,18 +288,44 @@ class SignalLog(DurableProjection):
                 claims["jti"],
                 signal.event_type,
                 position,
-                token,
                 micros(signal.occurred_at),
             )
         )
+        alg = str(stream.config.get("signing_alg", "ES256"))
+        self._unsigned.append((orjson.dumps(claims), alg, signal.occurred_at))
         self._next_seq[stream_id] = seq + 1
         self._advanced.add(stream_id)
-        self.appended += 1
+
+    def _signed_rows(self) -> list[tuple[object, ...]]:
+        """The batch's rows with their SETs, signed per (algorithm, instant) group."""
+        groups: dict[tuple[str, datetime], list[int]] = {}
+        for index, (_, alg, occurred_at) in enumerate(self._unsigned):
+            groups.setdefault((alg, occurred_at), []).append(index)
+        tokens: list[str] = [""] * len(self._unsigned)
+        for (alg, occurred_at), indexes in groups.items():
+            signed = self._signer.sign_compact_many(
+                {"typ": SET_TYP},
+                [self._unsigned[i][0] for i in indexes],
+                alg=alg,
+                now=occurred_at,
+            )
+            for i, token in zip(indexes, signed, strict=True):
+                tokens[i] = token
+        self._signed = [
+            (str(row[0]), cast("int", row[1]), token)
+            for row, token in zip(self._rows, tokens, strict=True)
+        ]
+        return [(*row[:5], token, row[5]) for row, token in zip(self._rows, tokens, strict=True)]
 
 
-_INSERT_SET = (
-    "INSERT INTO set_log (stream_id, seq, jti, event_type, cause_position, set_jwt, "
-    "created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+_SET_COLUMNS = (
+    "stream_id",
+    "seq",
+    "jti",
+    "event_type",
+    "cause_position",
+    "set_jwt",
+    "created_at",
 )
 
 

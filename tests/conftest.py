@@ -55,6 +55,20 @@ class MutableClock:
 T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_gc_freeze_in_test_processes() -> Iterator[None]:
+    """Apps started inside the test process leave the collector alone: freezing (and the
+    full collection before it) would act on the whole pytest process at every start-up.
+    Servers started as subprocesses (tests/e2e) run the default policy."""
+    previous = os.environ.get("MISSION_LEDGER_GC_FREEZE")
+    os.environ["MISSION_LEDGER_GC_FREEZE"] = "false"
+    yield
+    if previous is None:
+        os.environ.pop("MISSION_LEDGER_GC_FREEZE", None)
+    else:
+        os.environ["MISSION_LEDGER_GC_FREEZE"] = previous
+
+
 @pytest.fixture
 def clock() -> MutableClock:
     return MutableClock(T0)

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
+from psycopg import sql
 
 
 class Dialect(StrEnum):
@@ -24,8 +25,15 @@ class Dialect(StrEnum):
 
 
 class Cursor(Protocol):
+    dialect: Dialect
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+    def copy_in(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Insert many rows: ``COPY … FROM STDIN`` on PostgreSQL, ``executemany`` on SQLite
+        (``table`` and ``columns`` are the caller's constants, never request data)."""
+        ...
+
     def fetchone(self) -> dict[str, Any] | None: ...
     def fetchall(self) -> list[dict[str, Any]]: ...
     @property
@@ -33,8 +41,18 @@ class Cursor(Protocol):
 
 
 class _PostgresCursor:
+    dialect = Dialect.POSTGRES
+
     def __init__(self, cursor: Any) -> None:
         self._cursor = cursor
+
+    def copy_in(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+        )
+        with self._cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self._cursor.execute(sql, tuple(params))
@@ -56,8 +74,15 @@ class _PostgresCursor:
 
 
 class _SQLiteCursor:
+    dialect = Dialect.SQLITE
+
     def __init__(self, cursor: Any) -> None:
         self._cursor = cursor
+
+    def copy_in(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        marks = ", ".join("?" for _ in columns)
+        statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
+        self._cursor.executemany(statement, [tuple(row) for row in rows])
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self._cursor.execute(sql.replace("%s", "?"), tuple(params))

@@ -23,9 +23,11 @@ Thread-safe: readers use an immutable snapshot that ``refresh`` swaps atomically
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import threading
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -185,6 +187,10 @@ def _with_retirement(entry: _Entry, retired_at: datetime | None) -> _Entry:
         verification_key=entry.verification_key,
         retired_at=retired_at,
     )
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
 @lru_cache(maxsize=32)
@@ -405,6 +411,39 @@ class Keyring:
         return serialize_compact(
             protected, payload, entry.signing_key, registry=_registry(frozenset({alg}))
         )
+
+    def sign_compact_many(
+        self,
+        header: Mapping[str, Any],
+        payloads: Sequence[bytes],
+        *,
+        alg: str,
+        now: datetime,
+    ) -> list[str]:
+        """``sign_compact`` of each payload under one protected header, for a batch.
+
+        The header is encoded once and each signature is made by joserfc's algorithm
+        (``JWSRegistry.get_alg(alg).sign``), skipping the per-call header checks and
+        encoding of ``serialize_compact`` (~22 instead of ~29 us per ES256 token here).
+        The compact form is RFC 7515 section 7.1: ``b64(header).b64(payload).b64(sig)``.
+        (Threads do not help: the GIL-bound Python around each signature dominates.)
+        """
+        clash = {"alg", "kid"} & set(header)
+        if clash:
+            msg = f"the keyring sets {', '.join(sorted(clash))} itself; leave it out of the header"
+            raise ValueError(msg)
+        entry = self._active_entry(alg, now)
+        model = _registry(frozenset({alg})).get_alg(alg)
+        protected = {**header, "alg": alg, "kid": entry.kid}
+        prefix = _b64(json.dumps(protected, separators=(",", ":")).encode()) + b"."
+        key = entry.signing_key
+
+        tokens = []
+        for payload in payloads:
+            signing_input = prefix + _b64(payload)
+            signature = _b64(model.sign(signing_input, key))
+            tokens.append((signing_input + b"." + signature).decode("ascii"))
+        return tokens
 
     def verify_compact(
         self, token: str, *, algorithms: Collection[str], now: datetime

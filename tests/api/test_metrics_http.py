@@ -3,9 +3,13 @@ process did; a credential is required like everywhere else."""
 
 from __future__ import annotations
 
+from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.api.conftest import Api, assert_problem
+from api.app import create_app
+from ledger.settings import Settings
+from tests.api.conftest import Api, assert_problem, issue_keys, with_kek
+from tests.conftest import MutableClock
 
 
 def _samples(
@@ -41,6 +45,19 @@ def test_metrics_report_the_log_head_and_the_read_model_position(api: Api) -> No
     assert samples[("mission_ledger_index_missions", ())] == 1
 
 
+def test_metrics_report_each_read_models_batches_and_time(api: Api) -> None:
+    before = _samples(api)
+    api.mission()
+    after = _samples(api)
+    for read_model in ("mission_board", "signal_log", "evaluation_index", "sse_hub"):
+        labels = (("read_model", read_model),)
+        batches = "mission_ledger_read_model_batches_total"
+        assert after[(batches, labels)] > before[(batches, labels)], read_model
+        applying = "mission_ledger_read_model_apply_seconds_total"
+        assert after[(applying, labels)] > before[(applying, labels)], read_model
+        assert ("mission_ledger_read_model_lock_wait_seconds_total", labels) in after
+
+
 def test_metrics_count_decisions_by_outcome_and_denial_reason(api: Api) -> None:
     body = {
         "subject": {"type": "agent", "id": "agent-1"},
@@ -60,3 +77,19 @@ def test_metrics_count_decisions_by_outcome_and_denial_reason(api: Api) -> None:
         if name == "mission_ledger_denials_total"
     }
     assert sum(denials.values()) == 3
+
+
+def test_metrics_report_the_frozen_objects_when_the_gc_policy_is_on(
+    store_settings: Settings, clock: MutableClock
+) -> None:
+    settings = with_kek(store_settings).model_copy(update={"gc_freeze": True})
+    with TestClient(create_app(settings, clock=clock)) as client:
+        operator = issue_keys(client)["operator"]
+        response = client.get("/metrics", headers={"Authorization": f"Bearer {operator}"})
+        samples = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples
+        }
+    assert samples["mission_ledger_gc_frozen_objects"] > 0
+    assert samples["mission_ledger_gc_full_collections_total"] == 0

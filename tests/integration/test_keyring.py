@@ -188,6 +188,28 @@ def test_signed_header_carries_alg_kid_and_the_callers_typ(
     }
 
 
+@pytest.mark.parametrize("alg", SUPPORTED_ALGS)
+def test_a_signed_batch_keeps_its_order_and_each_token_verifies_independently(
+    keyring: Keyring, clock: MutableClock, alg: str
+) -> None:
+    info = keyring.ensure(alg, clock.now())
+    payloads = [json.dumps({**CLAIMS, "jti": f"set-{i}"}).encode() for i in range(20)]
+    tokens = keyring.sign_compact_many(HEADER, payloads, alg=alg, now=clock.now())
+    jwks = _published(keyring, clock)
+    assert len(tokens) == len(payloads)
+    for token, payload in zip(tokens, payloads, strict=True):
+        assert _header(token) == {**HEADER, "alg": alg, "kid": info.kid}
+        assert _jwcrypto_verify(token, jwks, alg) == payload
+        assert _pyjwt_verify(token, jwks) == json.loads(payload)
+        assert keyring.verify_compact(token, algorithms=[alg], now=clock.now())[1] == payload
+
+
+def test_a_signed_batch_refuses_a_caller_chosen_kid(keyring: Keyring, clock: MutableClock) -> None:
+    keyring.ensure("ES256", clock.now())
+    with pytest.raises(ValueError, match="kid"):
+        keyring.sign_compact_many({"kid": "x"}, [PAYLOAD], alg="ES256", now=clock.now())
+
+
 @pytest.mark.parametrize("member", ["alg", "kid"])
 def test_callers_cannot_choose_alg_or_kid(
     keyring: Keyring, clock: MutableClock, member: str
