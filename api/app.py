@@ -98,10 +98,10 @@ def build_services(settings: Settings, clock: Clock) -> Services:
 def _maintain(services: Services, retention: Retention) -> None:
     """Every scheduler tick: pick up rotated signing keys, prune what outlived retention,
     freeze long-lived objects."""
+    if services.gc is not None:
+        services.gc.tick()  # first: needs no database
     services.keyring.refresh()
     retention.tick(services.clock.now())
-    if services.gc is not None:
-        services.gc.tick()
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:

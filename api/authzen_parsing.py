@@ -38,8 +38,9 @@ def parse_body(content_type: str | None, body: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         # orjson refuses some documents RFC 8259 allows (lone surrogate escapes, numbers
         # beyond a double): the standard parser has the last word, so only malformed
-        # bodies pay twice. (orjson reads integers beyond 64 bits as floats; no member the
-        # decision reads is numeric: amounts are decimal strings.)
+        # bodies pay twice. (orjson reads integers beyond 64 bits as floats: the only numeric
+        # member read, context.consistency.min_position, is then refused as not an integer,
+        # where no log position could reach it anyway; amounts are decimal strings.)
         try:
             value = json.loads(body)
         except (ValueError, UnicodeDecodeError):

@@ -59,7 +59,10 @@ class Scheduler:
         while not self._stopping.wait(self._interval):
             try:
                 self.tick()
-                if self._on_tick is not None:
-                    self._on_tick()
             except Exception:
                 log.exception("scheduler tick failed")
+            if self._on_tick is not None:
+                try:
+                    self._on_tick()  # also while the store is unreachable
+                except Exception:
+                    log.exception("scheduler maintenance failed")

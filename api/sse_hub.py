@@ -55,6 +55,10 @@ class Channel:
 
     def publish(self, rows: Sequence[tuple[int, bytes]]) -> None:
         for row in rows:
+            if self.buffer and row[0] > self.buffer[-1][0] + 1:
+                # A gap (a batch this process could not hand over): the buffer must stay
+                # contiguous, so subscribers behind it page the missing SETs from the store.
+                self.buffer.clear()
             if not self.buffer or row[0] > self.buffer[-1][0]:
                 self.buffer.append(row)
         self._wake()
@@ -138,10 +142,10 @@ class SseHub:
     def end_batch(self) -> None:
         """Hand every SET the batch caused to the channels of its streams."""
         low, high = self._scanned, self._batch_high
-        self._scanned = high
         with self._lock:
             listening = set(self._channels)
         if not listening or high <= low or self._loop is None:
+            self._scanned = high
             return
         published = None if self._signals is None else self._signals.published
         if published is not None and (published.start, published.end) == (low, high):
@@ -155,6 +159,7 @@ class SseHub:
                     (low, high),
                 )
             )
+        self._scanned = high  # only now: a failed read is retried with the next batch
         grouped: dict[str, list[tuple[int, bytes]]] = {}
         for stream_id, seq, set_jwt in sorted(rows):
             if stream_id in listening:

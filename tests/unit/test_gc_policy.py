@@ -79,3 +79,12 @@ def test_frozen_objects_without_cycles_are_still_freed_at_once(policy: GcPolicy)
 class Leaf:
     def __init__(self, value: object) -> None:
         self.value = value
+
+
+def test_cyclic_garbage_younger_than_a_tick_is_collected_not_frozen(policy: GcPolicy) -> None:
+    policy.start()
+    cycle = Cycle()
+    ref = weakref.ref(cycle)
+    del cycle
+    policy.tick()
+    assert ref() is None
