@@ -64,8 +64,12 @@ def build_services(settings: Settings, clock: Clock) -> Services:
     sse = SseHub(ledger.database, models.signals)
     follower = LogFollower(
         ledger,
-        durable=models.durable,
-        live=[keys, index, sse],
+        durable=[models.proposals, models.missions, models.mandates],
+        live=[keys, index],
+        # Writes do not wait for these (see api/consistency.py): with many SSF streams the
+        # signal log's batch (a signed SET per stream) would hold up every write's answer.
+        trailing_durable=[models.signals],
+        trailing_live=[sse],
         listen_dsn=None if settings.embedded else settings.postgres_params(),
     )
     follower.start()
@@ -85,6 +89,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         proposals=models.proposals,
         missions=models.missions,
         mandates=models.mandates,
+        signals=models.signals,
         keys=keys,
         oauth=oauth,
         keyring=keyring,

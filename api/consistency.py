@@ -24,34 +24,53 @@ def parse_min_position(value: str | None) -> int | None:
     return int(text)
 
 
+async def _fresh(services: Services, value: str | None, *, core: bool) -> None:
+    position = parse_min_position(value)
+    if position is None:
+        return
+    timeout = services.settings.read_your_writes_timeout_seconds
+    if not await services.follower.wait_async(position, timeout, core=core):
+        reached = services.follower.core_position if core else services.follower.position
+        raise StaleState(
+            f"this replica's read models are at position {reached}, "
+            f"behind the requested {position}; retry shortly",
+            extensions={"position": reached, "requested": position},
+        )
+
+
 async def require_fresh(
     services: Annotated[Services, Depends(get_services)],
     ledger_min_position: Annotated[str | None, Header(alias=MIN_POSITION_HEADER)] = None,
 ) -> None:
-    """Wait (up to the configured bound) until this replica's read models include the
+    """Wait (up to the configured bound) until this replica's core read models include the
     requested position; 503 ``stale_state`` if they do not get there in time."""
-    position = parse_min_position(ledger_min_position)
-    if position is None:
-        return
-    timeout = services.settings.read_your_writes_timeout_seconds
-    if not await services.follower.wait_async(position, timeout):
-        raise StaleState(
-            f"this replica's read models are at position {services.follower.position}, "
-            f"behind the requested {position}; retry shortly",
-            extensions={"position": services.follower.position, "requested": position},
-        )
+    await _fresh(services, ledger_min_position, core=True)
+
+
+async def require_fresh_signals(
+    services: Annotated[Services, Depends(get_services)],
+    ledger_min_position: Annotated[str | None, Header(alias=MIN_POSITION_HEADER)] = None,
+) -> None:
+    """``require_fresh`` for SSF reads: the signal log's tables must include it too."""
+    await _fresh(services, ledger_min_position, core=False)
 
 
 Fresh = Depends(require_fresh)
+FreshSignals = Depends(require_fresh_signals)
 
 
-async def answer_write(services: Services, response: Response, position: int | None) -> None:
-    """Set ``Ledger-Position`` and wait until local read models include the write."""
+async def answer_write(
+    services: Services, response: Response, position: int | None, *, signals: bool = False
+) -> None:
+    """Set ``Ledger-Position`` and wait until local read models include the write: the core
+    ones (boards, evaluation index), and with ``signals`` (SSF stream writes) the signal log
+    and the SSE hub too. SETs caused by other writes are delivered asynchronously, as SSF
+    intends; a write's answer does not wait for one SET per stream to be signed."""
     if position is None:
         return
     response.headers[POSITION_HEADER] = str(position)
     timeout = services.settings.read_your_writes_timeout_seconds
-    if not await services.follower.wait_async(position, timeout):
+    if not await services.follower.wait_async(position, timeout, core=not signals):
         raise StaleState(
             f"the write was committed at position {position}, but this replica's read "
             "models have not caught up yet; read with Ledger-Min-Position to see it",

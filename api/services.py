@@ -15,6 +15,7 @@ from projections.evaluation_index import EvaluationIndex
 from projections.follower import LogFollower
 from projections.key_directory import KeyDirectory
 from projections.pdp import DecisionPoint
+from projections.signals import SignalLog
 
 if TYPE_CHECKING:
     from api.gc_policy import GcPolicy
@@ -34,6 +35,7 @@ class Services:
     proposals: ProposalBoard
     missions: MissionBoard
     mandates: MandateRegister
+    signals: SignalLog
     keys: KeyDirectory
     oauth: OAuthVerifier | None
     keyring: Keyring

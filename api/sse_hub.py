@@ -201,14 +201,17 @@ class SseHub:
         return [(int(r["seq"]), frame(int(r["seq"]), str(r["set_jwt"]))) for r in rows]
 
     def _bounds(self, stream_id: str) -> tuple[int | None, int]:
-        """(oldest retained seq or None if empty, next seq to be written)."""
-        row = self._db.fetchone(
-            "SELECT min(seq) AS oldest, max(seq) AS newest FROM set_log WHERE stream_id = %s",
-            (stream_id,),
-        )
-        stream = self._db.fetchone(
-            "SELECT next_seq FROM ssf_streams WHERE stream_id = %s", (stream_id,)
-        )
+        """(oldest retained seq or None if empty, next seq to be written), read in one
+        snapshot: read apart, a batch committed in between would make an empty log look
+        like one whose SETs were all pruned, and the new subscriber would skip one."""
+        with self._db.snapshot() as cur:
+            cur.execute(
+                "SELECT min(seq) AS oldest, max(seq) AS newest FROM set_log WHERE stream_id = %s",
+                (stream_id,),
+            )
+            row = cur.fetchone()
+            cur.execute("SELECT next_seq FROM ssf_streams WHERE stream_id = %s", (stream_id,))
+            stream = cur.fetchone()
         next_seq = 1 if stream is None else int(stream["next_seq"])
         oldest = None if row is None or row["oldest"] is None else int(row["oldest"])
         return oldest, next_seq

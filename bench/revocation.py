@@ -911,7 +911,7 @@ def render(out: dict[str, Any], args: argparse.Namespace, loads: tuple[str, str]
         f"p99 {_fmt(overall['each_subscriber_p99_ms'])} ms; last on A p50 "
         f"{_fmt(overall['last_on_a_p50_ms'])} ms, last on B p50 "
         f"{_fmt(overall['last_on_b_p50_ms'])} ms",
-        f"revoke answer (A, includes signing every stream's SET): p50 "
+        f"revoke answer (A; writes wait for the core read models, not the signal log): p50 "
         f"{_fmt(overall['response_p50_ms'])} ms, p99 {_fmt(overall['response_p99_ms'])} ms",
         f"missing SETs at the {args.seconds:.0f} s trial deadline: {int(overall['missing'])} "
         f"(floor {int(overall['floor_missing'])}); trials whose txn was not the revocation's: "

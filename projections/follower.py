@@ -80,6 +80,16 @@ class DurableProjection(ABC):
         """Delete every row of the read model (for a rebuild from position 0)."""
 
 
+@dataclass(frozen=True, eq=False)  # compared by identity: each waiter is removed by itself
+class _Waiter:
+    """An ``await wait_async(position)`` in some event loop."""
+
+    position: int
+    core: bool
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None]
+
+
 @dataclass
 class ReadModelTimings:
     """Cumulative time one read model of this process spent on the log's batches."""
@@ -116,14 +126,21 @@ class LogFollower:
         *,
         durable: Sequence[DurableProjection] = (),
         live: Sequence[LiveConsumer] = (),
+        trailing_durable: Sequence[DurableProjection] = (),
+        trailing_live: Sequence[LiveConsumer] = (),
         listen_dsn: dict[str, Any] | None = None,
         poll_interval: float = 1.0,
         batch_size: int = 500,
     ) -> None:
+        """``durable`` and ``live`` read models make up the *core position* (what writes
+        wait for); the ``trailing_*`` ones (the signal log and the SSE hub) are applied after
+        it has advanced, so a write's answer does not wait for them."""
         self._ledger = ledger
         self._db = ledger.database
-        self._durable = list(durable)
-        self._live = list(live)
+        self._durable = [*durable, *trailing_durable]
+        self._live = [*live, *trailing_live]
+        self._core_durable = len(durable)
+        self._core_live = len(live)
         self._live_positions: list[int] = []
         self._listen_dsn = listen_dsn
         # A channel of this follower's own: stop() notifies it to end the LISTEN wait at once.
@@ -134,8 +151,9 @@ class LogFollower:
         self._stopping = threading.Event()
         self._cond = threading.Condition()
         self._position = 0
+        self._core_position = 0
         self._async_lock = threading.Lock()
-        self._async_waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._async_waiters: list[_Waiter] = []
         self._threads: list[threading.Thread] = []
         self._error: BaseException | None = None
         self.started = False
@@ -154,6 +172,7 @@ class LogFollower:
         self._ensure_tracking_rows()
         self._live_positions = [consumer.bootstrap(self._ledger) for consumer in self._live]
         self._position = min([*self._live_positions, *self._durable_positions(), self.head()])
+        self._core_position = self._position
         self._ledger.commit_listeners.add(self._on_commit)
         self.catch_up()
         follow = threading.Thread(target=self._run, name="ledger-follower", daemon=True)
@@ -179,8 +198,8 @@ class LogFollower:
         self._threads.clear()
         with self._async_lock:
             waiters, self._async_waiters = self._async_waiters, []
-        for _, loop, future in waiters:
-            loop.call_soon_threadsafe(_cancel, future)
+        for waiter in waiters:
+            waiter.loop.call_soon_threadsafe(_cancel, waiter.future)
 
     # ------------------------------------------------------------------ positions
 
@@ -188,6 +207,14 @@ class LogFollower:
     def position(self) -> int:
         """Every read model of this process includes every event up to here."""
         return self._position
+
+    @property
+    def core_position(self) -> int:
+        """The core read models (all but the trailing ones) include every event up to here."""
+        return self._core_position
+
+    def _reached(self, position: int, *, core: bool) -> bool:
+        return (self._core_position if core else self._position) >= position
 
     def head(self) -> int:
         return self._ledger.head_position()
@@ -202,38 +229,39 @@ class LogFollower:
     def ring(self) -> None:
         self._bell.set()
 
-    def wait(self, position: int, timeout: float) -> bool:
-        """Block until ``position`` is applied here (True) or ``timeout`` passes (False)."""
-        if self._position >= position:
+    def wait(self, position: int, timeout: float, *, core: bool = False) -> bool:
+        """Block until ``position`` is applied here (True) or ``timeout`` passes (False);
+        with ``core``, by the core read models only."""
+        if self._reached(position, core=core):
             return True
         self._bell.set()
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._position < position:
+            while not self._reached(position, core=core):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
                 self._cond.wait(remaining)
         return True
 
-    async def wait_async(self, position: int, timeout: float) -> bool:
-        if self._position >= position:
+    async def wait_async(self, position: int, timeout: float, *, core: bool = False) -> bool:
+        if self._reached(position, core=core):
             return True
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        entry = (position, loop, future)
+        entry = _Waiter(position, core, loop, future)
         with self._async_lock:
             self._async_waiters.append(entry)
-        if self._position >= position:  # advanced while registering
+        if self._reached(position, core=core):  # advanced while registering
             future.cancel()
         self._bell.set()
         try:
             if not future.cancelled():
                 await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
-            return self._position >= position
+            return self._reached(position, core=core)
         except asyncio.CancelledError:
-            if self._position < position:
+            if not self._reached(position, core=core):
                 raise
         finally:
             with self._async_lock:
@@ -263,21 +291,31 @@ class LogFollower:
 
     def _apply(self, items: list[Item]) -> None:
         last = items[-1].position
-        for projection in self._durable:
+        for projection in self._durable[: self._core_durable]:
             self._apply_durable(projection, items)
-        for index, consumer in enumerate(self._live):
-            started = time.perf_counter()
-            floor = self._live_positions[index]
-            for item in items:
-                if item.position > floor:
-                    consumer.apply(item)
-            self._live_positions[index] = max(floor, last)
-            end_batch = getattr(consumer, "end_batch", None)
-            if end_batch is not None:
-                end_batch()
-            self.timings[_live_name(consumer)].add(time.perf_counter() - started, 0.0)
+        for index in range(self._core_live):
+            self._apply_live(index, items)
+        self._advance(last, core_only=True)
+        for projection in self._durable[self._core_durable :]:
+            self._apply_durable(projection, items)
+        for index in range(self._core_live, len(self._live)):
+            self._apply_live(index, items)
         self.batches_applied += 1
         self._advance(last)
+
+    def _apply_live(self, index: int, items: list[Item]) -> None:
+        consumer = self._live[index]
+        started = time.perf_counter()
+        floor = self._live_positions[index]
+        last = items[-1].position
+        for item in items:
+            if item.position > floor:
+                consumer.apply(item)
+        self._live_positions[index] = max(floor, last)
+        end_batch = getattr(consumer, "end_batch", None)
+        if end_batch is not None:
+            end_batch()
+        self.timings[_live_name(consumer)].add(time.perf_counter() - started, 0.0)
 
     def _apply_durable(self, projection: DurableProjection, items: list[Item]) -> None:
         started = time.perf_counter()
@@ -304,14 +342,16 @@ class LogFollower:
             done = time.perf_counter()
             self.timings[projection.name].add(done - locked, locked - started)
 
-    def _advance(self, position: int) -> None:
+    def _advance(self, position: int, *, core_only: bool = False) -> None:
         with self._cond:
-            self._position = max(self._position, position)
+            self._core_position = max(self._core_position, position)
+            if not core_only:
+                self._position = max(self._position, position)
             self._cond.notify_all()
         with self._async_lock:
-            ready = [w for w in self._async_waiters if w[0] <= self._position]
-        for _, loop, future in ready:
-            loop.call_soon_threadsafe(_resolve, future)
+            ready = [w for w in self._async_waiters if self._reached(w.position, core=w.core)]
+        for waiter in ready:
+            waiter.loop.call_soon_threadsafe(_resolve, waiter.future)
 
     # ------------------------------------------------------------------ threads
 

@@ -74,7 +74,7 @@ async def _fresh(services: Services, request: Request, context: Mapping[str, Any
         return None
     wanted = max(demanded)
     timeout = services.settings.read_your_writes_timeout_seconds
-    if await services.follower.wait_async(wanted, timeout):
+    if await services.follower.wait_async(wanted, timeout, core=True):
         return None
     return wanted
 
@@ -100,7 +100,7 @@ async def evaluation(request: Request) -> Response:
     except (AuthZenBadRequest, InvalidRequest) as error:
         return _bad(error)
     if behind is not None:
-        return _json(stale(new_evaluation_id(), services.follower.position, behind).to_json())
+        return _json(stale(new_evaluation_id(), services.follower.core_position, behind).to_json())
     decision = services.pdp.evaluate(item, services.clock.now())
     return _json(decision.to_json(), started)
 
@@ -159,7 +159,7 @@ async def evaluations(request: Request, principal: PrincipalDep, services: Servi
                 },
             )
         if behind is not None:
-            return stale(new_evaluation_id(), services.follower.position, behind)
+            return stale(new_evaluation_id(), services.follower.core_position, behind)
         return services.pdp.evaluate(item, now)
 
     if batch.single:

@@ -30,9 +30,15 @@ def well_formed_id(identifier: str, prefix: str) -> bool:
 
 
 async def finish_write(
-    services: Services, response: Response, written: Written[Any], *, status_code: int
+    services: Services,
+    response: Response,
+    written: Written[Any],
+    *,
+    status_code: int,
+    signals: bool = False,
 ) -> None:
-    """Status code (the original one on a replay), ``Ledger-Position``, read-your-writes."""
+    """Status code (the original one on a replay), ``Ledger-Position``, read-your-writes
+    (``signals``: also of the signal log, for SSF stream writes)."""
     response.status_code = (
         written.status_code if written.replayed and written.status_code else (status_code)
     )
@@ -42,7 +48,7 @@ async def finish_write(
         position = await run_in_threadpool(
             services.ledger.event_log.position_of, value.id, value.version
         )
-    await answer_write(services, response, position)
+    await answer_write(services, response, position, signals=signals)
 
 
 def optional_instant(value: str | None, pointer: str) -> Any:

@@ -39,7 +39,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal, PrincipalDep, hidden
-from api.consistency import POSITION_HEADER, Fresh
+from api.consistency import POSITION_HEADER, FreshSignals
 from api.idempotency import idempotency_for
 from api.routes.common import ServicesDep, finish_write
 from api.routes.ssf_sse import owned_stream
@@ -223,7 +223,7 @@ async def _write(
     except Gone:
         raise hidden("stream", stream_id) from None
     holder = Response()
-    await finish_write(services, holder, written, status_code=200)
+    await finish_write(services, holder, written, status_code=200, signals=True)
     headers = dict(NO_STORE)
     position = holder.headers.get(POSITION_HEADER)
     if position is not None:
@@ -280,7 +280,7 @@ async def create_stream(
     return _json(config_view(services, written.value), 201, headers)
 
 
-@router.get("/ssf/streams", dependencies=[Fresh], response_model=None)
+@router.get("/ssf/streams", dependencies=[FreshSignals], response_model=None)
 async def read_streams(
     principal: PrincipalDep, services: ServicesDep, stream_id: str | None = None
 ) -> JSONResponse:
@@ -375,7 +375,7 @@ def _status_view(stream: Stream) -> dict[str, Any]:
     return view
 
 
-@router.get("/ssf/status", dependencies=[Fresh], response_model=None)
+@router.get("/ssf/status", dependencies=[FreshSignals], response_model=None)
 async def read_status(
     principal: PrincipalDep, services: ServicesDep, stream_id: str | None = None
 ) -> JSONResponse:

@@ -230,6 +230,12 @@ async def poll(
     await asyncio.to_thread(acknowledge, services, stream_id, (*asked.ack, *asked.set_errs))
     if asked.max_events == 0:
         return _answer(Pending({}, more=False))
+    # Writes answer before the signal log has their SETs (it trails the core read models):
+    # let it reach what this replica's core read models hold, so a poll sees the SETs of
+    # every change this replica has already answered for.
+    await services.follower.wait_async(
+        services.follower.core_position, services.settings.read_your_writes_timeout_seconds
+    )
     found = await asyncio.to_thread(pending, services, stream_id, asked.max_events)
     if found.sets or found.final or asked.return_immediately:
         return _answer(found)

@@ -116,6 +116,40 @@ class Background:
         return not self._thread.is_alive()
 
 
+# ---------------------------------------------------------------------- consistency
+
+
+def test_a_write_answers_before_the_signal_log_and_a_poll_then_waits_for_it(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes wait for the core read models only (boards, index); a poll waits until the
+    signal log has reached them, so it still sees the SETs of every answered write."""
+    stream_id = stream(harness)
+    mission = harness.mission(AUTHORITY)
+    services = harness.client.app.state.services  # type: ignore[attr-defined]
+    assert services.follower.wait(services.follower.head(), 5)
+    release = threading.Event()
+    applied = services.signals.apply
+
+    def held(cur: Any, item: Any) -> None:
+        release.wait(10)
+        applied(cur, item)
+
+    monkeypatch.setattr(services.signals, "apply", held)
+    try:
+        suspend(harness, mission)  # answers while the signal log is held
+        rows = services.ledger.database.fetchall(
+            "SELECT seq FROM set_log WHERE stream_id = %s", (stream_id,)
+        )
+        assert len(rows) == 1  # only the activation so far
+        waiting = Background(harness, stream_id, {"returnImmediately": True})
+        time.sleep(0.2)
+        assert not waiting.done  # the poll waits for the signal log to catch up
+    finally:
+        release.set()
+    assert lifecycle_states(waiting.result().json()["sets"]) == ["active", "suspended"]
+
+
 # ---------------------------------------------------------------------- the three modes
 
 
