@@ -18,6 +18,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from bench._support import PostgresServer, RawApplication, raw_postgres_env, raw_sqlite_env
 from ledger.application import Ledger, Written
 from ledger.clock import SystemClock
@@ -28,6 +30,7 @@ from ledger.domain.states import Operation
 from ledger.persistence.migrations import migrate
 from ledger.persistence.store import open_ledger, persistence_env
 from ledger.settings import Settings
+from ledger.signing.sealing import KeyEncryptionKey
 
 OPERATIONS = ("approve", "suspend", "resume", "revoke")
 LIFECYCLE = {
@@ -256,8 +259,12 @@ def _require_write(written: Written[Any], what: str, *, expected_state: str | No
 
 
 def postgres_settings(database_url: str) -> Settings:
-    """Settings for a Ledger on ``database_url`` (service defaults for everything else)."""
-    return Settings(database_url=database_url)
+    """Settings for a Ledger on ``database_url`` (service defaults for everything else; a
+    fresh key-encryption key, which PostgreSQL needs before signing keys can be opened)."""
+    return Settings(
+        database_url=database_url,
+        key_encryption_key=SecretStr(KeyEncryptionKey.generate().to_text()),
+    )
 
 
 def open_bench_ledger(settings: Settings, env_overrides: Mapping[str, str] | None = None) -> Ledger:
@@ -289,7 +296,8 @@ class Contestants:
     server: str
     raw: RawApplication
     ledger: Ledger
-    settings: dict[str, str]
+    settings: dict[str, str]  # what the report shows
+    ledger_settings: Settings
 
 
 @contextmanager
@@ -307,6 +315,7 @@ def postgres_contestants(server: PostgresServer, version: str) -> Iterator[Conte
                     raw=raw,
                     ledger=ledger,
                     settings={k: v for k, v in ledger_env.items() if k in POOL_KEYS},
+                    ledger_settings=settings,
                 )
             finally:
                 raw.close()
@@ -329,6 +338,7 @@ def sqlite_contestants(parent: Path | None) -> Iterator[Contestants]:
                     raw=raw,
                     ledger=ledger,
                     settings={k: v for k, v in ledger_env.items() if k in POOL_KEYS},
+                    ledger_settings=settings,
                 )
             finally:
                 raw.close()

@@ -7,6 +7,7 @@ Every benchmark measures its subject against a baseline taken in the same run
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
@@ -173,6 +174,30 @@ def run_raw_update_phase(app: RawApplication, ids: Sequence[uuid.UUID], seconds:
 
 
 # ---------------------------------------------------------------------- reporting helpers
+
+
+def add_run_options(
+    parser: argparse.ArgumentParser, *, seconds: float, rounds_help: str, backend: str
+) -> None:
+    """The options every baseline-vs-subject benchmark on both stores takes."""
+    parser.add_argument("--seconds", type=float, default=seconds, help="length of each phase")
+    parser.add_argument("--rounds", type=int, default=3, help=rounds_help)
+    parser.add_argument("--json", action="store_true", help="print a JSON summary at the end")
+    parser.add_argument(
+        "--backend",
+        choices=["postgres", "sqlite", "both"],
+        default=backend,
+        help=f"PostgreSQL (the acceptance figures), embedded SQLite, or both (default {backend})",
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=None, help="warm-up seconds (default: seconds/5, 0.5-2)"
+    )
+    parser.add_argument(
+        "--sqlite-dir",
+        type=Path,
+        default=None,
+        help="where the SQLite files go (default: the system temp dir; avoid tmpfs)",
+    )
 
 
 def median(values: Sequence[float]) -> float:

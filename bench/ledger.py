@@ -26,7 +26,6 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bench import _ledger_profile
@@ -45,6 +44,7 @@ from bench._support import (
     PostgresServer,
     PostgresUnavailable,
     RawPhase,
+    add_run_options,
     load_average,
     machine_description,
     median,
@@ -263,23 +263,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Durable governance writes/s of the Ledger vs the raw eventsourcing "
         "save rate, measured in the same run.",
     )
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved baseline/subject rounds")
-    parser.add_argument("--json", action="store_true", help="print a JSON summary at the end")
-    parser.add_argument(
-        "--backend",
-        choices=["postgres", "sqlite", "both"],
-        default="both",
-        help="PostgreSQL (the acceptance figure), embedded SQLite, or both (default)",
-    )
-    parser.add_argument(
-        "--warmup", type=float, default=None, help="warm-up seconds (default: seconds/5, 0.5-2)"
-    )
-    parser.add_argument(
-        "--sqlite-dir",
-        type=Path,
-        default=None,
-        help="where the SQLite files go (default: the system temp dir; avoid tmpfs)",
+    add_run_options(
+        parser, seconds=10.0, rounds_help="interleaved baseline/subject rounds", backend="both"
     )
     parser.add_argument(
         "--profile",

@@ -35,42 +35,37 @@ import base64
 import hashlib
 import json
 import secrets
-import sqlite3
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
-
-from pydantic import SecretStr
 
 from api.routes.mandates import _introspect
 from api.tokens import ALGORITHMS, TokenVerifier
 from bench._governance import (
     AGENT,
     APPROVER,
-    POOL_KEYS,
     RESOURCE,
     SUBJECT,
     OpTimes,
     authority_body,
     intent_body,
-    open_bench_ledger,
+    postgres_contestants,
+    sqlite_contestants,
 )
+from bench._governance import Contestants as GovernanceContestants
 from bench._support import (
     PostgresServer,
     PostgresUnavailable,
     RawApplication,
     RawPhase,
+    add_run_options,
     load_average,
     machine_description,
     median,
-    raw_postgres_env,
-    raw_sqlite_env,
     run_raw_phase,
     table,
 )
@@ -78,10 +73,7 @@ from ledger.application import Ledger
 from ledger.domain.delegation import ActorRef
 from ledger.domain.mandate_claims import MANDATE_TYP
 from ledger.persistence.chain import verify_chain
-from ledger.persistence.store import persistence_env
-from ledger.settings import Settings
 from ledger.signing.keyring import Keyring
-from ledger.signing.sealing import KeyEncryptionKey
 
 if TYPE_CHECKING:
     from api.services import Services
@@ -277,6 +269,8 @@ class MandateDriver:
 
 @dataclass
 class Contestants:
+    """bench.ledger's baseline and subject, the Ledger wired with its keyring."""
+
     backend: str
     server: str
     raw: RawApplication
@@ -285,73 +279,24 @@ class Contestants:
     settings: dict[str, str]
 
 
-def open_signing_ledger(settings: Settings) -> tuple[Ledger, Keyring]:
-    """The Ledger with its keyring, wired as ``api.app.build_services`` wires them."""
-    ledger = open_bench_ledger(settings)
-    try:
+@contextmanager
+def signing(base: AbstractContextManager[GovernanceContestants]) -> Iterator[Contestants]:
+    """Wire ``base``'s Ledger with a keyring as ``api.app.build_services`` wires them."""
+    with base as contestants:
+        settings = contestants.ledger_settings
+        ledger = contestants.ledger
         keyring = Keyring.open(settings, ledger.database)
         keyring.ensure(settings.signing_alg, ledger.clock.now())
-    except BaseException:
-        ledger.close()
-        raise
-    ledger.signer = keyring
-    ledger.mandate_alg = settings.signing_alg
-    return ledger, keyring
-
-
-def _reported(settings: Settings, env: dict[str, str]) -> dict[str, str]:
-    out = {k: v for k, v in env.items() if k in POOL_KEYS}
-    out["signing_alg"] = settings.signing_alg
-    return out
-
-
-@contextmanager
-def postgres_contestants(server: PostgresServer, version: str) -> Iterator[Contestants]:
-    with server.database("raw") as raw_url, server.database("mandates") as ledger_url:
-        settings = Settings(
-            database_url=ledger_url,
-            key_encryption_key=SecretStr(KeyEncryptionKey.generate().to_text()),
+        ledger.signer = keyring
+        ledger.mandate_alg = settings.signing_alg
+        yield Contestants(
+            backend=contestants.backend,
+            server=contestants.server,
+            raw=contestants.raw,
+            ledger=ledger,
+            keyring=keyring,
+            settings={**contestants.settings, "signing_alg": settings.signing_alg},
         )
-        ledger, keyring = open_signing_ledger(settings)
-        try:
-            ledger_env = persistence_env(settings)
-            raw = RawApplication(env=raw_postgres_env(ledger_env, raw_url))
-            try:
-                yield Contestants(
-                    backend="postgres",
-                    server=f"PostgreSQL {version}",
-                    raw=raw,
-                    ledger=ledger,
-                    keyring=keyring,
-                    settings=_reported(settings, ledger_env),
-                )
-            finally:
-                raw.close()
-        finally:
-            ledger.close()
-
-
-@contextmanager
-def sqlite_contestants(parent: Path | None) -> Iterator[Contestants]:
-    with tempfile.TemporaryDirectory(prefix="ml-bench-", dir=parent) as tmp:
-        settings = Settings(database_url=None, data_dir=Path(tmp) / "ledger")
-        ledger, keyring = open_signing_ledger(settings)
-        try:
-            ledger_env = persistence_env(settings)
-            raw = RawApplication(env=raw_sqlite_env(Path(tmp) / "raw.sqlite3", ledger_env))
-            try:
-                yield Contestants(
-                    backend="sqlite",
-                    server=f"SQLite {sqlite3.sqlite_version} (embedded, files in {tmp})",
-                    raw=raw,
-                    ledger=ledger,
-                    keyring=keyring,
-                    settings=_reported(settings, ledger_env),
-                )
-            finally:
-                raw.close()
-        finally:
-            ledger.close()
 
 
 # ---------------------------------------------------------------------- measuring
@@ -576,18 +521,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Mandate issuances/s (signing included) and token verifications/s vs the "
         "raw eventsourcing save rate, measured in the same run.",
     )
-    parser.add_argument("--seconds", type=float, default=5.0, help="length of each phase")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
-    parser.add_argument("--json", action="store_true", help="print a JSON summary at the end")
-    parser.add_argument(
-        "--backend",
-        choices=["postgres", "sqlite", "both"],
-        default="postgres",
-        help="PostgreSQL (the acceptance figures; default), embedded SQLite, or both",
-    )
-    parser.add_argument(
-        "--warmup", type=float, default=None, help="warm-up seconds (default: seconds/5, 0.5-2)"
-    )
+    add_run_options(parser, seconds=5.0, rounds_help="interleaved rounds", backend="postgres")
     parser.add_argument(
         "--pool", type=int, default=DEFAULT_POOL, help="tokens in the verification pool"
     )
@@ -596,12 +530,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=DEFAULT_PER_MISSION,
         help="issuances under one Mission before the next one is used",
-    )
-    parser.add_argument(
-        "--sqlite-dir",
-        type=Path,
-        default=None,
-        help="where the SQLite files go (default: the system temp dir; avoid tmpfs)",
     )
     args = parser.parse_args(argv)
     if args.seconds <= 0 or min(args.rounds, args.pool, args.per_mission) < 1:
@@ -621,20 +549,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except PostgresUnavailable as error:
             print(f"bench.mandates: {error}", file=sys.stderr)
             return 2
-        with postgres_contestants(server, version) as contestants:
-            results.append(
-                measure(
-                    contestants,
-                    seconds=args.seconds,
-                    rounds=args.rounds,
-                    warmup=warmup,
-                    pool=args.pool,
-                    per_mission=args.per_mission,
-                    progress=progress_to_stderr,
-                )
-            )
+        backends = [postgres_contestants(server, version)]
+    else:
+        backends = []
     if args.backend in {"sqlite", "both"}:
-        with sqlite_contestants(args.sqlite_dir) as contestants:
+        backends.append(sqlite_contestants(args.sqlite_dir))
+    for backend in backends:
+        with signing(backend) as contestants:
             results.append(
                 measure(
                     contestants,

@@ -395,6 +395,18 @@ class Keyring:
 
     # ------------------------------------------------------------------ JWS
 
+    def _protected(
+        self, header: Mapping[str, Any], alg: str, now: datetime
+    ) -> tuple[_Entry, dict[str, Any]]:
+        """The active ``alg`` key at ``now`` and the protected header: the caller's members
+        (e.g. ``typ``) plus ``alg`` and ``kid``, which only the keyring sets."""
+        clash = {"alg", "kid"} & set(header)
+        if clash:
+            msg = f"the keyring sets {', '.join(sorted(clash))} itself; leave it out of the header"
+            raise ValueError(msg)
+        entry = self._active_entry(alg, now)
+        return entry, {**header, "alg": alg, "kid": entry.kid}
+
     def sign_compact(
         self, header: Mapping[str, Any], payload: bytes, *, alg: str, now: datetime
     ) -> str:
@@ -402,12 +414,7 @@ class Keyring:
 
         The keyring sets ``alg`` and ``kid``; the caller supplies the rest (e.g. ``typ``).
         """
-        clash = {"alg", "kid"} & set(header)
-        if clash:
-            msg = f"the keyring sets {', '.join(sorted(clash))} itself; leave it out of the header"
-            raise ValueError(msg)
-        entry = self._active_entry(alg, now)
-        protected = {**header, "alg": alg, "kid": entry.kid}
+        entry, protected = self._protected(header, alg, now)
         return serialize_compact(
             protected, payload, entry.signing_key, registry=_registry(frozenset({alg}))
         )
@@ -428,13 +435,8 @@ class Keyring:
         The compact form is RFC 7515 section 7.1: ``b64(header).b64(payload).b64(sig)``.
         (Threads do not help: the GIL-bound Python around each signature dominates.)
         """
-        clash = {"alg", "kid"} & set(header)
-        if clash:
-            msg = f"the keyring sets {', '.join(sorted(clash))} itself; leave it out of the header"
-            raise ValueError(msg)
-        entry = self._active_entry(alg, now)
+        entry, protected = self._protected(header, alg, now)
         model = _registry(frozenset({alg})).get_alg(alg)
-        protected = {**header, "alg": alg, "kid": entry.kid}
         prefix = _b64(json.dumps(protected, separators=(",", ":")).encode()) + b"."
         key = entry.signing_key
 
