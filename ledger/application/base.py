@@ -9,7 +9,9 @@ Concurrency: two commands on the same aggregate from different processes both
 load version *n* and try to write *n+1*; the store's primary key lets exactly one
 win. The loser is retried from a fresh load (so its checks run against the new
 state) unless the caller pinned ``expected_version``, in which case it gets
-``StaleVersion``.
+``StaleVersion``. Retries back off with jitter, and a command that keeps losing runs
+its remaining attempts alone in this process (``ledger.application.contention``), so
+a wide command such as a cascading revoke cannot be starved by narrow ones.
 
 Idempotency: an ``IdempotencyRequest`` makes the write's record part of the same
 transaction (``ledger.persistence.idempotency``); a retry with the same key and the
@@ -34,6 +36,7 @@ from eventsourcing.domain import BaseAggregate
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import Environment
 
+from ledger.application.contention import ESCALATE_AFTER, WriteGate, backoff
 from ledger.clock import Clock
 from ledger.domain.canonical import raw_digest
 from ledger.domain.errors import Conflict, IdempotencyConflict, NotFound, StaleVersion
@@ -46,7 +49,7 @@ from ledger.persistence.notify import CommitListeners
 
 A = TypeVar("A", bound=BaseAggregate[str])
 
-MAX_ATTEMPTS = 5
+MAX_ATTEMPTS = 8
 
 
 def new_id(prefix: str) -> str:
@@ -208,6 +211,7 @@ class LedgerBase(Application[str]):
         self.event_log = EventLog(self.database, self.mapper)
         self._command = threading.local()
         self._command_cache = CommandCache(self.repository)
+        self._gate = WriteGate()
 
     def construct_env(self, name: str, env: Mapping[str, str] | None = None) -> Environment:
         # Configuration comes only from Settings (via ``env``), never from stray
@@ -270,53 +274,75 @@ class LedgerBase(Application[str]):
             replay = self._replay(idempotency, result_type)
             if replay is not None:
                 return replay
-        for _attempt in range(MAX_ATTEMPTS):
-            try:
-                self._command.active = True
-                try:
-                    changes = command()
-                finally:
-                    self._command.active = False
-            except Replay as replay_signal:
-                value = replay_signal.aggregate
-                assert isinstance(value, result_type)
-                position = self.event_log.position_of(value.id, value.version)
-                return Written(value=value, position=position, replayed=True)
-            result = changes.result
-            assert isinstance(result, result_type)
-            if not any(a.pending_events for a in changes.changed):
-                return Written(value=result, position=None)
-            record = None
-            if idempotency is not None:
-                record = IdempotencyRecord(
-                    scope=idempotency.scope,
-                    key=idempotency.key,
-                    request_hash=idempotency.request_hash,
-                    originator_id=result.id,
-                    originator_version=result.version,
-                    status_code=idempotency.status_code,
-                    response=None,
-                    created_at=int(self.clock.now().timestamp()),
-                )
-            try:
-                recordings = self.save(
-                    *changes.changed, idempotency=record, expect=changes.expect or None
-                )
-            except IntegrityError:
-                if idempotency is not None:
-                    replay = self._replay(idempotency, result_type)
-                    if replay is not None:
-                        return replay
-                if pinned is not None and self._version_of(pinned[0]) != pinned[1]:
-                    raise StaleVersion(
-                        "the Mission changed concurrently; expected_version is no longer current"
-                    ) from None
-                self._forget(changes)
-                continue
-            self._command_cache.remember(changes.changed)
-            self._command_cache.remember_absent(changes.absent)
-            return Written(value=result, position=recordings[-1].notification.id)
+        conflicts = 0
+        with contextlib.ExitStack() as escalation:
+            for attempt in range(1, MAX_ATTEMPTS + 1):
+                if conflicts == ESCALATE_AFTER:
+                    # This command keeps losing: no new attempt in this process
+                    # starts until it has committed (ledger.application.contention).
+                    escalation.enter_context(self._gate.exclusive())
+                with self._gate.shared():
+                    written = self._attempt(command, idempotency, result_type, pinned)
+                if written is not None:
+                    return written
+                conflicts += 1
+                if attempt < MAX_ATTEMPTS:
+                    backoff(conflicts)
         raise Conflict("the aggregate kept changing concurrently; try again")
+
+    def _attempt(
+        self,
+        command: Callable[[], Changes],
+        idempotency: IdempotencyRequest | None,
+        result_type: type[A],
+        pinned: tuple[str, int] | None,
+    ) -> Written[A] | None:
+        """One load-decide-save attempt; ``None`` when another command won the race."""
+        try:
+            self._command.active = True
+            try:
+                changes = command()
+            finally:
+                self._command.active = False
+        except Replay as replay_signal:
+            value = replay_signal.aggregate
+            assert isinstance(value, result_type)
+            position = self.event_log.position_of(value.id, value.version)
+            return Written(value=value, position=position, replayed=True)
+        result = changes.result
+        assert isinstance(result, result_type)
+        if not any(a.pending_events for a in changes.changed):
+            return Written(value=result, position=None)
+        record = None
+        if idempotency is not None:
+            record = IdempotencyRecord(
+                scope=idempotency.scope,
+                key=idempotency.key,
+                request_hash=idempotency.request_hash,
+                originator_id=result.id,
+                originator_version=result.version,
+                status_code=idempotency.status_code,
+                response=None,
+                created_at=int(self.clock.now().timestamp()),
+            )
+        try:
+            recordings = self.save(
+                *changes.changed, idempotency=record, expect=changes.expect or None
+            )
+        except IntegrityError:
+            if idempotency is not None:
+                replay = self._replay(idempotency, result_type)
+                if replay is not None:
+                    return replay
+            if pinned is not None and self._version_of(pinned[0]) != pinned[1]:
+                raise StaleVersion(
+                    "the Mission changed concurrently; expected_version is no longer current"
+                ) from None
+            self._forget(changes)
+            return None
+        self._command_cache.remember(changes.changed)
+        self._command_cache.remember_absent(changes.absent)
+        return Written(value=result, position=recordings[-1].notification.id)
 
     def _version_of(self, aggregate_id: str) -> int:
         aggregate: BaseAggregate[str] = self.repository.get(aggregate_id)

@@ -389,6 +389,16 @@ def test_mandate_expiry_is_recorded_by_the_clock(ledger: Ledger, clock: MutableC
     assert ledger.get_mandate(root.id).state == "expired"
 
 
+def _revoke(ledger: Ledger, mission_id: str, failures: list[BaseException]) -> None:
+    """Revoke in a worker thread, keeping any failure for the test to assert on."""
+    try:
+        ledger.change_lifecycle(
+            actor=OPERATOR, mission_id=mission_id, operation=Operation.REVOKE, reason="race"
+        )
+    except BaseException as error:  # reported by the test's assertion
+        failures.append(error)
+
+
 def test_no_mandate_survives_a_race_between_issuance_and_mission_revoke(ledger: Ledger) -> None:
     mission = mission_with(ledger, delegable_authority())
     barrier = threading.Barrier(3)
@@ -409,11 +419,11 @@ def test_no_mandate_survives_a_race_between_issuance_and_mission_revoke(ledger: 
             except LedgerError:
                 return
 
+    failures: list[BaseException] = []
+
     def revoker() -> None:
         barrier.wait()
-        ledger.change_lifecycle(
-            actor=OPERATOR, mission_id=mission.id, operation=Operation.REVOKE, reason="race"
-        )
+        _revoke(ledger, mission.id, failures)
 
     threads = [
         threading.Thread(target=issuer, args=("a",)),
@@ -424,10 +434,53 @@ def test_no_mandate_survives_a_race_between_issuance_and_mission_revoke(ledger: 
         thread.start()
     for thread in threads:
         thread.join()
+    assert failures == []
     tree = ledger.get_tree(mission.id)
     ids = [] if tree is None else tree.mandate_ids
     assert sorted(ids) == sorted(issued)
     assert all(ledger.get_mandate(i).state == "cascaded" for i in ids)
+
+
+def test_a_revoke_is_not_starved_by_a_stream_of_issuances(ledger: Ledger) -> None:
+    # Issuers append to the Mission's tree as fast as they can until the Mission is no
+    # longer active; the revoke, which must rewrite the whole tree, still commits.
+    mission = mission_with(ledger, delegable_authority())
+    revoked = threading.Event()
+    contended = threading.Semaphore(0)
+    failures: list[BaseException] = []
+
+    def issuer(instance: str) -> None:
+        for _ in range(500):
+            try:
+                ledger.issue_mandate(
+                    actor=OPERATOR,
+                    mission_id=mission.id,
+                    holder=ActorRef(client_id="agent-1", instance_id=instance),
+                    jkt=jkt(),
+                )
+            except LedgerError:
+                return
+            contended.release()
+            if revoked.is_set():
+                return
+
+    def revoker() -> None:
+        for _ in range(6):  # the issuers are in full flow before the revoke starts
+            contended.acquire()
+        _revoke(ledger, mission.id, failures)
+        revoked.set()
+
+    threads = [threading.Thread(target=issuer, args=(name,)) for name in "abc"]
+    threads.append(threading.Thread(target=revoker))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert ledger.get_mission(mission.id).state == "revoked"
+    tree = ledger.get_tree(mission.id)
+    assert tree is not None
+    assert {ledger.get_mandate(i).state for i in tree.mandate_ids} == {"cascaded"}
 
 
 def test_holder_reference_is_recorded(ledger: Ledger) -> None:
