@@ -10,8 +10,9 @@ load version *n* and try to write *n+1*; the store's primary key lets exactly on
 win. The loser is retried from a fresh load (so its checks run against the new
 state) unless the caller pinned ``expected_version``, in which case it gets
 ``StaleVersion``. Retries back off with jitter, and a command that keeps losing runs
-its remaining attempts alone in this process (``ledger.application.contention``), so
-a wide command such as a cascading revoke cannot be starved by narrow ones.
+its remaining attempts alone among this process's commands
+(``ledger.application.contention``), so a wide command such as a cascading revoke
+cannot be starved by narrow ones issued through the same process.
 
 Idempotency: an ``IdempotencyRequest`` makes the write's record part of the same
 transaction (``ledger.persistence.idempotency``); a retry with the same key and the
@@ -286,7 +287,9 @@ class LedgerBase(Application[str]):
                 if written is not None:
                     return written
                 conflicts += 1
-                if attempt < MAX_ATTEMPTS:
+                if attempt < MAX_ATTEMPTS and conflicts <= ESCALATE_AFTER:
+                    # Pause before escalating, never while holding the gate exclusively
+                    # (that would stall every writer in this process).
                     backoff(conflicts)
         raise Conflict("the aggregate kept changing concurrently; try again")
 

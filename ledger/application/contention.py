@@ -9,13 +9,21 @@ exactly what an authorization system must never do.
 
 Two measures keep every command making progress:
 
-* ``WriteGate``: every attempt in this process runs holding the gate *shared*; a
-  command that has lost ``ESCALATE_AFTER`` races takes it *exclusively* for its
-  remaining attempts, so no new attempt in this process starts until it has committed.
-  Waiting exclusive holders block new shared holders (writer preference), so the
-  starving command cannot be overtaken again in-process.
-* ``backoff``: a jittered, exponentially growing pause between attempts spreads out
-  contenders in *other* processes, which the gate cannot see.
+* ``WriteGate``: every attempt of a command (``LedgerBase.execute``) in this process
+  runs holding the gate *shared*; a command that has lost ``ESCALATE_AFTER`` races
+  takes it *exclusively* for its remaining attempts, so no other command attempt in this
+  process starts until it has committed. Waiting exclusive holders block new shared
+  holders (writer preference), so the starving command cannot be overtaken again by
+  commands of this process. (Writes outside ``execute``, such as the scheduler's
+  clock-driven transitions, do not take the gate; they are rare.)
+* ``backoff``: a jittered, exponentially growing pause before each retry until the
+  command escalates (never while it holds the gate exclusively, which would stall every
+  writer here), spreading out contenders in *other* processes, which the gate cannot
+  see. Against another replica's stream of writes, a command can still run out of
+  attempts and answer 409 ``conflict``.
+
+A thread holding the gate must not wait for another thread's command (writers
+preferred: that would deadlock), and commands do not nest.
 """
 
 from __future__ import annotations

@@ -7,25 +7,34 @@ write transaction and after the events insert (so under the table lock): the
 idempotency record and the read-version checks of aggregates a command read but did
 not write; and it rings the in-process doorbell after commit.
 
-Pipeline hygiene: nothing that can fail runs before the library's own statements,
-and the statements added here are never server-side prepared. In a psycopg 3.3
-pipeline, a statement queued after a failed one is skipped by the server; if psycopg
-chose that moment to prepare it (it auto-prepares on the fifth execution, and the
-library asks for its table-lock statement to be prepared), either the write fails
-with ``PipelineAborted`` (which the library retries after 0.2 s pauses, so a
-duplicate Idempotency-Key used to take 0.2-0.6 s to answer) or the connection is left
-believing in a statement the server never prepared (``prepared statement "_pg3_N"
-does not exist`` on its next write). Lost races are routine here, so both happened;
-``tests/integration/test_postgres_pipeline.py`` reproduces each.
+Pipeline hygiene. In a psycopg 3.3 pipeline the server skips every statement queued
+after a failed one, and lost races (a stale version, a reused Idempotency-Key, a moved
+read version) are routine here. Two things went wrong with that, both reproduced by
+``tests/integration/test_postgres_pipeline.py``:
+
+* the skipped statements' results were left unread, so the commit at the end of the
+  transaction block raised ``PipelineAborted``; the library retries that as an
+  OperationalError after 0.2 s pauses, so a lost race took 0.2-2 s and could end in a
+  server error. ``_write`` (the library's ``insert_events`` with this one change) drains
+  the pipeline before the block ends, so the first error is the one raised;
+* psycopg auto-prepares a statement on its fifth execution; if that Parse was among the
+  skipped statements, the connection believed in a prepared statement the server never
+  had, and its next write failed with ``prepared statement "_pg3_N" does not exist``. The
+  statements added here are never prepared (``prepare=False``). The library's own events
+  insert can still be auto-prepared behind its ``LOCK TABLE``; only a lock timeout on
+  exactly that write could skip its Parse (reproduced only by forcing it).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-from eventsourcing.persistence import StoredEvent
+import psycopg
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.rows import DictRow
 
@@ -65,8 +74,40 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        positions: Sequence[int] | None = super().insert_events(stored_events, **kwargs)
+        positions: Sequence[int] | None = self._write(stored_events, **kwargs)
         listeners = getattr(self, "commit_listeners", None)
         if listeners is not None and positions:
             listeners.fire(positions)
+        return positions
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def _write(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """The library's ``insert_events`` (its pipelined, table-locked transaction; the
+        database-function variant stays off), with one change: after a failed statement
+        the pipeline is drained before the transaction ends (see the module docstring)."""
+        failure: Exception | None = None
+        positions: Sequence[int] | None = None
+        with self.datastore.get_connection() as conn:
+            with conn.pipeline() as pipeline, conn.transaction():
+                with conn.cursor() as curs:
+                    self._insert_events(curs, stored_events, **kwargs)
+                if stored_events:
+                    with conn.cursor() as curs:
+                        try:
+                            self._insert_stored_events(curs, stored_events, **kwargs)
+                            # Sync now, so a uniqueness violation is raised here as an
+                            # IntegrityError, not later from the commit.
+                            pipeline.sync()
+                            positions = self._fetch_ids_after_insert_events(
+                                curs, stored_events, **kwargs
+                            )
+                        except Exception as error:  # re-raised below, once drained
+                            failure = error
+                            # Read the results of the statements the server skipped
+                            # after the failed one: left unread, the commit at the end
+                            # of this block would raise PipelineAborted instead.
+                            with contextlib.suppress(psycopg.Error):
+                                pipeline.sync()
+            if failure is not None:
+                raise failure
         return positions

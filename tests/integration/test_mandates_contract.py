@@ -466,7 +466,9 @@ def test_a_revoke_is_not_starved_by_a_stream_of_issuances(ledger: Ledger) -> Non
 
     def revoker() -> None:
         for _ in range(6):  # the issuers are in full flow before the revoke starts
-            contended.acquire()
+            if not contended.acquire(timeout=30):
+                failures.append(AssertionError("the issuers stopped before the revoke"))
+                break
         _revoke(ledger, mission.id, failures)
         revoked.set()
 

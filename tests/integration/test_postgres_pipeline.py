@@ -1,7 +1,8 @@
-"""Writes that lose a race fail inside the library's pipelined transaction; they must
-fail cleanly, at once, and leave their connection fit for the next write (see the
-docstring of ``ledger.persistence.postgres``). One pooled connection, so every write
-reuses the connection the failures left behind."""
+"""Writes that lose a race fail inside the pipelined write transaction; they must fail
+cleanly, on the first attempt (not after the library's 0.2 s retries of a
+``PipelineAborted``), and leave their connection fit for the next write (no "prepared
+statement _pg3_N does not exist"): see the docstring of ``ledger.persistence.postgres``.
+One pooled connection, so every write reuses the connection the failures left behind."""
 
 from __future__ import annotations
 
@@ -55,18 +56,55 @@ class CountingCheckouts:
         monkeypatch.setattr(datastore, "get_connection", counted)
 
 
-def test_a_write_that_lost_on_its_version_leaves_the_connection_usable(
-    ledger: Ledger, clock: MutableClock
+def _record(mission: Mission, key: str) -> IdempotencyRecord:
+    return IdempotencyRecord(
+        scope="test",
+        key=key,
+        request_hash="sha-256:request",
+        originator_id=mission.id,
+        originator_version=mission.version,
+        status_code=200,
+        response=None,
+        created_at=0,
+    )
+
+
+def _lose_races_on_version(
+    ledger: Ledger,
+    clock: MutableClock,
+    monkeypatch: pytest.MonkeyPatch,
+    extras: Callable[[Mission, str], dict[str, Any]],
 ) -> None:
+    """Each round a winner and a loser change the same Mission version; the loser must
+    fail with an IntegrityError on its first attempt (one connection checkout)."""
     mission = active_mission(ledger)
+    checkouts = CountingCheckouts(ledger, monkeypatch)
     for round_number in range(ROUNDS):
         operation = TOGGLE[round_number % 2]
         winner = _changed(ledger, mission, operation, clock.now())
         loser = _changed(ledger, mission, operation, clock.now())
-        ledger.save(winner, expect={"never-written": 0})
+        ledger.save(winner, **extras(winner, f"winner-{round_number}"))
+        before = checkouts.count
         with pytest.raises(IntegrityError):
-            ledger.save(loser, expect={"never-written": 0})
+            ledger.save(loser, **extras(loser, f"loser-{round_number}"))
+        assert checkouts.count - before == 1
     assert ledger.get_mission(mission.id).version == mission.version + ROUNDS
+
+
+def test_a_write_that_lost_on_its_version_fails_once_and_leaves_the_connection_usable(
+    ledger: Ledger, clock: MutableClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _lose_races_on_version(
+        ledger, clock, monkeypatch, lambda _mission, _key: {"expect": {"never-written": 0}}
+    )
+
+
+def test_a_keyed_write_that_lost_on_its_version_fails_on_the_first_attempt(
+    ledger: Ledger, clock: MutableClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _lose_races_on_version(
+        ledger, clock, monkeypatch, lambda mission, key: {"idempotency": _record(mission, key)}
+    )
 
 
 def test_a_reused_idempotency_key_is_refused_on_the_first_attempt(
@@ -76,16 +114,7 @@ def test_a_reused_idempotency_key_is_refused_on_the_first_attempt(
     checkouts = CountingCheckouts(ledger, monkeypatch)
     for round_number in range(ROUNDS):
         first = _changed(ledger, mission, TOGGLE[round_number % 2], clock.now())
-        record = IdempotencyRecord(
-            scope="test",
-            key=f"key-{round_number}",
-            request_hash="sha-256:request",
-            originator_id=mission.id,
-            originator_version=first.version,
-            status_code=200,
-            response=None,
-            created_at=0,
-        )
+        record = _record(first, f"key-{round_number}")
         ledger.save(first, idempotency=record)
         second = _changed(ledger, mission, TOGGLE[(round_number + 1) % 2], clock.now())
         before = checkouts.count

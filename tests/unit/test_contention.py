@@ -54,7 +54,10 @@ def test_a_waiting_exclusive_holder_is_not_overtaken_by_new_shared_holders() -> 
         with gate.exclusive():
             order.append("exclusive")
 
+    late_started = threading.Event()
+
     def late_reader() -> None:
+        late_started.set()
         with gate.shared():
             order.append("late shared")
 
@@ -66,6 +69,9 @@ def test_a_waiting_exclusive_holder_is_not_overtaken_by_new_shared_holders() -> 
         threading.Event().wait(0.001)
     late = threading.Thread(target=late_reader)
     late.start()
+    assert late_started.wait(WAIT)
+    late.join(0.05)  # without writer preference it would be in (sharing with the first)
+    assert order == []
     release_first.set()
     escalating.join(WAIT)
     late.join(WAIT)
