@@ -85,10 +85,19 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
+_PRINCIPAL = "mission_ledger.principal"
+
+
 async def authenticate(
     request: Request, services: Annotated[Services, Depends(get_services)]
 ) -> Principal:
-    return await authenticate_request(request, services)
+    """The caller, verified once per request (a route's gate may have asked already)."""
+    known = request.scope.get(_PRINCIPAL)
+    if isinstance(known, Principal):
+        return known
+    principal = await authenticate_request(request, services)
+    request.scope[_PRINCIPAL] = principal
+    return principal
 
 
 async def authenticate_request(request: Request, services: Services) -> Principal:
