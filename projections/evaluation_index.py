@@ -39,17 +39,18 @@ MISSION_TOPICS = event_topics(Mission)
 
 
 class MandateEntry:
-    """What a decision needs to know about one Mandate."""
+    """What a decision needs to know about one Mandate (a ``MandateWindow`` for the
+    domain's validity rule)."""
 
     __slots__ = (
         "client_id",
         "entries",
-        "expires_at",
+        "expires_ts",
         "instance_id",
         "issuer",
         "mandate_id",
         "mission_id",
-        "not_before",
+        "not_before_ts",
         "parent_id",
         "state",
         "token_version",
@@ -66,8 +67,8 @@ class MandateEntry:
         instance_id: str | None,
         issuer: str,
         entries: tuple[CompiledEntry, ...],
-        expires_at: float,
-        not_before: float,
+        expires_ts: float,
+        not_before_ts: float,
         state: str,
         token_version: int,
         version: int,
@@ -79,8 +80,8 @@ class MandateEntry:
         self.instance_id = instance_id
         self.issuer = issuer
         self.entries = entries
-        self.expires_at = expires_at
-        self.not_before = not_before
+        self.expires_ts = expires_ts
+        self.not_before_ts = not_before_ts
         self.state = state
         self.token_version = token_version
         self.version = version
@@ -232,8 +233,8 @@ class EvaluationIndex:
             instance_id=None if instance_id is None else _intern_str(str(instance_id)),
             issuer=_intern_str(mandate.issuer),
             entries=self._intern(mandate.authorization_details),
-            expires_at=mandate.expires_at.timestamp(),
-            not_before=mandate.created_on.timestamp(),
+            expires_ts=mandate.expires_ts,
+            not_before_ts=mandate.not_before_ts,
             state=mandate.state,
             token_version=mandate.token_version,
             version=mandate.version,
