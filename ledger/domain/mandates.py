@@ -352,20 +352,24 @@ class Validity:
 VALID = Validity(active=True)
 
 
+_ACTIVE = MandateState.ACTIVE.value  # (read on every decision: no enum lookups)
+_EXPIRED = MandateState.EXPIRED.value
+
+
 def own_state(mandate: MandateWindow, ts: float) -> str:
     """Its own lifecycle state at ``ts``, with expiry applied before it is recorded."""
     state = mandate.state
-    if state == MandateState.ACTIVE.value and ts >= mandate.expires_ts:
-        return MandateState.EXPIRED.value
+    if state == _ACTIVE and ts >= mandate.expires_ts:
+        return _EXPIRED
     return state
 
 
 def window_problem(mandate: MandateWindow, ts: float) -> str | None:
-    """Why the Mandate's own window does not hold at ``ts`` (recorded active, issued at or
-    before ``ts``, not expired), or None when it holds."""
-    state = own_state(mandate, ts)
-    if state != MandateState.ACTIVE.value:
-        return f"mandate_{state}"
+    """Why the Mandate's own window does not hold at ``ts`` (recorded active and not expired:
+    ``own_state``; issued at or before ``ts``), or None when it holds."""
+    state = mandate.state
+    if state != _ACTIVE or ts >= mandate.expires_ts:
+        return f"mandate_{own_state(mandate, ts)}"
     if ts < mandate.not_before_ts:
         return "mandate_not_yet_valid"
     return None
@@ -397,7 +401,7 @@ def validity(
             return Validity(
                 active=False, reason="parent_inactive", state=MandateState.CASCADED.value
             )
-    if mission_state != "active":
+    if mission_state != _ACTIVE:
         suspended = mission_state == "suspended"
         return Validity(
             active=False,
