@@ -25,6 +25,7 @@ from pathlib import Path
 import psycopg
 
 from ledger.persistence.database import Dialect
+from ledger.persistence.private_files import make_private_dir, make_private_file
 from ledger.settings import Settings
 
 _FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -80,7 +81,8 @@ def load_migrations(dialect: Dialect) -> list[Migration]:
 def migrate(settings: Settings) -> list[str]:
     """Apply every pending migration; returns the names applied."""
     if settings.embedded:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(settings.data_dir)
+        make_private_file(settings.sqlite_path)
         return _migrate_sqlite(settings.sqlite_path)
     return _migrate_postgres(settings)
 
