@@ -72,6 +72,8 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         trailing_durable=[models.signals],
         trailing_live=[sse],
         listen_dsn=None if settings.embedded else settings.postgres_params(),
+        # The idle poll renews the index's freshness, well inside the staleness bound.
+        poll_interval=min(1.0, settings.mission_max_stale_seconds / 4),
     )
     follower.start()
     tokens = TokenVerifier(keyring, clock)
@@ -80,6 +82,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         issuer=settings.public_issuer,
         resolve_token=tokens.mandate_jti,
         max_stale_seconds=settings.mission_max_stale_seconds,
+        staleness=follower.staleness,
     )
     oauth = OAuthVerifier(settings) if settings.oauth_issuer else None
     return Services(
