@@ -300,3 +300,64 @@ def test_a_command_group_help_opens_with_verbs_that_are_its_commands(group: str)
     assert opening is not None, summary
     verbs = re.split(r", | and ", opening.group(1).lower())
     assert [verb for verb in verbs if (group, verb) not in tree] == []
+
+
+# ---------------------------------------------------------------------- serve: the bootstrap key
+
+
+@pytest.fixture
+def serve(run: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``mission-ledger serve`` up to the point where the server would start listening."""
+    monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: None)
+
+    def start(settings: Settings) -> Result:
+        result = run(settings, "serve")
+        assert result.exit_code == 0, result.output
+        return result
+
+    return start
+
+
+def _active_keys(run: Any, settings: Settings) -> list[dict[str, str]]:
+    result = run(settings, "keys", "list", "--json")
+    assert result.exit_code == 0, result.output
+    return list(json.loads(result.stdout))
+
+
+def test_the_first_start_of_an_empty_store_prints_one_admin_key(
+    store_settings: Settings, serve: Any, run: Any
+) -> None:
+    result = serve(store_settings)
+    assert result.output.count("mlk_") == 1
+    assert _active_keys(run, store_settings) == [{"name": "admin", "role": "admin"}]
+
+
+def test_a_restart_with_every_admin_key_revoked_mints_no_key(
+    store_settings: Settings, serve: Any, run: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    serve(store_settings)
+    assert run(store_settings, "keys", "revoke", "admin").exit_code == 0
+    restarted = serve(store_settings)
+    assert "mlk_" not in restarted.output
+    assert "mlk_" not in caplog.text
+    assert _active_keys(run, store_settings) == []
+    assert "keys create --role admin" in caplog.text
+
+
+def test_a_store_already_in_use_gets_no_bootstrap_key(
+    store_settings: Settings, serve: Any, run: Any
+) -> None:
+    _create(run, store_settings, "operator", "ops")
+    result = serve(store_settings)
+    assert "mlk_" not in result.output
+    assert _active_keys(run, store_settings) == [{"name": "ops", "role": "operator"}]
+
+
+def test_keys_create_role_admin_recovers_a_store_without_admin_keys(
+    store_settings: Settings, serve: Any, run: Any, clock: MutableClock
+) -> None:
+    serve(store_settings)
+    assert run(store_settings, "keys", "revoke", "admin").exit_code == 0
+    key = _create(run, store_settings, "admin", "rescue")
+    with TestClient(create_app(with_kek(store_settings), clock=clock)) as client:
+        assert client.get("/v1/missions", headers=_bearer(key)).status_code == 200
