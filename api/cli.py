@@ -33,8 +33,8 @@ app = typer.Typer(
     add_completion=False,
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys (shown once, stored hashed).")
-audit_app = typer.Typer(help="Verify and replay the hash-chained ledger.")
-projections_app = typer.Typer(help="Maintain the read models.")
+audit_app = typer.Typer(help="Verify the hash-chained ledger.")
+projections_app = typer.Typer(help="Rebuild the read models.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(projections_app, name="projections")
