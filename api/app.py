@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from importlib.metadata import version
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -158,7 +159,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
     app = FastAPI(
         title="Mission Ledger",
-        version="0.1.0",
+        version=version("mission-ledger"),  # pyproject.toml states it, once
         summary="Mission Authority Server and governance control plane for AI agents",
         lifespan=lifespan,
         # The schema is served by ``api.routes.discovery`` behind a credential (only
