@@ -83,6 +83,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         resolve_token=tokens.mandate_jti,
         max_stale_seconds=settings.mission_max_stale_seconds,
         staleness=follower.staleness,
+        require_proof=settings.require_proof,
     )
     oauth = OAuthVerifier(settings) if settings.oauth_issuer else None
     return Services(

@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 
 from bench._load import LoadResult, build_request, drive, percentile
+from bench._support import proof_of
 from ledger.clock import SystemClock
 from ledger.domain.actors import Actor
 from ledger.domain.delegation import ActorRef
@@ -182,7 +183,7 @@ def evaluation_requests(seeded: Seeded, port: int, sample: int) -> list[bytes]:
                 "properties": {"amount": "250.00", "currency": "USD"},
             },
             "resource": {"type": "api", "id": f"{RESOURCE}/invoices/42"},
-            "context": {"mandate": token},
+            "context": {"mandate": token, "proof": proof_of(token)},
         }
         out.append(
             build_request(
@@ -212,7 +213,7 @@ def check_permits(seeded: Seeded, port: int) -> None:
                 "properties": {"amount": "250.00", "currency": "USD"},
             },
             "resource": {"type": "api", "id": f"{RESOURCE}/invoices/42"},
-            "context": {"mandate": token},
+            "context": {"mandate": token, "proof": proof_of(token)},
         },
     ).json()
     if answer.get("decision") is not True:

@@ -29,6 +29,7 @@ from ledger.domain.actions import is_concrete
 from ledger.domain.authority import CompiledEntry
 from ledger.domain.constraints import Facts, Violation, evaluate_constraints
 from ledger.domain.resources import parse_request
+from ledger.signing.dpop import ProofInvalid, ReplayCache, verify_dpop
 from projections.evaluation_index import EvaluationIndex, MandateEntry, MissionEntry
 
 # Reason codes (domain.md 3.4).
@@ -39,6 +40,7 @@ ACTOR_INVALID = "actor_invalid"
 OUT_OF_AUTHORITY = "out_of_authority"
 AUTHORITY_CONTAINED = "authority_contained"
 STALE_STATE = "stale_state"
+KEY_MISMATCH = "key_mismatch"
 
 # next_action values (SPEC 7.1).
 RETRY = "retry"
@@ -110,12 +112,15 @@ class DecisionPoint:
         resolve_token: TokenResolver,
         max_stale_seconds: int,
         staleness: Staleness = _never_stale,
+        require_proof: bool = True,
     ) -> None:
         self._index = index
         self._issuer = issuer
         self._resolve_token = resolve_token
         self._max_stale = max_stale_seconds
         self._staleness = staleness
+        self._require_proof = require_proof
+        self._replays = ReplayCache()
         #: Decisions made by this process (read by the metrics endpoint).
         self.permits = 0
         self.denials: Counter[str] = Counter()  # by context.reason
@@ -201,6 +206,11 @@ class DecisionPoint:
         actor = _actor_problem(request.subject, mandate.client_id, mandate.instance_id)
         if actor is not None:
             return _deny(evaluation_id, ACTOR_INVALID, actor, mission=mission)
+        key = self._key_problem(
+            request.context.get("proof"), mandate.jkt, now, required=not _is_token(reference)
+        )
+        if key is not None:
+            return _deny(evaluation_id, KEY_MISMATCH, key, mission=mission)
         return self._authority(
             request, mandate.entries, mission, now, evaluation_id, budget, mandate=mandate
         )
@@ -212,6 +222,43 @@ class DecisionPoint:
             return reference
         if reference.count(".") == 2:
             return self._resolve_token(reference)
+        return None
+
+    # ------------------------------------------------------------------ key binding
+
+    def _key_problem(
+        self, proof: object, bound: str | None, now: datetime, *, required: bool
+    ) -> str | None:
+        """Why the caller has not shown it holds the key the authority is bound to (None
+        when it has). ``bound`` is the Mandate's ``cnf.jkt`` (None in join mode, where a
+        proof is required but there is no Mandate key to compare it with)."""
+        if proof is None:
+            if required or self._require_proof:
+                return (
+                    "present proof that the caller holds the Mandate's key: context.proof.jkt "
+                    "(the thumbprint you verified) or context.proof.dpop (the DPoP proof)"
+                )
+            return None
+        if not isinstance(proof, Mapping):
+            return "context.proof must be an object"
+        dpop = proof.get("dpop")
+        if dpop is not None:
+            try:
+                verified = verify_dpop(
+                    dpop, htm=proof.get("htm"), htu=proof.get("htu"), now=now.timestamp()
+                )
+            except ProofInvalid as error:
+                return str(error)
+            if not self._replays.first_use(verified, now.timestamp()):
+                return "the DPoP proof has been used before (jti replayed)"
+            proven = verified.jkt
+        else:
+            jkt = proof.get("jkt")
+            if not isinstance(jkt, str) or not jkt:
+                return "context.proof needs jkt or dpop"
+            proven = jkt
+        if bound is not None and proven != bound:
+            return "the caller's key is not the key the Mandate is bound to (cnf.jkt)"
         return None
 
     # ------------------------------------------------------------------ join mode
@@ -238,6 +285,9 @@ class DecisionPoint:
         actor = _actor_problem(request.subject, mission.mission.client_id, None)
         if actor is not None:
             return _deny(evaluation_id, ACTOR_INVALID, actor, mission=mission)
+        key = self._key_problem(request.context.get("proof"), None, now, required=True)
+        if key is not None:
+            return _deny(evaluation_id, KEY_MISMATCH, key, mission=mission)
         return self._authority(request, mission.entries, mission, now, evaluation_id, budget)
 
     # ------------------------------------------------------------------ authority
@@ -292,6 +342,11 @@ class DecisionPoint:
             mission=mission,
             constraint=violation.constraint,
         )
+
+
+def _is_token(reference: object) -> bool:
+    """A compact Mandate token (signed, carrying its own ``cnf``), not a bare id."""
+    return isinstance(reference, str) and reference.count(".") == 2
 
 
 def _mandate_problem(mandate: MandateEntry, ts: float) -> str | None:
