@@ -48,6 +48,7 @@ class MandateEntry:
         "expires_ts",
         "instance_id",
         "issuer",
+        "jkt",
         "mandate_id",
         "mission_id",
         "not_before_ts",
@@ -66,6 +67,7 @@ class MandateEntry:
         client_id: str,
         instance_id: str | None,
         issuer: str,
+        jkt: str | None,
         entries: tuple[CompiledEntry, ...],
         expires_ts: float,
         not_before_ts: float,
@@ -79,6 +81,7 @@ class MandateEntry:
         self.client_id = client_id
         self.instance_id = instance_id
         self.issuer = issuer
+        self.jkt = jkt
         self.entries = entries
         self.expires_ts = expires_ts
         self.not_before_ts = not_before_ts
@@ -232,6 +235,7 @@ class EvaluationIndex:
             client_id=client_id,
             instance_id=None if instance_id is None else _intern_str(str(instance_id)),
             issuer=_intern_str(mandate.issuer),
+            jkt=_jkt(mandate.cnf),
             entries=self._intern(mandate.authorization_details),
             expires_ts=mandate.expires_ts,
             not_before_ts=mandate.not_before_ts,
@@ -270,6 +274,11 @@ class EvaluationIndex:
 
 
 _STRINGS: dict[str, str] = {}
+
+
+def _jkt(cnf: Mapping[str, Any]) -> str | None:
+    value = cnf.get("jkt")
+    return value if isinstance(value, str) else None
 
 
 def _intern_str(value: str) -> str:

@@ -63,6 +63,7 @@ GATES = [
     (policy.DECIDE_ACCESS, {"pep"}),
     (policy.READ_MISSION_STATUS, {"pep", "operator", "auditor", "agent"}),
     (policy.READ_METRICS, {"operator", "auditor"}),
+    (policy.READ_AUDIT_LOG, {"auditor"}),
 ]
 
 

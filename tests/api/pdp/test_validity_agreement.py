@@ -12,11 +12,13 @@ from typing import Any
 
 from tests.api.pdp.conftest import Harness
 from tests.api.pdp.test_mandates_http import delegable, narrower
+from tests.mandate_builders import proof_of
 
 ERP = "https://erp.example.com"
 
 
-def _narrowed_mandate(h: Harness) -> str:
+def _narrowed_mandate(h: Harness) -> tuple[str, str]:
+    """The id and the (version 2) token of a narrowed Mandate."""
     mission = h.mission(delegable())
     mandate_id = str(h.mandate(mission)["mandate_id"])
     narrowed = h.client.post(
@@ -25,7 +27,7 @@ def _narrowed_mandate(h: Harness) -> str:
         headers=h.auth("operator"),
     )
     assert narrowed.status_code == 200, narrowed.text
-    return mandate_id
+    return mandate_id, str(narrowed.json()["token"])
 
 
 def _inspected(h: Harness, mandate_id: str) -> dict[str, Any]:
@@ -34,7 +36,7 @@ def _inspected(h: Harness, mandate_id: str) -> dict[str, Any]:
     return dict(response.json())
 
 
-def _decision(h: Harness, mandate_id: str) -> dict[str, Any]:
+def _decision(h: Harness, mandate_id: str, token: str) -> dict[str, Any]:
     return h.evaluate(
         {
             "subject": {"type": "agent", "id": "agent-1", "properties": {"instance_id": "i-1"}},
@@ -43,7 +45,7 @@ def _decision(h: Harness, mandate_id: str) -> dict[str, Any]:
                 "properties": {"amount": "10.00", "currency": "USD"},
             },
             "resource": {"type": "api", "id": ERP + "/invoices/7"},
-            "context": {"mandate": mandate_id},
+            "context": {"mandate": mandate_id, "proof": proof_of(token)},
         }
     )
 
@@ -65,22 +67,22 @@ def _found_by_search(h: Harness) -> bool:
 def test_inspection_decision_and_search_agree_on_a_valid_narrowed_mandate(
     harness: Harness,
 ) -> None:
-    mandate_id = _narrowed_mandate(harness)
+    mandate_id, token = _narrowed_mandate(harness)
     assert _inspected(harness, mandate_id)["active"] is True
-    assert _decision(harness, mandate_id)["decision"] is True
+    assert _decision(harness, mandate_id, token)["decision"] is True
     assert _found_by_search(harness) is True
 
 
 def test_a_narrowed_mandate_is_not_valid_before_its_issuance_for_any_reader(
     harness: Harness,
 ) -> None:
-    mandate_id = _narrowed_mandate(harness)
+    mandate_id, token = _narrowed_mandate(harness)
     harness.clock.set(harness.clock.now() - timedelta(seconds=5))  # a replica running behind
     inspected = _inspected(harness, mandate_id)
     assert (inspected["active"], inspected["inactive_reason"]) == (
         False,
         "mandate_not_yet_valid",
     )
-    decision = _decision(harness, mandate_id)
+    decision = _decision(harness, mandate_id, token)
     assert (decision["decision"], decision["context"]["reason"]) == (False, "credential_invalid")
     assert _found_by_search(harness) is False
