@@ -103,10 +103,13 @@ def _trial(
 
 
 def test_revocation_is_never_stale_on_the_accepting_replica(
-    server_env: dict[str, str], servers: list[ServerProcess], tmp_path: Path
+    servers: list[ServerProcess], tmp_path: Path
 ) -> None:
-    actors = Actors(server_env)
-    server = launch(servers, server_env, tmp_path)
+    """Embedded SQLite; on PostgreSQL the next test counts the accepting replica's permits
+    over the same trials."""
+    env = store_env(data_dir=tmp_path / "data")
+    actors = Actors(env)
+    server = launch(servers, env, tmp_path)
     with httpx.Client(base_url=server.url, timeout=10.0) as a:
         mission = _mission(a, actors)
         permits = sum(_trial(a, None, actors, mission)[0] for _ in range(TRIALS))
