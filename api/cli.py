@@ -34,13 +34,14 @@ app = typer.Typer(
     add_completion=False,
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys (shown once, stored hashed).")
-audit_app = typer.Typer(help="Verify and replay the hash-chained ledger.")
-projections_app = typer.Typer(help="Maintain the read models.")
+audit_app = typer.Typer(help="Verify the hash-chained ledger.")
+projections_app = typer.Typer(help="Rebuild the read models.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(projections_app, name="projections")
 
 CLI_ACTOR = Actor(type="cli", name="mission-ledger")
+log = logging.getLogger("mission_ledger.cli")
 
 
 def _settings(**overrides: object) -> Settings:
@@ -63,7 +64,8 @@ def serve(
 ) -> None:
     """Run the service (default 127.0.0.1:8080, embedded SQLite).
 
-    On first start with an empty store it prints a bootstrap admin key, once.
+    On the first start of an empty store it prints a bootstrap admin key, once; never
+    again (with every admin key revoked, create one with `keys create --role admin`).
     """
     import uvicorn  # noqa: PLC0415 - only this command needs the server
 
@@ -94,21 +96,26 @@ def _bootstrap_admin(settings: Settings) -> None:
 
     ledger = open_ledger(settings)
     try:
-        directory = KeyDirectory()
-        directory.bootstrap(ledger)
-        if directory.has_role(Role.ADMIN.value):
+        issued = ledger.issue_bootstrap_key(actor=CLI_ACTOR)
+        if issued is None:
+            directory = KeyDirectory()
+            directory.bootstrap(ledger)
+            if not directory.has_role(Role.ADMIN.value):
+                log.warning(
+                    "No active admin API key, and none is minted on a store already in use. "
+                    "To recover, create one on this store: "
+                    "`mission-ledger keys create --role admin --name NAME`."
+                )
             return
-        name = "admin"
-        issued = ledger.issue_api_key(name=name, role=Role.ADMIN, actor=CLI_ACTOR)
-        typer.echo(
-            "\nNo admin key exists yet, so one was created. It is shown only this once:\n\n"
-            f"    {issued.secret}\n\n"
-            "Use it as `Authorization: Bearer <key>`, and create narrower keys with "
-            "`mission-ledger keys create --role ROLE --name NAME`.\n",
-            err=True,
-        )
     finally:
         ledger.close()
+    typer.echo(
+        "\nThe store was empty, so an admin key was created. It is shown only this once:\n\n"
+        f"    {issued.secret}\n\n"
+        "Use it as `Authorization: Bearer <key>`, and create narrower keys with "
+        "`mission-ledger keys create --role ROLE --name NAME`.\n",
+        err=True,
+    )
 
 
 @app.command(name="migrate")

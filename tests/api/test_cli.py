@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from click.testing import Result
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
+from typer.core import TyperGroup
+from typer.main import get_command
 from typer.testing import CliRunner
 
 from api.app import create_app
@@ -345,3 +348,135 @@ def test_keys_thumbprint_needs_either_a_key_file_or_generate(tmp_path: Path) -> 
     assert _thumbprint().exit_code == 2
     assert _thumbprint("--generate").exit_code == 2
     assert _thumbprint(str(tmp_path / "k.json"), "--generate", "--out", "x").exit_code == 2
+
+
+# ---------------------------------------------------------------------- help texts
+
+#: ``mission-ledger`` followed by words, as a command line in prose (not ``./.mission-ledger``).
+_MENTION = re.compile(r"(?<![\w./-])mission-ledger((?: [a-z][a-z-]*)+)")
+#: The verbs a group's help opens with: "Create, list and revoke ...", "Verify the ...".
+_OPENING_VERBS = re.compile(r"^([A-Z][a-z-]+(?:, [a-z-]+)*(?: and [a-z-]+)?)\b")
+
+
+def _command_tree() -> dict[tuple[str, ...], Any]:
+    """Every registered command and group by its path (the root is ``()``)."""
+    found: dict[tuple[str, ...], Any] = {}
+
+    def walk(command: Any, path: tuple[str, ...]) -> None:
+        found[path] = command
+        if isinstance(command, TyperGroup):
+            for name, sub in command.commands.items():
+                walk(sub, (*path, name))
+
+    walk(get_command(cli), ())
+    return found
+
+
+def _help_output(path: tuple[str, ...]) -> str:
+    result = CliRunner().invoke(cli, [*path, "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.replace("│", " ").split())
+
+
+def _named_command(words: list[str], tree: dict[tuple[str, ...], Any]) -> bool:
+    """Whether ``mission-ledger <words...>`` names a registered command: each word after a
+    group must be one of its subcommands; after a command come its arguments."""
+    path: tuple[str, ...] = ()
+    for word in words:
+        if path and not isinstance(tree[path], TyperGroup):
+            return True
+        if (*path, word) not in tree:
+            return False
+        path = (*path, word)
+    return True
+
+
+def test_every_command_named_in_the_help_texts_exists() -> None:
+    tree = _command_tree()
+    mentioned = [
+        match.group(1).split()
+        for path in tree
+        for text in (_help_output(path), tree[path].help or "")
+        for match in _MENTION.finditer(" ".join(text.split()))
+    ]
+    assert mentioned, "the usage lines name mission-ledger commands"
+    unknown = [" ".join(words) for words in mentioned if not _named_command(words, tree)]
+    assert unknown == []
+
+
+@pytest.mark.parametrize(
+    "group",
+    sorted(
+        path[0]
+        for path, command in _command_tree().items()
+        if len(path) == 1 and isinstance(command, TyperGroup)
+    ),
+)
+def test_a_command_group_help_opens_with_verbs_that_are_its_commands(group: str) -> None:
+    tree = _command_tree()
+    summary = _help_output((group,)).split("COMMAND [ARGS]... ", 1)[1]
+    opening = _OPENING_VERBS.match(summary)
+    assert opening is not None, summary
+    verbs = re.split(r", | and ", opening.group(1).lower())
+    assert [verb for verb in verbs if (group, verb) not in tree] == []
+
+
+# ---------------------------------------------------------------------- serve: the bootstrap key
+
+
+@pytest.fixture
+def serve(run: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``mission-ledger serve`` up to the point where the server would start listening."""
+    monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: None)
+
+    def start(settings: Settings) -> Result:
+        result = run(settings, "serve")
+        assert result.exit_code == 0, result.output
+        return result
+
+    return start
+
+
+def _active_keys(run: Any, settings: Settings) -> list[dict[str, str]]:
+    result = run(settings, "keys", "list", "--json")
+    assert result.exit_code == 0, result.output
+    return list(json.loads(result.stdout))
+
+
+def test_the_first_start_of_an_empty_store_prints_one_admin_key(
+    store_settings: Settings, serve: Any, run: Any
+) -> None:
+    result = serve(store_settings)
+    assert result.output.count("mlk_") == 1
+    assert _active_keys(run, store_settings) == [{"name": "admin", "role": "admin"}]
+
+
+def test_a_restart_with_every_admin_key_revoked_mints_no_key(
+    store_settings: Settings, serve: Any, run: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    serve(store_settings)
+    assert run(store_settings, "keys", "revoke", "admin").exit_code == 0
+    restarted = serve(store_settings)
+    assert "mlk_" not in restarted.output
+    assert "mlk_" not in caplog.text
+    assert _active_keys(run, store_settings) == []
+    assert "keys create --role admin" in caplog.text
+
+
+def test_a_store_already_in_use_gets_no_bootstrap_key(
+    store_settings: Settings, serve: Any, run: Any
+) -> None:
+    _create(run, store_settings, "operator", "ops")
+    result = serve(store_settings)
+    assert "mlk_" not in result.output
+    assert _active_keys(run, store_settings) == [{"name": "ops", "role": "operator"}]
+
+
+def test_keys_create_role_admin_recovers_a_store_without_admin_keys(
+    store_settings: Settings, serve: Any, run: Any, clock: MutableClock
+) -> None:
+    serve(store_settings)
+    assert run(store_settings, "keys", "revoke", "admin").exit_code == 0
+    key = _create(run, store_settings, "admin", "rescue")
+    with TestClient(create_app(with_kek(store_settings), clock=clock)) as client:
+        assert client.get("/v1/missions", headers=_bearer(key)).status_code == 200
