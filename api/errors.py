@@ -119,7 +119,9 @@ def validation_errors(exc: RequestValidationError) -> tuple[FieldError, ...]:
         loc = tuple(item.get("loc", ()))
         kind = item.get("type", "")
         if kind == "json_invalid":
-            return (FieldError("", "the body is not valid JSON"),)
+            # Raised by ``api.json_body``, whose message says what is wrong with the body.
+            reason = str(item.get("ctx", {}).get("error") or "the body is not valid JSON")
+            return (FieldError("", reason),)
         message = str(item.get("msg", "invalid"))
         if kind == "missing":
             message = "is required"

@@ -103,6 +103,14 @@ class Settings(BaseSettings):
         description="Accept http:// push endpoints on loopback hosts (local development, tests).",
     )
 
+    json_max_depth: int = Field(
+        default=64,
+        ge=2,
+        le=512,
+        description="How deep arrays and objects may nest in a JSON request body; a deeper "
+        "body is refused with 400 before any route reads it.",
+    )
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("database_url")

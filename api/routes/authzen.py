@@ -33,6 +33,7 @@ from api.authzen_parsing import (
     subject_of,
 )
 from api.consistency import MIN_POSITION_HEADER, parse_min_position
+from api.json_body import JsonBodyRoute, max_depth_of
 from api.routes.common import ServicesDep
 from api.services import Services
 from ledger.domain.errors import InvalidRequest
@@ -40,7 +41,7 @@ from ledger.domain.roles import Role
 from projections import search
 from projections.pdp import Decision, Evaluation, new_evaluation_id, stale
 
-router = APIRouter(tags=["authzen"])
+router = APIRouter(tags=["authzen"], route_class=JsonBodyRoute)
 
 DEFAULT_PAGE = 100
 
@@ -80,7 +81,9 @@ async def _fresh(services: Services, request: Request, context: Mapping[str, Any
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    return parse_body(request.headers.get("content-type"), await request.body())
+    return parse_body(
+        request.headers.get("content-type"), await request.body(), max_depth_of(request)
+    )
 
 
 async def evaluation(request: Request) -> Response:

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.auth import PrincipalDep
+from api.json_body import JsonBodyRoute
 from api.routes.authzen import EVALUATION_OPENAPI
 from api.routes.common import ServicesDep
 
-router = APIRouter(tags=["discovery"])
+router = APIRouter(tags=["discovery"], route_class=JsonBodyRoute)
 
 
 @router.get("/.well-known/mission-authority-server")

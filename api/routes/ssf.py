@@ -30,7 +30,6 @@ nothing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
@@ -41,6 +40,7 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import Principal, PrincipalDep, hidden
 from api.consistency import POSITION_HEADER, FreshSignals
 from api.idempotency import idempotency_for
+from api.json_body import JsonBodyError, JsonBodyRoute, json_of
 from api.routes.common import ServicesDep, finish_write
 from api.routes.ssf_sse import owned_stream
 from api.services import Services
@@ -61,7 +61,7 @@ from ledger.domain.streams import (
 )
 from ledger.persistence.snapshots import StateCodec
 
-router = APIRouter(tags=["signals"])
+router = APIRouter(tags=["signals"], route_class=JsonBodyRoute)
 
 SPEC_VERSION = "1_0"
 OAUTH_SCHEME = {"spec_urn": "urn:ietf:rfc:6749"}
@@ -125,19 +125,14 @@ def _bad(pointer: str, message: str) -> NoReturn:
     raise InvalidRequest.at(pointer, message)
 
 
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(name)
-
-
 async def json_object(request: Request) -> dict[str, Any]:
     """The request body as a JSON object, or a 400 problem."""
-    raw = await request.body()
-    if not raw.strip():
+    if not (await request.body()).strip():
         _bad("", "the body must be a JSON object")
     try:
-        value = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        _bad("", "the body is not valid JSON")
+        value = await json_of(request)
+    except JsonBodyError as error:
+        _bad("", str(error))
     if not isinstance(value, dict):
         _bad("", "the body must be a JSON object")
     return value

@@ -10,6 +10,7 @@ from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal, PrincipalDep, hidden
+from api.json_body import JsonBodyRoute
 from api.routes.common import ServicesDep
 from api.services import Services
 from ledger.domain.actors import Actor
@@ -17,7 +18,7 @@ from ledger.domain.errors import InvalidRequest, NotFound
 from ledger.domain.roles import Role
 from ledger.domain.streams import Stream
 
-router = APIRouter(tags=["signals"])
+router = APIRouter(tags=["signals"], route_class=JsonBodyRoute)
 
 SEND_TIMEOUT_SECONDS = 10
 _STREAM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # anything else never reaches the store
