@@ -2,9 +2,9 @@
 
 ``GET /.well-known/ssf-configuration`` is public. Everything under ``/ssf/`` needs the
 ``pep`` role (``admin`` passes), and a caller sees only the streams it created: any
-other stream id answers the same 404 as an unknown one. An OAuth caller whose ``pep``
-role comes only from the ``ssf.read`` scope may read streams and their status, not
-create, change or verify them (that takes ``ssf.manage``): 403.
+other stream id answers the same 404 as an unknown one. The ``receiver`` role (the
+``ssf.read`` OAuth scope; ``ssf.manage`` grants ``pep``) may read streams and their
+status and receive their SETs, not create, change or verify them: 403.
 
 Wire rules (OpenID SSF 1.0 section 8, reference/standards.md 3.3-3.6):
 
@@ -46,7 +46,6 @@ from api.routes.ssf_sse import owned_stream
 from api.services import Services
 from ledger.application import Written
 from ledger.domain.errors import Gone, InvalidRequest
-from ledger.domain.roles import Role
 from ledger.domain.streams import (
     DELIVERY_METHODS,
     EVENTS_SUPPORTED,
@@ -226,10 +225,6 @@ async def _write(
     return written, headers
 
 
-def _require_pep(principal: Principal) -> None:
-    principal.require(Role.PEP)
-
-
 # ---------------------------------------------------------------------- metadata
 
 
@@ -280,7 +275,7 @@ async def read_streams(
     principal: PrincipalDep, services: ServicesDep, stream_id: str | None = None
 ) -> JSONResponse:
     """One stream's configuration, or without ``stream_id`` all of the caller's."""
-    _require_pep(principal)
+    principal.require_stream_reading()
     if stream_id is not None:
         stream = await owned_stream(services, principal, stream_id)
         return _json(config_view(services, stream))
@@ -374,7 +369,7 @@ def _status_view(stream: Stream) -> dict[str, Any]:
 async def read_status(
     principal: PrincipalDep, services: ServicesDep, stream_id: str | None = None
 ) -> JSONResponse:
-    _require_pep(principal)
+    principal.require_stream_reading()
     stream = await owned_stream(services, principal, _required_query(stream_id))
     return _json(_status_view(stream))
 

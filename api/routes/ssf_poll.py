@@ -56,7 +56,6 @@ from api.json_body import (
 from api.routes.common import ServicesDep
 from api.routes.ssf_sse import owned_stream
 from api.services import Services
-from ledger.domain.roles import Role
 from ledger.domain.streams import POLL, StreamStatus
 
 router = APIRouter(tags=["signals"], route_class=JsonBodyRoute)
@@ -212,7 +211,7 @@ async def poll(
     stream_id: str, request: Request, principal: PrincipalDep, services: ServicesDep
 ) -> JSONResponse:
     """RFC 8936 poll: acknowledge, report errors, and receive the stream's pending SETs."""
-    principal.require(Role.PEP)
+    principal.require_stream_reading()
     try:
         asked = parse_poll(await request.body(), max_depth_of(request))
     except PollRequestError as refused:

@@ -15,7 +15,6 @@ from api.routes.common import ServicesDep
 from api.services import Services
 from ledger.domain.actors import Actor
 from ledger.domain.errors import InvalidRequest, NotFound
-from ledger.domain.roles import Role
 from ledger.domain.streams import Stream
 
 router = APIRouter(tags=["signals"], route_class=JsonBodyRoute)
@@ -61,7 +60,7 @@ async def stream_events(
     """The stream's SETs as Server-Sent Events: ``id`` = cursor, ``event: set``, ``data`` =
     compact SET; resume with ``Last-Event-ID`` (or ``?after=N``) gets exactly the events
     after it, in order; a cursor outside the retained log gets ``event: resync``."""
-    principal.require(Role.PEP)
+    principal.require_stream_reading()
     await owned_stream(services, principal, stream_id)
     last = _cursor(request.headers.get("last-event-id"), "/headers/Last-Event-ID")
     if last is None:
