@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.services import Services, get_services
 from ledger.domain.actors import Actor
@@ -87,8 +88,18 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
+#: Declares the bearer credential in the OpenAPI document (checking it is ours, below).
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="An API key (mlk_...) or an access token of the configured OAuth issuer.",
+)
+
+
 async def authenticate(
-    request: Request, services: Annotated[Services, Depends(get_services)]
+    request: Request,
+    services: Annotated[Services, Depends(get_services)],
+    _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
 ) -> Principal:
     return await authenticate_request(request, services)
 

@@ -110,34 +110,6 @@ async def evaluation(request: Request) -> Response:
 
 router.add_route("/access/v1/evaluation", evaluation, methods=["POST"], include_in_schema=False)
 
-#: The OpenAPI path item of the plain route above (FastAPI describes only its own routes).
-EVALUATION_OPENAPI: dict[str, Any] = {
-    "/access/v1/evaluation": {
-        "post": {
-            "tags": ["authzen"],
-            "summary": "Access Evaluation (OpenID AuthZEN Authorization API 1.0)",
-            "description": (
-                "One decision from this replica's evaluation index. Needs the pep role. "
-                "Malformed requests get 400 with a plain-text message."
-            ),
-            "operationId": "evaluation_access_v1_evaluation_post",
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            },
-            "responses": {
-                "200": {
-                    "description": "The decision",
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                },
-                "400": {"description": "Malformed request"},
-                "401": {"description": "Missing or invalid credential"},
-                "403": {"description": "The credential lacks the pep role"},
-            },
-        }
-    }
-}
-
 
 @router.post("/access/v1/evaluations", response_model=None)
 async def evaluations(request: Request, principal: PrincipalDep, services: ServicesDep) -> Response:
