@@ -39,7 +39,7 @@ from api.openapi import build
 from ledger.settings import Settings
 from tests.e2e.server import ServerProcess, create_key, store_env
 
-MAX_EXAMPLES = 15
+MAX_EXAMPLES = 10
 CHECKS = [
     not_a_server_error,
     response_schema_conformance,
