@@ -62,6 +62,12 @@ class Settings(BaseSettings):
 
     proposal_ttl_seconds: int = Field(default=86_400, ge=60, le=30 * 86_400)
     mission_max_stale_seconds: int = Field(default=60, ge=1, le=3_600)
+    require_proof: bool = Field(
+        default=True,
+        description="Decisions on a Mandate need proof that the caller holds its key "
+        "(context.proof.jkt or a DPoP proof at context.proof.dpop); false only for "
+        "development. Bare Mandate ids and join mode need a proof either way.",
+    )
     read_your_writes_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     idempotency_retention_hours: int = Field(default=24, ge=24, le=24 * 90)
     policy_version: str = "mission-ledger/1"

@@ -197,9 +197,13 @@ async def _search(
     kind: str,
     run: Callable[[Mapping[str, Any]], list[dict[str, Any]]],
 ) -> Response:
+    services: Services = request.app.state.services
     try:
         body = await _body(request)
         results = run(body)
+        if not services.pdp.fresh():
+            # Fails closed like a decision: a stale index may still list revoked authority.
+            return _json({"results": [], "context": services.pdp.stale_context()})
         return _json(_paged(body, kind, results))
     except (AuthZenBadRequest, InvalidRequest) as error:
         return _bad(error)

@@ -19,6 +19,7 @@ import pytest
 
 from tests.e2e.conftest import launch
 from tests.e2e.server import ServerProcess, create_key, store_env
+from tests.mandate_builders import proof_of
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +66,7 @@ def _mission(client: httpx.Client, actors: Actors) -> str:
 
 
 def _evaluation(token: str, min_position: int | None = None) -> dict[str, Any]:
-    context: dict[str, Any] = {"mandate": token}
+    context: dict[str, Any] = {"mandate": token, "proof": proof_of(token)}
     if min_position is not None:
         context["consistency"] = {"min_position": min_position}
     return {

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tests.api.pdp.conftest import Harness
+from tests.mandate_builders import jkt, proof_of
 
 ERP = "https://erp.example.com"
 
@@ -42,9 +43,17 @@ def request(
         "subject": subject,
         "action": {"name": action, "properties": action_properties or {}},
         "resource": {"type": "api", "id": resource, "properties": resource_properties or {}},
-        "context": {"mandate": token, **(context or {})},
+        "context": {"mandate": token, **_proof(token), **(context or {})},
     }
     return body
+
+
+def _proof(token: str) -> dict[str, Any]:
+    """The proof of possession a PEP passes with a well-formed Mandate token."""
+    try:
+        return {"proof": proof_of(token)}
+    except (IndexError, ValueError, KeyError):
+        return {}
 
 
 def token_for(h: Harness, **constraints: Any) -> str:
@@ -266,7 +275,8 @@ def test_a_badly_signed_token_is_credential_invalid(harness: Harness) -> None:
 def test_mandate_id_works_in_place_of_the_token(harness: Harness) -> None:
     mission = harness.mission([entry()])
     issued = harness.mandate(mission)
-    assert harness.evaluate(request(issued["mandate_id"]))["decision"] is True
+    body = request(issued["mandate_id"], context={"proof": proof_of(issued["token"])})
+    assert harness.evaluate(body)["decision"] is True
 
 
 def test_suspended_mission_denies_and_resume_restores(harness: Harness) -> None:
@@ -315,9 +325,9 @@ def test_join_mode_evaluates_against_the_mission(harness: Harness) -> None:
     mission = harness.mission([entry()])
     issuer = harness.client.get("/.well-known/mission-authority-server").json()["issuer"]
     body = request("unused", instance_id=None)
-    body["context"] = {"mission": {"id": mission, "issuer": issuer}}
+    body["context"] = {"mission": {"id": mission, "issuer": issuer}, "proof": {"jkt": jkt()}}
     assert harness.evaluate(body)["decision"] is True
-    body["context"] = {"mission": {"id": mission, "issuer": "https://elsewhere.example"}}
+    body["context"]["mission"] = {"id": mission, "issuer": "https://elsewhere.example"}
     assert harness.evaluate(body)["context"]["reason"] == "mission_binding_failed"
 
 
