@@ -18,7 +18,8 @@ from fastapi import Depends, Request, Response
 from fastapi.params import Depends as DependsParam
 from fastapi.routing import APIRoute
 
-from api.auth import PrincipalDep, authenticate
+from api.auth import PrincipalDep, principal_of
+from api.json_body import JsonBodyRoute
 from api.policy import Gate
 from api.services import get_services
 
@@ -46,8 +47,9 @@ def gates_of(route: APIRoute) -> list[Gate]:
     ]
 
 
-class GatedRoute(APIRoute):
-    """Checks the route's gates (authenticating the caller) before its body is read."""
+class GatedRoute(JsonBodyRoute):
+    """Checks the route's gates (authenticating the caller) before its body is read (by
+    ``JsonBodyRoute``'s strict parser)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -56,7 +58,7 @@ class GatedRoute(APIRoute):
             return handler
 
         async def gated(request: Request) -> Response:
-            principal = await authenticate(request, await get_services(request))
+            principal = await principal_of(request, await get_services(request))
             for gate in gates:
                 gate.check(principal)
             return await handler(request)

@@ -11,10 +11,11 @@ from starlette.concurrency import run_in_threadpool
 
 from api import policy
 from api.auth import PrincipalDep
+from api.json_body import JsonBodyRoute
 from api.metrics import ServiceCollector
 from api.routes.common import ServicesDep
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=JsonBodyRoute)
 
 
 def _exposition(request: Request, services: ServicesDep) -> bytes:

@@ -65,8 +65,9 @@ def test_every_v1_write_route_says_who_may_call_it() -> None:
 
 @pytest.mark.parametrize("malformed", list(MALFORMED), ids=list(MALFORMED))
 def test_a_credential_without_the_role_gets_403_before_its_body_is_read(
-    api: Api, malformed: str
+    shared_api: Api, malformed: str
 ) -> None:
+    api = shared_api
     head = api.head()
     refused = []
     for method, template in V1_WRITES:
@@ -85,7 +86,8 @@ def test_a_credential_without_the_role_gets_403_before_its_body_is_read(
     assert api.head() == head
 
 
-def test_a_caller_with_the_role_still_gets_400_for_a_malformed_body(api: Api) -> None:
+def test_a_caller_with_the_role_still_gets_400_for_a_malformed_body(shared_api: Api) -> None:
+    api = shared_api
     for method, template in V1_WRITES:
         who = sorted(CALLERS[(method, template)])[0]
         path = re.sub(r"\{[^}]+\}", "x", template)
@@ -98,7 +100,8 @@ def test_a_caller_with_the_role_still_gets_400_for_a_malformed_body(api: Api) ->
         assert response.status_code == 400, (who, method, template, response.text)
 
 
-def test_no_credential_gets_401_before_its_body_is_read(api: Api) -> None:
+def test_no_credential_gets_401_before_its_body_is_read(shared_api: Api) -> None:
+    api = shared_api
     for method, template in V1_WRITES:
         path = re.sub(r"\{[^}]+\}", "x", template)
         response = api.client.request(
