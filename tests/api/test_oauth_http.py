@@ -119,6 +119,7 @@ def test_a_token_without_a_role_scope_is_403(oauth: OAuthApi) -> None:
     assert_problem(response, 403, "forbidden")
 
 
+@pytest.mark.postgres_smoke
 def test_a_write_records_the_token_subject_and_issuer_as_the_actor(oauth: OAuthApi) -> None:
     mission = oauth.api.mission()
     head = oauth.api.head()

@@ -263,6 +263,7 @@ def test_mandate_id_works_in_place_of_the_token(harness: Harness) -> None:
     assert harness.evaluate(body)["decision"] is True
 
 
+@pytest.mark.postgres_smoke
 def test_suspended_mission_denies_and_resume_restores(harness: Harness) -> None:
     mission = harness.mission([entry()])
     token = harness.mandate(mission)["token"]
@@ -281,6 +282,7 @@ def test_suspended_mission_denies_and_resume_restores(harness: Harness) -> None:
     assert harness.evaluate(request(token))["decision"] is True
 
 
+@pytest.mark.postgres_smoke
 def test_revoked_mandate_denies_immediately_on_the_same_replica(harness: Harness) -> None:
     mission = harness.mission([entry()])
     issued = harness.mandate(mission)
@@ -442,6 +444,7 @@ def test_search_apis_list_what_the_agent_may_do(harness: Harness) -> None:
     assert actions["results"] == [{"name": "invoices.pay"}, {"name": "invoices.read"}]
 
 
+@pytest.mark.postgres_smoke
 def test_search_pagination_walks_every_result_once(harness: Harness) -> None:
     mission = harness.mission([entry([f"invoices.a{i}" for i in range(7)])])
     harness.mandate(mission)
