@@ -73,6 +73,7 @@ def test_the_answer_is_the_mission_without_the_discharged_entry(api: Api) -> Non
     assert body["authorization_details"] == discharge_authority()
 
 
+@pytest.mark.postgres_smoke
 def test_the_answer_carries_the_ledger_position_of_the_discharge(api: Api) -> None:
     mission = discharge_mission(api)
     response = report(api, mission["id"])
@@ -80,6 +81,7 @@ def test_the_answer_carries_the_ledger_position_of_the_discharge(api: Api) -> No
     assert api.events(mission["id"])[-1]["type"] == "EntryDischarged"
 
 
+@pytest.mark.postgres_smoke
 def test_a_repeated_event_id_answers_the_unchanged_mission(api: Api) -> None:
     mission = discharge_mission(api)
     first = report(api, mission["id"])
