@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import PrincipalDep, hidden
 from api.idempotency import idempotency_for
+from api.json_body import JsonBodyRoute
 from api.routes.common import ServicesDep, finish_write
 from api.routes.missions import _load
 from api.schemas import CompletionEventIn
@@ -16,7 +17,7 @@ from api.views import mission_view
 from ledger.domain.instants import parse_instant
 from ledger.domain.roles import Role
 
-router = APIRouter(tags=["missions"])
+router = APIRouter(tags=["missions"], route_class=JsonBodyRoute)
 
 
 @router.post("/v1/missions/{mission_id}/completion-events")
