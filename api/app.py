@@ -21,6 +21,7 @@ from api.read_models import read_models
 from api.routes import (
     audit,
     authzen,
+    completion_events,
     discovery,
     health,
     jwks,
@@ -177,6 +178,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         health.router,
         proposals.router,
         missions.router,
+        completion_events.router,
         mandates.router,
         status.router,
         metrics.router,

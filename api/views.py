@@ -66,6 +66,7 @@ def mission_view(mission: Mission, now: datetime) -> dict[str, Any]:
             "effective_authorization_details": mission.effective_authority(),
             "contained": mission.contained or None,
             "containment_version": mission.containment_version or None,
+            "discharged": mission.discharged_entries() or None,
             "authority_hash": mission.authority_hash,
             "intent_hash": mission.intent_hash,
             "proposal_hash": mission.proposal_hash,

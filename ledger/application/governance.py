@@ -328,6 +328,41 @@ class GovernanceUseCases(MandateCascades):
             pinned=None if expected_version is None else (mission_id, expected_version),
         )
 
+    def report_completion_event(
+        self,
+        *,
+        actor: Actor,
+        mission_id: str,
+        event_type: str,
+        event_id: str,
+        occurred_at: datetime,
+        entry_digest: str | None = None,
+        idempotency: IdempotencyRequest | None = None,
+    ) -> Written[Mission]:
+        """A completion event fires ``terminal_when`` (M1): the matching entries leave the
+        Effective Authority Set and every Mandate narrows or ends by cascade, in one write.
+        A ``event_id`` already applied changes nothing (on every replica: the ids are part
+        of the Mission)."""
+
+        def command() -> Changes:
+            now = self.clock.now()
+            mission = self.get_mission(mission_id)
+            if mission.already_reported(event_id, event_type=event_type, entry_digest=entry_digest):
+                return Changes(mission, [], {})
+            mission.advance_clock(now)
+            mission.discharge(
+                event_type=event_type,
+                entry_digest=entry_digest,
+                event_id=event_id,
+                occurred_at=occurred_at,
+                actor=actor,
+                now=now,
+            )
+            effects = self.mandate_effects(mission, actor=actor, now=now)
+            return Changes(mission, [*effects.changed, mission], effects.expect)
+
+        return self.execute(command, idempotency, Mission)
+
     def propose_expansion(
         self,
         *,

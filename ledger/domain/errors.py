@@ -12,7 +12,8 @@ in one table. Nothing below this module knows about HTTP.
     ├── NotFound                  unknown, or outside the caller's view (404)
     ├── Conflict                  illegal in the current state (409 ``conflict``)
     │   ├── StaleVersion          ``expected_version`` no longer current (409)
-    │   └── IdempotencyConflict   key reused with a different request (409)
+    │   ├── IdempotencyConflict   key reused with a different request (409)
+    │   └── NoMatchingCondition   a completion event that fires no terminal_when (409)
     ├── Gone                      the object exists but has ended (410)
     ├── TooManyRequests           rate or interval limits (429)
     └── Unavailable               the store or a read model is not ready (503)
@@ -99,6 +100,11 @@ class StaleVersion(Conflict):
 class IdempotencyConflict(Conflict):
     code = "idempotency_conflict"
     title = "Idempotency key reused with a different request"
+
+
+class NoMatchingCondition(Conflict):
+    code = "no_matching_condition"
+    title = "No terminal_when condition matches the completion event"
 
 
 class Gone(LedgerError):
