@@ -17,6 +17,7 @@ from api.services import Services, get_services
 from ledger.domain.actors import Actor
 from ledger.domain.errors import Forbidden, NotAuthenticated, NotFound
 from ledger.domain.roles import Role
+from ledger.domain.subjects import PrincipalIdentity
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Principal:
     #: False for an OAuth caller whose ``pep`` role comes only from the ``ssf.read`` scope:
     #: it may read streams and receive SETs, not create or change streams.
     manages_streams: bool = True
+    #: The OAuth token's ``acr`` claim (an API key has none).
+    acr: str | None = None
 
     def has(self, *roles: Role) -> bool:
         return Role.ADMIN in self.roles or any(role in self.roles for role in roles)
@@ -54,6 +57,10 @@ class Principal:
             iss=self.issuer,
             client_id=self.client_id if self.kind == "oauth" else None,
         )
+
+    def identity(self, ledger_issuer: str) -> PrincipalIdentity:
+        """``{iss, sub}`` of the principal: a JWT's, or ``{ledger issuer, key name}``."""
+        return PrincipalIdentity(iss=self.issuer or ledger_issuer, sub=self.name, acr=self.acr)
 
     @property
     def scope(self) -> str:
@@ -126,6 +133,7 @@ async def authenticate_request(request: Request, services: Services) -> Principa
         client_id=verified.client_id,
         issuer=verified.issuer,
         manages_streams=verified.manages_streams,
+        acr=verified.acr,
     )
 
 
