@@ -19,6 +19,7 @@ from api.oauth import OAuthVerifier
 from api.push import PushDelivery
 from api.read_models import read_models
 from api.routes import (
+    audit,
     authzen,
     discovery,
     health,
@@ -184,6 +185,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         ssf.router,
         ssf_poll.router,
         ssf_sse.router,
+        audit.router,
     ):
         app.include_router(router)
     app.add_middleware(RequestId)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -204,6 +205,49 @@ def keys_revoke(
     finally:
         ledger.close()
     typer.echo(f"revoked {name!r}" if position else f"{name!r} was already revoked")
+
+
+@keys_app.command("thumbprint")
+def keys_thumbprint(
+    key_file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="An agent's key: a JWK (JSON) or PEM file, public or private.",
+            metavar="KEY_FILE",
+            show_default=False,
+        ),
+    ] = None,
+    generate: Annotated[
+        bool,
+        typer.Option(
+            "--generate", help="Make a fresh EC P-256 private key (a JWK) and write it to --out."
+        ),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="With --generate: the new key's file (created 0600, never overwritten)."),
+    ] = None,
+) -> None:
+    """Print the RFC 7638 thumbprint of an agent's key: the value a Mandate request sends as
+    cnf.jkt. Needs no store and no server."""
+    from api.key_thumbprint import KeyFileError, thumbprint, write_private_jwk  # noqa: PLC0415
+
+    if generate == (key_file is not None):
+        raise typer.BadParameter("give either a KEY_FILE or --generate --out FILE")
+    if generate != (out is not None):
+        raise typer.BadParameter("--out goes with --generate (and --generate needs --out)")
+    try:
+        if out is not None:
+            printed = write_private_jwk(out)
+            typer.echo(f"wrote a new EC P-256 private key to {out}", err=True)
+        else:
+            assert key_file is not None
+            printed = thumbprint(key_file.read_text(encoding="utf-8"))
+    except FileExistsError:
+        raise _fail(f"{out} exists: a key is never overwritten; choose another --out") from None
+    except (OSError, UnicodeDecodeError, KeyFileError) as error:
+        raise _fail(str(error)) from None
+    typer.echo(printed)
 
 
 @keys_app.command("rotate-signing")

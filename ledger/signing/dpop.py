@@ -18,11 +18,13 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from joserfc import jws
-from joserfc.errors import JoseError
+from joserfc.errors import JoseError, UnsupportedAlgorithmError
+from joserfc.jwk import GuestProtocol, Key
 
 from ledger.signing.algorithms import SUPPORTED_ALGS, jose_verification_key, jwk_thumbprint
 from ledger.signing.algorithms import jws_registry as _registry
@@ -59,23 +61,30 @@ def verify_dpop(token: object, *, htm: object, htu: object, now: float) -> Verif
         raise ProofInvalid("context.proof.dpop must be a compact JWS")
     if not isinstance(htm, str) or not htm or not isinstance(htu, str) or not htu:
         raise ProofInvalid("context.proof needs htm and htu: the request the proof was sent with")
+    proven: list[str] = []
+
+    def holder_key(guest: GuestProtocol) -> Key:
+        header = guest.headers()
+        if header.get("typ") != DPOP_TYP:
+            raise ProofInvalid(f"a DPoP proof has typ {DPOP_TYP!r}")
+        jwk = header.get("jwk")
+        if not isinstance(jwk, dict) or "d" in jwk or not isinstance(jwk.get("kty"), str):
+            raise ProofInvalid("a DPoP proof carries its public key (jwk) in the header")
+        key, jkt = _key(jwk)
+        proven.append(jkt)
+        return key
+
     try:
-        header = jws.extract_compact(token.encode("ascii")).protected
-    except (JoseError, ValueError, UnicodeError) as error:
-        raise ProofInvalid("context.proof.dpop is not a well-formed JWS") from error
-    if header.get("typ") != DPOP_TYP:
-        raise ProofInvalid(f"a DPoP proof has typ {DPOP_TYP!r}")
-    alg, jwk = header.get("alg"), header.get("jwk")
-    if alg not in SUPPORTED_ALGS:
-        raise ProofInvalid(f"DPoP alg must be one of {', '.join(SUPPORTED_ALGS)}")
-    if not isinstance(jwk, dict) or "d" in jwk or not isinstance(jwk.get("kty"), str):
-        raise ProofInvalid("a DPoP proof carries its public key (jwk) in the header")
-    try:
-        key = jose_verification_key(jwk)
-        verified = jws.deserialize_compact(token, key, algorithms=[alg], registry=_REGISTRY)
+        verified = jws.deserialize_compact(
+            token, holder_key, algorithms=SUPPORTED_ALGS, registry=_REGISTRY
+        )
         claims: Any = json.loads(verified.payload)
-        jkt = jwk_thumbprint(jwk)
-    except (JoseError, ValueError, TypeError, KeyError) as error:
+    except ProofInvalid:
+        raise
+    except UnsupportedAlgorithmError as error:
+        msg = f"DPoP alg must be one of {', '.join(SUPPORTED_ALGS)}"
+        raise ProofInvalid(msg) from error
+    except (JoseError, ValueError, TypeError, KeyError, UnicodeError) as error:
         raise ProofInvalid("the DPoP proof's signature does not verify") from error
     if not isinstance(claims, dict):
         raise ProofInvalid("the DPoP proof's payload is not a JSON object")
@@ -92,7 +101,19 @@ def verify_dpop(token: object, *, htm: object, htu: object, now: float) -> Verif
     jti = claims.get("jti")
     if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_LENGTH:
         raise ProofInvalid("the DPoP proof has no usable jti")
-    return VerifiedProof(jkt=jkt, jti=jti, iat=float(iat))
+    return VerifiedProof(jkt=proven[0], jti=jti, iat=float(iat))
+
+
+@lru_cache(maxsize=4_096)
+def _imported(members: str) -> tuple[Key, str]:
+    jwk = json.loads(members)
+    return jose_verification_key(jwk), jwk_thumbprint(jwk)
+
+
+def _key(jwk: dict[str, Any]) -> tuple[Key, str]:
+    """The joserfc key and RFC 7638 thumbprint of a proof's ``jwk`` (an agent signs every
+    proof with the same key, so both are remembered, keyed by the canonical members)."""
+    return _imported(json.dumps(jwk, sort_keys=True, separators=(",", ":")))
 
 
 class ReplayCache:

@@ -8,6 +8,8 @@ The CLI runs in-process (``CliRunner``) with its own ``open_ledger`` on the stor
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 import time
@@ -16,6 +18,8 @@ from typing import Any
 
 import pytest
 from click.testing import Result
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 from typer.core import TyperGroup
 from typer.main import get_command
@@ -229,6 +233,121 @@ def test_keys_create_refuses_a_malformed_name(api: Api, run: Any) -> None:
     assert result.exit_code != 0
     assert "key name" in result.output
     assert api.head() == head
+
+
+# ---------------------------------------------------------------------- keys thumbprint
+
+# RFC 7638 section 3.1: this RSA key's thumbprint.
+RFC7638_KEY = {
+    "kty": "RSA",
+    "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc"
+    "_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_"
+    "FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4"
+    "vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+    "e": "AQAB",
+    "alg": "RS256",
+    "kid": "2011-04-29",
+}
+RFC7638_THUMBPRINT = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+
+
+def _thumbprint(*args: str) -> Result:
+    return CliRunner().invoke(cli, ["keys", "thumbprint", *args])
+
+
+def _ec_thumbprint(jwk: dict[str, str]) -> str:
+    """RFC 7638 by hand: SHA-256 of the required members, sorted, no whitespace."""
+    members = json.dumps({k: jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"))
+    digest = hashlib.sha256(members.encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def test_keys_thumbprint_of_a_jwk_is_its_rfc7638_thumbprint(tmp_path: Path) -> None:
+    key_file = tmp_path / "key.json"
+    key_file.write_text(json.dumps(RFC7638_KEY))
+    result = _thumbprint(str(key_file))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == RFC7638_THUMBPRINT + "\n"
+
+
+def test_keys_thumbprint_generate_writes_a_private_p256_jwk_and_prints_its_thumbprint(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "agent-key.json"
+    result = _thumbprint("--generate", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    jwk = json.loads(out.read_text())
+    assert (jwk["kty"], jwk["crv"]) == ("EC", "P-256")
+    assert jwk["d"]
+    assert result.stdout == _ec_thumbprint(jwk) + "\n"
+
+
+def test_keys_thumbprint_generate_creates_the_key_file_private(tmp_path: Path) -> None:
+    out = tmp_path / "agent-key.json"
+    assert _thumbprint("--generate", "--out", str(out)).exit_code == 0
+    assert out.stat().st_mode & 0o777 == 0o600
+
+
+def test_keys_thumbprint_generate_never_overwrites_a_file(tmp_path: Path) -> None:
+    out = tmp_path / "agent-key.json"
+    out.write_text("a key in use")
+    result = _thumbprint("--generate", "--out", str(out))
+    assert result.exit_code == 1
+    assert "exists" in result.stderr
+    assert out.read_text() == "a key in use"
+
+
+def test_keys_thumbprint_of_a_pem_key_is_that_of_the_same_jwk(tmp_path: Path) -> None:
+    private = ec.generate_private_key(ec.SECP256R1())
+    pem = tmp_path / "public.pem"
+    pem.write_bytes(
+        private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    numbers = private.public_key().public_numbers()
+
+    def b64(value: int) -> str:
+        return base64.urlsafe_b64encode(value.to_bytes(32, "big")).decode().rstrip("=")
+
+    jwk = {"kty": "EC", "crv": "P-256", "x": b64(numbers.x), "y": b64(numbers.y)}
+    result = _thumbprint(str(pem))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == _ec_thumbprint(jwk) + "\n"
+
+
+def test_keys_thumbprint_of_a_private_key_is_that_of_its_public_key(tmp_path: Path) -> None:
+    out = tmp_path / "agent-key.json"
+    generated = _thumbprint("--generate", "--out", str(out)).stdout
+    jwk = json.loads(out.read_text())
+    public = tmp_path / "public.json"
+    public.write_text(json.dumps({k: v for k, v in jwk.items() if k != "d"}))
+    assert _thumbprint(str(out)).stdout == generated
+    assert _thumbprint(str(public)).stdout == generated
+
+
+def test_keys_thumbprint_refuses_a_symmetric_key(tmp_path: Path) -> None:
+    key_file = tmp_path / "oct.json"
+    key_file.write_text(json.dumps({"kty": "oct", "k": "c2VjcmV0"}))
+    result = _thumbprint(str(key_file))
+    assert result.exit_code == 1
+    assert "symmetric" in result.stderr
+    assert result.stdout == ""
+
+
+def test_keys_thumbprint_refuses_text_that_is_not_a_key(tmp_path: Path) -> None:
+    key_file = tmp_path / "notes.txt"
+    key_file.write_text("not a key")
+    result = _thumbprint(str(key_file))
+    assert result.exit_code == 1
+    assert "JWK" in result.stderr
+    assert result.stdout == ""
+
+
+def test_keys_thumbprint_needs_either_a_key_file_or_generate(tmp_path: Path) -> None:
+    assert _thumbprint().exit_code == 2
+    assert _thumbprint("--generate").exit_code == 2
+    assert _thumbprint(str(tmp_path / "k.json"), "--generate", "--out", "x").exit_code == 2
 
 
 # ---------------------------------------------------------------------- help texts
