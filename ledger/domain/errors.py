@@ -75,7 +75,7 @@ class ApprovalNotAllowed(Forbidden):
     title = "Approval not allowed"
 
     def __init__(self, detail: str, *, rule: str) -> None:
-        super().__init__(detail, extensions={"rule": rule})
+        super().__init__(f"{detail} (rule {rule})", extensions={"rule": rule})
         self.rule = rule
 
 
