@@ -8,9 +8,10 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from api.json_body import JsonBodyRoute
 from api.routes.common import ServicesDep
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=JsonBodyRoute)
 
 MAX_READY_LAG = 1_000
 

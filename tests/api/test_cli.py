@@ -33,6 +33,8 @@ from ledger.settings import Settings
 from tests.api.conftest import Api, assert_problem, with_kek
 from tests.conftest import MutableClock
 
+pytestmark = pytest.mark.postgres_smoke  # the CLI writes through a connection of its own
+
 
 @pytest.fixture
 def run(monkeypatch: pytest.MonkeyPatch) -> Any:

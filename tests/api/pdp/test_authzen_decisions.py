@@ -186,21 +186,37 @@ def test_permit_carries_evaluation_id_mission_version_and_valid_until(harness: H
     assert context["valid_until"].endswith("Z")
 
 
-def test_any_rfc8259_document_is_parsed_even_where_the_fast_parser_refuses(
+def test_a_document_the_fast_parser_refuses_but_rfc8259_allows_is_decided(
     harness: Harness,
 ) -> None:
-    """orjson refuses lone surrogate escapes and numbers beyond a double; the standard
-    parser accepts both, so the request is decided rather than refused."""
+    """orjson refuses a leading byte order mark, which RFC 8259 section 8.1 lets a parser
+    ignore: the standard parser has the last word, so the request is decided."""
     token = token_for(harness)
-    raw = json.dumps(request(token, context={"note": "x"}))
-    raw = raw.replace('"note": "x"', '"note": "\\ud800", "n": 1e400')
+    raw = b"\xef\xbb\xbf" + json.dumps(request(token)).encode()
+    response = harness.client.post(
+        "/access/v1/evaluation",
+        content=raw,
+        headers={**harness.auth("pep"), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["decision"] is True
+
+
+def test_a_lone_surrogate_is_refused_even_though_the_standard_parser_reads_it(
+    harness: Harness,
+) -> None:
+    """It used to be decided; a string that is not Unicode cannot be echoed or logged as
+    UTF-8, so it is a malformed request (400, AuthZEN's plain-text shape)."""
+    token = token_for(harness)
+    raw = json.dumps(request(token, context={"note": "x"})).replace('"x"', '"\\ud800"')
     response = harness.client.post(
         "/access/v1/evaluation",
         content=raw.encode(),
         headers={**harness.auth("pep"), "Content-Type": "application/json"},
     )
-    assert response.status_code == 200, response.text
-    assert response.json()["decision"] is True
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "not valid Unicode" in response.text
 
 
 def test_a_body_that_is_not_json_is_400(harness: Harness) -> None:
@@ -210,7 +226,7 @@ def test_a_body_that_is_not_json_is_400(harness: Harness) -> None:
         headers={**harness.auth("pep"), "Content-Type": "application/json"},
     )
     assert response.status_code == 400
-    assert response.text == "the request body is not valid JSON"
+    assert response.text == "the body is not valid JSON"
 
 
 def test_every_deny_carries_an_evaluation_id(harness: Harness) -> None:
@@ -263,6 +279,7 @@ def test_mandate_id_works_in_place_of_the_token(harness: Harness) -> None:
     assert harness.evaluate(body)["decision"] is True
 
 
+@pytest.mark.postgres_smoke
 def test_suspended_mission_denies_and_resume_restores(harness: Harness) -> None:
     mission = harness.mission([entry()])
     token = harness.mandate(mission)["token"]
@@ -281,6 +298,7 @@ def test_suspended_mission_denies_and_resume_restores(harness: Harness) -> None:
     assert harness.evaluate(request(token))["decision"] is True
 
 
+@pytest.mark.postgres_smoke
 def test_revoked_mandate_denies_immediately_on_the_same_replica(harness: Harness) -> None:
     mission = harness.mission([entry()])
     issued = harness.mandate(mission)
@@ -442,6 +460,7 @@ def test_search_apis_list_what_the_agent_may_do(harness: Harness) -> None:
     assert actions["results"] == [{"name": "invoices.pay"}, {"name": "invoices.read"}]
 
 
+@pytest.mark.postgres_smoke
 def test_search_pagination_walks_every_result_once(harness: Harness) -> None:
     mission = harness.mission([entry([f"invoices.a{i}" for i in range(7)])])
     harness.mandate(mission)

@@ -23,6 +23,9 @@ from tests.conftest import MutableClock
 
 MAX_STALE = 1
 
+# The follower reads the log differently on each backend (LISTEN/NOTIFY on PostgreSQL).
+pytestmark = pytest.mark.postgres_smoke
+
 
 class LogOutage:
     """Makes the follower's reads of the log fail while ``cut`` is set."""
