@@ -37,6 +37,7 @@ from api.routes import (
 from api.scheduler import Scheduler
 from api.services import Services
 from api.sse_hub import SseHub
+from api.subject_tokens import SubjectTokenVerifier
 from api.tokens import TokenVerifier
 from ledger.clock import Clock, SystemClock
 from ledger.persistence.snapshots import StateCodec
@@ -104,6 +105,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         index=index,
         pdp=pdp,
         sse=sse,
+        subject_tokens=SubjectTokenVerifier(settings, clock),
     )
 
 

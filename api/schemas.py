@@ -32,7 +32,8 @@ class SubjectIn(Body):
 class ProposalIn(Body):
     intent: dict[str, Any]
     authorization_details: list[Any] | None = None
-    subject: SubjectIn
+    subject: SubjectIn | None = None
+    subject_token: Annotated[str, Field(min_length=1, max_length=16_384)] | None = None
     client_id: Name
     instance_id: Short | None = None
 

@@ -43,6 +43,7 @@ from ledger.domain.states import (
     Operation,
     is_active,
 )
+from ledger.domain.subjects import ATTESTED
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class MissionRecord:
     authority_source: Mapping[str, Any]
     expires_at: datetime
     predecessor: str | None
+    subject_provenance: str = ATTESTED
+    subject_attested_by: Mapping[str, Any] | None = None
 
 
 class Mission(BaseAggregate[str]):
@@ -102,6 +105,11 @@ class Mission(BaseAggregate[str]):
         expires_at: datetime
         predecessor: str | None
         actor: dict[str, Any]
+        #: Added in release 2 (events recorded before it read as ``attested`` by nobody named):
+        #: ``asserted`` (a verified subject_token) or ``attested`` by ``subject_attested_by``,
+        #: the approving principal's ``{iss, sub}``.
+        subject_provenance: str = ATTESTED
+        subject_attested_by: dict[str, Any] | None = None
 
         def apply(self, aggregate: Mission) -> None:
             aggregate.issuer = self.issuer
@@ -124,6 +132,10 @@ class Mission(BaseAggregate[str]):
             aggregate.authority_source = dict(self.authority_source)
             aggregate.expires_at = self.expires_at
             aggregate.predecessor = self.predecessor
+            aggregate.subject_provenance = self.subject_provenance
+            aggregate.subject_attested_by = (
+                None if self.subject_attested_by is None else dict(self.subject_attested_by)
+            )
             aggregate.state = MissionState.ACTIVE.value
             aggregate.suspend_until = None
             aggregate.on_expiry = None
@@ -275,6 +287,8 @@ class Mission(BaseAggregate[str]):
         authority_source: dict[str, Any]
         expires_at: datetime
         predecessor: str | None
+        subject_provenance: str
+        subject_attested_by: dict[str, Any] | None
         state: str
         suspend_until: datetime | None
         on_expiry: str | None
@@ -285,6 +299,10 @@ class Mission(BaseAggregate[str]):
         last_reason: str | None
         discharged: list[dict[str, Any]]
         completion_events: dict[str, str]
+
+    # State added in release 2, for read-model snapshots taken before it.
+    subject_provenance = ATTESTED
+    subject_attested_by = None
 
     # ----------------------------------------------------------------- creation
 
@@ -321,6 +339,10 @@ class Mission(BaseAggregate[str]):
             authority_source=dict(record.authority_source),
             expires_at=record.expires_at,
             predecessor=record.predecessor,
+            subject_provenance=record.subject_provenance,
+            subject_attested_by=(
+                None if record.subject_attested_by is None else dict(record.subject_attested_by)
+            ),
             actor=actor.to_json(),
         )
 
