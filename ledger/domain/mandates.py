@@ -138,6 +138,9 @@ class ExecutionMandate(BaseAggregate[str]):
         cause: str
         reason: str | None
         actor: dict[str, Any]
+        #: The ledger change that caused it, when another aggregate's (e.g. a discharge:
+        #: ``{"kind": "discharge", "id": mission_id, "event_id": ...}``); absent before.
+        caused_by: dict[str, Any] | None = None
 
         def apply(self, aggregate: ExecutionMandate) -> None:
             aggregate.authorization_details = list(self.authorization_details)
@@ -277,6 +280,7 @@ class ExecutionMandate(BaseAggregate[str]):
         reason: str | None,
         actor: Actor,
         now: datetime,
+        caused_by: Mapping[str, Any] | None = None,
     ) -> bool:
         """Replace the authority by a narrower one: every new entry lies within the current
         authority (``AuthorityExceeded`` naming the first that does not: narrowing only
@@ -292,6 +296,7 @@ class ExecutionMandate(BaseAggregate[str]):
             cause=cause,
             reason=reason,
             actor=actor.to_json(),
+            caused_by=None if caused_by is None else dict(caused_by),
         )
         return True
 
