@@ -60,6 +60,7 @@ CHANGE_LIFECYCLE = _gate(Role.OPERATOR)  # revoke, suspend, complete
 RESUME_MISSION = _gate(Role.ADMIN)  # the elevated operation
 CONTAIN_MISSION = _gate(Role.OPERATOR)
 PROPOSE_EXPANSION = _gate(Role.AGENT)  # their own Mission
+REPORT_COMPLETION_EVENT = _gate(Role.OPERATOR, Role.AGENT)  # agents: their own Mission
 
 # Execution Mandates
 ISSUE_MANDATE = _gate(Role.AGENT)  # under their own Mission
@@ -114,6 +115,11 @@ def may_see_mission(caller: Principal, mission: Mission) -> bool:
 
 def may_propose_expansion(caller: Principal, mission: Mission) -> bool:
     return caller.owns_client(mission.client_id)
+
+
+def may_report_completion_event(caller: Principal, mission: Mission) -> bool:
+    """Operators, or the Mission's own agent, report the events that discharge it."""
+    return caller.has(Role.OPERATOR) or caller.owns_client(mission.client_id)
 
 
 def may_read_mission_status(caller: Principal, mission: Mission) -> bool:

@@ -29,6 +29,7 @@ CALLERS: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/missions/{mission_id}/lifecycle"): {"operator"},
     ("POST", "/v1/missions/{mission_id}/containment"): {"operator"},
     ("POST", "/v1/missions/{mission_id}/expansion"): {"agent"},
+    ("POST", "/v1/missions/{mission_id}/completion-events"): {"operator", "agent"},
     ("POST", "/v1/missions/{mission_id}/mandates"): {"agent"},
     ("POST", "/v1/mandates/{mandate_id}/delegations"): {"agent"},
     ("POST", "/v1/mandates/{mandate_id}/narrow"): {"operator", "agent"},
