@@ -102,13 +102,25 @@ BEARER = HTTPBearer(
     description="An API key (mlk_...) or an access token of the configured OAuth issuer.",
 )
 
+_PRINCIPAL = "mission_ledger.principal"
+
 
 async def authenticate(
     request: Request,
     services: Annotated[Services, Depends(get_services)],
     _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
 ) -> Principal:
-    return await authenticate_request(request, services)
+    return await principal_of(request, services)
+
+
+async def principal_of(request: Request, services: Services) -> Principal:
+    """The caller, verified once per request (a route's gate may have asked already)."""
+    known = request.scope.get(_PRINCIPAL)
+    if isinstance(known, Principal):
+        return known
+    principal = await authenticate_request(request, services)
+    request.scope[_PRINCIPAL] = principal
+    return principal
 
 
 async def authenticate_request(request: Request, services: Services) -> Principal:

@@ -7,20 +7,23 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from api import policy
 from api.auth import PrincipalDep, hidden
 from api.idempotency import idempotency_for
-from api.json_body import JsonBodyRoute
 from api.routes.common import ServicesDep, finish_write
+from api.routes.gate import GatedRoute, allowed
 from api.routes.missions import _load
 from api.schemas import CompletionEventIn
 from api.views import mission_view
 from ledger.domain.instants import parse_instant
-from ledger.domain.roles import Role
 
-router = APIRouter(tags=["missions"], route_class=JsonBodyRoute)
+router = APIRouter(tags=["missions"], route_class=GatedRoute)
 
 
-@router.post("/v1/missions/{mission_id}/completion-events")
+@router.post(
+    "/v1/missions/{mission_id}/completion-events",
+    dependencies=[allowed(policy.REPORT_COMPLETION_EVENT)],
+)
 async def report_completion_event(
     mission_id: str,
     body: CompletionEventIn,
@@ -31,9 +34,8 @@ async def report_completion_event(
 ) -> dict[str, Any]:
     """Discharge the entries whose ``terminal_when`` names ``event_type`` (operator, or the
     Mission's own agent); a repeated ``event_id`` changes nothing."""
-    principal.require(Role.OPERATOR, Role.AGENT)
     mission = await _load(services, principal, mission_id)
-    if not (principal.has(Role.OPERATOR) or principal.owns_client(mission.client_id)):
+    if not policy.may_report_completion_event(principal, mission):
         raise hidden("Mission", mission_id)
     occurred_at = parse_instant(body.occurred_at, "/occurred_at")
     idempotency = await idempotency_for(request, principal, 200)
