@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger.domain.actions import is_family
-from ledger.domain.errors import ApprovalNotAllowed, SubjectUnverified
+from ledger.domain.errors import ApprovalNotAllowed, InvalidRequest, SubjectUnverified
 
 ASSERTED = "asserted"
 ATTESTED = "attested"
@@ -83,7 +83,11 @@ def establish_subject(
             )
         return EstablishedSubject(assertion.to_json(), ASSERTED)
     if claimed is None:
-        raise SubjectUnverified.at("/subject", "is required without a subject_token")
+        if require_assertion:
+            raise SubjectUnverified(
+                "this ledger requires a verified subject_token (require_subject_assertion)"
+            )
+        raise InvalidRequest.at("/subject", "is required without a subject_token")
     provenance = inherited_provenance or ATTESTED
     if require_assertion and provenance != ASSERTED:
         raise SubjectUnverified(

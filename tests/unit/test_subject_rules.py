@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ledger.domain.actors import Actor
-from ledger.domain.errors import ApprovalNotAllowed, SubjectUnverified
+from ledger.domain.errors import ApprovalNotAllowed, InvalidRequest, SubjectUnverified
 from ledger.domain.proposals import Proposal, Submission
 from ledger.domain.subjects import (
     ASSERTED,
@@ -104,9 +104,16 @@ def test_an_expansion_keeps_its_predecessors_asserted_subject_when_required() ->
     assert established.provenance == ASSERTED
 
 
-def test_no_subject_and_no_assertion_is_refused() -> None:
-    with pytest.raises(SubjectUnverified):
+def test_no_subject_and_no_assertion_is_a_missing_member() -> None:
+    with pytest.raises(InvalidRequest) as refused:
         establish_subject(None, None, require_assertion=False)
+    assert not isinstance(refused.value, SubjectUnverified)
+    assert [e.pointer for e in refused.value.errors] == ["/subject"]
+
+
+def test_no_subject_and_no_assertion_is_unverified_when_assertion_is_required() -> None:
+    with pytest.raises(SubjectUnverified):
+        establish_subject(None, None, require_assertion=True)
 
 
 # ------------------------------------------------------------------ approver rules
