@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import json
 import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from ledger.application import Ledger
 from ledger.domain.streams import Stream, StreamStatus
@@ -36,11 +39,30 @@ STREAM_TOPICS = event_topics(Stream)
 BUFFER = 256
 PAGE = 500
 RETRY_MS = 3000
+#: A ``Last-Event-ID`` that is not an event id (a client's bug, or another server's id):
+#: answered like a cursor outside the log, with ``event: resync``.
+UNKNOWN_CURSOR = -1
 
 
 def frame(seq: int, set_jwt: str) -> bytes:
     """One SSE event: ``id`` = the stream cursor, ``event: set``, ``data`` = the compact SET."""
     return f"id: {seq}\nevent: set\ndata: {set_jwt}\n\n".encode()
+
+
+def closing_frame(reason: str) -> bytes:
+    """The last event of a subscription whose credential lapsed (the stream then ends)."""
+    return f"event: unauthorized\ndata: {json.dumps({'reason': reason})}\n\n".encode()
+
+
+class Lease(Protocol):
+    """The credential a subscription was opened with: checked before every SET it sends
+    and at least every ``recheck_in()`` seconds while it waits."""
+
+    def lapsed(self) -> str | None:
+        """Why the credential no longer admits the subscriber (revoked, expired), or None."""
+
+    def recheck_in(self) -> float:
+        """Seconds until the next check is due."""
 
 
 class Channel:
@@ -216,9 +238,12 @@ class SseHub:
         oldest = None if row is None or row["oldest"] is None else int(row["oldest"])
         return oldest, next_seq
 
-    async def events(self, stream_id: str, last_event_id: int | None) -> AsyncIterator[bytes]:
+    async def events(
+        self, stream_id: str, last_event_id: int | None, lease: Lease | None = None
+    ) -> AsyncIterator[bytes]:
         """The SSE body of one subscriber: ``retry``, a ``resync`` when its cursor is not
-        in the log, then every SET after its cursor, in order, live."""
+        in the log, then every SET after its cursor, in order, live; with a ``lease``, an
+        ``unauthorized`` event and the end once the subscriber's credential lapses."""
         channel = self.join(stream_id)
         waiter = asyncio.Event()
         channel.waiters.add(waiter)
@@ -231,11 +256,13 @@ class SseHub:
                 cursor = first - 1
             elif last_event_id < first - 1 or last_event_id > next_seq - 1:
                 cursor = first - 1
-                yield (
-                    f"id: {cursor}\nevent: resync\ndata: "
-                    f'{{"reason": "cursor {last_event_id} is not in the retained log", '
-                    f'"oldest": {first}}}\n\n'
-                ).encode()
+                why = (
+                    "the Last-Event-ID is not an event id"
+                    if last_event_id == UNKNOWN_CURSOR
+                    else f"cursor {last_event_id} is not in the retained log"
+                )
+                payload = json.dumps({"reason": why, "oldest": first})
+                yield f"id: {cursor}\nevent: resync\ndata: {payload}\n\n".encode()
             else:
                 cursor = last_event_id
             while not channel.deleted:
@@ -246,11 +273,25 @@ class SseHub:
                         frames = await asyncio.to_thread(self._page, stream_id, cursor)
                     for seq, data in frames:
                         if seq > cursor:
+                            # Checked before every SET: the key directory applies a
+                            # revocation before the hub is handed any later SET.
+                            reason = None if lease is None else lease.lapsed()
+                            if reason is not None:
+                                yield closing_frame(reason)
+                                return
                             yield data
                             cursor = seq
                     if len(frames) >= PAGE:
                         continue
-                await waiter.wait()
+                if lease is None:
+                    await waiter.wait()
+                    continue
+                reason = lease.lapsed()
+                if reason is not None:
+                    yield closing_frame(reason)
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter.wait(), lease.recheck_in())
         finally:
             self.subscribers -= 1
             self.leave(channel, waiter)
