@@ -12,7 +12,9 @@ joins its channel *first*, then reads the backlog from the database, then follow
 buffer, sending only ``seq`` greater than its cursor. Every SET is therefore either in
 the backlog read or published into the buffer afterwards: nothing is lost, nothing
 sent twice. Paused (and disabled) streams send nothing until enabled again; held SETs
-then flow in order.
+then flow in order. A pause or disable the transmitter initiated is told first: its
+``stream-updated`` SET, and every SET before it, still goes out
+(``projections.signals.announced_through``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from ledger.domain.streams import Stream, StreamStatus
 from ledger.persistence.database import Database
 from projections.aggregate_tables import event_topics
 from projections.follower import Item
-from projections.signals import SignalLog
+from projections.signals import SignalLog, announced_through
 
 STREAM_TOPICS = event_topics(Stream)
 #: Recent frames kept per stream with subscribers here (a subscriber further behind pages
@@ -71,6 +73,9 @@ class Channel:
     def __init__(self, stream_id: str, status: str) -> None:
         self.stream_id = stream_id
         self.status = status
+        #: The highest seq a paused or disabled stream still sends (None: not yet read).
+        self.through: int | None = None
+        self.changes = 0  # stream events seen, so a read racing one is not kept
         self.deleted = False
         self.buffer: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=BUFFER)
         self.waiters: set[asyncio.Event] = set()
@@ -86,6 +91,8 @@ class Channel:
         self._wake()
 
     def set_status(self, status: str, deleted: bool) -> None:
+        self.through = None  # a stream event may have announced a new status
+        self.changes += 1
         self.status = status
         self.deleted = deleted
         self._wake()
@@ -222,6 +229,22 @@ class SseHub:
         )
         return [(int(r["seq"]), frame(int(r["seq"]), str(r["set_jwt"]))) for r in rows]
 
+    def _through(self, stream_id: str, status: str) -> int | None:
+        with self._db.snapshot() as cur:
+            return announced_through(cur, stream_id, status)
+
+    async def _deliverable(self, channel: Channel) -> int | None:
+        """The highest seq the channel's stream sends now (None: every SET)."""
+        if channel.status == StreamStatus.ENABLED.value:
+            return None
+        if channel.through is None:
+            changes = channel.changes
+            through = await asyncio.to_thread(self._through, channel.stream_id, channel.status)
+            if channel.changes != changes:  # changed meanwhile: read again next time round
+                return 0
+            channel.through = through
+        return channel.through
+
     def _bounds(self, stream_id: str) -> tuple[int | None, int]:
         """(oldest retained seq or None if empty, next seq to be written), read in one
         snapshot: read apart, a batch committed in between would make an empty log look
@@ -267,11 +290,15 @@ class SseHub:
                 cursor = last_event_id
             while not channel.deleted:
                 waiter.clear()
-                if channel.status == StreamStatus.ENABLED.value:
+                through = await self._deliverable(channel)
+                if through is None or cursor < through:
                     frames = channel.after(cursor)
                     if frames is None:
                         frames = await asyncio.to_thread(self._page, stream_id, cursor)
+                    start = cursor
                     for seq, data in frames:
+                        if through is not None and seq > through:
+                            break
                         if seq > cursor:
                             # Checked before every SET: the key directory applies a
                             # revocation before the hub is handed any later SET.
@@ -281,7 +308,7 @@ class SseHub:
                                 return
                             yield data
                             cursor = seq
-                    if len(frames) >= PAGE:
+                    if len(frames) >= PAGE and cursor > start:
                         continue
                 if lease is None:
                     await waiter.wait()

@@ -27,7 +27,9 @@ Semantics, in order:
 A ``paused`` stream answers ``{"sets": {}}``: its SETs are held in the log and flow, in
 order, once it is enabled again (a long poll waiting on a paused stream answers as soon
 as it is). A ``disabled`` stream answers ``{"sets": {}}`` too, and the signal log
-appends nothing for it while disabled.
+appends nothing for it while disabled. A pause or disable the transmitter initiated is
+delivered first: its ``stream-updated`` SET (and any SET before it) is still answered
+(``projections.signals.announced_through``).
 
 Errors have one shape: problem details that also carry RFC 8936's ``err`` and
 ``description`` (``errors.set_transfer_error_response``). A malformed body, or a stream
@@ -57,7 +59,8 @@ from api.routes.ssf_sse import owned_stream
 from api.services import Services
 from ledger.domain.errors import InvalidRequest, LedgerError
 from ledger.domain.roles import Role
-from ledger.domain.streams import POLL, StreamStatus
+from ledger.domain.streams import POLL
+from projections.signals import announced_through
 
 
 class PollRoute(APIRoute):
@@ -95,6 +98,7 @@ _ACK_CHUNK = 200
 _JTI = re.compile(r"[\x21-\x7e]{1,256}")  # printable ASCII, no spaces or control characters
 _ACK_SQL = "UPDATE set_log SET acked_at = %s WHERE stream_id = %s AND acked_at IS NULL AND jti IN "
 _NO_STORE = {"Cache-Control": "no-store"}
+_NO_BOUND = 2**62  # above every seq: an enabled stream delivers everything pending
 
 
 def _bad(description: str) -> NoReturn:
@@ -196,12 +200,13 @@ def pending(services: Services, stream_id: str, limit: int) -> Pending:
             return Pending({}, more=False)
         if int(stream["deleted"]) or stream["method"] != POLL:
             return Pending({}, more=False, final=True)
-        if stream["status"] != StreamStatus.ENABLED.value:
+        through = announced_through(cur, stream_id, str(stream["status"]))
+        if through == 0:
             return Pending({}, more=False)
         cur.execute(
             "SELECT jti, set_jwt FROM set_log WHERE stream_id = %s AND acked_at IS NULL "
-            "ORDER BY seq LIMIT %s",
-            (stream_id, max(limit, 0) + 1),
+            "AND seq <= %s ORDER BY seq LIMIT %s",
+            (stream_id, _NO_BOUND if through is None else through, max(limit, 0) + 1),
         )
         rows = cur.fetchall()
     sets = {str(r["jti"]): str(r["set_jwt"]) for r in rows[:limit]}

@@ -17,7 +17,7 @@ from httpx import Response
 from api.routes import ssf_poll
 from ledger.domain.actors import Actor
 from ledger.domain.roles import Role
-from ledger.domain.streams import LIFECYCLE_CHANGE, POLL, SSE, VERIFICATION
+from ledger.domain.streams import LIFECYCLE_CHANGE, POLL, SSE, STREAM_UPDATED, VERIFICATION
 from tests.api.pdp.conftest import Harness
 
 AUTHORITY = [
@@ -321,6 +321,48 @@ def test_a_disabled_stream_drops_what_was_raised_while_disabled(harness: Harness
     subjects = [claims(t)["sub_id"]["id"] for t in delivered.values()]
     assert subjects == [before, after]
     assert during not in subjects
+
+
+def stream_updates(tokens: dict[str, str]) -> list[str]:
+    return [
+        claims(t)["events"][STREAM_UPDATED]["status"]
+        for t in tokens.values()
+        if STREAM_UPDATED in claims(t)["events"]
+    ]
+
+
+def test_a_transmitter_initiated_disable_is_polled_before_holding(harness: Harness) -> None:
+    stream_id = stream(harness)
+    before = harness.mission(AUTHORITY)
+    response = harness.client.post(
+        "/ssf/status",
+        json={"stream_id": stream_id, "status": "disabled", "reason": "abuse"},
+        headers=harness.auth("admin"),  # not the stream's owner: the transmitter
+    )
+    assert response.status_code == 200, response.text
+    harness.mission(AUTHORITY)  # raised while disabled: dropped
+    told = sets(harness, stream_id)
+    assert stream_updates(told) == ["disabled"]
+    assert [claims(t)["sub_id"]["id"] for t in told.values()] == [before, stream_id]
+    ack = poll(harness, stream_id, {"ack": list(told), "returnImmediately": True})
+    assert ack.json()["sets"] == {}  # then everything is held
+
+
+def test_a_transmitter_initiated_pause_holds_what_comes_after_its_announcement(
+    harness: Harness,
+) -> None:
+    stream_id = stream(harness)
+    response = harness.client.post(
+        "/ssf/status",
+        json={"stream_id": stream_id, "status": "paused"},
+        headers=harness.auth("admin"),
+    )
+    assert response.status_code == 200, response.text
+    harness.mission(AUTHORITY)  # held
+    told = sets(harness, stream_id)
+    assert stream_updates(told) == ["paused"]
+    assert len(told) == 1
+    assert len(logged(harness, stream_id)) == 2
 
 
 def test_a_removed_subject_is_left_out_of_the_poll(harness: Harness) -> None:
