@@ -41,7 +41,6 @@ credential 401 ``authentication_failed``; a caller without the ``pep`` role 403
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from collections.abc import Callable, Coroutine, Mapping
@@ -50,20 +49,19 @@ from typing import Any, NoReturn
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 
 from api.auth import PrincipalDep
 from api.errors import set_transfer_error_response
+from api.json_body import DEFAULT_MAX_DEPTH, JsonBodyError, JsonBodyRoute, max_depth_of, parse_json
 from api.routes.common import ServicesDep
 from api.routes.ssf_sse import owned_stream
 from api.services import Services
 from ledger.domain.errors import InvalidRequest, LedgerError
-from ledger.domain.roles import Role
 from ledger.domain.streams import POLL
 from projections.signals import announced_through
 
 
-class PollRoute(APIRoute):
+class PollRoute(JsonBodyRoute):
     """Every error of the poll endpoint, credential and ownership failures included, in
     the one shape RFC 8936 receivers read (``err``, ``description``)."""
 
@@ -113,17 +111,13 @@ class PollRequest:
     set_errs: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(name)
-
-
-def parse_poll(raw: bytes) -> PollRequest:
+def parse_poll(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> PollRequest:
     """RFC 8936 section 2.4 request members, strictly typed; other members are ignored
     (an unacknowledged SET is only sent again, so a misspelt ``acks`` loses nothing)."""
     try:
-        body = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        _bad("the body is not valid JSON")
+        body = parse_json(raw, max_depth)
+    except JsonBodyError as refused:
+        _bad(str(refused))
     if not isinstance(body, dict):
         _bad("the body must be a JSON object")
     max_events = body.get("maxEvents", DEFAULT_MAX_EVENTS)
@@ -221,8 +215,8 @@ async def poll(
     stream_id: str, request: Request, principal: PrincipalDep, services: ServicesDep
 ) -> JSONResponse:
     """RFC 8936 poll: acknowledge, report errors, and receive the stream's pending SETs."""
-    principal.require(Role.PEP)
-    asked = parse_poll(await request.body())
+    principal.require_stream_reading()
+    asked = parse_poll(await request.body(), max_depth_of(request))
     stream = await owned_stream(services, principal, stream_id)
     if stream.config["delivery"]["method"] != POLL:
         _bad(f"stream {stream_id} is not delivered by poll ({POLL})")

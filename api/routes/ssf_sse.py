@@ -15,15 +15,15 @@ from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal, PrincipalDep, hidden
+from api.json_body import JsonBodyRoute
 from api.routes.common import ServicesDep
 from api.services import Services
 from api.sse_hub import UNKNOWN_CURSOR
 from ledger.domain.actors import Actor
 from ledger.domain.errors import InvalidRequest, NotFound
-from ledger.domain.roles import Role
 from ledger.domain.streams import Stream
 
-router = APIRouter(tags=["signals"])
+router = APIRouter(tags=["signals"], route_class=JsonBodyRoute)
 
 SEND_TIMEOUT_SECONDS = 10
 _STREAM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # anything else never reaches the store
@@ -124,7 +124,7 @@ async def stream_events(
     not an event id) gets ``event: resync``. The stream ends, after an ``event:
     unauthorized``, within ``sse_credential_recheck_seconds`` of the revocation of the API
     key that opened it, or at the ``exp`` of its access token."""
-    principal.require(Role.PEP)
+    principal.require_stream_reading()
     await owned_stream(services, principal, stream_id)
     last = _last_event_id(request.headers.get("last-event-id"))
     if last is None:
