@@ -18,6 +18,7 @@ from api.services import Services, get_services
 from ledger.domain.actors import Actor
 from ledger.domain.errors import Forbidden, NotAuthenticated, NotFound
 from ledger.domain.roles import STREAM_READERS, Role
+from ledger.domain.subjects import PrincipalIdentity
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class Principal:
     roles: frozenset[Role]
     client_id: str | None
     issuer: str | None = None
+    #: The OAuth token's ``acr`` claim (an API key has none).
+    acr: str | None = None
 
     def has(self, *roles: Role) -> bool:
         return Role.ADMIN in self.roles or any(role in self.roles for role in roles)
@@ -52,6 +55,10 @@ class Principal:
             iss=self.issuer,
             client_id=self.client_id if self.kind == "oauth" else None,
         )
+
+    def identity(self, ledger_issuer: str) -> PrincipalIdentity:
+        """``{iss, sub}`` of the principal: a JWT's, or ``{ledger issuer, key name}``."""
+        return PrincipalIdentity(iss=self.issuer or ledger_issuer, sub=self.name, acr=self.acr)
 
     @property
     def scope(self) -> str:
@@ -138,6 +145,7 @@ async def authenticate_request(request: Request, services: Services) -> Principa
         roles=verified.roles,
         client_id=verified.client_id,
         issuer=verified.issuer,
+        acr=verified.acr,
     )
 
 

@@ -57,13 +57,19 @@ async def submit_proposal(
     principal.require(Role.AGENT)
     if not principal.owns_client(body.client_id):
         raise Forbidden("an agent may only submit proposals for its own client_id")
+    assertion = (
+        None
+        if body.subject_token is None
+        else await services.subject_tokens.verify(body.subject_token)
+    )
     idempotency = await idempotency_for(request, principal, 202)
     written = await run_in_threadpool(
         lambda: services.ledger.submit_proposal(
             actor=principal.actor(),
             client_id=body.client_id,
             instance_id=body.instance_id,
-            subject=body.subject.model_dump(),
+            subject=None if body.subject is None else body.subject.model_dump(),
+            subject_assertion=assertion,
             intent=body.intent,
             authorization_details=body.authorization_details,
             idempotency=idempotency,
@@ -125,6 +131,7 @@ async def approve_proposal(
     written = await run_in_threadpool(
         lambda: services.ledger.approve_proposal(
             actor=principal.actor(),
+            approver=principal.identity(services.settings.public_issuer),
             proposal_id=proposal_id,
             authorization_details=body.authorization_details,
             expires_at=expires_at,

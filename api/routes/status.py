@@ -123,6 +123,8 @@ def _sign(
         "authority_hash": mission.authority_hash,
         "state": state,
         "version": mission.version,
+        "subject": mission.subject,
+        "subject_provenance": mission.subject_provenance,
         "expires_at": format_instant(mission.expires_at),
         "fresh_until": format_instant(fresh_until),
     }

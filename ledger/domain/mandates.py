@@ -118,6 +118,9 @@ class ExecutionMandate(BaseAggregate[str]):
         cause: str
         reason: str | None
         actor: dict[str, Any]
+        #: The ledger change that caused it, when another aggregate's (e.g. a discharge:
+        #: ``{"kind": "discharge", "id": mission_id, "event_id": ...}``); absent before.
+        caused_by: dict[str, Any] | None = None
 
         def apply(self, aggregate: ExecutionMandate) -> None:
             aggregate.authorization_details = list(self.authorization_details)
@@ -237,6 +240,7 @@ class ExecutionMandate(BaseAggregate[str]):
         reason: str | None,
         actor: Actor,
         now: datetime,
+        caused_by: Mapping[str, Any] | None = None,
     ) -> bool:
         """Replace the authority by a narrower one (the caller checked it is a subset).
         Returns False when nothing changes."""
@@ -250,6 +254,7 @@ class ExecutionMandate(BaseAggregate[str]):
             cause=cause,
             reason=reason,
             actor=actor.to_json(),
+            caused_by=None if caused_by is None else dict(caused_by),
         )
         return True
 
