@@ -190,6 +190,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         audit.router,
     ):
         app.include_router(router)
-    app.add_middleware(RequestId)
+    # The last added is the outermost: the X-Request-ID echo wraps every answer, the
+    # body limit's early 413/400 included.
     app.add_middleware(BodyLimit)
+    app.add_middleware(RequestId)
     return app

@@ -87,7 +87,9 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-def ledger_error_response(error: LedgerError) -> JSONResponse:
+def ledger_error_response(
+    error: LedgerError, extra: Mapping[str, Any] | None = None
+) -> JSONResponse:
     status = status_of(error)
     headers: dict[str, str] = {}
     if isinstance(error, NotAuthenticated):
@@ -98,6 +100,7 @@ def ledger_error_response(error: LedgerError) -> JSONResponse:
     if isinstance(error, TooManyRequests) and "retry_after" in error.extensions:
         headers["Retry-After"] = str(error.extensions["retry_after"])
     extensions = {k: v for k, v in error.extensions.items() if k != "error"}
+    extensions.update(extra or {})
     return problem(
         status,
         error.code,
@@ -107,6 +110,20 @@ def ledger_error_response(error: LedgerError) -> JSONResponse:
         extensions=extensions,
         headers=headers,
     )
+
+
+#: RFC 8935/8936 ``err`` codes (IANA "Security Event Token Error Codes") by status.
+SET_ERR_CODES = {401: "authentication_failed", 403: "access_denied"}
+
+
+def set_transfer_error_response(error: LedgerError) -> JSONResponse:
+    """An error of a SET transfer endpoint (RFC 8936 poll): the same problem details as
+    everywhere, with RFC 8936's ``err`` and ``description`` members besides, so one body
+    serves both a problem+json client and an SSF receiver library."""
+    err = SET_ERR_CODES.get(status_of(error), "invalid_request")
+    response = ledger_error_response(error, {"err": err, "description": error.detail})
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def _pointer(loc: tuple[Any, ...]) -> str:

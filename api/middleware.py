@@ -99,7 +99,9 @@ async def _too_large(send: Send, detail: str, *, status: int = 413) -> None:
 
 
 class RequestId:
-    """Echo ``X-Request-ID`` (AuthZEN requires it; everyone benefits in logs)."""
+    """Echo ``X-Request-ID`` on every response (AuthZEN requires it; everyone benefits in
+    logs). The outermost middleware, so answers other middleware gives early echo it too;
+    the server's own header-size limit bounds its length."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -111,7 +113,7 @@ class RequestId:
         request_id = next(
             (value for name, value in scope.get("headers", []) if name == b"x-request-id"), None
         )
-        if request_id is None or len(request_id) > 256:
+        if request_id is None:
             await self.app(scope, receive, send)
             return
 

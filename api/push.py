@@ -21,7 +21,9 @@ that leave the retained log are skipped.
 Status: only ``enabled`` streams are delivered. A paused stream's SETs stay in the
 log (the signal projection appends them) and go out in order from ``delivered_seq``
 once it is enabled again; while disabled the projection appends nothing, so events
-raised then never arrive.
+raised then never arrive. A pause or disable the transmitter initiated is pushed first:
+its ``stream-updated`` SET, and every SET before it, still goes out
+(``projections.signals.announced_through``).
 
 Replicas: on PostgreSQL each attempt is one transaction that locks the stream's
 ``push_state`` row (``FOR UPDATE SKIP LOCKED``), re-reads ``delivered_seq``, the
@@ -58,9 +60,10 @@ from typing import Any, Protocol
 import httpx
 
 from ledger.application import Ledger
-from ledger.domain.streams import PUSH, Stream, StreamStatus
+from ledger.domain.streams import PUSH, STREAM_UPDATED, Stream, StreamStatus
 from ledger.persistence.database import Cursor, Dialect
 from ledger.persistence.snapshots import StateCodec
+from projections.signals import announced_through
 
 log = logging.getLogger("mission_ledger.push")
 
@@ -72,8 +75,11 @@ LAST_ERROR_LIMIT = 500
 _SCAN = (
     "SELECT s.stream_id, p.delivered_seq FROM ssf_streams s "
     "LEFT JOIN push_state p ON p.stream_id = s.stream_id "
-    "WHERE s.deleted = 0 AND s.method = %s AND s.status = %s "
+    "WHERE s.deleted = 0 AND s.method = %s "
     "AND s.next_seq - 1 > COALESCE(p.delivered_seq, 0) "
+    # Enabled, or (paused/disabled) with a stream-updated SET not yet pushed.
+    "AND (s.status = %s OR EXISTS (SELECT 1 FROM set_log l WHERE l.stream_id = s.stream_id "
+    "AND l.event_type = %s AND l.seq > COALESCE(p.delivered_seq, 0))) "
     "AND COALESCE(p.next_attempt_at, 0) <= %s "
     "ORDER BY COALESCE(p.next_attempt_at, 0) LIMIT %s"
 )
@@ -255,7 +261,7 @@ class PushDelivery:
         """(stream id, has a push_state row) of the push streams with a SET due now."""
         rows = self._db.fetchall(
             _SCAN,
-            (PUSH, StreamStatus.ENABLED.value, _micros(self._clock.now()), limit),
+            (PUSH, StreamStatus.ENABLED.value, STREAM_UPDATED, _micros(self._clock.now()), limit),
         )
         return [(str(r["stream_id"]), r["delivered_seq"] is not None) for r in rows]
 
@@ -372,13 +378,11 @@ class PushDelivery:
         delivered_seq = int(state["delivered_seq"])
         cur.execute(_NEXT, (delivered_seq, stream_id))
         row = cur.fetchone()
-        if (
-            row is None
-            or row["deleted"]
-            or row["method"] != PUSH
-            or row["status"] != StreamStatus.ENABLED.value
-        ):
+        if row is None or row["deleted"] or row["method"] != PUSH:
             return None
+        through = announced_through(cur, stream_id, str(row["status"]))
+        if through is not None and (row["seq"] is None or int(row["seq"]) > through):
+            return None  # held
         if row["seq"] is None:
             behind = int(row["next_seq"]) - 1
             if behind > delivered_seq:

@@ -12,23 +12,28 @@ joins its channel *first*, then reads the backlog from the database, then follow
 buffer, sending only ``seq`` greater than its cursor. Every SET is therefore either in
 the backlog read or published into the buffer afterwards: nothing is lost, nothing
 sent twice. Paused (and disabled) streams send nothing until enabled again; held SETs
-then flow in order.
+then flow in order. A pause or disable the transmitter initiated is told first: its
+``stream-updated`` SET, and every SET before it, still goes out
+(``projections.signals.announced_through``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import json
 import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from ledger.application import Ledger
 from ledger.domain.streams import Stream, StreamStatus
 from ledger.persistence.database import Database
 from projections.aggregate_tables import event_topics
 from projections.follower import Item
-from projections.signals import SignalLog
+from projections.signals import SignalLog, announced_through
 
 STREAM_TOPICS = event_topics(Stream)
 #: Recent frames kept per stream with subscribers here (a subscriber further behind pages
@@ -36,11 +41,30 @@ STREAM_TOPICS = event_topics(Stream)
 BUFFER = 256
 PAGE = 500
 RETRY_MS = 3000
+#: A ``Last-Event-ID`` that is not an event id (a client's bug, or another server's id):
+#: answered like a cursor outside the log, with ``event: resync``.
+UNKNOWN_CURSOR = -1
 
 
 def frame(seq: int, set_jwt: str) -> bytes:
     """One SSE event: ``id`` = the stream cursor, ``event: set``, ``data`` = the compact SET."""
     return f"id: {seq}\nevent: set\ndata: {set_jwt}\n\n".encode()
+
+
+def closing_frame(reason: str) -> bytes:
+    """The last event of a subscription whose credential lapsed (the stream then ends)."""
+    return f"event: unauthorized\ndata: {json.dumps({'reason': reason})}\n\n".encode()
+
+
+class Lease(Protocol):
+    """The credential a subscription was opened with: checked before every SET it sends
+    and at least every ``recheck_in()`` seconds while it waits."""
+
+    def lapsed(self) -> str | None:
+        """Why the credential no longer admits the subscriber (revoked, expired), or None."""
+
+    def recheck_in(self) -> float:
+        """Seconds until the next check is due."""
 
 
 class Channel:
@@ -49,6 +73,9 @@ class Channel:
     def __init__(self, stream_id: str, status: str) -> None:
         self.stream_id = stream_id
         self.status = status
+        #: The highest seq a paused or disabled stream still sends (None: not yet read).
+        self.through: int | None = None
+        self.changes = 0  # stream events seen, so a read racing one is not kept
         self.deleted = False
         self.buffer: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=BUFFER)
         self.waiters: set[asyncio.Event] = set()
@@ -64,6 +91,8 @@ class Channel:
         self._wake()
 
     def set_status(self, status: str, deleted: bool) -> None:
+        self.through = None  # a stream event may have announced a new status
+        self.changes += 1
         self.status = status
         self.deleted = deleted
         self._wake()
@@ -200,6 +229,22 @@ class SseHub:
         )
         return [(int(r["seq"]), frame(int(r["seq"]), str(r["set_jwt"]))) for r in rows]
 
+    def _through(self, stream_id: str, status: str) -> int | None:
+        with self._db.snapshot() as cur:
+            return announced_through(cur, stream_id, status)
+
+    async def _deliverable(self, channel: Channel) -> int | None:
+        """The highest seq the channel's stream sends now (None: every SET)."""
+        if channel.status == StreamStatus.ENABLED.value:
+            return None
+        if channel.through is None:
+            changes = channel.changes
+            through = await asyncio.to_thread(self._through, channel.stream_id, channel.status)
+            if channel.changes != changes:  # changed meanwhile: read again next time round
+                return 0
+            channel.through = through
+        return channel.through
+
     def _bounds(self, stream_id: str) -> tuple[int | None, int]:
         """(oldest retained seq or None if empty, next seq to be written), read in one
         snapshot: read apart, a batch committed in between would make an empty log look
@@ -216,9 +261,12 @@ class SseHub:
         oldest = None if row is None or row["oldest"] is None else int(row["oldest"])
         return oldest, next_seq
 
-    async def events(self, stream_id: str, last_event_id: int | None) -> AsyncIterator[bytes]:
+    async def events(
+        self, stream_id: str, last_event_id: int | None, lease: Lease | None = None
+    ) -> AsyncIterator[bytes]:
         """The SSE body of one subscriber: ``retry``, a ``resync`` when its cursor is not
-        in the log, then every SET after its cursor, in order, live."""
+        in the log, then every SET after its cursor, in order, live; with a ``lease``, an
+        ``unauthorized`` event and the end once the subscriber's credential lapses."""
         channel = self.join(stream_id)
         waiter = asyncio.Event()
         channel.waiters.add(waiter)
@@ -231,26 +279,46 @@ class SseHub:
                 cursor = first - 1
             elif last_event_id < first - 1 or last_event_id > next_seq - 1:
                 cursor = first - 1
-                yield (
-                    f"id: {cursor}\nevent: resync\ndata: "
-                    f'{{"reason": "cursor {last_event_id} is not in the retained log", '
-                    f'"oldest": {first}}}\n\n'
-                ).encode()
+                why = (
+                    "the Last-Event-ID is not an event id"
+                    if last_event_id == UNKNOWN_CURSOR
+                    else f"cursor {last_event_id} is not in the retained log"
+                )
+                payload = json.dumps({"reason": why, "oldest": first})
+                yield f"id: {cursor}\nevent: resync\ndata: {payload}\n\n".encode()
             else:
                 cursor = last_event_id
             while not channel.deleted:
                 waiter.clear()
-                if channel.status == StreamStatus.ENABLED.value:
+                through = await self._deliverable(channel)
+                if through is None or cursor < through:
                     frames = channel.after(cursor)
                     if frames is None:
                         frames = await asyncio.to_thread(self._page, stream_id, cursor)
+                    start = cursor
                     for seq, data in frames:
+                        if through is not None and seq > through:
+                            break
                         if seq > cursor:
+                            # Checked before every SET: the key directory applies a
+                            # revocation before the hub is handed any later SET.
+                            reason = None if lease is None else lease.lapsed()
+                            if reason is not None:
+                                yield closing_frame(reason)
+                                return
                             yield data
                             cursor = seq
-                    if len(frames) >= PAGE:
+                    if len(frames) >= PAGE and cursor > start:
                         continue
-                await waiter.wait()
+                if lease is None:
+                    await waiter.wait()
+                    continue
+                reason = lease.lapsed()
+                if reason is not None:
+                    yield closing_frame(reason)
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter.wait(), lease.recheck_in())
         finally:
             self.subscribers -= 1
             self.leave(channel, waiter)

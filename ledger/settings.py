@@ -134,6 +134,13 @@ class Settings(BaseSettings):
     sse_heartbeat_seconds: int = Field(
         default=15, ge=1, le=60, description="Idle SSE streams get a comment this often."
     )
+    sse_credential_recheck_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="An open SSE stream re-checks the API key that opened it this often "
+        "(and ends once it is revoked; a JWT's stream ends at its exp).",
+    )
     allow_http_loopback_push: bool = Field(
         default=False,
         description="Accept http:// push endpoints on loopback hosts (local development, tests).",

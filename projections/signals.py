@@ -7,12 +7,20 @@ appends it to ``set_log`` under that stream's next ``seq``. Paused streams still
 receive rows (held); delivery methods deliver them once the stream is enabled
 again. Every delivery method (SSE, poll, push) reads this one log.
 
+A transmitter-initiated pause or disable is announced by a ``stream-updated`` SET, and
+a receiver that is never told cannot ask to be enabled again: a paused or disabled
+stream therefore still delivers its SETs through that announcement (``announced_through``)
+and holds only the later ones. A status the receiver set itself is not announced, and
+such a stream holds everything.
+
 It keeps its own copies of stream, Mission and Mandate state (``ssf_streams``,
 ``signal_state``) so that it never reads another read model's tables.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
@@ -32,7 +40,7 @@ from ledger.domain.sets import (
     set_claims,
     stream_signal,
 )
-from ledger.domain.streams import Stream
+from ledger.domain.streams import STREAM_UPDATED, Stream, StreamStatus
 from ledger.persistence.database import Cursor, Dialect
 from ledger.persistence.snapshots import StateCodec
 from ledger.signing.keyring import Keyring
@@ -331,3 +339,32 @@ _SET_COLUMNS = (
 
 def _owner_key(stream: Stream) -> str:
     return Actor.from_json(stream.owner).key
+
+
+def announced_through(cur: Cursor, stream_id: str, status: str) -> int | None:
+    """The highest ``seq`` a stream with ``status`` delivers now: None (no bound) when it
+    is enabled; else the ``seq`` of its last ``stream-updated`` SET if that announced this
+    status (a transmitter-initiated pause or disable, told to the receiver before
+    holding), and 0 (hold everything) if the receiver set the status itself."""
+    if status == StreamStatus.ENABLED.value:
+        return None
+    cur.execute(
+        "SELECT seq, set_jwt FROM set_log WHERE stream_id = %s AND event_type = %s "
+        "ORDER BY seq DESC LIMIT 1",
+        (stream_id, STREAM_UPDATED),
+    )
+    row = cur.fetchone()
+    if row is None or _announced_status(str(row["set_jwt"])) != status:
+        return 0
+    return int(row["seq"])
+
+
+def _announced_status(set_jwt: str) -> str | None:
+    """The ``status`` a (signed, self-written) ``stream-updated`` SET announces."""
+    try:
+        payload = set_jwt.split(".")[1]
+        claims = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        status = claims["events"][STREAM_UPDATED]["status"]
+    except (IndexError, KeyError, TypeError, ValueError, binascii.Error):
+        return None
+    return status if isinstance(status, str) else None

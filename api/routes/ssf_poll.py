@@ -4,7 +4,9 @@ Request (every member optional, names in camelCase): ``maxEvents`` (0 = acknowle
 only; absent = ``DEFAULT_MAX_EVENTS``; larger than ``MAX_EVENTS`` is capped),
 ``returnImmediately`` (default false: a long poll), ``ack`` (jtis the receiver has
 processed) and ``setErrs`` (``{jti: {err, description}}``, SETs the receiver could not
-process). Answer: 200 ``{"sets": {jti: compact SET}, "moreAvailable": bool}``.
+process). Other members are ignored, as on the stream configuration endpoint (receiver
+libraries send their own, e.g. ``stream_id`` and ``max_events``). Answer: 200
+``{"sets": {jti: compact SET}, "moreAvailable": bool}``.
 
 Semantics, in order:
 
@@ -25,12 +27,15 @@ Semantics, in order:
 A ``paused`` stream answers ``{"sets": {}}``: its SETs are held in the log and flow, in
 order, once it is enabled again (a long poll waiting on a paused stream answers as soon
 as it is). A ``disabled`` stream answers ``{"sets": {}}`` too, and the signal log
-appends nothing for it while disabled.
+appends nothing for it while disabled. A pause or disable the transmitter initiated is
+delivered first: its ``stream-updated`` SET (and any SET before it) is still answered
+(``projections.signals.announced_through``).
 
-Errors: a malformed body, or a stream whose delivery method is not poll, is 400 with
-RFC 8936's ``{"err": "invalid_request", "description": ...}`` (not problem+json).
-Credentials and ownership fail as everywhere else: 401, 403, and 404 for a stream that
-is unknown or not the caller's.
+Errors have one shape: problem details that also carry RFC 8936's ``err`` and
+``description`` (``errors.set_transfer_error_response``). A malformed body, or a stream
+whose delivery method is not poll, is 400 ``invalid_request``; a missing or revoked
+credential 401 ``authentication_failed``; a caller without the ``pep`` role 403
+``access_denied``; a stream that is unknown or not the caller's 404.
 """
 
 from __future__ import annotations
@@ -38,27 +43,41 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from api.auth import PrincipalDep
-from api.json_body import (
-    DEFAULT_MAX_DEPTH,
-    JsonBodyError,
-    JsonBodyRoute,
-    max_depth_of,
-    parse_json,
-)
+from api.errors import set_transfer_error_response
+from api.json_body import DEFAULT_MAX_DEPTH, JsonBodyError, JsonBodyRoute, max_depth_of, parse_json
 from api.routes.common import ServicesDep
 from api.routes.ssf_sse import owned_stream
 from api.services import Services
-from ledger.domain.streams import POLL, StreamStatus
+from ledger.domain.errors import InvalidRequest, LedgerError
+from ledger.domain.streams import POLL
+from projections.signals import announced_through
 
-router = APIRouter(tags=["signals"], route_class=JsonBodyRoute)
+
+class PollRoute(JsonBodyRoute):
+    """Every error of the poll endpoint, credential and ownership failures included, in
+    the one shape RFC 8936 receivers read (``err``, ``description``)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def answer(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except LedgerError as error:
+                return set_transfer_error_response(error)
+
+        return answer
+
+
+router = APIRouter(tags=["signals"], route_class=PollRoute)
 log = logging.getLogger("mission_ledger.poll")
 
 #: How long a long poll waits for a new SET before answering ``{"sets": {}}``.
@@ -76,16 +95,12 @@ MAX_DESCRIPTION = 2048
 _ACK_CHUNK = 200
 _JTI = re.compile(r"[\x21-\x7e]{1,256}")  # printable ASCII, no spaces or control characters
 _ACK_SQL = "UPDATE set_log SET acked_at = %s WHERE stream_id = %s AND acked_at IS NULL AND jti IN "
-_KNOWN = frozenset({"maxEvents", "returnImmediately", "ack", "setErrs"})
 _NO_STORE = {"Cache-Control": "no-store"}
-
-
-class PollRequestError(Exception):
-    """A malformed poll request: 400 ``{"err": "invalid_request", "description"}``."""
+_NO_BOUND = 2**62  # above every seq: an enabled stream delivers everything pending
 
 
 def _bad(description: str) -> NoReturn:
-    raise PollRequestError(description)
+    raise InvalidRequest(description)
 
 
 @dataclass(frozen=True)
@@ -97,18 +112,14 @@ class PollRequest:
 
 
 def parse_poll(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> PollRequest:
-    """RFC 8936 section 2.4 request members, strictly typed. Unknown members are refused:
-    the misspellings seen in the wild (``max_events``, ``acks``) would otherwise be
-    ignored silently, leaving SETs unacknowledged forever."""
+    """RFC 8936 section 2.4 request members, strictly typed; other members are ignored
+    (an unacknowledged SET is only sent again, so a misspelt ``acks`` loses nothing)."""
     try:
         body = parse_json(raw, max_depth)
     except JsonBodyError as refused:
         _bad(str(refused))
     if not isinstance(body, dict):
         _bad("the body must be a JSON object")
-    unknown = sorted(set(body) - _KNOWN)
-    if unknown:
-        _bad(f"unknown member {unknown[0]!r} (RFC 8936 names: {', '.join(sorted(_KNOWN))})")
     max_events = body.get("maxEvents", DEFAULT_MAX_EVENTS)
     if isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 0:
         _bad("maxEvents must be a non-negative integer")
@@ -142,14 +153,6 @@ def parse_poll(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> PollRequest:
         return_immediately=immediately,
         ack=tuple(dict.fromkeys(ack)),
         set_errs=checked,
-    )
-
-
-def _error(description: str) -> JSONResponse:
-    return JSONResponse(
-        {"err": "invalid_request", "description": description},
-        status_code=400,
-        headers=dict(_NO_STORE),
     )
 
 
@@ -191,12 +194,13 @@ def pending(services: Services, stream_id: str, limit: int) -> Pending:
             return Pending({}, more=False)
         if int(stream["deleted"]) or stream["method"] != POLL:
             return Pending({}, more=False, final=True)
-        if stream["status"] != StreamStatus.ENABLED.value:
+        through = announced_through(cur, stream_id, str(stream["status"]))
+        if through == 0:
             return Pending({}, more=False)
         cur.execute(
             "SELECT jti, set_jwt FROM set_log WHERE stream_id = %s AND acked_at IS NULL "
-            "ORDER BY seq LIMIT %s",
-            (stream_id, max(limit, 0) + 1),
+            "AND seq <= %s ORDER BY seq LIMIT %s",
+            (stream_id, _NO_BOUND if through is None else through, max(limit, 0) + 1),
         )
         rows = cur.fetchall()
     sets = {str(r["jti"]): str(r["set_jwt"]) for r in rows[:limit]}
@@ -212,13 +216,10 @@ async def poll(
 ) -> JSONResponse:
     """RFC 8936 poll: acknowledge, report errors, and receive the stream's pending SETs."""
     principal.require_stream_reading()
-    try:
-        asked = parse_poll(await request.body(), max_depth_of(request))
-    except PollRequestError as refused:
-        return _error(str(refused))
+    asked = parse_poll(await request.body(), max_depth_of(request))
     stream = await owned_stream(services, principal, stream_id)
     if stream.config["delivery"]["method"] != POLL:
-        return _error(f"stream {stream_id} is not delivered by poll ({POLL})")
+        _bad(f"stream {stream_id} is not delivered by poll ({POLL})")
     for jti, reported in asked.set_errs.items():
         log.warning(
             "receiver %r reported an error for SET %r of stream %s: %r %r",

@@ -363,6 +363,27 @@ def test_x_request_id_is_echoed(harness: Harness) -> None:
     assert response.headers["x-request-id"] == "req-42"
 
 
+def test_x_request_id_is_echoed_on_a_body_too_large(harness: Harness) -> None:
+    response = harness.client.post(
+        "/access/v1/evaluation",
+        content=b"{" + b" " * 70_000 + b"}",
+        headers={**harness.auth("pep"), "X-Request-ID": "req-413"},
+    )
+    assert response.status_code == 413
+    assert response.headers["x-request-id"] == "req-413"
+
+
+def test_a_long_x_request_id_is_echoed_too(harness: Harness) -> None:
+    token = token_for(harness)
+    long_id = "r" * 300
+    response = harness.client.post(
+        "/access/v1/evaluation",
+        json=request(token),
+        headers={**harness.auth("pep"), "X-Request-ID": long_id},
+    )
+    assert response.headers["x-request-id"] == long_id
+
+
 def test_evaluation_needs_the_pep_role(harness: Harness) -> None:
     response = harness.client.post(
         "/access/v1/evaluation", json=request("x"), headers=harness.auth("auditor")

@@ -17,7 +17,7 @@ from httpx import Response
 from api.routes import ssf_poll
 from ledger.domain.actors import Actor
 from ledger.domain.roles import Role
-from ledger.domain.streams import LIFECYCLE_CHANGE, POLL, SSE, VERIFICATION
+from ledger.domain.streams import LIFECYCLE_CHANGE, POLL, SSE, STREAM_UPDATED, VERIFICATION
 from tests.api.pdp.conftest import Harness
 
 AUTHORITY = [
@@ -83,14 +83,17 @@ def logged(h: Harness, stream_id: str) -> list[str]:
     return [str(r["jti"]) for r in rows]
 
 
-def assert_poll_error(response: Response) -> None:
-    assert response.status_code == 400, response.text
-    assert response.headers["content-type"].startswith("application/json")
+def assert_poll_error(response: Response, status: int = 400, err: str = "invalid_request") -> None:
+    """The one shape of every poll error: RFC 8936's ``err`` and ``description``, in
+    problem details."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
     body = response.json()
-    assert body["err"] == "invalid_request"
+    assert body["err"] == err
     assert isinstance(body["description"], str)
     assert body["description"]
-    assert set(body) == {"err", "description"}
+    assert body["description"] == body["detail"]
+    assert body["status"] == status
 
 
 class Background:
@@ -325,6 +328,48 @@ def test_a_disabled_stream_drops_what_was_raised_while_disabled(harness: Harness
     assert during not in subjects
 
 
+def stream_updates(tokens: dict[str, str]) -> list[str]:
+    return [
+        claims(t)["events"][STREAM_UPDATED]["status"]
+        for t in tokens.values()
+        if STREAM_UPDATED in claims(t)["events"]
+    ]
+
+
+def test_a_transmitter_initiated_disable_is_polled_before_holding(harness: Harness) -> None:
+    stream_id = stream(harness)
+    before = harness.mission(AUTHORITY)
+    response = harness.client.post(
+        "/ssf/status",
+        json={"stream_id": stream_id, "status": "disabled", "reason": "abuse"},
+        headers=harness.auth("admin"),  # not the stream's owner: the transmitter
+    )
+    assert response.status_code == 200, response.text
+    harness.mission(AUTHORITY)  # raised while disabled: dropped
+    told = sets(harness, stream_id)
+    assert stream_updates(told) == ["disabled"]
+    assert [claims(t)["sub_id"]["id"] for t in told.values()] == [before, stream_id]
+    ack = poll(harness, stream_id, {"ack": list(told), "returnImmediately": True})
+    assert ack.json()["sets"] == {}  # then everything is held
+
+
+def test_a_transmitter_initiated_pause_holds_what_comes_after_its_announcement(
+    harness: Harness,
+) -> None:
+    stream_id = stream(harness)
+    response = harness.client.post(
+        "/ssf/status",
+        json={"stream_id": stream_id, "status": "paused"},
+        headers=harness.auth("admin"),
+    )
+    assert response.status_code == 200, response.text
+    harness.mission(AUTHORITY)  # held
+    told = sets(harness, stream_id)
+    assert stream_updates(told) == ["paused"]
+    assert len(told) == 1
+    assert len(logged(harness, stream_id)) == 2
+
+
 def test_a_removed_subject_is_left_out_of_the_poll(harness: Harness) -> None:
     stream_id = stream(harness)
     mission = harness.mission(AUTHORITY)
@@ -379,8 +424,6 @@ MALFORMED = {
     "set-errs-string": b'{"setErrs": {"jti-1": "invalid_key"}}',
     "set-errs-no-err": b'{"setErrs": {"jti-1": {"description": "x"}}}',
     "set-errs-number-description": b'{"setErrs": {"jti-1": {"err": "x", "description": 5}}}',
-    "snake-case": b'{"max_events": 5}',
-    "acks": b'{"acks": ["jti-1"]}',
 }
 
 
@@ -402,6 +445,34 @@ def test_a_malformed_poll_body_is_400_with_err_and_description(harness: Harness)
 def test_polling_a_stream_not_delivered_by_poll_is_400_with_err(harness: Harness) -> None:
     stream_id = stream(harness, {"delivery": {"method": SSE}})
     assert_poll_error(poll(harness, stream_id, {"returnImmediately": True}))
+
+
+def test_members_rfc_8936_does_not_name_are_ignored(harness: Harness) -> None:
+    """The caep.dev receiver library always sends ``stream_id`` and ``max_events``."""
+    stream_id = stream(harness)
+    harness.mission(AUTHORITY)
+    pending = sets(harness, stream_id)
+    assert pending
+    response = poll(
+        harness,
+        stream_id,
+        {"stream_id": stream_id, "max_events": 5, "returnImmediately": True, "acks": []},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["sets"] == pending
+
+
+def test_credential_and_ownership_failures_have_the_poll_error_shape(harness: Harness) -> None:
+    stream_id = stream(harness)
+    path = f"/ssf/poll/{stream_id}"
+    body = {"returnImmediately": True}
+    assert_poll_error(harness.client.post(path, json=body), 401, "authentication_failed")
+    agent = harness.client.post(path, json=body, headers=harness.auth("agent"))
+    assert_poll_error(agent, 403, "access_denied")
+    unknown = harness.client.post(
+        "/ssf/poll/0123456789abcdef", json=body, headers=harness.auth("pep")
+    )
+    assert_poll_error(unknown, 404)
 
 
 # ---------------------------------------------------------------------- credentials

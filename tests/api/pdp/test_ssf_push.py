@@ -19,7 +19,7 @@ import pytest
 from api.push import SET_MEDIA_TYPE, Outcome, PushDelivery, backoff_seconds
 from ledger.application import Ledger
 from ledger.domain.actors import Actor
-from ledger.domain.streams import LIFECYCLE_CHANGE, PUSH, StreamStatus
+from ledger.domain.streams import LIFECYCLE_CHANGE, PUSH, STREAM_UPDATED, StreamStatus
 from ledger.persistence.snapshots import StateCodec
 from ledger.persistence.store import open_ledger
 from ledger.settings import Settings
@@ -343,6 +343,25 @@ def test_a_paused_stream_holds_its_sets_and_releases_them_in_order(
     assert receiver.seen() == []
     set_status(harness, stream, StreamStatus.ENABLED)
     pump(harness, lambda: len(receiver.seen()) == 3)
+    assert receiver.jtis() == log
+
+
+def test_a_transmitter_initiated_disable_is_pushed_before_holding(
+    harness: Harness, receiver: Receiver
+) -> None:
+    stream = push_stream(harness, receiver.url("s"))
+    harness.mission(AUTHORITY)
+    pump(harness, lambda: len(receiver.seen()) == 1)
+    admin = Actor(type="api_key", name="admin-1", role="admin")  # not the owner
+    ledger_of(harness).set_stream_status(
+        actor=admin, stream_id=stream, status=StreamStatus.DISABLED, reason="abuse"
+    )
+    harness.mission(AUTHORITY)  # raised while disabled: dropped
+    log = logged(harness, stream)
+    assert len(log) == 2
+    pump(harness, lambda: len(receiver.seen()) == 2)
+    announced = pyjwt.decode(receiver.seen()[1].body, options={"verify_signature": False})
+    assert announced["events"][STREAM_UPDATED]["status"] == "disabled"
     assert receiver.jtis() == log
 
 
