@@ -55,8 +55,13 @@ def revoked_set(key: ECKey, mandate_id: str, **kw: Any) -> str:
 
 
 def mandate_token(
-    key: ECKey, *, jti: str = "mdt_1", jkt: str = "jkt-1", exp: float | None = None,
-    iss: str = ISSUER, mission: str = "msn_1",
+    key: ECKey,
+    *,
+    jti: str = "mdt_1",
+    jkt: str = "jkt-1",
+    exp: float | None = None,
+    iss: str = ISSUER,
+    mission: str = "msn_1",
 ) -> str:
     claims = {
         "iss": iss,
@@ -77,9 +82,7 @@ class Jwks:
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         self.fetches += 1
-        return httpx.Response(
-            200, json={"keys": [k.as_dict(private=False) for k in self.keys]}
-        )
+        return httpx.Response(200, json={"keys": [k.as_dict(private=False) for k in self.keys]})
 
     def client(self) -> httpx.Client:
         return httpx.Client(transport=httpx.MockTransport(self.handler))

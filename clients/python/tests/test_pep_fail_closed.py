@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from mission_ledger_pep import AsyncPdpClient, MissionLedgerMiddleware, PdpClient
 from pep_asgi import Recorder, call
 

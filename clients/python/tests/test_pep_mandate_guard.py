@@ -6,9 +6,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from pep_keys import ISSUER, JWKS_URL, Jwks, mandate_token, new_key, sign
-
 from mission_ledger_pep import MandateGuard, MandateRefused
+from pep_keys import ISSUER, JWKS_URL, Jwks, mandate_token, new_key, sign
 
 KEY = new_key("k1")
 

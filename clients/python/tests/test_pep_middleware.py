@@ -9,10 +9,9 @@ import json
 from typing import Any
 
 import httpx
+from mission_ledger_pep import AsyncPdpClient, MandateGuard, MissionLedgerMiddleware
 from pep_asgi import Recorder, call
 from pep_keys import ISSUER, JWKS_URL, Jwks, mandate_token, new_key
-
-from mission_ledger_pep import AsyncPdpClient, MandateGuard, MissionLedgerMiddleware
 
 KEY = new_key("k1")
 

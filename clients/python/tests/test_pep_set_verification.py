@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pep_keys import AUDIENCE, ISSUER, JWKS_URL, Jwks, new_key, revoked_set, sign
-
 from mission_ledger_pep import MandateGuard, SignalSubscriber
 from mission_ledger_pep.jwks import JwksCache
+from pep_keys import AUDIENCE, ISSUER, JWKS_URL, Jwks, new_key, revoked_set, sign
 
 
 class Harness:

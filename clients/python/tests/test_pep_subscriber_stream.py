@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pep_keys import AUDIENCE, ISSUER, JWKS_URL, Jwks, new_key, revoked_set
-
 from mission_ledger_pep import SignalSubscriber
 from mission_ledger_pep.cursor import CursorStore
+from pep_keys import AUDIENCE, ISSUER, JWKS_URL, Jwks, new_key, revoked_set
 
 
 class Stream:
@@ -100,7 +99,9 @@ def test_resync_calls_the_hook(tmp_path: Path) -> None:
     key = new_key("k1")
     stream = Stream([(4, "resync", '{"reason": "cursor 1 is not in the retained log"}')])
     resyncs: list[Any] = []
-    subscriber = subscriber_for(stream, tmp_path / "c.sqlite", [], key=key, on_resync=resyncs.append)
+    subscriber = subscriber_for(
+        stream, tmp_path / "c.sqlite", [], key=key, on_resync=resyncs.append
+    )
     run_for(subscriber, 1)
     assert resyncs[0]["reason"].startswith("cursor 1")
     assert CursorStore(tmp_path / "c.sqlite").load() == "4"

@@ -22,7 +22,11 @@ class Decision:
     @classmethod
     def unavailable(cls, detail: str) -> Decision:
         """The fail-closed deny: the PDP could not be asked or did not answer sensibly."""
-        return cls(False, PDP_UNAVAILABLE, {"reason": PDP_UNAVAILABLE, "detail": detail})
+        return cls(
+            allowed=False,
+            reason=PDP_UNAVAILABLE,
+            context={"reason": PDP_UNAVAILABLE, "detail": detail},
+        )
 
     @classmethod
     def from_json(cls, body: object, request: Mapping[str, Any] | None = None) -> Decision:

@@ -45,9 +45,7 @@ class McpGuard:
         tool = str(params.get("name", ""))
         given = params.get("arguments") or {}
         wanted = (
-            self.arguments.get(tool, ())
-            if isinstance(self.arguments, Mapping)
-            else self.arguments
+            self.arguments.get(tool, ()) if isinstance(self.arguments, Mapping) else self.arguments
         )
         properties: dict[str, Any] = {"tool": tool}
         properties.update({name: given[name] for name in wanted if name in given})

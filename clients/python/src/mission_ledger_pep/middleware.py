@@ -36,7 +36,9 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-Mapper = Callable[[Scope, Mapping[str, str]], "dict[str, Any] | None | Awaitable[dict[str, Any] | None]"]
+Mapper = Callable[
+    [Scope, Mapping[str, str]], "dict[str, Any] | Awaitable[dict[str, Any] | None] | None"
+]
 PROBLEM = "urn:mission-ledger:problem:"
 
 

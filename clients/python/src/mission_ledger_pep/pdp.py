@@ -62,9 +62,7 @@ class PdpClient(_Base):
     def evaluate(self, request: Mapping[str, Any], *, min_position: int | None = None) -> Decision:
         """One AuthZEN evaluation; ``min_position`` is sent as ``Ledger-Min-Position``."""
         try:
-            response = self._post(
-                protocol.EVALUATION, request, headers=self._headers(min_position)
-            )
+            response = self._post(protocol.EVALUATION, request, headers=self._headers(min_position))
         except httpx.HTTPError as error:
             return Decision.unavailable(f"{type(error).__name__}: {error}")
         return protocol.decision_of(response, request)
@@ -155,7 +153,12 @@ class PdpClient(_Base):
         that is not approved in ``reevaluate`` mode denies without asking."""
         approval = protocol.approval_of(task_answer)
         if approval is None:
-            return Decision(False, "not_approved", {"reason": "not_approved"}, request)
+            return Decision(
+                allowed=False,
+                reason="not_approved",
+                context={"reason": "not_approved"},
+                request=request,
+            )
         return self.evaluate(protocol.with_approval(request, approval))
 
     def report_usage(
@@ -285,7 +288,12 @@ class AsyncPdpClient(_Base):
     ) -> Decision:
         approval = protocol.approval_of(task_answer)
         if approval is None:
-            return Decision(False, "not_approved", {"reason": "not_approved"}, request)
+            return Decision(
+                allowed=False,
+                reason="not_approved",
+                context={"reason": "not_approved"},
+                request=request,
+            )
         return await self.evaluate(protocol.with_approval(request, approval))
 
     async def report_usage(

@@ -55,7 +55,8 @@ def decision_of(response: httpx.Response, request: Mapping[str, Any] | None) -> 
         return Decision.unavailable(f"the PDP answered {response.status_code}")
     if response.status_code != 200:
         detail = f"the PDP refused the request with {response.status_code}"
-        return Decision(False, REQUEST_REJECTED, {"reason": REQUEST_REJECTED, "detail": detail})
+        context = {"reason": REQUEST_REJECTED, "detail": detail}
+        return Decision(allowed=False, reason=REQUEST_REJECTED, context=context)
     return Decision.from_json(_body(response), request)
 
 

@@ -9,7 +9,7 @@ from mission_ledger_pep.tokens import TokenRejected, verified_claims
 
 SET_TYP = "secevent+jwt"
 SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
-TOKEN_CLAIMS_CHANGE = "https://schemas.openid.net/secevent/caep/event-type/token-claims-change"
+TOKEN_CLAIMS_CHANGE = "https://schemas.openid.net/secevent/caep/event-type/token-claims-change"  # noqa: S105 - an event type URI
 LIFECYCLE_CHANGE = "https://schemas.karlmcguinness.com/mission/lifecycle-change"
 
 

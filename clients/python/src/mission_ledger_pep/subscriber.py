@@ -164,7 +164,7 @@ class SignalSubscriber:
         while self.issuer is None or self.jwks is None or self.audience is None:
             try:
                 if self.issuer is None or self.jwks is None:
-                    meta = (await http.get(self.base_url + "/.well-known/ssf-configuration"))
+                    meta = await http.get(self.base_url + "/.well-known/ssf-configuration")
                     meta.raise_for_status()
                     body = meta.json()
                     self.issuer = self.issuer or str(body["issuer"])
@@ -235,9 +235,12 @@ class SignalSubscriber:
         self._call(self.on_resync, data if isinstance(data, dict) else {"raw": data})
 
     def _deliver(self, token: str) -> None:
-        assert self.jwks is not None and self.issuer is not None and self.audience is not None
+        jwks, issuer, audience = self.jwks, self.issuer, self.audience
+        if jwks is None or issuer is None or audience is None:  # run() discovers them first
+            self.rejected["not_configured"] += 1
+            return
         try:
-            claims = verify_set(token, self.jwks, issuer=self.issuer, audience=self.audience)
+            claims = verify_set(token, jwks, issuer=issuer, audience=audience)
         except TokenRejected as rejected:
             self.rejected[rejected.code] += 1
             log.warning("signal stream %s: SET rejected (%s)", self.stream_id, rejected)
