@@ -29,7 +29,8 @@ class JwksCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.jwks_url = jwks_url
-        self._http = http or httpx.Client(timeout=5.0)
+        self._owns_http = http is None
+        self._http: httpx.Client | None = http
         self._interval = min_refresh_interval
         self._clock = clock
         self._keys: dict[str, Key] = {}
@@ -37,9 +38,17 @@ class JwksCache:
         self._lock = threading.Lock()
         self.fetches = 0
 
+    def close(self) -> None:
+        """Close the connection pool (only if this cache created it)."""
+        if self._owns_http and self._http is not None:
+            self._http.close()
+            self._http = None  # a later fetch opens a new one
+
     def _fetch(self) -> None:
         self._last_fetch = self._clock()
         self.fetches += 1
+        if self._http is None:
+            self._http = httpx.Client(timeout=5.0)
         response = self._http.get(self.jwks_url, headers={"Accept": "application/json"})
         response.raise_for_status()
         body = response.json()

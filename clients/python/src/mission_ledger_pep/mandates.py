@@ -51,6 +51,9 @@ class MandateGuard:
         self._ended_missions: set[str] = set()
         self._lock = threading.Lock()
 
+    def close(self) -> None:
+        self.jwks.close()
+
     def revoke(self, mandate_id: str) -> None:
         with self._lock:
             self._revoked.add(mandate_id)

@@ -138,22 +138,29 @@ class SignalSubscriber:
         """Subscribe until cancelled: connect, deliver, reconnect with backoff."""
         timeout = httpx.Timeout(10.0, read=self._read_timeout)
         async with httpx.AsyncClient(timeout=timeout, transport=self._transport) as http:
-            await self._discover(http)
-            attempt = 0
-            while True:
-                retry_ms: int | None = None
-                try:
-                    retry_ms, progressed = await self._connect_once(http)
-                    if progressed:
-                        attempt = 0
-                except httpx.HTTPError as error:
-                    self.last_error = f"{type(error).__name__}: {error}"
-                    log.warning("signal stream %s: %s", self.stream_id, self.last_error)
-                finally:
-                    self._connected.clear()
-                delay = self._delay(attempt, retry_ms)
-                attempt += 1
-                await asyncio.sleep(delay)
+            try:
+                await self._follow(http)
+            finally:
+                if self.jwks is not None:
+                    self.jwks.close()
+
+    async def _follow(self, http: httpx.AsyncClient) -> None:
+        await self._discover(http)
+        attempt = 0
+        while True:
+            retry_ms: int | None = None
+            try:
+                retry_ms, progressed = await self._connect_once(http)
+                if progressed:
+                    attempt = 0
+            except httpx.HTTPError as error:
+                self.last_error = f"{type(error).__name__}: {error}"
+                log.warning("signal stream %s: %s", self.stream_id, self.last_error)
+            finally:
+                self._connected.clear()
+            delay = self._delay(attempt, retry_ms)
+            attempt += 1
+            await asyncio.sleep(delay)
 
     # -- internals --------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
