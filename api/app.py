@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from importlib.metadata import version
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -18,6 +19,7 @@ from api.oauth import OAuthVerifier
 from api.push import PushDelivery
 from api.read_models import read_models
 from api.routes import (
+    audit,
     authzen,
     discovery,
     health,
@@ -71,6 +73,8 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         trailing_durable=[models.signals],
         trailing_live=[sse],
         listen_dsn=None if settings.embedded else settings.postgres_params(),
+        # The idle poll renews the index's freshness, well inside the staleness bound.
+        poll_interval=min(1.0, settings.mission_max_stale_seconds / 4),
     )
     follower.start()
     tokens = TokenVerifier(keyring, clock)
@@ -79,6 +83,8 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         issuer=settings.public_issuer,
         resolve_token=tokens.mandate_jti,
         max_stale_seconds=settings.mission_max_stale_seconds,
+        staleness=follower.staleness,
+        require_proof=settings.require_proof,
     )
     oauth = OAuthVerifier(settings) if settings.oauth_issuer else None
     return Services(
@@ -154,7 +160,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
     app = FastAPI(
         title="Mission Ledger",
-        version="0.1.0",
+        version=version("mission-ledger"),  # pyproject.toml states it, once
         summary="Mission Authority Server and governance control plane for AI agents",
         lifespan=lifespan,
         # The schema is served by ``api.routes.discovery`` behind a credential (only
@@ -177,6 +183,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         ssf.router,
         ssf_poll.router,
         ssf_sse.router,
+        audit.router,
     ):
         app.include_router(router)
     app.add_middleware(RequestId)

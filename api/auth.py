@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.services import Services, get_services
 from ledger.domain.actors import Actor
 from ledger.domain.errors import Forbidden, NotAuthenticated, NotFound
-from ledger.domain.roles import Role
+from ledger.domain.roles import STREAM_READERS, Role
 
 
 @dataclass(frozen=True)
@@ -28,9 +29,6 @@ class Principal:
     roles: frozenset[Role]
     client_id: str | None
     issuer: str | None = None
-    #: False for an OAuth caller whose ``pep`` role comes only from the ``ssf.read`` scope:
-    #: it may read streams and receive SETs, not create or change streams.
-    manages_streams: bool = True
 
     def has(self, *roles: Role) -> bool:
         return Role.ADMIN in self.roles or any(role in self.roles for role in roles)
@@ -60,12 +58,17 @@ class Principal:
         """Scope of idempotency keys and nonces: one credential's principal."""
         return f"{self.kind}:{self.issuer or ''}:{self.name}"
 
+    def require_stream_reading(self) -> None:
+        """403 unless the caller may read SSF streams and receive their SETs (``pep``, or
+        ``receiver``: the ``ssf.read`` scope)."""
+        self.require(*STREAM_READERS)
+
     def require_stream_management(self) -> None:
-        """403 unless the caller may create and change SSF streams (``pep`` role, and for
-        OAuth callers a scope other than ``ssf.read`` granting it, such as ``ssf.manage``)."""
+        """403 unless the caller may create and change SSF streams (``pep``: for OAuth
+        callers the ``ssf.manage`` scope; ``ssf.read`` only reads)."""
+        if not self.has(Role.PEP) and Role.RECEIVER in self.roles:
+            raise Forbidden("the receiver role (ssf.read) reads streams; changing them needs pep")
         self.require(Role.PEP)
-        if not self.manages_streams:
-            raise Forbidden("the ssf.read scope reads streams; changing them needs ssf.manage")
 
     def owns_client(self, client_id: str) -> bool:
         """True for the agent whose ``client_id`` this is (admins own everything)."""
@@ -85,8 +88,18 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
+#: Declares the bearer credential in the OpenAPI document (checking it is ours, below).
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="An API key (mlk_...) or an access token of the configured OAuth issuer.",
+)
+
+
 async def authenticate(
-    request: Request, services: Annotated[Services, Depends(get_services)]
+    request: Request,
+    services: Annotated[Services, Depends(get_services)],
+    _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
 ) -> Principal:
     return await authenticate_request(request, services)
 
@@ -125,7 +138,6 @@ async def authenticate_request(request: Request, services: Services) -> Principa
         roles=verified.roles,
         client_id=verified.client_id,
         issuer=verified.issuer,
-        manages_streams=verified.manages_streams,
     )
 
 

@@ -7,13 +7,11 @@ members are ignored (forward compatibility); ``properties`` must be objects.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from api.json_body import DEFAULT_MAX_DEPTH, JsonBodyError, parse_json_fast
 from projections.pdp import Action, Evaluation, Resource, Subject
 
 MAX_ID_LENGTH = 4096
@@ -25,7 +23,9 @@ class AuthZenBadRequest(Exception):  # named after the HTTP status it becomes
     """A malformed AuthZEN request (HTTP 400)."""
 
 
-def parse_body(content_type: str | None, body: bytes) -> dict[str, Any]:
+def parse_body(
+    content_type: str | None, body: bytes, max_depth: int = DEFAULT_MAX_DEPTH
+) -> dict[str, Any]:
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
         msg = "the request body must be application/json"
@@ -34,18 +34,9 @@ def parse_body(content_type: str | None, body: bytes) -> dict[str, Any]:
         msg = "the request body is empty"
         raise AuthZenBadRequest(msg)
     try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        # orjson refuses some documents RFC 8259 allows (lone surrogate escapes, numbers
-        # beyond a double): the standard parser has the last word, so only malformed
-        # bodies pay twice. (orjson reads integers beyond 64 bits as floats: the only numeric
-        # member read, context.consistency.min_position, is then refused as not an integer,
-        # where no log position could reach it anyway; amounts are decimal strings.)
-        try:
-            value = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            msg = "the request body is not valid JSON"
-            raise AuthZenBadRequest(msg) from None
+        value = parse_json_fast(body, max_depth)
+    except JsonBodyError as error:
+        raise AuthZenBadRequest(str(error)) from None
     if not isinstance(value, dict):
         msg = "the request body must be a JSON object"
         raise AuthZenBadRequest(msg)

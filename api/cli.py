@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -33,13 +34,14 @@ app = typer.Typer(
     add_completion=False,
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys (shown once, stored hashed).")
-audit_app = typer.Typer(help="Verify and replay the hash-chained ledger.")
-projections_app = typer.Typer(help="Maintain the read models.")
+audit_app = typer.Typer(help="Verify the hash-chained ledger.")
+projections_app = typer.Typer(help="Rebuild the read models.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(projections_app, name="projections")
 
 CLI_ACTOR = Actor(type="cli", name="mission-ledger")
+log = logging.getLogger("mission_ledger.cli")
 
 
 def _settings(**overrides: object) -> Settings:
@@ -62,7 +64,8 @@ def serve(
 ) -> None:
     """Run the service (default 127.0.0.1:8080, embedded SQLite).
 
-    On first start with an empty store it prints a bootstrap admin key, once.
+    On the first start of an empty store it prints a bootstrap admin key, once; never
+    again (with every admin key revoked, create one with `keys create --role admin`).
     """
     import uvicorn  # noqa: PLC0415 - only this command needs the server
 
@@ -93,21 +96,26 @@ def _bootstrap_admin(settings: Settings) -> None:
 
     ledger = open_ledger(settings)
     try:
-        directory = KeyDirectory()
-        directory.bootstrap(ledger)
-        if directory.has_role(Role.ADMIN.value):
+        issued = ledger.issue_bootstrap_key(actor=CLI_ACTOR)
+        if issued is None:
+            directory = KeyDirectory()
+            directory.bootstrap(ledger)
+            if not directory.has_role(Role.ADMIN.value):
+                log.warning(
+                    "No active admin API key, and none is minted on a store already in use. "
+                    "To recover, create one on this store: "
+                    "`mission-ledger keys create --role admin --name NAME`."
+                )
             return
-        name = "admin"
-        issued = ledger.issue_api_key(name=name, role=Role.ADMIN, actor=CLI_ACTOR)
-        typer.echo(
-            "\nNo admin key exists yet, so one was created. It is shown only this once:\n\n"
-            f"    {issued.secret}\n\n"
-            "Use it as `Authorization: Bearer <key>`, and create narrower keys with "
-            "`mission-ledger keys create --role ROLE --name NAME`.\n",
-            err=True,
-        )
     finally:
         ledger.close()
+    typer.echo(
+        "\nThe store was empty, so an admin key was created. It is shown only this once:\n\n"
+        f"    {issued.secret}\n\n"
+        "Use it as `Authorization: Bearer <key>`, and create narrower keys with "
+        "`mission-ledger keys create --role ROLE --name NAME`.\n",
+        err=True,
+    )
 
 
 @app.command(name="migrate")
@@ -197,6 +205,49 @@ def keys_revoke(
     finally:
         ledger.close()
     typer.echo(f"revoked {name!r}" if position else f"{name!r} was already revoked")
+
+
+@keys_app.command("thumbprint")
+def keys_thumbprint(
+    key_file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="An agent's key: a JWK (JSON) or PEM file, public or private.",
+            metavar="KEY_FILE",
+            show_default=False,
+        ),
+    ] = None,
+    generate: Annotated[
+        bool,
+        typer.Option(
+            "--generate", help="Make a fresh EC P-256 private key (a JWK) and write it to --out."
+        ),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="With --generate: the new key's file (created 0600, never overwritten)."),
+    ] = None,
+) -> None:
+    """Print the RFC 7638 thumbprint of an agent's key: the value a Mandate request sends as
+    cnf.jkt. Needs no store and no server."""
+    from api.key_thumbprint import KeyFileError, thumbprint, write_private_jwk  # noqa: PLC0415
+
+    if generate == (key_file is not None):
+        raise typer.BadParameter("give either a KEY_FILE or --generate --out FILE")
+    if generate != (out is not None):
+        raise typer.BadParameter("--out goes with --generate (and --generate needs --out)")
+    try:
+        if out is not None:
+            printed = write_private_jwk(out)
+            typer.echo(f"wrote a new EC P-256 private key to {out}", err=True)
+        else:
+            assert key_file is not None
+            printed = thumbprint(key_file.read_text(encoding="utf-8"))
+    except FileExistsError:
+        raise _fail(f"{out} exists: a key is never overwritten; choose another --out") from None
+    except (OSError, UnicodeDecodeError, KeyFileError) as error:
+        raise _fail(str(error)) from None
+    typer.echo(printed)
 
 
 @keys_app.command("rotate-signing")

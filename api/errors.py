@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger.domain.errors import (
@@ -119,7 +120,9 @@ def validation_errors(exc: RequestValidationError) -> tuple[FieldError, ...]:
         loc = tuple(item.get("loc", ()))
         kind = item.get("type", "")
         if kind == "json_invalid":
-            return (FieldError("", "the body is not valid JSON"),)
+            # Raised by ``api.json_body``, whose message says what is wrong with the body.
+            reason = str(item.get("ctx", {}).get("error") or "the body is not valid JSON")
+            return (FieldError("", reason),)
         message = str(item.get("msg", "invalid"))
         if kind == "missing":
             message = "is required"
@@ -127,6 +130,20 @@ def validation_errors(exc: RequestValidationError) -> tuple[FieldError, ...]:
             message = "is not a recognised member"
         found.append(FieldError(_pointer(loc), message))
     return tuple(found[:20])
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """A 405's ``Allow``: every method of the routes serving ``path`` (the router names only
+    the first route matching it, and several routes may share a path). Where a literal path
+    and a template both match (``/v1/mandates/introspect``, ``/v1/mandates/{mandate_id}``),
+    the resource is the literal one, as the OpenAPI document describes it."""
+    matching: dict[int, set[str]] = {}
+    for route in iter_route_contexts(app.router.routes):
+        pattern = getattr(route, "path_regex", None)
+        if pattern is not None and pattern.match(path):
+            parameters = str(route.path).count("{")
+            matching.setdefault(parameters, set()).update(route.methods or ())
+    return sorted(matching[min(matching)]) if matching else []
 
 
 def install(app: FastAPI) -> None:
@@ -143,7 +160,7 @@ def install(app: FastAPI) -> None:
         return problem(400, "invalid_request", "Invalid request", detail, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {
             400: ("invalid_request", "Invalid request"),
             404: ("not_found", "Not found"),
@@ -152,13 +169,10 @@ def install(app: FastAPI) -> None:
             415: ("unsupported_media_type", "Unsupported media type"),
         }
         code, title = codes.get(exc.status_code, ("http_error", "HTTP error"))
-        return problem(
-            exc.status_code,
-            code,
-            title,
-            str(exc.detail),
-            headers=dict(exc.headers or {}),
-        )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
+        return problem(exc.status_code, code, title, str(exc.detail), headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:  # noqa: ARG001

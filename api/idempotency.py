@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 
 import rfc8785
 from fastapi import Request
 
 from api.auth import Principal
+from api.json_body import max_depth_of, parse_json
 from ledger.application import IdempotencyRequest
 from ledger.domain.errors import InvalidRequest
 
@@ -28,7 +28,7 @@ async def idempotency_for(
         )
     body = await request.body()
     try:
-        canonical = rfc8785.dumps(json.loads(body)) if body else b""
+        canonical = rfc8785.dumps(parse_json(body, max_depth_of(request))) if body else b""
     except (ValueError, rfc8785.CanonicalizationError):
         canonical = body
     digest = hashlib.sha256(

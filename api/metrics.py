@@ -40,6 +40,12 @@ class ServiceCollector(Collector):
             "read_model_lag_events", "Events not yet applied here.", max(0, head - position)
         )
         yield _gauge(
+            "read_model_staleness_seconds",
+            "Seconds since this replica last confirmed its index holds everything in the store "
+            "(decisions deny stale_state above mission_max_stale_seconds).",
+            services.follower.staleness(),
+        )
+        yield _gauge(
             "follower_healthy",
             "1 while the log follower applies events.",
             services.follower.healthy,

@@ -1,10 +1,13 @@
 """JWT access tokens from a configured OAuth issuer, verified against its JWKS.
 
 Tokens must be signed with an asymmetric algorithm (never ``none``, never HMAC),
-carry the configured ``iss`` (and ``aud`` when one is configured), and be within
-``nbf``/``exp``. Scopes (``scope`` string or ``scp`` array) map to roles through
-``Settings.oauth_role_scopes``. The JWKS is cached and fetched again, at most
-every 30 seconds, when a token names an unknown ``kid``.
+carry the configured ``iss`` and ``aud`` (any audience only when the operator said so:
+``Settings.oauth_allow_any_audience``), and be within ``nbf``/``exp``. Scopes
+(``scope`` string or ``scp`` array) map to roles through ``Settings.oauth_role_scopes``.
+A token names its key with ``kid``; one without verifies only against an issuer that
+publishes exactly one usable signing key (never a guess among several). The JWKS is
+cached and fetched again, at most every 30 seconds, when a token names an unknown
+``kid`` (or, without one, when the cached set has no single usable key).
 """
 
 from __future__ import annotations
@@ -19,17 +22,18 @@ from urllib.parse import urlsplit
 
 import httpx
 from joserfc import jwt
-from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
+from joserfc.errors import InvalidKeyIdError, JoseError
+from joserfc.jwk import Key, KeySet
+from joserfc.jws import extract_compact
 
 from ledger.domain.errors import NotAuthenticated
 from ledger.domain.roles import Role
 from ledger.settings import Settings
 
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA")
+_SIGNING_KEY_TYPES = frozenset({"RSA", "EC", "OKP"})
+_SIGNING_CURVES = frozenset({"P-256", "P-384", "P-521", "Ed25519", "Ed448"})
 _REFRESH_INTERVAL = 30.0
-#: Grants ``pep`` for reading streams and receiving SETs only (SSF management endpoints).
-READ_ONLY_SSF_SCOPE = "ssf.read"
 
 
 @dataclass(frozen=True)
@@ -39,15 +43,13 @@ class VerifiedToken:
     client_id: str | None
     roles: frozenset[Role]
     scopes: frozenset[str]
-    #: Whether a scope other than the read-only ``ssf.read`` grants ``pep`` (or ``admin``).
-    manages_streams: bool = True
 
 
 class OAuthVerifier:
     def __init__(self, settings: Settings) -> None:
-        if not settings.oauth_issuer or not settings.oauth_jwks_uri:
-            msg = "OAuth needs both oauth_issuer and oauth_jwks_uri"
-            raise ValueError(msg)
+        problem = settings.oauth_problem()
+        if problem is not None or not settings.oauth_issuer or not settings.oauth_jwks_uri:
+            raise ValueError(problem or "OAuth needs both oauth_issuer and oauth_jwks_uri")
         self._issuer = settings.oauth_issuer
         self._jwks_uri = settings.oauth_jwks_uri
         self._audience = settings.oauth_audience
@@ -60,19 +62,15 @@ class OAuthVerifier:
         self._lock = asyncio.Lock()
 
     async def verify(self, token: str) -> VerifiedToken:
-        keys = await self._keyset(force=False)
         try:
-            decoded = jwt.decode(token, keys, algorithms=list(ALGORITHMS))
-        except JoseError as error:
-            if "kid" in str(error).lower() or error.error == "invalid_key_id":
-                keys = await self._keyset(force=True)
-                try:
-                    decoded = jwt.decode(token, keys, algorithms=list(ALGORITHMS))
-                except (JoseError, ValueError) as again:
-                    raise _invalid(f"token rejected: {again}") from None
-            else:
-                raise _invalid(f"token rejected: {error}") from None
-        except ValueError as error:
+            kid = _kid_of(token)
+            try:
+                decoded = await self._decode(token, kid, refresh=False)
+            except JoseError as error:
+                if "kid" not in str(error).lower() and error.error != "invalid_key_id":
+                    raise
+                decoded = await self._decode(token, kid, refresh=True)
+        except (JoseError, ValueError) as error:
             raise _invalid(f"token rejected: {error}") from None
         claims = decoded.claims
         options: dict[str, Any] = {
@@ -89,19 +87,18 @@ class OAuthVerifier:
         scopes = _scopes(claims)
         roles = frozenset(self._role_scopes[s] for s in scopes if s in self._role_scopes)
         client_id = claims.get(self._client_id_claim) or claims.get("azp")
-        managing = {
-            s
-            for s in scopes
-            if s != READ_ONLY_SSF_SCOPE and self._role_scopes.get(s) in {Role.PEP, Role.ADMIN}
-        }
         return VerifiedToken(
             issuer=str(claims["iss"]),
             subject=str(claims["sub"]),
             client_id=None if client_id is None else str(client_id),
             roles=roles,
             scopes=frozenset(scopes),
-            manages_streams=bool(managing),
         )
+
+    async def _decode(self, token: str, kid: str | None, *, refresh: bool) -> jwt.Token:
+        keys = await self._keyset(force=refresh)
+        key: Key | KeySet = keys if kid is not None else _only_signing_key(keys)
+        return jwt.decode(token, key, algorithms=list(ALGORITHMS))
 
     async def _keyset(self, *, force: bool) -> KeySet:
         async with self._lock:
@@ -124,6 +121,36 @@ class OAuthVerifier:
                 f"cannot fetch the token issuer's keys: {error}",
                 extensions={"error": "invalid_token"},
             ) from None
+
+
+def _kid_of(token: str) -> str | None:
+    kid = extract_compact(token.encode()).headers().get("kid")
+    if kid is not None and not isinstance(kid, str):
+        msg = "the kid header must be a string"
+        raise ValueError(msg)
+    return kid
+
+
+def _signs(key: Key) -> bool:
+    """Whether ``key`` can verify a token: an asymmetric signing key for an accepted
+    algorithm, not one published for encryption."""
+    return (
+        key.key_type in _SIGNING_KEY_TYPES
+        and key.get("use") in (None, "sig")
+        and ("verify" in (key.get("key_ops") or ["verify"]))
+        and key.get("alg") in (None, *ALGORITHMS)
+        and key.get("crv") in (None, *_SIGNING_CURVES)
+    )
+
+
+def _only_signing_key(keys: KeySet) -> Key:
+    """The key a token without ``kid`` must have been signed with: the issuer's only
+    usable signing key. With several, choosing one would be a guess."""
+    usable = [key for key in keys.keys if _signs(key)]
+    if len(usable) != 1:
+        msg = f"the token names no key (kid) and the issuer publishes {len(usable)} signing keys"
+        raise InvalidKeyIdError(msg)
+    return usable[0]
 
 
 def _scopes(claims: dict[str, Any]) -> list[str]:

@@ -116,3 +116,20 @@ def event_view(logged: LoggedEvent) -> dict[str, Any]:
             "data": payload,
         }
     )
+
+
+def audit_entry_view(logged: LoggedEvent) -> dict[str, Any]:
+    """One line of ``GET /v1/audit/log``: where and when the event sits, who caused it, and
+    its chain hash (hex), without its payload."""
+    event = logged.event
+    actor = getattr(event, "actor", None)
+    return {
+        "position": logged.position,
+        "type": type(event).__qualname__,
+        "topic": logged.topic,
+        "originator_id": event.originator_id,
+        "version": event.originator_version,
+        "recorded_at": format_instant(event.timestamp),
+        "actor": _json_value(actor) if actor is not None else None,
+        "chain_hash": None if logged.chain_hash is None else logged.chain_hash.hex(),
+    }

@@ -12,7 +12,7 @@ import asyncio
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 _TIMING = re.compile(rb"server-timing: [a-z]+;dur=([0-9.]+)", re.IGNORECASE)
@@ -65,13 +65,23 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 
 async def _connection(
-    host: str, port: int, requests: Sequence[bytes], deadline: float, result: LoadResult
+    host: str,
+    port: int,
+    requests: Sequence[bytes],
+    deadline: float,
+    result: LoadResult,
+    once: Iterator[bytes] | None,
 ) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     rng = random.Random()
     try:
         while time.perf_counter() < deadline:
-            request = requests[rng.randrange(len(requests))]
+            if once is None:
+                request = requests[rng.randrange(len(requests))]
+            else:
+                request = next(once, b"")
+                if not request:
+                    return
             started = time.perf_counter()
             writer.write(request)
             status, raw = await _read_response(reader)
@@ -89,20 +99,35 @@ async def _connection(
 
 
 async def _run(
-    host: str, port: int, requests: Sequence[bytes], connections: int, seconds: float
+    host: str,
+    port: int,
+    requests: Sequence[bytes],
+    connections: int,
+    seconds: float,
+    *,
+    each_once: bool,
 ) -> LoadResult:
     result = LoadResult()
     started = time.perf_counter()
     deadline = started + seconds
+    once = iter(requests) if each_once else None
     await asyncio.gather(
-        *(_connection(host, port, requests, deadline, result) for _ in range(connections))
+        *(_connection(host, port, requests, deadline, result, once) for _ in range(connections))
     )
     result.seconds = time.perf_counter() - started
     return result
 
 
 def drive(
-    host: str, port: int, requests: Sequence[bytes], *, connections: int, seconds: float
+    host: str,
+    port: int,
+    requests: Sequence[bytes],
+    *,
+    connections: int,
+    seconds: float,
+    each_once: bool = False,
 ) -> LoadResult:
-    """Send ``requests`` (chosen at random) for ``seconds`` over ``connections``."""
-    return asyncio.run(_run(host, port, requests, connections, seconds))
+    """Send ``requests`` (chosen at random) for ``seconds`` over ``connections``; with
+    ``each_once``, each request once, in order, until they run out or the time is up
+    (requests that must not be replayed, such as DPoP proofs)."""
+    return asyncio.run(_run(host, port, requests, connections, seconds, each_once=each_once))

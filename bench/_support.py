@@ -8,6 +8,8 @@ Every benchmark measures its subject against a baseline taken in the same run
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import os
 import platform
 import statistics
@@ -198,6 +200,14 @@ def add_run_options(
         default=None,
         help="where the SQLite files go (default: the system temp dir; avoid tmpfs)",
     )
+
+
+def proof_of(token: str) -> dict[str, str]:
+    """``context.proof`` of a PEP that verified the caller holds the Mandate's key (the
+    token's ``cnf.jkt``, read without checking the signature: the server checks it)."""
+    payload = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return {"jkt": str(claims["cnf"]["jkt"])}
 
 
 def median(values: Sequence[float]) -> float:

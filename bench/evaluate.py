@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -30,8 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from joserfc import jws
+from joserfc.jwk import ECKey
 
 from bench._load import LoadResult, build_request, drive, percentile
+from bench._support import proof_of
 from ledger.clock import SystemClock
 from ledger.domain.actors import Actor
 from ledger.domain.delegation import ActorRef
@@ -58,6 +62,7 @@ class Seeded:
     settings: Settings
     pep_key: str
     mandates: list[tuple[str, str]]  # (token, instance_id)
+    holder: ECKey  # every Mandate is bound to this key (cnf.jkt), for the DPoP phase
 
 
 def seed(data_dir: Path, missions: int, per_mission: int, *, tokens: bool) -> Seeded:
@@ -86,6 +91,7 @@ def seed(data_dir: Path, missions: int, per_mission: int, *, tokens: bool) -> Se
             }
         ]
         issued: list[tuple[str, str]] = []
+        holder = ECKey.generate_key("P-256")
         started = time.perf_counter()
         for m in range(missions):
             proposal = ledger.submit_proposal(
@@ -103,7 +109,7 @@ def seed(data_dir: Path, missions: int, per_mission: int, *, tokens: bool) -> Se
                     actor=agent,
                     mission_id=mission.id,
                     holder=ActorRef(client_id="bench-agent", instance_id=instance),
-                    jkt=f"{m:021d}{i:022d}",
+                    jkt=holder.thumbprint(),
                     ttl_seconds=86_400,
                 ).value
                 token = ledger.mandate_token(mandate) if tokens else mandate.id
@@ -114,7 +120,7 @@ def seed(data_dir: Path, missions: int, per_mission: int, *, tokens: bool) -> Se
         progress("  bringing the mission board and mandate register up to date")
         codec = StateCodec(ledger.mapper.transcoder)
         LogFollower(ledger, durable=[MissionBoard(codec), MandateRegister(codec)]).catch_up()
-        return Seeded(settings=settings, pep_key=pep, mandates=issued)
+        return Seeded(settings=settings, pep_key=pep, mandates=issued, holder=holder)
     finally:
         ledger.close()
 
@@ -182,7 +188,7 @@ def evaluation_requests(seeded: Seeded, port: int, sample: int) -> list[bytes]:
                 "properties": {"amount": "250.00", "currency": "USD"},
             },
             "resource": {"type": "api", "id": f"{RESOURCE}/invoices/42"},
-            "context": {"mandate": token},
+            "context": {"mandate": token, "proof": proof_of(token)},
         }
         out.append(
             build_request(
@@ -194,6 +200,54 @@ def evaluation_requests(seeded: Seeded, port: int, sample: int) -> list[bytes]:
             )
         )
     return out
+
+
+def dpop_bodies(seeded: Seeded, count: int) -> list[dict[str, Any]]:
+    """``count`` evaluations, each with a fresh DPoP proof by the holder's key (a proof
+    permits once: the PDP refuses a replayed ``jti``)."""
+    jwk = seeded.holder.as_dict(private=False)
+    htu = f"{RESOURCE}/invoices/42"
+    rng = random.Random()
+    out = []
+    for n in range(count):
+        token, instance = seeded.mandates[rng.randrange(len(seeded.mandates))]
+        claims = {"htm": "POST", "htu": htu, "iat": int(time.time()), "jti": f"j{n}-{rng.random()}"}
+        proof = jws.serialize_compact(
+            {"alg": "ES256", "typ": "dpop+jwt", "jwk": jwk},
+            json.dumps(claims).encode(),
+            seeded.holder,
+        )
+        out.append(
+            {
+                "subject": {
+                    "type": "agent",
+                    "id": "bench-agent",
+                    "properties": {"instance_id": instance},
+                },
+                "action": {
+                    "name": "invoices.pay",
+                    "properties": {"amount": "250.00", "currency": "USD"},
+                },
+                "resource": {"type": "api", "id": htu},
+                "context": {"mandate": token, "proof": {"dpop": proof, "htm": "POST", "htu": htu}},
+            }
+        )
+    return out
+
+
+def dpop_requests(seeded: Seeded, port: int, count: int) -> list[bytes]:
+    """Raw requests for ``dpop_bodies`` (each to be sent once)."""
+    headers = {"Authorization": f"Bearer {seeded.pep_key}"}
+    return [
+        build_request(
+            "POST",
+            "/access/v1/evaluation",
+            f"127.0.0.1:{port}",
+            body=json.dumps(body).encode(),
+            headers=headers,
+        )
+        for body in dpop_bodies(seeded, count)
+    ]
 
 
 def check_permits(seeded: Seeded, port: int) -> None:
@@ -212,11 +266,19 @@ def check_permits(seeded: Seeded, port: int) -> None:
                 "properties": {"amount": "250.00", "currency": "USD"},
             },
             "resource": {"type": "api", "id": f"{RESOURCE}/invoices/42"},
-            "context": {"mandate": token},
+            "context": {"mandate": token, "proof": proof_of(token)},
         },
     ).json()
     if answer.get("decision") is not True:
         msg = f"the benchmark request is not a permit: {answer}"
+        raise RuntimeError(msg)
+    with_proof = httpx.post(
+        f"http://127.0.0.1:{port}/access/v1/evaluation",
+        headers={"Authorization": f"Bearer {seeded.pep_key}"},
+        json=dpop_bodies(seeded, 1)[0],
+    ).json()
+    if with_proof.get("decision") is not True:
+        msg = f"the DPoP benchmark request is not a permit: {with_proof}"
         raise RuntimeError(msg)
 
 
@@ -231,7 +293,7 @@ def merge(results: list[LoadResult]) -> LoadResult:
     return merged
 
 
-def measure_http(seeded: Seeded, *, seconds: float, rounds: int) -> dict[str, Any]:
+def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int) -> dict[str, Any]:
     server = Server(seeded.settings)
     try:
         check_permits(seeded, server.port)
@@ -243,6 +305,7 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int) -> dict[str, An
         for connections in (1, 16):
             ceil_runs: list[LoadResult] = []
             eval_runs: list[LoadResult] = []
+            dpop_runs: list[LoadResult] = []
             for round_no in range(rounds):
                 progress(f"  {connections} connection(s), round {round_no + 1}/{rounds}")
                 ceil_runs.append(
@@ -259,7 +322,19 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int) -> dict[str, An
                         seconds=seconds,
                     )
                 )
-            ceil, ev = merge(ceil_runs), merge(eval_runs)
+                # Proofs are made just before their phase (iat must be within 60 s).
+                proofs = dpop_requests(seeded, server.port, dpop_count)
+                dpop_runs.append(
+                    drive(
+                        "127.0.0.1",
+                        server.port,
+                        proofs,
+                        connections=connections,
+                        seconds=seconds,
+                        each_once=True,
+                    )
+                )
+            ceil, ev, dp = merge(ceil_runs), merge(eval_runs), merge(dpop_runs)
             out[str(connections)] = {
                 "ceiling_rps": ceil.rps,
                 "decisions_rps": ev.rps,
@@ -271,6 +346,10 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int) -> dict[str, An
                 "server_p50_ms": percentile(ev.server_ms, 50),
                 "server_p99_ms": percentile(ev.server_ms, 99),
                 "errors": ev.errors + ceil.errors,
+                "dpop_rps": dp.rps,
+                "dpop_ratio": dp.rps / ev.rps if ev.rps else 0.0,
+                "dpop_server_p99_ms": percentile(dp.server_ms, 99),
+                "dpop_errors": dp.errors,
             }
         return out
     finally:
@@ -323,6 +402,21 @@ def render(http: dict[str, Any], index: dict[str, float], boot: dict[str, float]
             f"{row['client_p99_ms']:>8.2f}ms {row['server_p50_ms']:>8.3f}ms "
             f"{row['server_p99_ms']:>8.3f}ms"
         )
+    lines += [
+        "",
+        "Decisions with a DPoP proof verified by the PDP (context.proof.dpop, each proof once) "
+        "vs the decisions above (context.proof.jkt), same run:",
+        "",
+        f"{'conns':>5} {'decisions/s':>12} {'dpop/s':>8} {'ratio':>6} {'target':>8} "
+        f"{'server p99':>10} {'errors':>6}",
+    ]
+    for connections, row in http.items():
+        verdict = "PASS" if row["dpop_ratio"] >= 0.7 else "BELOW"
+        lines.append(
+            f"{connections:>5} {row['decisions_rps']:>12.0f} {row['dpop_rps']:>8.0f} "
+            f"{row['dpop_ratio']:>6.2f} {'>=0.7 ' + verdict:>8} "
+            f"{row['dpop_server_p99_ms']:>8.3f}ms {row['dpop_errors']:>6}"
+        )
     worst = max(row["server_p99_ms"] for row in http.values())
     lines += [
         "",
@@ -344,6 +438,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=5.0, help="per phase")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument(
+        "--dpop-proofs",
+        type=int,
+        default=20_000,
+        help="DPoP proofs made per phase (each sent once; the phase ends when they run out)",
+    )
+    parser.add_argument(
         "--bootstrap-mandates", type=int, default=100_000, help="0 to skip that part"
     )
     parser.add_argument("--json", action="store_true", help="also print a JSON summary")
@@ -357,7 +457,9 @@ def main(argv: list[str] | None = None) -> int:
         progress(f"seeding {count} Mandates under {args.missions} Missions")
         seeded = seed(Path(tmp) / "eval", args.missions, args.per_mission, tokens=True)
         progress("measuring decisions over HTTP")
-        http = measure_http(seeded, seconds=args.seconds, rounds=args.rounds)
+        http = measure_http(
+            seeded, seconds=args.seconds, rounds=args.rounds, dpop_count=args.dpop_proofs
+        )
         index = measure_index(seeded.settings, count)
         boot = index
         if args.bootstrap_mandates:

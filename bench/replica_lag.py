@@ -43,7 +43,13 @@ from bench._fleet import (
     progress,
 )
 from bench._load import percentile
-from bench._support import PostgresUnavailable, load_average, machine_description, table
+from bench._support import (
+    PostgresUnavailable,
+    load_average,
+    machine_description,
+    proof_of,
+    table,
+)
 
 AGENT = "bench-agent"
 INSTANCE = "i-1"
@@ -89,7 +95,7 @@ def evaluation(token: str) -> dict[str, Any]:
         "subject": {"type": "agent", "id": AGENT, "properties": {"instance_id": INSTANCE}},
         "action": {"name": "invoices.read"},
         "resource": {"type": "api", "id": "https://erp.example.com"},
-        "context": {"mandate": token},
+        "context": {"mandate": token, "proof": proof_of(token)},
     }
 
 

@@ -4,6 +4,15 @@ Values come from (highest precedence first) explicit keyword arguments, the
 environment (``MISSION_LEDGER_*``), a TOML file named by ``MISSION_LEDGER_CONFIG``
 (or passed explicitly), then the defaults below. With nothing configured the
 service runs embedded: SQLite in ``./.mission-ledger``.
+
+OAuth: with ``oauth_issuer`` set, bearer JWTs of that issuer are accepted beside API keys,
+verified against ``oauth_jwks_uri``. Their ``aud`` must be ``oauth_audience``; a server
+with an issuer and no audience refuses to start (it would accept tokens the issuer minted
+for any other service) unless ``oauth_allow_any_audience`` is true
+(``MISSION_LEDGER_OAUTH_ALLOW_ANY_AUDIENCE=true``), for an issuer that mints tokens for
+this service alone. Scopes grant roles through ``oauth_role_scopes``: by default
+``ssf.manage`` grants ``pep`` and ``ssf.read`` the ``receiver`` role (read streams and
+receive their SETs, nothing else).
 """
 
 from __future__ import annotations
@@ -12,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -28,7 +37,7 @@ DEFAULT_ROLE_SCOPES = {
     "mission_ledger.auditor": "auditor",
     "mission_ledger.admin": "admin",
     "ssf.manage": "pep",
-    "ssf.read": "pep",
+    "ssf.read": "receiver",
 }
 
 
@@ -53,6 +62,12 @@ class Settings(BaseSettings):
 
     proposal_ttl_seconds: int = Field(default=86_400, ge=60, le=30 * 86_400)
     mission_max_stale_seconds: int = Field(default=60, ge=1, le=3_600)
+    require_proof: bool = Field(
+        default=True,
+        description="Decisions on a Mandate need proof that the caller holds its key "
+        "(context.proof.jkt or a DPoP proof at context.proof.dpop); false only for "
+        "development. Bare Mandate ids and join mode need a proof either way.",
+    )
     read_your_writes_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     idempotency_retention_hours: int = Field(default=24, ge=24, le=24 * 90)
     policy_version: str = "mission-ledger/1"
@@ -81,6 +96,11 @@ class Settings(BaseSettings):
     oauth_issuer: str | None = Field(default=None, description="Issuer of JWT access tokens.")
     oauth_jwks_uri: str | None = Field(default=None, description="JWKS URL of that issuer.")
     oauth_audience: str | None = Field(default=None, description="Required `aud` of tokens.")
+    oauth_allow_any_audience: bool = Field(
+        default=False,
+        description="Accept tokens of oauth_issuer whatever their `aud` when no "
+        "oauth_audience is set (without this, that configuration refuses to start).",
+    )
     oauth_role_scopes: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ROLE_SCOPES))
     oauth_client_id_claim: str = "client_id"
 
@@ -103,6 +123,14 @@ class Settings(BaseSettings):
         description="Accept http:// push endpoints on loopback hosts (local development, tests).",
     )
 
+    json_max_depth: int = Field(
+        default=64,
+        ge=2,
+        le=512,
+        description="How deep arrays and objects may nest in a JSON request body; a deeper "
+        "body is refused with 400 before any route reads it.",
+    )
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("database_url")
@@ -114,6 +142,24 @@ class Settings(BaseSettings):
             msg = "database_url must be a postgresql:// URL (unset it for embedded SQLite)"
             raise ValueError(msg)
         return value
+
+    @model_validator(mode="after")
+    def _oauth_consistent(self) -> Settings:
+        problem = self.oauth_problem()
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
+    def oauth_problem(self) -> str | None:
+        """Why this OAuth configuration must not start, if it must not."""
+        if self.oauth_issuer and not self.oauth_audience and not self.oauth_allow_any_audience:
+            return (
+                "oauth_issuer is set without oauth_audience: tokens minted for any other "
+                "service would be accepted. Set oauth_audience (MISSION_LEDGER_OAUTH_AUDIENCE), "
+                "or oauth_allow_any_audience=true if this issuer mints tokens for this service "
+                "alone"
+            )
+        return None
 
     @classmethod
     def settings_customise_sources(

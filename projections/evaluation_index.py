@@ -47,6 +47,7 @@ class MandateEntry:
         "expires_at",
         "instance_id",
         "issuer",
+        "jkt",
         "mandate_id",
         "mission_id",
         "not_before",
@@ -65,6 +66,7 @@ class MandateEntry:
         client_id: str,
         instance_id: str | None,
         issuer: str,
+        jkt: str | None,
         entries: tuple[CompiledEntry, ...],
         expires_at: float,
         not_before: float,
@@ -78,6 +80,7 @@ class MandateEntry:
         self.client_id = client_id
         self.instance_id = instance_id
         self.issuer = issuer
+        self.jkt = jkt
         self.entries = entries
         self.expires_at = expires_at
         self.not_before = not_before
@@ -231,6 +234,7 @@ class EvaluationIndex:
             client_id=client_id,
             instance_id=None if instance_id is None else _intern_str(str(instance_id)),
             issuer=_intern_str(mandate.issuer),
+            jkt=_jkt(mandate.cnf),
             entries=self._intern(mandate.authorization_details),
             expires_at=mandate.expires_at.timestamp(),
             not_before=mandate.created_on.timestamp(),
@@ -269,6 +273,11 @@ class EvaluationIndex:
 
 
 _STRINGS: dict[str, str] = {}
+
+
+def _jkt(cnf: Mapping[str, Any]) -> str | None:
+    value = cnf.get("jkt")
+    return value if isinstance(value, str) else None
 
 
 def _intern_str(value: str) -> str:

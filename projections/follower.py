@@ -152,6 +152,9 @@ class LogFollower:
         self._cond = threading.Condition()
         self._position = 0
         self._core_position = 0
+        #: ``time.monotonic()`` just before the newest read of the log that reached its head:
+        #: every event committed before that instant is applied here (see ``staleness``).
+        self._fresh_at = time.monotonic()
         self._async_lock = threading.Lock()
         self._async_waiters: list[_Waiter] = []
         self._threads: list[threading.Thread] = []
@@ -222,6 +225,13 @@ class LogFollower:
     def lag(self) -> int:
         return max(0, self.head() - self._position)
 
+    def staleness(self) -> float:
+        """Seconds since this replica last confirmed that it had applied everything in the
+        store (0 right after a read that reached the head). Grows while the follower cannot
+        read the log (store unreachable, follower stuck) or trails it: the decision point
+        fails closed on it (SPEC 7.3 "freshness fails closed")."""
+        return max(0.0, time.monotonic() - self._fresh_at)
+
     @property
     def healthy(self) -> bool:
         return self._error is None
@@ -274,14 +284,16 @@ class LogFollower:
     def catch_up(self) -> None:
         """Apply everything up to the current head (called by the thread, and at start)."""
         while not self._stopping.is_set():
+            reading_at = time.monotonic()
             notifications = self._ledger.recorder.select_notifications(
                 start=self._position, limit=self._batch_size, inclusive_of_start=False
             )
-            if not notifications:
-                return
-            items = [self._decode(n) for n in notifications]
-            self._apply(items)
+            if notifications:
+                self._apply([self._decode(n) for n in notifications])
             if len(notifications) < self._batch_size:
+                # That read saw every event committed before ``reading_at``, and all of
+                # them are applied now.
+                self._fresh_at = max(self._fresh_at, reading_at)
                 return
 
     def _decode(self, notification: Notification) -> Item:

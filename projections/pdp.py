@@ -29,6 +29,7 @@ from ledger.domain.actions import is_concrete
 from ledger.domain.authority import CompiledEntry
 from ledger.domain.constraints import Facts, Violation, evaluate_constraints
 from ledger.domain.resources import parse_request
+from ledger.signing.dpop import ProofInvalid, ReplayCache, verify_dpop
 from projections.evaluation_index import EvaluationIndex, MandateEntry, MissionEntry
 
 # Reason codes (domain.md 3.4).
@@ -39,6 +40,10 @@ ACTOR_INVALID = "actor_invalid"
 OUT_OF_AUTHORITY = "out_of_authority"
 AUTHORITY_CONTAINED = "authority_contained"
 STALE_STATE = "stale_state"
+KEY_MISMATCH = "key_mismatch"
+
+# next_action values (SPEC 7.1).
+RETRY = "retry"
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,13 @@ class Decision:
 TokenResolver = Callable[[str], str | None]
 """Verifies a compact Mandate token and returns its ``jti`` (None when it does not verify)."""
 
+Staleness = Callable[[], float]
+"""Seconds since the index last confirmed it included everything in the store."""
+
+
+def _never_stale() -> float:
+    return 0.0
+
 
 _ID_PREFIX = "ev_" + secrets.token_hex(6)
 _ID_COUNTER = itertools.count(1)
@@ -99,11 +111,16 @@ class DecisionPoint:
         issuer: str,
         resolve_token: TokenResolver,
         max_stale_seconds: int,
+        staleness: Staleness = _never_stale,
+        require_proof: bool = True,
     ) -> None:
         self._index = index
         self._issuer = issuer
         self._resolve_token = resolve_token
         self._max_stale = max_stale_seconds
+        self._staleness = staleness
+        self._require_proof = require_proof
+        self._replays = ReplayCache()
         #: Decisions made by this process (read by the metrics endpoint).
         self.permits = 0
         self.denials: Counter[str] = Counter()  # by context.reason
@@ -116,15 +133,34 @@ class DecisionPoint:
             self.denials[str(decision.context.get("reason"))] += 1
         return decision
 
+    def fresh(self) -> bool:
+        """The index confirmed, within the staleness bound, that it holds the whole store."""
+        return self._staleness() < self._max_stale
+
+    def stale_context(self, evaluation_id: str | None = None) -> dict[str, Any]:
+        """The denial context of an answer refused because this replica is too stale."""
+        return _deny(
+            evaluation_id or new_evaluation_id(),
+            STALE_STATE,
+            f"this replica has not caught up with the ledger for more than "
+            f"{self._max_stale} s; retry (here or on another replica)",
+            next_action=RETRY,
+        ).context
+
     def _evaluate(self, request: Evaluation, now: datetime) -> Decision:
         evaluation_id = new_evaluation_id()
+        # Freshness fails closed: an index that has not confirmed it holds everything in
+        # the store for longer than the bound may be missing a revocation.
+        budget = self._max_stale - self._staleness()
+        if budget <= 0:
+            return Decision(decision=False, context=self.stale_context(evaluation_id))
         context = request.context
         mandate_ref = context.get("mandate")
         if mandate_ref is not None:
-            return self._with_mandate(request, mandate_ref, now, evaluation_id)
+            return self._with_mandate(request, mandate_ref, now, evaluation_id, budget)
         mission_ref = context.get("mission")
         if isinstance(mission_ref, Mapping):
-            return self._join(request, mission_ref, now, evaluation_id)
+            return self._join(request, mission_ref, now, evaluation_id, budget)
         return _deny(
             evaluation_id,
             CREDENTIAL_INVALID,
@@ -134,7 +170,12 @@ class DecisionPoint:
     # ------------------------------------------------------------------ mandate mode
 
     def _with_mandate(
-        self, request: Evaluation, reference: object, now: datetime, evaluation_id: str
+        self,
+        request: Evaluation,
+        reference: object,
+        now: datetime,
+        evaluation_id: str,
+        budget: float,
     ) -> Decision:
         mandate_id = self._mandate_id(reference)
         mandate = None if mandate_id is None else self._index.mandate(mandate_id)
@@ -165,8 +206,13 @@ class DecisionPoint:
         actor = _actor_problem(request.subject, mandate.client_id, mandate.instance_id)
         if actor is not None:
             return _deny(evaluation_id, ACTOR_INVALID, actor, mission=mission)
+        key = self._key_problem(
+            request.context.get("proof"), mandate.jkt, now, required=not _is_token(reference)
+        )
+        if key is not None:
+            return _deny(evaluation_id, KEY_MISMATCH, key, mission=mission)
         return self._authority(
-            request, mandate.entries, mission, now, evaluation_id, mandate=mandate
+            request, mandate.entries, mission, now, evaluation_id, budget, mandate=mandate
         )
 
     def _mandate_id(self, reference: object) -> str | None:
@@ -178,6 +224,43 @@ class DecisionPoint:
             return self._resolve_token(reference)
         return None
 
+    # ------------------------------------------------------------------ key binding
+
+    def _key_problem(
+        self, proof: object, bound: str | None, now: datetime, *, required: bool
+    ) -> str | None:
+        """Why the caller has not shown it holds the key the authority is bound to (None
+        when it has). ``bound`` is the Mandate's ``cnf.jkt`` (None in join mode, where a
+        proof is required but there is no Mandate key to compare it with)."""
+        if proof is None:
+            if required or self._require_proof:
+                return (
+                    "present proof that the caller holds the Mandate's key: context.proof.jkt "
+                    "(the thumbprint you verified) or context.proof.dpop (the DPoP proof)"
+                )
+            return None
+        if not isinstance(proof, Mapping):
+            return "context.proof must be an object"
+        dpop = proof.get("dpop")
+        if dpop is not None:
+            try:
+                verified = verify_dpop(
+                    dpop, htm=proof.get("htm"), htu=proof.get("htu"), now=now.timestamp()
+                )
+            except ProofInvalid as error:
+                return str(error)
+            if not self._replays.first_use(verified, now.timestamp()):
+                return "the DPoP proof has been used before (jti replayed)"
+            proven = verified.jkt
+        else:
+            jkt = proof.get("jkt")
+            if not isinstance(jkt, str) or not jkt:
+                return "context.proof needs jkt or dpop"
+            proven = jkt
+        if bound is not None and proven != bound:
+            return "the caller's key is not the key the Mandate is bound to (cnf.jkt)"
+        return None
+
     # ------------------------------------------------------------------ join mode
 
     def _join(
@@ -186,6 +269,7 @@ class DecisionPoint:
         reference: Mapping[str, Any],
         now: datetime,
         evaluation_id: str,
+        budget: float,
     ) -> Decision:
         issuer = reference.get("issuer")
         if issuer is not None and issuer != self._issuer:
@@ -201,7 +285,10 @@ class DecisionPoint:
         actor = _actor_problem(request.subject, mission.mission.client_id, None)
         if actor is not None:
             return _deny(evaluation_id, ACTOR_INVALID, actor, mission=mission)
-        return self._authority(request, mission.entries, mission, now, evaluation_id)
+        key = self._key_problem(request.context.get("proof"), None, now, required=True)
+        if key is not None:
+            return _deny(evaluation_id, KEY_MISMATCH, key, mission=mission)
+        return self._authority(request, mission.entries, mission, now, evaluation_id, budget)
 
     # ------------------------------------------------------------------ authority
 
@@ -212,6 +299,7 @@ class DecisionPoint:
         mission: MissionEntry,
         now: datetime,
         evaluation_id: str,
+        budget: float,
         *,
         mandate: MandateEntry | None = None,
     ) -> Decision:
@@ -245,7 +333,7 @@ class DecisionPoint:
         for compiled in covering:
             violation = evaluate_constraints(compiled.entry.constraints, facts, validated=True)
             if violation is None:
-                return _permit(evaluation_id, mission, mandate, now, self._max_stale)
+                return _permit(evaluation_id, mission, mandate, now, budget)
         assert violation is not None
         return _deny(
             evaluation_id,
@@ -254,6 +342,11 @@ class DecisionPoint:
             mission=mission,
             constraint=violation.constraint,
         )
+
+
+def _is_token(reference: object) -> bool:
+    """A compact Mandate token (signed, carrying its own ``cnf``), not a bare id."""
+    return isinstance(reference, str) and reference.count(".") == 2
 
 
 def _mandate_problem(mandate: MandateEntry, ts: float) -> str | None:
@@ -290,9 +383,11 @@ def _permit(
     mission: MissionEntry,
     mandate: MandateEntry | None,
     now: datetime,
-    max_stale: int,
+    budget: float,
 ) -> Decision:
-    bound = min(now.timestamp() + max_stale, mission.expires_ts)
+    """``valid_until`` is no later than the index's freshness plus the staleness bound
+    (``budget`` is what remains of that bound now), the Mission's and the Mandate's expiry."""
+    bound = min(now.timestamp() + budget, mission.expires_ts)
     if mandate is not None:
         bound = min(bound, mandate.expires_at)
     context: dict[str, Any] = {
@@ -317,12 +412,15 @@ def _deny(
     *,
     mission: MissionEntry | None = None,
     constraint: str | None = None,
+    next_action: str | None = None,
 ) -> Decision:
     context: dict[str, Any] = {
         "evaluation_id": evaluation_id,
         "reason": reason,
         "reason_admin": {"en": detail},
     }
+    if next_action is not None:
+        context["next_action"] = next_action
     if mission is not None:
         context["mission"] = {"id": mission.mission.id, "version": mission.version}
     if constraint is not None:
@@ -335,4 +433,5 @@ def stale(evaluation_id: str, position: int, requested: int) -> Decision:
         evaluation_id,
         STALE_STATE,
         f"this replica is at position {position}, behind the requested {requested}; retry",
+        next_action=RETRY,
     )

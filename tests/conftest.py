@@ -1,18 +1,29 @@
 """Shared fixtures.
 
 Backends: ``store_settings`` is parametrised over embedded SQLite and a real
-PostgreSQL server (never a mock). Each PostgreSQL test gets its own database,
-created from a migrated template and dropped afterwards, so no test depends on
-what another left behind. The server is named by ``MISSION_LEDGER_TEST_PG`` (set
-by ``.ci/with-postgres``), default ``postgresql://postgres@127.0.0.1:5432/postgres``.
+PostgreSQL server (never a mock). The backend contract tests (tests/integration and
+everything outside tests/api) run on both. The HTTP contract tests (tests/api) run on
+SQLite; those marked ``postgres_smoke`` (the ones exercising backend-specific behaviour:
+consistency, idempotency races, lifecycle, LISTEN/NOTIFY wake-ups, the CLI on another
+connection) run on PostgreSQL too. ``pytest --every-backend`` runs every HTTP contract
+test on both.
+
+Each PostgreSQL test gets its own database, cloned from a migrated template
+(``CREATE DATABASE ... TEMPLATE``) and dropped afterwards, so no test depends on what
+another left behind. Drops run in a background thread (a ``DROP DATABASE`` waits for a
+server checkpoint, which the next test need not wait for); the session waits for them at
+its end. The server is named by ``MISSION_LEDGER_TEST_PG`` (set by ``.ci/with-postgres``),
+default ``postgresql://postgres@127.0.0.1:5432/postgres``.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +40,36 @@ from ledger.settings import Settings
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+HTTP_CONTRACT_TESTS = Path(__file__).parent / "api"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--every-backend",
+        action="store_true",
+        default=False,
+        help="run every HTTP contract test (tests/api) on PostgreSQL too, not only the "
+        "postgres_smoke subset",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` first (in their collected order): ``--dist loadgroup`` hands tests
+    out one at a time, so the long ones start at once on every worker and the many short ones
+    fill in around them, instead of one long test starting last on an otherwise idle run."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrise ``backend``: both backends, except that an HTTP contract test runs on
+    PostgreSQL only when marked ``postgres_smoke`` (or with ``--every-backend``)."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    http_contract = metafunc.definition.path.is_relative_to(HTTP_CONTRACT_TESTS)
+    smoke = metafunc.definition.get_closest_marker("postgres_smoke") is not None
+    every = bool(metafunc.config.getoption("--every-backend"))
+    backends = BACKENDS if smoke or every or not http_contract else ["sqlite"]
+    metafunc.parametrize("backend", backends, indirect=True)
 
 
 class MutableClock:
@@ -82,6 +123,7 @@ class PostgresServer:
     admin_url: str
     template: str | None = None
     created: list[str] = field(default_factory=list)
+    dropper: Dropper | None = None
 
     def url_for(self, dbname: str) -> str:
         parts = urlsplit(self.admin_url)
@@ -103,6 +145,57 @@ class PostgresServer:
         with self.admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
+    def drop_later(self, name: str) -> None:
+        """Drop ``name`` in the background (see ``Dropper``)."""
+        if self.dropper is None:
+            self.dropper = Dropper(self)
+        self.dropper.put(name)
+
+    def close(self) -> None:
+        """Wait for the background drops."""
+        if self.dropper is not None:
+            self.dropper.close()
+            self.dropper = None
+
+
+class Dropper:
+    """Drops databases on a thread of its own: ``DROP DATABASE`` waits for a server
+    checkpoint (most of a second on a busy machine), which the next test need not wait for.
+    Whatever is queued is dropped concurrently, so those drops share checkpoints. Nothing
+    reuses a dropped name, so nothing waits for a drop until the session ends."""
+
+    BATCH = 8
+
+    def __init__(self, server: PostgresServer) -> None:
+        self._server = server
+        self._names: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, name="drop-databases", daemon=True)
+        self._thread.start()
+
+    def put(self, name: str) -> None:
+        self._names.put(name)
+
+    def close(self) -> None:
+        self._names.put(None)
+        self._thread.join()
+        if self._errors:
+            raise self._errors[0]
+
+    def _run(self) -> None:
+        with ThreadPoolExecutor(self.BATCH, thread_name_prefix="drop-database") as pool:
+            closing = False
+            while not closing:
+                batch = [self._names.get()]
+                while len(batch) < self.BATCH and not self._names.empty():
+                    batch.append(self._names.get())
+                closing = None in batch
+                names = [name for name in batch if name is not None]
+                for done in wait([pool.submit(self._server.drop_database, n) for n in names])[0]:
+                    error = done.exception()
+                    if error is not None:  # reported by close()
+                        self._errors.append(error)
+
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
@@ -121,6 +214,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     migrate(Settings(database_url=server.url_for(template)))
     server.template = template
     yield server
+    server.close()
     server.drop_database(template)
 
 
@@ -129,7 +223,7 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     """A fresh, migrated database of its own."""
     name = postgres_server.create_database(template=postgres_server.template)
     yield postgres_server.url_for(name)
-    postgres_server.drop_database(name)
+    postgres_server.drop_later(name)
 
 
 @pytest.fixture
@@ -137,7 +231,7 @@ def empty_postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     """A fresh database with no schema at all (for migration tests)."""
     name = postgres_server.create_database()
     yield postgres_server.url_for(name)
-    postgres_server.drop_database(name)
+    postgres_server.drop_later(name)
 
 
 # ---------------------------------------------------------------------- both backends
@@ -150,8 +244,9 @@ def make_settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) 
     return Settings(database_url=url, db_pool_size=2, db_max_overflow=6)
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
+    """``sqlite`` or ``postgres`` (parametrised by ``pytest_generate_tests`` above)."""
     return str(request.param)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
+import json
 from typing import Any
 
 from ledger.application import Ledger
@@ -21,6 +22,14 @@ def jkt() -> str:
     """A fresh, well-formed JWK thumbprint (each call a different key)."""
     digest = hashlib.sha256(f"key-{next(_counter)}".encode()).digest()
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def proof_of(token: str) -> dict[str, str]:
+    """``context.proof`` of a PEP that verified the caller holds the key ``token`` is bound
+    to (its ``cnf.jkt``, read from the payload without checking the signature)."""
+    payload = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return {"jkt": str(claims["cnf"]["jkt"])}
 
 
 def delegable_authority(max_depth: int = 2, **delegation: Any) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ from api.authzen_parsing import (
     subject_of,
 )
 from api.consistency import MIN_POSITION_HEADER, parse_min_position
+from api.json_body import JsonBodyRoute, max_depth_of
 from api.routes.common import ServicesDep
 from api.services import Services
 from ledger.domain.errors import InvalidRequest
@@ -40,7 +41,7 @@ from ledger.domain.roles import Role
 from projections import search
 from projections.pdp import Decision, Evaluation, new_evaluation_id, stale
 
-router = APIRouter(tags=["authzen"])
+router = APIRouter(tags=["authzen"], route_class=JsonBodyRoute)
 
 DEFAULT_PAGE = 100
 
@@ -80,7 +81,9 @@ async def _fresh(services: Services, request: Request, context: Mapping[str, Any
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    return parse_body(request.headers.get("content-type"), await request.body())
+    return parse_body(
+        request.headers.get("content-type"), await request.body(), max_depth_of(request)
+    )
 
 
 async def evaluation(request: Request) -> Response:
@@ -106,34 +109,6 @@ async def evaluation(request: Request) -> Response:
 
 
 router.add_route("/access/v1/evaluation", evaluation, methods=["POST"], include_in_schema=False)
-
-#: The OpenAPI path item of the plain route above (FastAPI describes only its own routes).
-EVALUATION_OPENAPI: dict[str, Any] = {
-    "/access/v1/evaluation": {
-        "post": {
-            "tags": ["authzen"],
-            "summary": "Access Evaluation (OpenID AuthZEN Authorization API 1.0)",
-            "description": (
-                "One decision from this replica's evaluation index. Needs the pep role. "
-                "Malformed requests get 400 with a plain-text message."
-            ),
-            "operationId": "evaluation_access_v1_evaluation_post",
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            },
-            "responses": {
-                "200": {
-                    "description": "The decision",
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                },
-                "400": {"description": "Malformed request"},
-                "401": {"description": "Missing or invalid credential"},
-                "403": {"description": "The credential lacks the pep role"},
-            },
-        }
-    }
-}
 
 
 @router.post("/access/v1/evaluations", response_model=None)
@@ -222,9 +197,13 @@ async def _search(
     kind: str,
     run: Callable[[Mapping[str, Any]], list[dict[str, Any]]],
 ) -> Response:
+    services: Services = request.app.state.services
     try:
         body = await _body(request)
         results = run(body)
+        if not services.pdp.fresh():
+            # Fails closed like a decision: a stale index may still list revoked authority.
+            return _json({"results": [], "context": services.pdp.stale_context()})
         return _json(_paged(body, kind, results))
     except (AuthZenBadRequest, InvalidRequest) as error:
         return _bad(error)

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.auth import PrincipalDep
-from api.routes.authzen import EVALUATION_OPENAPI
+from api.json_body import JsonBodyRoute
+from api.openapi import served
 from api.routes.common import ServicesDep
 
-router = APIRouter(tags=["discovery"])
+router = APIRouter(tags=["discovery"], route_class=JsonBodyRoute)
 
 
 @router.get("/.well-known/mission-authority-server")
@@ -36,5 +37,4 @@ async def mas_metadata(services: ServicesDep) -> dict[str, Any]:
 async def openapi(request: Request, principal: PrincipalDep) -> JSONResponse:
     """The OpenAPI 3 description of this API, for any authenticated caller."""
     del principal  # authentication is the check
-    schema = request.app.openapi()
-    return JSONResponse({**schema, "paths": {**schema["paths"], **EVALUATION_OPENAPI}})
+    return JSONResponse(served(request.app))

@@ -22,9 +22,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from api.json_body import JsonBodyRoute
 from ledger.signing.keyring import Keyring
 
-router = APIRouter(tags=["discovery"])
+router = APIRouter(tags=["discovery"], route_class=JsonBodyRoute)
 log = logging.getLogger("mission_ledger.api")
 
 JWK_SET_MEDIA_TYPE = "application/jwk-set+json"

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import Principal, PrincipalDep, hidden
 from api.consistency import Fresh
 from api.idempotency import idempotency_for
+from api.json_body import JsonBodyRoute
 from api.mandate_views import introspection_view, issued_view, mandate_view
 from api.routes.common import ServicesDep, finish_write, refuse_null_body, well_formed_id
 from api.schemas import NAME_PATTERN, IntrospectIn, MandateIn, NarrowIn, RevokeIn
@@ -23,7 +24,7 @@ from ledger.domain.mandates import ExecutionMandate
 from ledger.domain.missions import Mission
 from ledger.domain.roles import Role
 
-router = APIRouter(tags=["mandates"])
+router = APIRouter(tags=["mandates"], route_class=JsonBodyRoute)
 
 INACTIVE = {"active": False}
 

@@ -10,11 +10,12 @@ from prometheus_client.registry import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import PrincipalDep
+from api.json_body import JsonBodyRoute
 from api.metrics import ServiceCollector
 from api.routes.common import ServicesDep
 from ledger.domain.roles import Role
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=JsonBodyRoute)
 
 
 def _exposition(request: Request, services: ServicesDep) -> bytes:

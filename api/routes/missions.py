@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import Principal, PrincipalDep, hidden
 from api.consistency import Fresh
 from api.idempotency import idempotency_for
+from api.json_body import JsonBodyRoute
 from api.routes.common import ServicesDep, finish_write, optional_instant, well_formed_id
 from api.schemas import NAME_PATTERN, PRINTABLE, ContainmentIn, ExpansionIn, LifecycleIn
 from api.services import Services
@@ -20,7 +21,7 @@ from ledger.domain.missions import Mission
 from ledger.domain.roles import Role
 from ledger.domain.states import MissionState, OnExpiry, Operation
 
-router = APIRouter(tags=["missions"])
+router = APIRouter(tags=["missions"], route_class=JsonBodyRoute)
 
 READERS = (Role.OPERATOR, Role.AUDITOR)
 

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import Principal, PrincipalDep, hidden
 from api.consistency import Fresh
 from api.idempotency import idempotency_for
+from api.json_body import JsonBodyRoute
 from api.routes.common import (
     ServicesDep,
     finish_write,
@@ -25,7 +26,7 @@ from ledger.domain.proposals import Proposal
 from ledger.domain.roles import Role
 from ledger.domain.states import ProposalStatus
 
-router = APIRouter(tags=["proposals"])
+router = APIRouter(tags=["proposals"], route_class=JsonBodyRoute)
 
 
 def _visible(principal: Principal, proposal: Proposal) -> bool:

@@ -2,9 +2,9 @@
 
 ``GET /.well-known/ssf-configuration`` is public. Everything under ``/ssf/`` needs the
 ``pep`` role (``admin`` passes), and a caller sees only the streams it created: any
-other stream id answers the same 404 as an unknown one. An OAuth caller whose ``pep``
-role comes only from the ``ssf.read`` scope may read streams and their status, not
-create, change or verify them (that takes ``ssf.manage``): 403.
+other stream id answers the same 404 as an unknown one. The ``receiver`` role (the
+``ssf.read`` OAuth scope; ``ssf.manage`` grants ``pep``) may read streams and their
+status and receive their SETs, not create, change or verify them: 403.
 
 Wire rules (OpenID SSF 1.0 section 8, reference/standards.md 3.3-3.6):
 
@@ -30,7 +30,6 @@ nothing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
@@ -41,12 +40,12 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import Principal, PrincipalDep, hidden
 from api.consistency import POSITION_HEADER, FreshSignals
 from api.idempotency import idempotency_for
+from api.json_body import JsonBodyError, JsonBodyRoute, json_of
 from api.routes.common import ServicesDep, finish_write
 from api.routes.ssf_sse import owned_stream
 from api.services import Services
 from ledger.application import Written
 from ledger.domain.errors import Gone, InvalidRequest
-from ledger.domain.roles import Role
 from ledger.domain.streams import (
     DELIVERY_METHODS,
     EVENTS_SUPPORTED,
@@ -61,7 +60,7 @@ from ledger.domain.streams import (
 )
 from ledger.persistence.snapshots import StateCodec
 
-router = APIRouter(tags=["signals"])
+router = APIRouter(tags=["signals"], route_class=JsonBodyRoute)
 
 SPEC_VERSION = "1_0"
 OAUTH_SCHEME = {"spec_urn": "urn:ietf:rfc:6749"}
@@ -125,19 +124,14 @@ def _bad(pointer: str, message: str) -> NoReturn:
     raise InvalidRequest.at(pointer, message)
 
 
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(name)
-
-
 async def json_object(request: Request) -> dict[str, Any]:
     """The request body as a JSON object, or a 400 problem."""
-    raw = await request.body()
-    if not raw.strip():
+    if not (await request.body()).strip():
         _bad("", "the body must be a JSON object")
     try:
-        value = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        _bad("", "the body is not valid JSON")
+        value = await json_of(request)
+    except JsonBodyError as error:
+        _bad("", str(error))
     if not isinstance(value, dict):
         _bad("", "the body must be a JSON object")
     return value
@@ -231,10 +225,6 @@ async def _write(
     return written, headers
 
 
-def _require_pep(principal: Principal) -> None:
-    principal.require(Role.PEP)
-
-
 # ---------------------------------------------------------------------- metadata
 
 
@@ -285,7 +275,7 @@ async def read_streams(
     principal: PrincipalDep, services: ServicesDep, stream_id: str | None = None
 ) -> JSONResponse:
     """One stream's configuration, or without ``stream_id`` all of the caller's."""
-    _require_pep(principal)
+    principal.require_stream_reading()
     if stream_id is not None:
         stream = await owned_stream(services, principal, stream_id)
         return _json(config_view(services, stream))
@@ -379,7 +369,7 @@ def _status_view(stream: Stream) -> dict[str, Any]:
 async def read_status(
     principal: PrincipalDep, services: ServicesDep, stream_id: str | None = None
 ) -> JSONResponse:
-    _require_pep(principal)
+    principal.require_stream_reading()
     stream = await owned_stream(services, principal, _required_query(stream_id))
     return _json(_status_view(stream))
 

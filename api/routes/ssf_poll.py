@@ -36,7 +36,6 @@ is unknown or not the caller's.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from collections.abc import Mapping
@@ -47,13 +46,19 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.auth import PrincipalDep
+from api.json_body import (
+    DEFAULT_MAX_DEPTH,
+    JsonBodyError,
+    JsonBodyRoute,
+    max_depth_of,
+    parse_json,
+)
 from api.routes.common import ServicesDep
 from api.routes.ssf_sse import owned_stream
 from api.services import Services
-from ledger.domain.roles import Role
 from ledger.domain.streams import POLL, StreamStatus
 
-router = APIRouter(tags=["signals"])
+router = APIRouter(tags=["signals"], route_class=JsonBodyRoute)
 log = logging.getLogger("mission_ledger.poll")
 
 #: How long a long poll waits for a new SET before answering ``{"sets": {}}``.
@@ -91,18 +96,14 @@ class PollRequest:
     set_errs: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(name)
-
-
-def parse_poll(raw: bytes) -> PollRequest:
+def parse_poll(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> PollRequest:
     """RFC 8936 section 2.4 request members, strictly typed. Unknown members are refused:
     the misspellings seen in the wild (``max_events``, ``acks``) would otherwise be
     ignored silently, leaving SETs unacknowledged forever."""
     try:
-        body = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        _bad("the body is not valid JSON")
+        body = parse_json(raw, max_depth)
+    except JsonBodyError as refused:
+        _bad(str(refused))
     if not isinstance(body, dict):
         _bad("the body must be a JSON object")
     unknown = sorted(set(body) - _KNOWN)
@@ -210,9 +211,9 @@ async def poll(
     stream_id: str, request: Request, principal: PrincipalDep, services: ServicesDep
 ) -> JSONResponse:
     """RFC 8936 poll: acknowledge, report errors, and receive the stream's pending SETs."""
-    principal.require(Role.PEP)
+    principal.require_stream_reading()
     try:
-        asked = parse_poll(await request.body())
+        asked = parse_poll(await request.body(), max_depth_of(request))
     except PollRequestError as refused:
         return _error(str(refused))
     stream = await owned_stream(services, principal, stream_id)

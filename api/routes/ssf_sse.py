@@ -10,14 +10,14 @@ from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal, PrincipalDep, hidden
+from api.json_body import JsonBodyRoute
 from api.routes.common import ServicesDep
 from api.services import Services
 from ledger.domain.actors import Actor
 from ledger.domain.errors import InvalidRequest, NotFound
-from ledger.domain.roles import Role
 from ledger.domain.streams import Stream
 
-router = APIRouter(tags=["signals"])
+router = APIRouter(tags=["signals"], route_class=JsonBodyRoute)
 
 SEND_TIMEOUT_SECONDS = 10
 _STREAM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # anything else never reaches the store
@@ -60,7 +60,7 @@ async def stream_events(
     """The stream's SETs as Server-Sent Events: ``id`` = cursor, ``event: set``, ``data`` =
     compact SET; resume with ``Last-Event-ID`` (or ``?after=N``) gets exactly the events
     after it, in order; a cursor outside the retained log gets ``event: resync``."""
-    principal.require(Role.PEP)
+    principal.require_stream_reading()
     await owned_stream(services, principal, stream_id)
     last = _cursor(request.headers.get("last-event-id"), "/headers/Last-Event-ID")
     if last is None:

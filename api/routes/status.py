@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal, PrincipalDep, hidden
 from api.consistency import Fresh
+from api.json_body import JsonBodyError, JsonBodyRoute, max_depth_of, parse_json
 from api.routes.common import ServicesDep, well_formed_id
 from api.services import Services
 from ledger.domain.authority import parse_authority_set
@@ -26,7 +27,7 @@ from ledger.domain.missions import Mission
 from ledger.domain.resources import resource_covers
 from ledger.domain.roles import Role
 
-router = APIRouter(tags=["mission status"])
+router = APIRouter(tags=["mission status"], route_class=JsonBodyRoute)
 
 MEDIA_TYPE = "application/mission-status-response+jwt"
 TYP = "mission-status-response+jwt"
@@ -38,9 +39,9 @@ async def _form(request: Request) -> dict[str, str]:
     body = await request.body()
     if media == "application/json":
         try:
-            value = json.loads(body or b"{}")
-        except ValueError:
-            raise InvalidRequest.at("", "the body is not valid JSON") from None
+            value = parse_json(body or b"{}", max_depth_of(request))
+        except JsonBodyError as error:
+            raise InvalidRequest.at("", str(error)) from None
         if not isinstance(value, dict):
             raise InvalidRequest.at("", "the body must be a JSON object")
         return {k: v for k, v in value.items() if isinstance(v, str)}

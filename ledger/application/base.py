@@ -239,6 +239,10 @@ class LedgerBase(Application[str]):
     def history(self, originator_id: str) -> list[LoggedEvent]:
         return self.event_log.history(originator_id)
 
+    def audit_log(self, after: int, limit: int) -> list[LoggedEvent]:
+        """The ledger's events after position ``after``, in order, with their chain hashes."""
+        return self.event_log.page(after, limit)
+
     def head_position(self) -> int:
         return int(self.recorder.max_notification_id() or 0)
 

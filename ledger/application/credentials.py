@@ -15,6 +15,8 @@ from ledger.domain.apikeys import ApiKey, api_key_id
 from ledger.domain.errors import Conflict
 from ledger.domain.roles import Role
 
+BOOTSTRAP_KEY_NAME = "admin"
+
 
 @dataclass(frozen=True)
 class IssuedKey:
@@ -55,6 +57,21 @@ class CredentialUseCases(LedgerBase):
                 key=key, secret=f"mlk_{key_id}.{secret}", position=recordings[-1].notification.id
             )
         raise Conflict("the key changed concurrently; try again")
+
+    def issue_bootstrap_key(self, *, actor: Actor) -> IssuedKey | None:
+        """An admin key named ``admin`` on the first start of an empty store, else None.
+
+        A store that holds any event never gets one, even when every admin key has been
+        revoked: recovery is an explicit ``keys create --role admin`` by someone with access
+        to the store, never a secret printed to whoever reads the logs. Two servers starting
+        together on an empty store mint one key between them.
+        """
+        if self.head_position() != 0:
+            return None
+        try:
+            return self.issue_api_key(name=BOOTSTRAP_KEY_NAME, role=Role.ADMIN, actor=actor)
+        except Conflict:
+            return None  # another process minted it a moment ago
 
     def revoke_api_key(self, *, name: str, actor: Actor, reason: str | None = None) -> int | None:
         key = self._get(ApiKey, api_key_id(name), "API key")

@@ -12,3 +12,11 @@ class Role(StrEnum):
     PEP = "pep"
     AUDITOR = "auditor"
     ADMIN = "admin"
+    #: An SSF receiver only: reads its own streams and their status and receives their SETs
+    #: (SSE, poll); no decisions, search, introspection or stream changes. What the
+    #: ``ssf.read`` OAuth scope grants (``pep`` may do all of it too).
+    RECEIVER = "receiver"
+
+
+#: Who may read SSF streams and receive their SETs.
+STREAM_READERS = (Role.PEP, Role.RECEIVER)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from eventsourcing.persistence import Mapper, StoredEvent
 
@@ -37,6 +38,11 @@ class EventLog:
                 "SELECT notification_id AS position FROM ledger_events "
                 "WHERE originator_id = %s AND originator_version = %s"
             )
+            self._page_sql = (
+                "SELECT notification_id AS position, originator_id, originator_version, topic, "
+                "state, chain_hash FROM ledger_events WHERE notification_id > %s "
+                "ORDER BY notification_id LIMIT %s"
+            )
         else:
             self._history_sql = (
                 "SELECT e.rowid AS position, e.originator_id, e.originator_version, e.topic, "
@@ -48,29 +54,37 @@ class EventLog:
                 "SELECT rowid AS position FROM stored_events "
                 "WHERE originator_id = %s AND originator_version = %s"
             )
+            self._page_sql = (
+                "SELECT e.rowid AS position, e.originator_id, e.originator_version, e.topic, "
+                "e.state, c.hash AS chain_hash FROM stored_events e "
+                "LEFT JOIN stored_events_chain c ON c.notification_id = e.rowid "
+                "WHERE e.rowid > %s ORDER BY e.rowid LIMIT %s"
+            )
 
     def history(self, originator_id: str) -> list[LoggedEvent]:
         rows = self._db.fetchall(self._history_sql, (originator_id,))
-        out: list[LoggedEvent] = []
-        for row in rows:
-            stored = StoredEvent(
-                originator_id=row["originator_id"],
-                originator_version=int(row["originator_version"]),
-                topic=row["topic"],
-                state=bytes(row["state"]),
-            )
-            event = self._mapper.to_domain_event(stored)
-            assert isinstance(event, LedgerEvent)
-            chain = row["chain_hash"]
-            out.append(
-                LoggedEvent(
-                    position=int(row["position"]),
-                    event=event,
-                    topic=row["topic"],
-                    chain_hash=None if chain is None else bytes(chain),
-                )
-            )
-        return out
+        return [self._logged(row) for row in rows]
+
+    def page(self, after: int, limit: int) -> list[LoggedEvent]:
+        """Up to ``limit`` events after position ``after``, in position order."""
+        return [self._logged(row) for row in self._db.fetchall(self._page_sql, (after, limit))]
+
+    def _logged(self, row: dict[str, Any]) -> LoggedEvent:
+        stored = StoredEvent(
+            originator_id=row["originator_id"],
+            originator_version=int(row["originator_version"]),
+            topic=row["topic"],
+            state=bytes(row["state"]),
+        )
+        event = self._mapper.to_domain_event(stored)
+        assert isinstance(event, LedgerEvent)
+        chain = row["chain_hash"]
+        return LoggedEvent(
+            position=int(row["position"]),
+            event=event,
+            topic=row["topic"],
+            chain_hash=None if chain is None else bytes(chain),
+        )
 
     def position_of(self, originator_id: str, version: int) -> int | None:
         row = self._db.fetchone(self._position_sql, (originator_id, version))

@@ -1,5 +1,9 @@
 """Apply the forward-only SQL files in ``migrations/<dialect>/``.
 
+The files ship inside the package: ``ledger/persistence/sql`` is a link to the repository's
+``migrations/`` directory (the one source), so a wheel carries them as package data and an
+installed server finds them with ``importlib.resources``, wherever it is installed.
+
 Each file runs in its own transaction and is recorded in ``schema_migrations``
 with its SHA-256. On PostgreSQL a session advisory lock serialises concurrent
 runners (several replicas starting at once). A recorded file whose checksum no
@@ -9,17 +13,19 @@ longer matches stops everything: released migrations are never edited.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import psycopg
 
 from ledger.persistence.database import Dialect
+from ledger.persistence.private_files import make_private_dir, make_private_file
 from ledger.settings import Settings
 
 _FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -47,17 +53,19 @@ class Migration:
         return hashlib.sha256(self.sql.encode("utf-8")).hexdigest()
 
 
-def migrations_dir() -> Path:
-    override = os.environ.get("MISSION_LEDGER_MIGRATIONS_DIR")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2] / "migrations"
+def migrations_dir() -> Traversable:
+    """The shipped SQL files, one folder per dialect."""
+    return files("ledger.persistence") / "sql"
 
 
 def load_migrations(dialect: Dialect) -> list[Migration]:
     folder = migrations_dir() / dialect.value
+    if not folder.is_dir():
+        msg = f"no migrations at {folder}: the installation is incomplete"
+        raise MigrationError(msg)
     found: list[Migration] = []
-    for path in sorted(folder.glob("*.sql")):
+    sql_files = (entry for entry in folder.iterdir() if entry.name.endswith(".sql"))
+    for path in sorted(sql_files, key=lambda entry: entry.name):
         match = _FILE.match(path.name)
         if match is None:
             msg = f"unexpected file in {folder}: {path.name}"
@@ -73,7 +81,8 @@ def load_migrations(dialect: Dialect) -> list[Migration]:
 def migrate(settings: Settings) -> list[str]:
     """Apply every pending migration; returns the names applied."""
     if settings.embedded:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(settings.data_dir)
+        make_private_file(settings.sqlite_path)
         return _migrate_sqlite(settings.sqlite_path)
     return _migrate_postgres(settings)
 

@@ -32,6 +32,7 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ledger.persistence.private_files import PRIVATE_FILE_MODE, make_private_dir
 from ledger.settings import Settings
 
 KEK_BYTES: Final = 32
@@ -208,10 +209,10 @@ def read_kek_file(path: Path) -> KeyEncryptionKey:
 def create_kek_file(path: Path) -> KeyEncryptionKey:
     """Write a new KEK to ``path`` (0600) unless another process just did; return the one
     on disk. The file appears complete or not at all (written aside, then hard-linked)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     kek = KeyEncryptionKey.generate()
     temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
     try:
         with os.fdopen(fd, "w", encoding="ascii") as handle:
             handle.write(kek.to_text() + "\n")

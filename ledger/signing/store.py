@@ -31,6 +31,7 @@ from typing import Any, Final, Protocol
 
 from ledger.domain.instants import format_instant
 from ledger.persistence.database import Database, Dialect
+from ledger.persistence.private_files import PRIVATE_FILE_MODE, make_private_dir
 from ledger.settings import Settings
 
 KEYS_FILE_NAME: Final = "signing-keys.json"
@@ -156,8 +157,8 @@ class FileKeyStore:
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
-        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        make_private_dir(self.data_dir)
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -174,7 +175,7 @@ class FileKeyStore:
         document = {"format": FILE_FORMAT, "keys": [_key_to_json(k) for k in keys]}
         data = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8")
         temp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(8)}.tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)

@@ -1,10 +1,13 @@
 """A started app (through its real lifespan) with one API key per role, for the HTTP
 contract tests of proposals, Missions, roles, idempotency and read-your-writes.
 
-``api`` runs on both backends (``store_settings``); its helpers keep tests short:
-``auth(who)`` gives the headers of a role, ``submit``/``mission`` drive a proposal to a
-Mission, ``head()`` is the ledger's head position (compared before and after every
-refused request: a refusal writes nothing).
+``api`` is a fresh app per test on ``store_settings`` (SQLite; PostgreSQL too for tests
+marked ``postgres_smoke``, see tests/conftest.py). ``shared_api`` is one embedded app for a
+whole module, for tests that only read or are refused (or write only what no other test
+looks at): it never sees another module's writes, but does see its own module's. Their
+helpers keep tests short: ``auth(who)`` gives the headers of a role, ``submit``/``mission``
+drive a proposal to a Mission, ``head()`` is the ledger's head position (compared before
+and after every refused request: a refusal writes nothing).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from ledger.domain.instants import format_instant
 from ledger.domain.roles import Role
 from ledger.settings import Settings
 from tests.builders import ERP, SUBJECT
-from tests.conftest import MutableClock
+from tests.conftest import T0, MutableClock
 
 # who -> key name (an agent key's name is its client_id)
 ROLES = {
@@ -172,6 +175,18 @@ def issue_keys(client: TestClient) -> dict[str, str]:
 
 @pytest.fixture
 def api(store_settings: Settings, clock: MutableClock) -> Iterator[Api]:
-    settings = with_kek(store_settings)
+    yield from _started(with_kek(store_settings), clock)
+
+
+@pytest.fixture(scope="module")
+def shared_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """One embedded app (and clock, at ``T0``) for a whole module: only for tests that leave
+    nothing behind that another test of the module could notice (reads, refusals). Never
+    move its clock."""
+    settings = Settings(data_dir=tmp_path_factory.mktemp("shared-api") / "data")
+    yield from _started(settings, MutableClock(T0))
+
+
+def _started(settings: Settings, clock: MutableClock) -> Iterator[Api]:
     with TestClient(create_app(settings, clock=clock)) as client:
         yield Api(client=client, keys=issue_keys(client), clock=clock, settings=settings)

@@ -106,11 +106,13 @@ class Scene:
         return response
 
 
-@pytest.fixture
-def scene(api: Api) -> Scene:
-    mission = api.mission()
-    proposal = api.submit()
-    return Scene(api=api, proposal=proposal["submission_id"], mission=mission["id"])
+@pytest.fixture(scope="module")
+def scene(shared_api: Api) -> Scene:
+    """One app for the whole module: every request here is refused (and writes nothing),
+    or writes a new proposal that no other test looks at."""
+    mission = shared_api.mission()
+    proposal = shared_api.submit()
+    return Scene(api=shared_api, proposal=proposal["submission_id"], mission=mission["id"])
 
 
 by_target = pytest.mark.parametrize("target", TARGETS, ids=[t.name for t in TARGETS])

@@ -12,6 +12,8 @@ import pytest
 from tests.api.conftest import Api, assert_problem, entry, pointers
 from tests.builders import ERP
 
+pytestmark = pytest.mark.postgres_smoke  # read-your-writes waits on each backend's follower
+
 MIN = "Ledger-Min-Position"
 
 

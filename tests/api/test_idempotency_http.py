@@ -15,6 +15,8 @@ import pytest
 from tests.api.conftest import Api, assert_problem, entry
 from tests.builders import ERP
 
+pytestmark = pytest.mark.postgres_smoke  # concurrent replays race on each backend's locks
+
 KEY = {"Idempotency-Key": "req-0001"}
 
 

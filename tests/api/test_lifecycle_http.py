@@ -131,6 +131,7 @@ def test_resume_by_an_operator_is_403(api: Api) -> None:
     assert api.get_mission(mission["id"])["state"] == "suspended"
 
 
+@pytest.mark.postgres_smoke
 def test_a_stale_expected_version_is_409_stale_version(api: Api) -> None:
     mission = api.mission()
     assert api.lifecycle(mission["id"], "suspend").status_code == 200
@@ -155,6 +156,7 @@ def test_a_lifecycle_change_on_an_unknown_mission_is_404(api: Api) -> None:
     assert api.head() == head
 
 
+@pytest.mark.postgres_smoke
 def test_a_replayed_nonce_changes_nothing(api: Api) -> None:
     mission = api.mission()
     first = api.lifecycle(mission["id"], "suspend", nonce="n-1")
@@ -167,6 +169,7 @@ def test_a_replayed_nonce_changes_nothing(api: Api) -> None:
     assert api.head() == head
 
 
+@pytest.mark.postgres_smoke
 def test_a_nonce_reused_for_another_request_is_409(api: Api) -> None:
     mission = api.mission()
     assert api.lifecycle(mission["id"], "suspend", nonce="n-1").status_code == 200
@@ -176,6 +179,7 @@ def test_a_nonce_reused_for_another_request_is_409(api: Api) -> None:
     assert api.head() == head
 
 
+@pytest.mark.postgres_smoke
 def test_a_mission_past_its_expiry_is_terminal_before_the_expiry_is_recorded(api: Api) -> None:
     mission = api.mission(days=1)
     api.clock.set(parse_instant(mission["expires_at"]) + timedelta(seconds=1))
@@ -184,6 +188,7 @@ def test_a_mission_past_its_expiry_is_terminal_before_the_expiry_is_recorded(api
     assert api.get_mission(mission["id"])["state"] == "expired"
 
 
+@pytest.mark.postgres_smoke
 def test_a_suspension_deadline_with_on_expiry_revoke_ends_the_mission(api: Api) -> None:
     mission = api.mission()
     until = api.clock.now() + timedelta(hours=2)
@@ -195,6 +200,7 @@ def test_a_suspension_deadline_with_on_expiry_revoke_ends_the_mission(api: Api) 
     assert api.get_mission(mission["id"])["state"] == "revoked"
 
 
+@pytest.mark.postgres_smoke
 def test_a_suspension_deadline_resumes_the_mission_by_default(api: Api) -> None:
     mission = api.mission()
     until = api.clock.now() + timedelta(hours=2)
@@ -203,6 +209,7 @@ def test_a_suspension_deadline_resumes_the_mission_by_default(api: Api) -> None:
     assert api.get_mission(mission["id"])["state"] == "active"
 
 
+@pytest.mark.postgres_smoke
 def test_concurrent_changes_pinned_to_one_version_let_exactly_one_win(api: Api) -> None:
     mission = api.mission()
     operations = ["suspend", "revoke", "complete"] * 2

@@ -3,6 +3,7 @@ process did; a credential is required like everywhere else."""
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -37,6 +38,7 @@ def test_auditors_may_read_metrics(api: Api) -> None:
     assert _samples(api, "auditor")
 
 
+@pytest.mark.postgres_smoke
 def test_metrics_report_the_log_head_and_the_read_model_position(api: Api) -> None:
     api.mission()
     samples = _samples(api)

@@ -229,6 +229,7 @@ def test_the_board_filters_by_client_id(api: Api) -> None:
     assert [m["id"] for m in listed] == [other["id"]]
 
 
+@pytest.mark.postgres_smoke
 def test_the_board_combines_filters(api: Api) -> None:
     api.mission()
     target = api.mission(who="agent2")
@@ -242,6 +243,7 @@ def test_an_unknown_state_filter_is_400(api: Api) -> None:
     assert_problem(_list(api, state="paused"), 400, "invalid_request")
 
 
+@pytest.mark.postgres_smoke
 def test_cursor_paging_walks_every_mission_exactly_once(api: Api) -> None:
     created = [api.mission()["id"] for _ in range(7)]
     seen: list[str] = []
@@ -296,6 +298,7 @@ def test_an_out_of_range_limit_is_400_not_422(api: Api, limit: str) -> None:
 # ---------------------------------------------------------------------- as_of
 
 
+@pytest.mark.postgres_smoke
 def test_as_of_reconstructs_the_past_state(api: Api) -> None:
     mission = api.mission()
     approved_at = api.clock.now()

@@ -51,6 +51,7 @@ def test_the_inbox_filters_by_status(api: Api) -> None:
     assert [p["submission_id"] for p in listed.json()["data"]] == [pending["submission_id"]]
 
 
+@pytest.mark.postgres_smoke
 def test_the_approval_inbox_pages_with_a_cursor(api: Api) -> None:
     created = [api.submit()["submission_id"] for _ in range(5)]
     seen: list[str] = []
@@ -101,6 +102,7 @@ def test_an_intent_that_has_already_expired_is_400(api: Api) -> None:
 # ---------------------------------------------------------------------- approval
 
 
+@pytest.mark.postgres_smoke
 def test_approval_answers_201_with_an_active_mission_at_version_1(api: Api) -> None:
     proposal = api.submit()
     response = api.approve(proposal["submission_id"])

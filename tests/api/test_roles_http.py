@@ -63,33 +63,33 @@ def _send(api: Api, method: str, path: str, headers: dict[str, str]) -> Any:
 # ---------------------------------------------------------------------- public documents
 
 
-def test_discovery_document_needs_no_credential(api: Api) -> None:
-    response = api.client.get("/.well-known/mission-authority-server")
+def test_discovery_document_needs_no_credential(shared_api: Api) -> None:
+    response = shared_api.client.get("/.well-known/mission-authority-server")
     assert response.status_code == 200
     metadata = response.json()
     issuer = metadata["issuer"]
-    assert issuer == api.settings.public_issuer
+    assert issuer == shared_api.settings.public_issuer
     assert metadata["mission_submission_endpoint"] == f"{issuer}/v1/proposals"
     assert metadata["mission_status_endpoint"] == f"{issuer}/mission-status"
     assert metadata["mission_lifecycle_endpoint"].startswith(f"{issuer}/v1/missions/")
     assert metadata["mission_event_stream_endpoint"].startswith(issuer)
-    assert metadata["mission_max_stale_seconds"] == api.settings.mission_max_stale_seconds
+    assert metadata["mission_max_stale_seconds"] == shared_api.settings.mission_max_stale_seconds
     assert metadata["jwks_uri"] == f"{issuer}/.well-known/jwks.json"
     assert "ES256" in metadata["mission_status_signing_alg_values_supported"]
 
 
-def test_healthz_needs_no_credential(api: Api) -> None:
-    response = api.client.get("/healthz")
+def test_healthz_needs_no_credential(shared_api: Api) -> None:
+    response = shared_api.client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
 
 
-def test_readyz_needs_no_credential_and_reports_the_head_position(api: Api) -> None:
-    response = api.client.get("/readyz")
+def test_readyz_needs_no_credential_and_reports_the_head_position(shared_api: Api) -> None:
+    response = shared_api.client.get("/readyz")
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ready"
-    assert body["head_position"] == api.head()
+    assert body["head_position"] == shared_api.head()
     assert body["read_model_position"] <= body["head_position"]
 
 
@@ -107,17 +107,18 @@ def test_only_discovery_jwks_and_health_are_public() -> None:
     assert public == PUBLIC
 
 
-def test_the_openapi_description_is_served_to_any_credential(api: Api) -> None:
-    response = api.client.get("/openapi.json", headers=api.auth("agent"))
+def test_the_openapi_description_is_served_to_any_credential(shared_api: Api) -> None:
+    response = shared_api.client.get("/openapi.json", headers=shared_api.auth("agent"))
     assert response.status_code == 200
     paths = response.json()["paths"]
     assert "post" in paths["/access/v1/evaluation"]
     assert "post" in paths["/v1/proposals"]
 
 
-def test_no_browser_documentation_ui_is_served(api: Api) -> None:
+def test_no_browser_documentation_ui_is_served(shared_api: Api) -> None:
     for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
-        assert api.client.get(path, headers=api.auth("admin")).status_code == 404, path
+        response = shared_api.client.get(path, headers=shared_api.auth("admin"))
+        assert response.status_code == 404, path
 
 
 @pytest.mark.parametrize(
@@ -126,18 +127,19 @@ def test_no_browser_documentation_ui_is_served(api: Api) -> None:
     ids=["missing", "unknown-api-key", "garbage-token", "basic-scheme"],
 )
 def test_every_protected_endpoint_answers_401_with_a_bearer_challenge(
-    api: Api, credential: str | None
+    shared_api: Api, credential: str | None
 ) -> None:
     headers = {} if credential is None else {"Authorization": credential}
-    head = api.head()
+    head = shared_api.head()
     for method, path in PROTECTED:
-        response = _send(api, method, path, headers)
+        response = _send(shared_api, method, path, headers)
         assert response.status_code == 401, (method, path, response.text)
         assert response.headers["www-authenticate"].startswith("Bearer "), (method, path)
         assert_problem(response, 401, "unauthorized")
-    assert api.head() == head
+    assert shared_api.head() == head
 
 
+@pytest.mark.postgres_smoke
 def test_a_revoked_api_key_answers_401(api: Api) -> None:
     assert api.client.get("/v1/missions", headers=api.auth("auditor")).status_code == 200
     api.services.ledger.revoke_api_key(name="auditor-1", actor=CLI, reason="test")
@@ -205,26 +207,26 @@ FORBIDDEN = [
     ids=[f"{w}-{m}-{t.rsplit('/', 1)[-1].strip('{}')}" for w, m, t, _ in FORBIDDEN],
 )
 def test_a_valid_key_without_the_role_gets_403_and_writes_nothing(
-    api: Api, who: str, method: str, template: str, body: dict[str, Any] | None
+    shared_api: Api, who: str, method: str, template: str, body: dict[str, Any] | None
 ) -> None:
-    mission_id, proposal_id = _mission_and_proposal(api)
+    mission_id, proposal_id = _mission_and_proposal(shared_api)
     if "resume" in str(body):
-        assert api.lifecycle(mission_id, "suspend").status_code == 200
+        assert shared_api.lifecycle(mission_id, "suspend").status_code == 200
     path = template.format(mission=mission_id, proposal=proposal_id)
-    head = api.head()
+    head = shared_api.head()
     kwargs = {} if body is None else {"json": body}
-    response = api.client.request(method, path, headers=api.auth(who), **kwargs)
+    response = shared_api.client.request(method, path, headers=shared_api.auth(who), **kwargs)
     assert_problem(response, 403, "forbidden")
-    assert api.head() == head
+    assert shared_api.head() == head
 
 
-def test_proposals_are_submitted_only_by_agents(api: Api) -> None:
-    head = api.head()
-    response = api.client.post(
-        "/v1/proposals", json=api.proposal_body(), headers=api.auth("approver")
+def test_proposals_are_submitted_only_by_agents(shared_api: Api) -> None:
+    head = shared_api.head()
+    response = shared_api.client.post(
+        "/v1/proposals", json=shared_api.proposal_body(), headers=shared_api.auth("approver")
     )
     assert_problem(response, 403, "forbidden")
-    assert api.head() == head
+    assert shared_api.head() == head
 
 
 def test_admin_passes_every_role_check(api: Api) -> None:

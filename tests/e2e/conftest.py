@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BACKENDS
+from tests.conftest import BACKENDS, PostgresServer
 from tests.e2e.server import ServerProcess, store_env
 
 
@@ -33,3 +33,27 @@ def launch(
     server = ServerProcess(env, tmp_path / f"{name}.log").start()
     servers.append(server)
     return server
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def shared_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """One running server per backend for a whole module, for tests that each make what
+    they use (their own stream, Mission) and never stop the server."""
+    tmp = tmp_path_factory.mktemp(f"shared-{request.param}")
+    pg: PostgresServer | None = None
+    database = ""
+    if request.param == "sqlite":
+        env = store_env(data_dir=tmp / "data")
+    else:
+        pg = request.getfixturevalue("postgres_server")
+        database = pg.create_database(template=pg.template)
+        env = store_env(database_url=pg.url_for(database))
+    server = ServerProcess(env, tmp / "server.log").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        if pg is not None:
+            pg.drop_later(database)

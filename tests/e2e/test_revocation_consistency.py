@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,12 @@ import pytest
 
 from tests.e2e.conftest import launch
 from tests.e2e.server import ServerProcess, create_key, store_env
+from tests.mandate_builders import proof_of
 
 pytestmark = pytest.mark.slow
 
 TRIALS = 1_000
+CLIENTS = 4
 _seeds = itertools.count()
 
 
@@ -65,7 +68,7 @@ def _mission(client: httpx.Client, actors: Actors) -> str:
 
 
 def _evaluation(token: str, min_position: int | None = None) -> dict[str, Any]:
-    context: dict[str, Any] = {"mandate": token}
+    context: dict[str, Any] = {"mandate": token, "proof": proof_of(token)}
     if min_position is not None:
         context["consistency"] = {"min_position": min_position}
     return {
@@ -103,10 +106,13 @@ def _trial(
 
 
 def test_revocation_is_never_stale_on_the_accepting_replica(
-    server_env: dict[str, str], servers: list[ServerProcess], tmp_path: Path
+    servers: list[ServerProcess], tmp_path: Path
 ) -> None:
-    actors = Actors(server_env)
-    server = launch(servers, server_env, tmp_path)
+    """Embedded SQLite; on PostgreSQL the next test counts the accepting replica's permits
+    over the same trials."""
+    env = store_env(data_dir=tmp_path / "data")
+    actors = Actors(env)
+    server = launch(servers, env, tmp_path)
     with httpx.Client(base_url=server.url, timeout=10.0) as a:
         mission = _mission(a, actors)
         permits = sum(_trial(a, None, actors, mission)[0] for _ in range(TRIALS))
@@ -121,14 +127,24 @@ def test_min_position_makes_another_replica_deny_too(
     actors = Actors(env)
     first = launch(servers, env, tmp_path, "a")
     second = launch(servers, env, tmp_path, "b")
-    permits_a = permits_b = 0
-    with (
-        httpx.Client(base_url=first.url, timeout=10.0) as a,
-        httpx.Client(base_url=second.url, timeout=10.0) as b,
-    ):
-        mission = _mission(a, actors)
-        for _ in range(TRIALS):
-            on_a, on_b = _trial(a, b, actors, mission)
-            permits_a += on_a
-            permits_b += bool(on_b)
-    assert (permits_a, permits_b) == (0, 0)
+
+    def permits(trials: int) -> tuple[int, int]:
+        """``trials`` trials in a row on a Mission of their own: permits on A, on B."""
+        permits_a = permits_b = 0
+        with (
+            httpx.Client(base_url=first.url, timeout=10.0) as a,
+            httpx.Client(base_url=second.url, timeout=10.0) as b,
+        ):
+            mission = _mission(a, actors)
+            for _ in range(trials):
+                on_a, on_b = _trial(a, b, actors, mission)
+                permits_a += on_a
+                permits_b += bool(on_b)
+        return permits_a, permits_b
+
+    # The trials run in CLIENTS concurrent sequences: each trial still evaluates right after
+    # its own revocation is answered, while the servers' waits (commits, B catching up) overlap.
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        counts = list(pool.map(permits, [TRIALS // CLIENTS] * CLIENTS))
+    assert sum(a for a, _ in counts) == 0
+    assert sum(b for _, b in counts) == 0

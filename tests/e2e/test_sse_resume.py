@@ -120,6 +120,16 @@ def _verify(url: str, token: str) -> dict[str, Any]:
     )
 
 
+@pytest.fixture(scope="module")
+def fleet(shared_server: ServerProcess) -> Fleet:
+    """Keys on the module's shared server (each test sets up its own stream and Mission)."""
+    return Fleet(shared_server.env)
+
+
+# The tests on the shared server run on one xdist worker: one server start per backend.
+on_the_shared_server = pytest.mark.xdist_group("sse-shared-server")
+
+
 def _ids(events: list[tuple[int, str, str]]) -> list[int]:
     return [event_id for event_id, kind, _ in events if kind == "set"]
 
@@ -188,38 +198,31 @@ def test_resume_on_another_replica(
     assert _ids(on_a.received) + _ids(on_b.received) == list(range(1, 9))
 
 
-def test_a_cursor_outside_the_log_gets_resync(
-    server_env: dict[str, str], servers: list[ServerProcess], tmp_path: Path
-) -> None:
-    fleet = Fleet(server_env)
-    server = launch(servers, server_env, tmp_path)
-    fleet.setup(server.url)
-    listener = Listener(fleet.events_url(server.url), fleet.auth["pep"], last_id="9999")
+@on_the_shared_server
+def test_a_cursor_outside_the_log_gets_resync(fleet: Fleet, shared_server: ServerProcess) -> None:
+    fleet.setup(shared_server.url)  # a stream and a Mission of this test's own
+    listener = Listener(fleet.events_url(shared_server.url), fleet.auth["pep"], last_id="9999")
     listener.wait_for(2)
     listener.close()
     assert listener.received[0][1] == "resync"
     assert _ids(listener.received)[0] == 1
 
 
+@on_the_shared_server
 def test_no_credential_is_401_before_the_stream_opens(
-    server_env: dict[str, str], servers: list[ServerProcess], tmp_path: Path
+    fleet: Fleet, shared_server: ServerProcess
 ) -> None:
-    fleet = Fleet(server_env)
-    server = launch(servers, server_env, tmp_path)
-    fleet.setup(server.url)
-    response = httpx.get(fleet.events_url(server.url))
+    fleet.setup(shared_server.url)  # a stream and a Mission of this test's own
+    response = httpx.get(fleet.events_url(shared_server.url))
     assert response.status_code == 401
     assert response.headers["content-type"].startswith("application/problem+json")
 
 
-def test_stream_headers_and_retry_come_first(
-    server_env: dict[str, str], servers: list[ServerProcess], tmp_path: Path
-) -> None:
-    fleet = Fleet(server_env)
-    server = launch(servers, server_env, tmp_path)
-    fleet.setup(server.url)
+@on_the_shared_server
+def test_stream_headers_and_retry_come_first(fleet: Fleet, shared_server: ServerProcess) -> None:
+    fleet.setup(shared_server.url)  # a stream and a Mission of this test's own
     with httpx.stream(
-        "GET", fleet.events_url(server.url), headers=fleet.auth["pep"], timeout=10
+        "GET", fleet.events_url(shared_server.url), headers=fleet.auth["pep"], timeout=10
     ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -228,14 +231,11 @@ def test_stream_headers_and_retry_come_first(
         assert next(lines).startswith("retry: ")
 
 
-def test_an_idle_stream_gets_heartbeat_comments(
-    server_env: dict[str, str], servers: list[ServerProcess], tmp_path: Path
-) -> None:
-    fleet = Fleet(server_env)
-    server = launch(servers, server_env, tmp_path)  # heartbeat every second (store_env)
-    fleet.setup(server.url)
+@on_the_shared_server
+def test_an_idle_stream_gets_heartbeat_comments(fleet: Fleet, shared_server: ServerProcess) -> None:
+    fleet.setup(shared_server.url)  # heartbeat every second (store_env)
     with httpx.stream(
-        "GET", fleet.events_url(server.url), headers=fleet.auth["pep"], timeout=10
+        "GET", fleet.events_url(shared_server.url), headers=fleet.auth["pep"], timeout=10
     ) as response:
         lines = response.iter_lines()
         seen = [next(lines) for _ in range(12)]  # retry, the activation SET, then comments

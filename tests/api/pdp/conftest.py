@@ -77,10 +77,12 @@ class Harness:
         instance: str = "i-1",
         details: list[dict[str, Any]] | None = None,
         ttl: int | None = None,
+        key: str | None = None,
     ) -> dict[str, Any]:
+        """Issue a Mandate bound to the key thumbprint ``key`` (a fresh one by default)."""
         body: dict[str, Any] = {
             "actor": {"client_id": ROLES[client], "instance_id": instance},
-            "cnf": {"jkt": jkt()},
+            "cnf": {"jkt": key or jkt()},
         }
         if details is not None:
             body["authorization_details"] = details

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tests.api.pdp.conftest import Harness
+from tests.mandate_builders import jkt, proof_of
 
 ERP = "https://erp.example.com"
 
@@ -42,9 +43,17 @@ def request(
         "subject": subject,
         "action": {"name": action, "properties": action_properties or {}},
         "resource": {"type": "api", "id": resource, "properties": resource_properties or {}},
-        "context": {"mandate": token, **(context or {})},
+        "context": {"mandate": token, **_proof(token), **(context or {})},
     }
     return body
+
+
+def _proof(token: str) -> dict[str, Any]:
+    """The proof of possession a PEP passes with a well-formed Mandate token."""
+    try:
+        return {"proof": proof_of(token)}
+    except (IndexError, ValueError, KeyError):
+        return {}
 
 
 def token_for(h: Harness, **constraints: Any) -> str:
@@ -177,21 +186,37 @@ def test_permit_carries_evaluation_id_mission_version_and_valid_until(harness: H
     assert context["valid_until"].endswith("Z")
 
 
-def test_any_rfc8259_document_is_parsed_even_where_the_fast_parser_refuses(
+def test_a_document_the_fast_parser_refuses_but_rfc8259_allows_is_decided(
     harness: Harness,
 ) -> None:
-    """orjson refuses lone surrogate escapes and numbers beyond a double; the standard
-    parser accepts both, so the request is decided rather than refused."""
+    """orjson refuses a leading byte order mark, which RFC 8259 section 8.1 lets a parser
+    ignore: the standard parser has the last word, so the request is decided."""
     token = token_for(harness)
-    raw = json.dumps(request(token, context={"note": "x"}))
-    raw = raw.replace('"note": "x"', '"note": "\\ud800", "n": 1e400')
+    raw = b"\xef\xbb\xbf" + json.dumps(request(token)).encode()
+    response = harness.client.post(
+        "/access/v1/evaluation",
+        content=raw,
+        headers={**harness.auth("pep"), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["decision"] is True
+
+
+def test_a_lone_surrogate_is_refused_even_though_the_standard_parser_reads_it(
+    harness: Harness,
+) -> None:
+    """It used to be decided; a string that is not Unicode cannot be echoed or logged as
+    UTF-8, so it is a malformed request (400, AuthZEN's plain-text shape)."""
+    token = token_for(harness)
+    raw = json.dumps(request(token, context={"note": "x"})).replace('"x"', '"\\ud800"')
     response = harness.client.post(
         "/access/v1/evaluation",
         content=raw.encode(),
         headers={**harness.auth("pep"), "Content-Type": "application/json"},
     )
-    assert response.status_code == 200, response.text
-    assert response.json()["decision"] is True
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "not valid Unicode" in response.text
 
 
 def test_a_body_that_is_not_json_is_400(harness: Harness) -> None:
@@ -201,7 +226,7 @@ def test_a_body_that_is_not_json_is_400(harness: Harness) -> None:
         headers={**harness.auth("pep"), "Content-Type": "application/json"},
     )
     assert response.status_code == 400
-    assert response.text == "the request body is not valid JSON"
+    assert response.text == "the body is not valid JSON"
 
 
 def test_every_deny_carries_an_evaluation_id(harness: Harness) -> None:
@@ -250,9 +275,11 @@ def test_a_badly_signed_token_is_credential_invalid(harness: Harness) -> None:
 def test_mandate_id_works_in_place_of_the_token(harness: Harness) -> None:
     mission = harness.mission([entry()])
     issued = harness.mandate(mission)
-    assert harness.evaluate(request(issued["mandate_id"]))["decision"] is True
+    body = request(issued["mandate_id"], context={"proof": proof_of(issued["token"])})
+    assert harness.evaluate(body)["decision"] is True
 
 
+@pytest.mark.postgres_smoke
 def test_suspended_mission_denies_and_resume_restores(harness: Harness) -> None:
     mission = harness.mission([entry()])
     token = harness.mandate(mission)["token"]
@@ -271,6 +298,7 @@ def test_suspended_mission_denies_and_resume_restores(harness: Harness) -> None:
     assert harness.evaluate(request(token))["decision"] is True
 
 
+@pytest.mark.postgres_smoke
 def test_revoked_mandate_denies_immediately_on_the_same_replica(harness: Harness) -> None:
     mission = harness.mission([entry()])
     issued = harness.mandate(mission)
@@ -299,9 +327,9 @@ def test_join_mode_evaluates_against_the_mission(harness: Harness) -> None:
     mission = harness.mission([entry()])
     issuer = harness.client.get("/.well-known/mission-authority-server").json()["issuer"]
     body = request("unused", instance_id=None)
-    body["context"] = {"mission": {"id": mission, "issuer": issuer}}
+    body["context"] = {"mission": {"id": mission, "issuer": issuer}, "proof": {"jkt": jkt()}}
     assert harness.evaluate(body)["decision"] is True
-    body["context"] = {"mission": {"id": mission, "issuer": "https://elsewhere.example"}}
+    body["context"]["mission"] = {"id": mission, "issuer": "https://elsewhere.example"}
     assert harness.evaluate(body)["context"]["reason"] == "mission_binding_failed"
 
 
@@ -432,6 +460,7 @@ def test_search_apis_list_what_the_agent_may_do(harness: Harness) -> None:
     assert actions["results"] == [{"name": "invoices.pay"}, {"name": "invoices.read"}]
 
 
+@pytest.mark.postgres_smoke
 def test_search_pagination_walks_every_result_once(harness: Harness) -> None:
     mission = harness.mission([entry([f"invoices.a{i}" for i in range(7)])])
     harness.mandate(mission)

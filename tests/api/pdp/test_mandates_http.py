@@ -54,6 +54,7 @@ def delegate(
     )
 
 
+@pytest.mark.postgres_smoke
 def test_issuance_answers_201_with_a_signed_token(harness: Harness) -> None:
     mission = harness.mission(delegable())
     issued = harness.mandate(mission)
@@ -191,6 +192,7 @@ def test_narrowing_answers_a_new_token_version(harness: Harness) -> None:
     assert introspect(harness, response.json()["token"])["mandate_version"] == 2
 
 
+@pytest.mark.postgres_smoke
 def test_revoking_the_root_makes_every_descendant_inactive(harness: Harness) -> None:
     mission = harness.mission(delegable())
     root = harness.mandate(mission)
@@ -254,6 +256,7 @@ def test_kill_switch_ends_the_instances_mandates_only(harness: Harness) -> None:
 
 
 @pytest.mark.parametrize("operation", ["revoke", "complete"])
+@pytest.mark.postgres_smoke
 def test_mission_end_makes_every_mandate_inactive(harness: Harness, operation: str) -> None:
     mission = harness.mission(delegable())
     root = harness.mandate(mission)

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import jwt as pyjwt
+import pytest
 
 from tests.api.pdp.conftest import Harness
 
@@ -62,6 +63,7 @@ def test_audience_scopes_the_authority(harness: Harness) -> None:
     assert [e["resource"] for e in claims["authorization_details"]] == [ERP]
 
 
+@pytest.mark.postgres_smoke
 def test_status_follows_the_lifecycle(harness: Harness) -> None:
     mission = harness.mission(AUTHORITY)
     harness.client.post(

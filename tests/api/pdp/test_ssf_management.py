@@ -246,6 +246,7 @@ def test_an_rs256_stream_gets_an_rs256_key_in_the_jwks(harness: Harness) -> None
     assert "RS256" in {key["alg"] for key in jwks["keys"]}
 
 
+@pytest.mark.postgres_smoke
 def test_create_honours_idempotency_keys(harness: Harness) -> None:
     headers = {**harness.auth("pep"), "Idempotency-Key": "stream-1"}
     first = harness.client.post("/ssf/streams", json={"description": "a"}, headers=headers)
@@ -732,6 +733,7 @@ def test_a_member_of_the_wrong_type_is_400_and_writes_nothing(harness: Harness) 
 # ---------------------------------------------------------------------- read-your-writes
 
 
+@pytest.mark.postgres_smoke
 def test_every_management_write_answers_ledger_position_and_is_readable_at_once(
     harness: Harness,
 ) -> None:

@@ -119,6 +119,7 @@ class Background:
 # ---------------------------------------------------------------------- consistency
 
 
+@pytest.mark.postgres_smoke
 def test_a_write_answers_before_the_signal_log_and_a_poll_then_waits_for_it(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -153,6 +154,7 @@ def test_a_write_answers_before_the_signal_log_and_a_poll_then_waits_for_it(
 # ---------------------------------------------------------------------- the three modes
 
 
+@pytest.mark.postgres_smoke
 def test_poll_only_returns_pending_sets_and_keeps_them_until_acknowledged(
     harness: Harness,
 ) -> None:
@@ -240,6 +242,7 @@ def test_return_immediately_answers_empty_sets_quickly_when_idle(harness: Harnes
 # ---------------------------------------------------------------------- long poll
 
 
+@pytest.mark.postgres_smoke
 def test_a_long_poll_wakes_when_a_mission_changes(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -270,6 +273,7 @@ def test_a_long_poll_answers_empty_sets_at_its_timeout(
     assert response.json()["sets"] == {}
 
 
+@pytest.mark.postgres_smoke
 def test_a_long_poll_on_a_paused_stream_answers_once_it_is_enabled(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -291,6 +295,7 @@ def test_a_long_poll_on_a_paused_stream_answers_once_it_is_enabled(
 # ---------------------------------------------------------------------- status
 
 
+@pytest.mark.postgres_smoke
 def test_a_paused_stream_holds_its_sets_and_releases_them_in_order(harness: Harness) -> None:
     stream_id = stream(harness)
     set_status(harness, stream_id, "paused")

@@ -222,6 +222,7 @@ def suspend(h: Harness, mission: str) -> None:
 # ---------------------------------------------------------------------- behaviour
 
 
+@pytest.mark.postgres_smoke
 def test_each_push_carries_the_set_media_type_and_the_stream_authorization(
     harness: Harness, receiver: Receiver
 ) -> None:
@@ -264,6 +265,7 @@ def test_the_pushed_set_verifies_against_the_jwks(harness: Harness, receiver: Re
     assert [claims["jti"]] == logged(harness, stream)
 
 
+@pytest.mark.postgres_smoke
 def test_a_failing_receiver_gets_the_set_again_and_later_sets_wait_behind_it(
     harness: Harness, receiver: Receiver
 ) -> None:

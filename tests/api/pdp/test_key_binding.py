@@ -1,0 +1,183 @@
+"""Key binding (SPEC 7.3): a Mandate permits only for a caller that has shown it holds the
+key the Mandate is bound to (``cnf.jkt``), by the thumbprint the PEP verified
+(``context.proof.jkt``) or by the DPoP proof itself (``context.proof.dpop``), which the
+PDP verifies."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from joserfc import jws
+from joserfc.jwk import ECKey
+
+from ledger.settings import Settings
+from tests.api.pdp.conftest import TEST_KEK, Harness, _started
+from tests.api.pdp.test_authzen_decisions import entry
+from tests.conftest import MutableClock
+
+HTM = "POST"
+HTU = "https://erp.example.com/invoices/7"
+
+
+class Holder:
+    """An agent instance's key pair, as its DPoP client would hold it."""
+
+    def __init__(self) -> None:
+        self.key = ECKey.generate_key("P-256")
+        self.jkt = self.key.thumbprint()
+
+    def dpop(self, *, iat: float, htm: str = HTM, htu: str = HTU, jti: str | None = None) -> str:
+        header = {"alg": "ES256", "typ": "dpop+jwt", "jwk": self.key.as_dict(private=False)}
+        claims = {"htm": htm, "htu": htu, "iat": int(iat), "jti": jti or secrets.token_hex(8)}
+        return jws.serialize_compact(header, json.dumps(claims).encode(), self.key)
+
+
+@pytest.fixture
+def holder() -> Holder:
+    return Holder()
+
+
+@pytest.fixture
+def issued(harness: Harness, holder: Holder) -> dict[str, Any]:
+    mission = harness.mission([entry()])
+    return harness.mandate(mission, key=holder.jkt)
+
+
+def _body(mandate: str, proof: dict[str, Any] | None) -> dict[str, Any]:
+    context: dict[str, Any] = {"mandate": mandate}
+    if proof is not None:
+        context["proof"] = proof
+    return {
+        "subject": {"type": "agent", "id": "agent-1", "properties": {"instance_id": "i-1"}},
+        "action": {"name": "invoices.pay"},
+        "resource": {"type": "api", "id": HTU},
+        "context": context,
+    }
+
+
+def _reason(harness: Harness, body: dict[str, Any]) -> str | None:
+    answer = harness.evaluate(body)
+    return None if answer["decision"] else str(answer["context"]["reason"])
+
+
+def _dpop(proof: str, htm: str = HTM, htu: str = HTU) -> dict[str, str]:
+    return {"dpop": proof, "htm": htm, "htu": htu}
+
+
+def test_the_bound_thumbprint_permits(
+    harness: Harness, issued: dict[str, Any], holder: Holder
+) -> None:
+    assert _reason(harness, _body(issued["token"], {"jkt": holder.jkt})) is None
+
+
+def test_no_proof_is_key_mismatch(harness: Harness, issued: dict[str, Any]) -> None:
+    assert _reason(harness, _body(issued["token"], None)) == "key_mismatch"
+
+
+def test_another_keys_thumbprint_is_key_mismatch(harness: Harness, issued: dict[str, Any]) -> None:
+    assert _reason(harness, _body(issued["token"], {"jkt": Holder().jkt})) == "key_mismatch"
+
+
+def test_a_valid_dpop_proof_permits(
+    harness: Harness, issued: dict[str, Any], holder: Holder
+) -> None:
+    proof = holder.dpop(iat=harness.clock.now().timestamp())
+    assert _reason(harness, _body(issued["token"], _dpop(proof))) is None
+
+
+def test_a_dpop_proof_by_another_key_is_key_mismatch(
+    harness: Harness, issued: dict[str, Any]
+) -> None:
+    proof = Holder().dpop(iat=harness.clock.now().timestamp())
+    assert _reason(harness, _body(issued["token"], _dpop(proof))) == "key_mismatch"
+
+
+def test_a_stale_dpop_iat_is_key_mismatch(
+    harness: Harness, issued: dict[str, Any], holder: Holder
+) -> None:
+    proof = holder.dpop(iat=harness.clock.now().timestamp() - 61)
+    assert _reason(harness, _body(issued["token"], _dpop(proof))) == "key_mismatch"
+
+
+def test_a_replayed_dpop_jti_is_key_mismatch(
+    harness: Harness, issued: dict[str, Any], holder: Holder
+) -> None:
+    proof = holder.dpop(iat=harness.clock.now().timestamp())
+    assert _reason(harness, _body(issued["token"], _dpop(proof))) is None
+    assert _reason(harness, _body(issued["token"], _dpop(proof))) == "key_mismatch"
+
+
+def test_a_dpop_proof_for_another_url_is_key_mismatch(
+    harness: Harness, issued: dict[str, Any], holder: Holder
+) -> None:
+    proof = holder.dpop(iat=harness.clock.now().timestamp(), htu="https://erp.example.com/other")
+    assert _reason(harness, _body(issued["token"], _dpop(proof))) == "key_mismatch"
+
+
+def test_a_dpop_proof_for_another_method_is_key_mismatch(
+    harness: Harness, issued: dict[str, Any], holder: Holder
+) -> None:
+    proof = holder.dpop(iat=harness.clock.now().timestamp(), htm="GET")
+    assert _reason(harness, _body(issued["token"], _dpop(proof))) == "key_mismatch"
+
+
+def test_a_tampered_dpop_proof_is_key_mismatch(
+    harness: Harness, issued: dict[str, Any], holder: Holder
+) -> None:
+    header, payload, signature = holder.dpop(iat=harness.clock.now().timestamp()).split(".")
+    other = Holder().dpop(iat=harness.clock.now().timestamp(), htu="https://erp.example.com/x")
+    tampered = ".".join([header, other.split(".")[1], signature])
+    assert payload != other.split(".")[1]
+    assert _reason(harness, _body(issued["token"], _dpop(tampered))) == "key_mismatch"
+
+
+def test_a_key_mismatch_is_not_requestable_and_names_the_check(
+    harness: Harness, issued: dict[str, Any]
+) -> None:
+    answer = harness.evaluate(_body(issued["token"], {"jkt": Holder().jkt}))
+    assert "cnf.jkt" in answer["context"]["reason_admin"]["en"]
+    assert "access_request" not in answer["context"]
+
+
+@pytest.fixture
+def relaxed(store_settings: Settings, clock: MutableClock) -> Iterator[Harness]:
+    """MISSION_LEDGER_REQUIRE_PROOF=false (development)."""
+    settings = store_settings.model_copy(update={"require_proof": False})
+    if not settings.embedded:
+        settings = settings.model_copy(update={"key_encryption_key": TEST_KEK})
+    yield from _started(settings, clock)
+
+
+def test_without_require_proof_a_token_permits_without_a_proof(relaxed: Harness) -> None:
+    mission = relaxed.mission([entry()])
+    token = relaxed.mandate(mission)["token"]
+    assert _reason(relaxed, _body(token, None)) is None
+
+
+def test_without_require_proof_a_wrong_proof_still_denies(relaxed: Harness) -> None:
+    mission = relaxed.mission([entry()])
+    token = relaxed.mandate(mission)["token"]
+    assert _reason(relaxed, _body(token, {"jkt": Holder().jkt})) == "key_mismatch"
+
+
+def test_a_bare_mandate_id_needs_a_proof_even_without_require_proof(relaxed: Harness) -> None:
+    mission = relaxed.mission([entry()])
+    holder = Holder()
+    mandate_id = relaxed.mandate(mission, key=holder.jkt)["mandate_id"]
+    assert _reason(relaxed, _body(mandate_id, None)) == "key_mismatch"
+    assert _reason(relaxed, _body(mandate_id, {"jkt": holder.jkt})) is None
+
+
+def test_join_mode_needs_a_proof_even_without_require_proof(relaxed: Harness) -> None:
+    mission = relaxed.mission([entry()])
+    issuer = relaxed.client.get("/.well-known/mission-authority-server").json()["issuer"]
+    body = _body("unused", None)
+    body["subject"] = {"type": "agent", "id": "agent-1"}
+    body["context"] = {"mission": {"id": mission, "issuer": issuer}}
+    assert _reason(relaxed, body) == "key_mismatch"
+    body["context"]["proof"] = {"jkt": Holder().jkt}
+    assert _reason(relaxed, body) is None
