@@ -210,3 +210,29 @@ def _kid(token: str) -> str:
 
     header = token.split(".", maxsplit=1)[0]
     return str(json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))["kid"])
+
+
+def test_poll_subscriber_receives_a_revocation_and_acknowledges_it(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    stream_id = str(
+        ledger.post("pep", "/ssf/streams", {"delivery": {"method": "urn:ietf:rfc:8936"}})[
+            "stream_id"
+        ]
+    )
+    revoked: list[str] = []
+    running = subscriber(
+        ledger,
+        stream_id,
+        tmp_path / "cursor",
+        delivery="poll",
+        on_mandate_revoked=lambda claims: revoked.append(claims["sub_id"]["session"]["id"]),
+    )
+    try:
+        mandate_id = ledger.mandate()["mandate_id"]
+        ledger.revoke(mandate_id)
+        assert eventually(lambda: mandate_id in revoked)
+        assert running.rejected_total == 0
+    finally:
+        running.stop()
+    assert revoked == [mandate_id]

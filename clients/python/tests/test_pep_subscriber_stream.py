@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +132,24 @@ def test_wrong_content_type_is_not_read_as_a_stream(tmp_path: Path) -> None:
     asyncio.run(main())
     assert subscriber.connections == 0
     assert "401" in (subscriber.last_error or "")
+
+
+def test_poll_mode_acknowledges_delivered_sets_and_reports_rejected_ones(tmp_path: Path) -> None:
+    key = new_key("k1")
+    polls: list[dict[str, Any]] = []
+    pending = {"good": revoked_set(key, "mdt_1"), "bad": revoked_set(new_key("x"), "mdt_2")}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        polls.append(json.loads(request.content))
+        sets = dict(pending)
+        pending.clear()
+        return httpx.Response(200, json={"sets": sets})
+
+    seen: list[Any] = []
+    subscriber = subscriber_for(Stream([]), tmp_path / "cursor", seen, key=key, delivery="poll")
+    subscriber._transport = httpx.MockTransport(handler)
+    run_for(subscriber, 2)
+    assert [c["sub_id"]["session"]["id"] for c in seen] == ["mdt_1"]
+    assert polls[1]["ack"] == ["good"]
+    assert polls[1]["setErrs"]["bad"]["err"] == "invalid_key"
+    assert subscriber.rejected["unknown_key"] == 1

@@ -1,4 +1,6 @@
-"""``SignalSubscriber``: one SSF stream over Server-Sent Events, every SET verified.
+"""``SignalSubscriber``: one SSF stream over Server-Sent Events (or, with
+``delivery="poll"``, RFC 8936 long polls that acknowledge what was acted on and report
+rejected SETs in ``setErrs``), every SET verified.
 
 * Each ``event: set`` is verified through the transmitter's JWKS (refetched once on an
   unknown ``kid``): signature, ``typ: secevent+jwt``, ``iss`` = the transmitter's issuer,
@@ -45,6 +47,13 @@ from mission_ledger_pep.tokens import TokenRejected
 log = logging.getLogger("mission_ledger_pep.subscriber")
 
 Claims = dict[str, Any]
+#: RFC 8936 ``setErrs`` codes for our rejection reasons.
+POLL_ERRORS = {
+    "unknown_key": "invalid_key",
+    "bad_signature": "invalid_key",
+    "wrong_iss": "invalid_issuer",
+    "wrong_aud": "invalid_audience",
+}
 Callback = Callable[[Claims], object]
 
 
@@ -69,7 +78,12 @@ class SignalSubscriber:
         backoff_cap: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
         jwks_http: httpx.Client | None = None,
+        delivery: str = "sse",
     ) -> None:
+        if delivery not in ("sse", "poll"):
+            msg = "delivery must be 'sse' or 'poll'"
+            raise ValueError(msg)
+        self.delivery = delivery
         self.base_url = base_url.rstrip("/")
         self.stream_id = stream_id
         self._api_key = api_key
@@ -87,6 +101,8 @@ class SignalSubscriber:
         self._backoff = (backoff_initial, backoff_cap)
         self._transport = transport
         self.rejected: Counter[str] = Counter()
+        self._acks: list[str] = []
+        self._set_errs: dict[str, dict[str, str]] = {}
         self.accepted = 0
         self.connections = 0
         self.last_error: str | None = None
@@ -150,7 +166,10 @@ class SignalSubscriber:
         while True:
             retry_ms: int | None = None
             try:
-                retry_ms, progressed = await self._connect_once(http)
+                if self.delivery == "poll":
+                    retry_ms, progressed = await self._poll_once(http)
+                else:
+                    retry_ms, progressed = await self._connect_once(http)
                 if progressed:
                     attempt = 0
             except httpx.HTTPError as error:
@@ -220,6 +239,42 @@ class SignalSubscriber:
                     progressed = True
         return parser.retry_ms, progressed
 
+    async def _poll_once(self, http: httpx.AsyncClient) -> tuple[int | None, bool]:
+        """RFC 8936 long polls until an error: acknowledge what was delivered, report what
+        was rejected (``setErrs``), deliver what came back. The transmitter keeps
+        unacknowledged SETs, so no local cursor is needed in this mode."""
+        url = f"{self.base_url}/ssf/poll/{self.stream_id}"
+        progressed = False
+        first = True
+        while True:
+            body: dict[str, Any] = {"maxEvents": 100, "returnImmediately": first}
+            first = False
+            if self._acks:
+                body["ack"] = list(self._acks)
+            if self._set_errs:
+                body["setErrs"] = dict(self._set_errs)
+            response = await http.post(url, json=body, headers=self._headers())
+            if response.status_code != 200:
+                self.last_error = f"the poll answered {response.status_code}"
+                log.warning("signal stream %s: %s", self.stream_id, self.last_error)
+                return None, progressed
+            self.connections += 1
+            self._connected.set()
+            self._acks, self._set_errs = [], {}
+            sets = response.json().get("sets") or {}
+            # a long poll answers empty only after waiting; never spin on one that does not
+            await asyncio.sleep(0 if sets else 0.05)
+            for jti, token in sets.items():
+                error = self._deliver(str(token))
+                if error is None:
+                    self._acks.append(str(jti))
+                else:
+                    self._set_errs[str(jti)] = {
+                        "err": POLL_ERRORS.get(error, "invalid_request"),
+                        "description": error,
+                    }
+                progressed = True
+
     def _handle(self, event: Event) -> None:
         seq = int(event.id) if event.id.isdigit() else None
         if event.type == "resync":
@@ -241,17 +296,18 @@ class SignalSubscriber:
             data = {"raw": event.data}
         self._call(self.on_resync, data if isinstance(data, dict) else {"raw": data})
 
-    def _deliver(self, token: str) -> None:
+    def _deliver(self, token: str) -> str | None:
+        """Verify and act on one SET; the rejection code when it was not acted on."""
         jwks, issuer, audience = self.jwks, self.issuer, self.audience
         if jwks is None or issuer is None or audience is None:  # run() discovers them first
             self.rejected["not_configured"] += 1
-            return
+            return "not_configured"
         try:
             claims = verify_set(token, jwks, issuer=issuer, audience=audience)
         except TokenRejected as rejected:
             self.rejected[rejected.code] += 1
             log.warning("signal stream %s: SET rejected (%s)", self.stream_id, rejected)
-            return
+            return rejected.code
         self.accepted += 1
         kind = event_type(claims)
         if kind == SESSION_REVOKED:
@@ -266,6 +322,7 @@ class SignalSubscriber:
                 self.guard.mission_changed(str(mission["id"]), str(payload.get("state")))
             self._call(self.on_mission_changed, claims)
         self._call(self.on_event, claims)
+        return None
 
     def _call(self, hook: Callable[[Any], object] | None, argument: Any) -> None:
         if hook is None:
