@@ -21,6 +21,7 @@ from api.read_models import read_models
 from api.routes import (
     audit,
     authzen,
+    completion_events,
     discovery,
     health,
     jwks,
@@ -36,6 +37,7 @@ from api.routes import (
 from api.scheduler import Scheduler
 from api.services import Services
 from api.sse_hub import SseHub
+from api.subject_tokens import SubjectTokenVerifier
 from api.tokens import TokenVerifier
 from ledger.clock import Clock, SystemClock
 from ledger.persistence.snapshots import StateCodec
@@ -103,6 +105,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         index=index,
         pdp=pdp,
         sse=sse,
+        subject_tokens=SubjectTokenVerifier(settings, clock),
     )
 
 
@@ -177,6 +180,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         health.router,
         proposals.router,
         missions.router,
+        completion_events.router,
         mandates.router,
         status.router,
         metrics.router,

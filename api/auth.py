@@ -18,6 +18,7 @@ from api.services import Services, get_services
 from ledger.domain.actors import Actor
 from ledger.domain.errors import Forbidden, NotAuthenticated, NotFound
 from ledger.domain.roles import STREAM_READERS, Role
+from ledger.domain.subjects import PrincipalIdentity
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class Principal:
     roles: frozenset[Role]
     client_id: str | None
     issuer: str | None = None
+    #: The OAuth token's ``acr`` claim (an API key has none).
+    acr: str | None = None
 
     def has(self, *roles: Role) -> bool:
         return Role.ADMIN in self.roles or any(role in self.roles for role in roles)
@@ -52,6 +55,10 @@ class Principal:
             iss=self.issuer,
             client_id=self.client_id if self.kind == "oauth" else None,
         )
+
+    def identity(self, ledger_issuer: str) -> PrincipalIdentity:
+        """``{iss, sub}`` of the principal: a JWT's, or ``{ledger issuer, key name}``."""
+        return PrincipalIdentity(iss=self.issuer or ledger_issuer, sub=self.name, acr=self.acr)
 
     @property
     def scope(self) -> str:
@@ -95,13 +102,25 @@ BEARER = HTTPBearer(
     description="An API key (mlk_...) or an access token of the configured OAuth issuer.",
 )
 
+_PRINCIPAL = "mission_ledger.principal"
+
 
 async def authenticate(
     request: Request,
     services: Annotated[Services, Depends(get_services)],
     _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
 ) -> Principal:
-    return await authenticate_request(request, services)
+    return await principal_of(request, services)
+
+
+async def principal_of(request: Request, services: Services) -> Principal:
+    """The caller, verified once per request (a route's gate may have asked already)."""
+    known = request.scope.get(_PRINCIPAL)
+    if isinstance(known, Principal):
+        return known
+    principal = await authenticate_request(request, services)
+    request.scope[_PRINCIPAL] = principal
+    return principal
 
 
 async def authenticate_request(request: Request, services: Services) -> Principal:
@@ -138,6 +157,7 @@ async def authenticate_request(request: Request, services: Services) -> Principa
         roles=verified.roles,
         client_id=verified.client_id,
         issuer=verified.issuer,
+        acr=verified.acr,
     )
 
 

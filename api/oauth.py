@@ -12,20 +12,16 @@ cached and fetched again, at most every 30 seconds, when a token names an unknow
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-import httpx
 from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import Key, KeySet
 from joserfc.jws import extract_compact
 
+from api.issuer_keys import IssuerKeys
 from ledger.domain.errors import NotAuthenticated
 from ledger.domain.roles import Role
 from ledger.settings import Settings
@@ -33,7 +29,6 @@ from ledger.settings import Settings
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA")
 _SIGNING_KEY_TYPES = frozenset({"RSA", "EC", "OKP"})
 _SIGNING_CURVES = frozenset({"P-256", "P-384", "P-521", "Ed25519", "Ed448"})
-_REFRESH_INTERVAL = 30.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +38,8 @@ class VerifiedToken:
     client_id: str | None
     roles: frozenset[Role]
     scopes: frozenset[str]
+    #: The ``acr`` claim (how the user authenticated), for ``controls.acr`` at approval.
+    acr: str | None = None
 
 
 class OAuthVerifier:
@@ -57,9 +54,7 @@ class OAuthVerifier:
             scope: Role(role) for scope, role in settings.oauth_role_scopes.items()
         }
         self._client_id_claim = settings.oauth_client_id_claim
-        self._keys: KeySet | None = None
-        self._fetched_at = 0.0
-        self._lock = asyncio.Lock()
+        self._keys = IssuerKeys(jwks_uri=settings.oauth_jwks_uri, failure=_unreachable)
 
     async def verify(self, token: str) -> VerifiedToken:
         try:
@@ -93,6 +88,7 @@ class OAuthVerifier:
             client_id=None if client_id is None else str(client_id),
             roles=roles,
             scopes=frozenset(scopes),
+            acr=claims["acr"] if isinstance(claims.get("acr"), str) else None,
         )
 
     async def _decode(self, token: str, kid: str | None, *, refresh: bool) -> jwt.Token:
@@ -101,26 +97,7 @@ class OAuthVerifier:
         return jwt.decode(token, key, algorithms=list(ALGORITHMS))
 
     async def _keyset(self, *, force: bool) -> KeySet:
-        async with self._lock:
-            stale = time.monotonic() - self._fetched_at > _REFRESH_INTERVAL
-            if self._keys is None or (force and stale):
-                self._keys = KeySet.import_key_set(await asyncio.to_thread(self._fetch))
-                self._fetched_at = time.monotonic()
-            return self._keys
-
-    def _fetch(self) -> Any:
-        parts = urlsplit(self._jwks_uri)
-        if parts.scheme == "file":
-            return json.loads(Path(parts.path).read_text(encoding="utf-8"))
-        try:
-            response = httpx.get(self._jwks_uri, timeout=5.0)
-            response.raise_for_status()
-            return response.json()
-        except (httpx.HTTPError, ValueError) as error:
-            raise NotAuthenticated(
-                f"cannot fetch the token issuer's keys: {error}",
-                extensions={"error": "invalid_token"},
-            ) from None
+        return await self._keys.keys(refresh=force)
 
 
 def _kid_of(token: str) -> str | None:
@@ -161,6 +138,10 @@ def _scopes(claims: dict[str, Any]) -> list[str]:
     if isinstance(scp, list):
         return [str(s) for s in scp]
     return []
+
+
+def _unreachable(detail: str) -> NotAuthenticated:
+    return _invalid(f"cannot fetch the token issuer's keys: {detail}")
 
 
 def _invalid(detail: str) -> NotAuthenticated:

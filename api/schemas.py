@@ -17,6 +17,7 @@ Short = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=P
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 Instant = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Uri = Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+Digest = Annotated[str, StringConstraints(pattern=r"^sha-256:[A-Za-z0-9_-]{43}$")]
 
 
 class Body(BaseModel):
@@ -31,7 +32,8 @@ class SubjectIn(Body):
 class ProposalIn(Body):
     intent: dict[str, Any]
     authorization_details: list[Any] | None = None
-    subject: SubjectIn
+    subject: SubjectIn | None = None
+    subject_token: Annotated[str, Field(min_length=1, max_length=16_384)] | None = None
     client_id: Name
     instance_id: Short | None = None
 
@@ -95,3 +97,10 @@ class RevokeIn(Body):
 
 class IntrospectIn(Body):
     token: Annotated[str, StringConstraints(min_length=1, max_length=32_768)]
+
+
+class CompletionEventIn(Body):
+    event_type: Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=PRINTABLE)]
+    event_id: Short
+    occurred_at: Instant
+    entry_digest: Digest | None = None

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from api.oauth import OAuthVerifier
     from api.push import PushDelivery
     from api.sse_hub import SseHub
+    from api.subject_tokens import SubjectTokenVerifier
     from api.tokens import TokenVerifier
     from ledger.signing.keyring import Keyring
 
@@ -43,6 +44,7 @@ class Services:
     index: EvaluationIndex
     pdp: DecisionPoint
     sse: SseHub
+    subject_tokens: SubjectTokenVerifier
     push: PushDelivery | None = None  # set by the lifespan once started
     gc: GcPolicy | None = None  # set by the lifespan (settings.gc_freeze)
 

@@ -104,6 +104,22 @@ class Settings(BaseSettings):
     oauth_role_scopes: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ROLE_SCOPES))
     oauth_client_id_claim: str = "client_id"
 
+    subject_issuers: list[str] = Field(
+        default_factory=list,
+        description="Issuers trusted for proposal subject_tokens (OIDC ID tokens, ID-JAGs); "
+        "each one's keys are found through its /.well-known/openid-configuration.",
+    )
+    subject_audiences: list[str] = Field(
+        default_factory=list,
+        description="Accepted `aud` of subject_tokens besides the ledger's public issuer URL "
+        "(for example the ledger's client id at the identity provider).",
+    )
+    require_subject_assertion: bool = Field(
+        default=False,
+        description="Refuse proposals without a verified subject_token (recommended in "
+        "production).",
+    )
+
     key_encryption_key: SecretStr | None = Field(
         default=None,
         description="Base64url 32-byte key that encrypts signing keys at rest. Embedded mode "

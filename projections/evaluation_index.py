@@ -39,18 +39,19 @@ MISSION_TOPICS = event_topics(Mission)
 
 
 class MandateEntry:
-    """What a decision needs to know about one Mandate."""
+    """What a decision needs to know about one Mandate (a ``MandateWindow`` for the
+    domain's validity rule)."""
 
     __slots__ = (
         "client_id",
         "entries",
-        "expires_at",
+        "expires_ts",
         "instance_id",
         "issuer",
         "jkt",
         "mandate_id",
         "mission_id",
-        "not_before",
+        "not_before_ts",
         "parent_id",
         "state",
         "token_version",
@@ -68,8 +69,8 @@ class MandateEntry:
         issuer: str,
         jkt: str | None,
         entries: tuple[CompiledEntry, ...],
-        expires_at: float,
-        not_before: float,
+        expires_ts: float,
+        not_before_ts: float,
         state: str,
         token_version: int,
         version: int,
@@ -82,8 +83,8 @@ class MandateEntry:
         self.issuer = issuer
         self.jkt = jkt
         self.entries = entries
-        self.expires_at = expires_at
-        self.not_before = not_before
+        self.expires_ts = expires_ts
+        self.not_before_ts = not_before_ts
         self.state = state
         self.token_version = token_version
         self.version = version
@@ -236,8 +237,8 @@ class EvaluationIndex:
             issuer=_intern_str(mandate.issuer),
             jkt=_jkt(mandate.cnf),
             entries=self._intern(mandate.authorization_details),
-            expires_at=mandate.expires_at.timestamp(),
-            not_before=mandate.created_on.timestamp(),
+            expires_ts=mandate.expires_ts,
+            not_before_ts=mandate.not_before_ts,
             state=mandate.state,
             token_version=mandate.token_version,
             version=mandate.version,

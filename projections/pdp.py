@@ -2,9 +2,10 @@
 
 A permit requires, each independently (SPEC "Continuous evaluation"):
 
-1. the Mandate is valid: known, recorded active, within its validity window, and
-   every ancestor likewise (or, in join mode, a Mission reference of ours);
-2. its Mission is effectively active (expiry applied before stored state);
+1. the Mandate is valid by the domain's one rule (``ledger.domain.mandates.validity``):
+   known, recorded active, within its validity window, every ancestor likewise, its
+   Mission effectively active (or, in join mode, a Mission reference of ours that is);
+2. a Mission the request names is the Mandate's own;
 3. the actor named in ``subject`` is the Mandate's holder (client and instance);
 4. the action on that resource lies inside the Mandate's authority and the Mission's
    Effective Authority Set (containment applied);
@@ -28,6 +29,7 @@ from typing import Any
 from ledger.domain.actions import is_concrete
 from ledger.domain.authority import CompiledEntry
 from ledger.domain.constraints import Facts, Violation, evaluate_constraints
+from ledger.domain.mandates import Validity, validity
 from ledger.domain.resources import parse_request
 from ledger.signing.dpop import ProofInvalid, ReplayCache, verify_dpop
 from projections.evaluation_index import EvaluationIndex, MandateEntry, MissionEntry
@@ -181,14 +183,6 @@ class DecisionPoint:
         mandate = None if mandate_id is None else self._index.mandate(mandate_id)
         if mandate is None:
             return _deny(evaluation_id, CREDENTIAL_INVALID, "unknown, inactive or invalid Mandate")
-        ts = now.timestamp()
-        problem = _mandate_problem(mandate, ts)
-        if problem is not None:
-            return _deny(evaluation_id, CREDENTIAL_INVALID, problem)
-        for ancestor in self._index.chain(mandate):
-            if ancestor is None or _mandate_problem(ancestor, ts) is not None:
-                return _deny(evaluation_id, CREDENTIAL_INVALID, "a parent Mandate is not active")
-        mission = self._index.mission(mandate.mission_id)
         mission_ref = request.context.get("mission")
         if isinstance(mission_ref, Mapping) and mission_ref.get("id") not in (
             None,
@@ -199,9 +193,18 @@ class DecisionPoint:
                 MISSION_BINDING_FAILED,
                 "the Mandate is bound to a different Mission",
             )
-        inactive = _mission_problem(mission, now)
-        if inactive is not None:
-            return _deny(evaluation_id, MISSION_INACTIVE, inactive, mission=mission)
+        mission = self._index.mission(mandate.mission_id)
+        verdict = validity(
+            mandate,
+            ancestors=self._index.chain(mandate),
+            mission_state=None if mission is None else mission.mission.effective_state(now),
+            # Revoking an instance revokes every Mandate it holds in the same write (and a
+            # revoked instance holds no new one), so the index holds none of its Mandates.
+            instance_revoked=False,
+            now=now,
+        )
+        if not verdict.active:
+            return _invalid(evaluation_id, verdict, mission)
         assert mission is not None
         actor = _actor_problem(request.subject, mandate.client_id, mandate.instance_id)
         if actor is not None:
@@ -349,14 +352,25 @@ def _is_token(reference: object) -> bool:
     return isinstance(reference, str) and reference.count(".") == 2
 
 
-def _mandate_problem(mandate: MandateEntry, ts: float) -> str | None:
-    if mandate.state != "active":
-        return f"the Mandate is {mandate.state}"
-    if ts >= mandate.expires_at:
-        return "the Mandate has expired"
-    if ts < mandate.not_before:
-        return "the Mandate is not yet valid"
-    return None
+def _invalid(evaluation_id: str, verdict: Validity, mission: MissionEntry | None) -> Decision:
+    """The denial for a Mandate that the domain's validity rule finds invalid."""
+    reason = verdict.reason or ""
+    if reason.startswith("mission_"):
+        detail = (
+            "the Mission is not active"
+            if reason == "mission_inactive"
+            else f"the Mission is {reason.removeprefix('mission_')}"
+        )
+        return _deny(evaluation_id, MISSION_INACTIVE, detail, mission=mission)
+    detail = _CREDENTIAL_DETAILS.get(reason) or f"the Mandate is {verdict.state}"
+    return _deny(evaluation_id, CREDENTIAL_INVALID, detail)
+
+
+_CREDENTIAL_DETAILS = {
+    "mandate_expired": "the Mandate has expired",
+    "mandate_not_yet_valid": "the Mandate is not yet valid",
+    "parent_inactive": "a parent Mandate is not active",
+}
 
 
 def _mission_problem(mission: MissionEntry | None, now: datetime) -> str | None:
@@ -389,7 +403,7 @@ def _permit(
     (``budget`` is what remains of that bound now), the Mission's and the Mandate's expiry."""
     bound = min(now.timestamp() + budget, mission.expires_ts)
     if mandate is not None:
-        bound = min(bound, mandate.expires_at)
+        bound = min(bound, mandate.expires_ts)
     context: dict[str, Any] = {
         "evaluation_id": evaluation_id,
         "mission": {"id": mission.mission.id, "version": mission.version},

@@ -1,9 +1,9 @@
 """AuthZEN search over the evaluation index: who may, on what, and which actions.
 
-Results come from currently valid Mandates (own state, validity window, every
-ancestor, an effectively active Mission). Constraints depend on request parameters
-that a search does not carry, so a result means "covered by granted authority";
-the PEP still evaluates each concrete action. Results are sorted, so paging is
+Results come from currently valid Mandates (the domain's one validity rule: own state,
+validity window, every ancestor, an effectively active Mission). Constraints depend on
+request parameters that a search does not carry, so a result means "covered by granted
+authority"; the PEP still evaluates each concrete action. Results are sorted, so paging is
 stable on a static data set.
 """
 
@@ -14,21 +14,22 @@ from datetime import datetime
 from typing import Any
 
 from ledger.domain.actions import is_concrete, is_family
+from ledger.domain.mandates import validity
 from ledger.domain.resources import parse_request, resource_covers
 from projections.evaluation_index import EvaluationIndex, MandateEntry, MissionEntry
 
 
 def _valid(index: EvaluationIndex, mandate: MandateEntry, now: datetime) -> MissionEntry | None:
-    ts = now.timestamp()
-    if mandate.state != "active" or not (mandate.not_before <= ts < mandate.expires_at):
-        return None
-    for ancestor in index.chain(mandate):
-        if ancestor is None or ancestor.state != "active" or ts >= ancestor.expires_at:
-            return None
+    """The Mandate's Mission when the domain's validity rule holds for the Mandate."""
     mission = index.mission(mandate.mission_id)
-    if mission is None or mission.mission.effective_state(now) != "active":
-        return None
-    return mission
+    verdict = validity(
+        mandate,
+        ancestors=index.chain(mandate),
+        mission_state=None if mission is None else mission.mission.effective_state(now),
+        instance_revoked=False,  # as in the decision point: the index holds none
+        now=now,
+    )
+    return mission if verdict.active else None
 
 
 def _valid_mandates(

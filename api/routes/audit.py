@@ -7,20 +7,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import PrincipalDep
+from api import policy
 from api.routes.common import ServicesDep
+from api.routes.gate import GatedRoute, allowed
 from api.views import audit_entry_view
-from ledger.domain.roles import Role
 
-router = APIRouter(tags=["audit"])
+router = APIRouter(tags=["audit"], route_class=GatedRoute)
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1_000
 
 
-@router.get("/v1/audit/log")
+@router.get("/v1/audit/log", dependencies=[allowed(policy.READ_AUDIT_LOG)])
 async def audit_log(
-    principal: PrincipalDep,
     services: ServicesDep,
     after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
@@ -28,7 +27,6 @@ async def audit_log(
     """Events after position ``after`` in position order, each with its actor and chain
     hash; ``next_after`` is the position to ask from next (null at the head). Auditors
     verify the chain offline with ``mission-ledger audit verify`` or from these hashes."""
-    principal.require(Role.AUDITOR)
     page = await run_in_threadpool(services.ledger.audit_log, after, limit)
     next_after = page[-1].position if len(page) == limit else None
     return {"data": [audit_entry_view(e) for e in page], "next_after": next_after}

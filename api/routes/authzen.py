@@ -19,6 +19,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from api import policy
 from api.auth import PrincipalDep, authenticate_request
 from api.authzen_parsing import (
     AuthZenBadRequest,
@@ -37,7 +38,6 @@ from api.json_body import JsonBodyRoute, max_depth_of
 from api.routes.common import ServicesDep
 from api.services import Services
 from ledger.domain.errors import InvalidRequest
-from ledger.domain.roles import Role
 from projections import search
 from projections.pdp import Decision, Evaluation, new_evaluation_id, stale
 
@@ -95,7 +95,7 @@ async def evaluation(request: Request) -> Response:
     started = time.perf_counter()
     services: Services = request.app.state.services
     principal = await authenticate_request(request, services)
-    principal.require(Role.PEP)
+    policy.DECIDE_ACCESS.check(principal)
     try:
         body = await _body(request)
         item = evaluation_of(body)
@@ -114,7 +114,7 @@ router.add_route("/access/v1/evaluation", evaluation, methods=["POST"], include_
 @router.post("/access/v1/evaluations", response_model=None)
 async def evaluations(request: Request, principal: PrincipalDep, services: ServicesDep) -> Response:
     """Access Evaluations: a batch with defaults and an ``evaluations_semantic``."""
-    principal.require(Role.PEP)
+    policy.DECIDE_ACCESS.check(principal)
     try:
         body = await _body(request)
         batch = batch_of(body)
@@ -214,7 +214,7 @@ async def search_subject(
     request: Request, principal: PrincipalDep, services: ServicesDep
 ) -> Response:
     """Which agents may perform the action on the resource (``subject.id`` is ignored)."""
-    principal.require(Role.PEP)
+    policy.DECIDE_ACCESS.check(principal)
 
     def run(body: Mapping[str, Any]) -> list[dict[str, Any]]:
         subject = subject_of(body, need_id=False)
@@ -236,7 +236,7 @@ async def search_resource(
     request: Request, principal: PrincipalDep, services: ServicesDep
 ) -> Response:
     """Which resources the agent may perform the action on."""
-    principal.require(Role.PEP)
+    policy.DECIDE_ACCESS.check(principal)
 
     def run(body: Mapping[str, Any]) -> list[dict[str, Any]]:
         subject = subject_of(body)
@@ -261,7 +261,7 @@ async def search_action(
     request: Request, principal: PrincipalDep, services: ServicesDep
 ) -> Response:
     """Which actions the agent may perform on the resource."""
-    principal.require(Role.PEP)
+    policy.DECIDE_ACCESS.check(principal)
 
     def run(body: Mapping[str, Any]) -> list[dict[str, Any]]:
         subject = subject_of(body)

@@ -8,12 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from api import policy
 from api.auth import Principal, PrincipalDep, hidden
 from api.consistency import Fresh
 from api.idempotency import idempotency_for
-from api.json_body import JsonBodyRoute
 from api.mandate_views import introspection_view, issued_view, mandate_view
 from api.routes.common import ServicesDep, finish_write, refuse_null_body, well_formed_id
+from api.routes.gate import GatedRoute, allowed
 from api.schemas import NAME_PATTERN, IntrospectIn, MandateIn, NarrowIn, RevokeIn
 from api.services import Services
 from api.views import event_view
@@ -22,15 +23,10 @@ from ledger.domain.errors import NotFound
 from ledger.domain.mandate_claims import MANDATE_TYP
 from ledger.domain.mandates import ExecutionMandate
 from ledger.domain.missions import Mission
-from ledger.domain.roles import Role
 
-router = APIRouter(tags=["mandates"], route_class=JsonBodyRoute)
+router = APIRouter(tags=["mandates"], route_class=GatedRoute)
 
 INACTIVE = {"active": False}
-
-
-def _holds(principal: Principal, mandate: ExecutionMandate) -> bool:
-    return principal.owns_client(str(mandate.holder.get("client_id")))
 
 
 async def _mandate(services: Services, mandate_id: str) -> ExecutionMandate | None:
@@ -49,7 +45,7 @@ async def _own_mission(services: Services, principal: Principal, mission_id: str
             mission = await run_in_threadpool(services.ledger.get_mission, mission_id)
         except NotFound:
             mission = None
-    if mission is None or not principal.owns_client(mission.client_id):
+    if mission is None or not policy.may_issue_mandate(principal, mission):
         raise hidden("Mission", mission_id)
     return mission
 
@@ -62,7 +58,11 @@ def _holder(body: MandateIn) -> ActorRef:
     )
 
 
-@router.post("/v1/missions/{mission_id}/mandates", status_code=201)
+@router.post(
+    "/v1/missions/{mission_id}/mandates",
+    status_code=201,
+    dependencies=[allowed(policy.ISSUE_MANDATE)],
+)
 async def issue_mandate(
     mission_id: str,
     body: MandateIn,
@@ -72,7 +72,6 @@ async def issue_mandate(
     services: ServicesDep,
 ) -> dict[str, Any]:
     """Issue a signed Mandate to one instance of the Mission's agent (the caller)."""
-    principal.require(Role.AGENT)
     await _own_mission(services, principal, mission_id)
     idempotency = await idempotency_for(request, principal, 201)
     written = await run_in_threadpool(
@@ -91,7 +90,11 @@ async def issue_mandate(
     return issued_view(written.value, token)
 
 
-@router.post("/v1/mandates/{mandate_id}/delegations", status_code=201)
+@router.post(
+    "/v1/mandates/{mandate_id}/delegations",
+    status_code=201,
+    dependencies=[allowed(policy.DELEGATE_MANDATE)],
+)
 async def delegate_mandate(
     mandate_id: str,
     body: MandateIn,
@@ -101,9 +104,8 @@ async def delegate_mandate(
     services: ServicesDep,
 ) -> dict[str, Any]:
     """A child Mandate for a sub-agent: a subset of the parent, never wider."""
-    principal.require(Role.AGENT)
     parent = await _mandate(services, mandate_id)
-    if parent is None or not _holds(principal, parent):
+    if parent is None or not policy.may_delegate(principal, parent):
         raise hidden("Mandate", mandate_id)
     idempotency = await idempotency_for(request, principal, 201)
     written = await run_in_threadpool(
@@ -122,7 +124,7 @@ async def delegate_mandate(
     return issued_view(written.value, token)
 
 
-@router.post("/v1/mandates/{mandate_id}/narrow")
+@router.post("/v1/mandates/{mandate_id}/narrow", dependencies=[allowed(policy.NARROW_MANDATE)])
 async def narrow_mandate(
     mandate_id: str,
     body: NarrowIn,
@@ -132,9 +134,8 @@ async def narrow_mandate(
     services: ServicesDep,
 ) -> dict[str, Any]:
     """Remove authority; answers the re-signed token (a new version)."""
-    principal.require(Role.OPERATOR, Role.AGENT)
     mandate = await _mandate(services, mandate_id)
-    if mandate is None or not (principal.has(Role.OPERATOR) or _holds(principal, mandate)):
+    if mandate is None or not policy.may_narrow(principal, mandate):
         raise hidden("Mandate", mandate_id)
     idempotency = await idempotency_for(request, principal, 200)
     written = await run_in_threadpool(
@@ -151,7 +152,7 @@ async def narrow_mandate(
     return issued_view(written.value, token)
 
 
-@router.post("/v1/mandates/{mandate_id}/revoke")
+@router.post("/v1/mandates/{mandate_id}/revoke", dependencies=[allowed(policy.REVOKE_MANDATE)])
 async def revoke_mandate(
     mandate_id: str,
     request: Request,
@@ -161,7 +162,6 @@ async def revoke_mandate(
     body: RevokeIn | None = None,
 ) -> dict[str, Any]:
     """Revoke; every descendant cascades. Revoking an inactive Mandate changes nothing."""
-    principal.require(Role.OPERATOR)
     await refuse_null_body(request, body)
     if await _mandate(services, mandate_id) is None:
         raise hidden("Mandate", mandate_id)
@@ -176,7 +176,10 @@ async def revoke_mandate(
     return await run_in_threadpool(_inspect, services, written.value)
 
 
-@router.post("/v1/agents/{client_id}/instances/{instance_id}/revoke")
+@router.post(
+    "/v1/agents/{client_id}/instances/{instance_id}/revoke",
+    dependencies=[allowed(policy.REVOKE_INSTANCE)],
+)
 async def revoke_instance(
     client_id: Annotated[str, Path(max_length=128, pattern=NAME_PATTERN)],
     instance_id: Annotated[str, Path(max_length=128, pattern=NAME_PATTERN)],
@@ -187,7 +190,6 @@ async def revoke_instance(
     body: RevokeIn | None = None,
 ) -> dict[str, Any]:
     """The kill switch: every Mandate this instance holds ends, and it can hold no new one."""
-    principal.require(Role.OPERATOR)
     await refuse_null_body(request, body)
     reason = None if body is None else body.reason
     idempotency = await idempotency_for(request, principal, 200)
@@ -210,16 +212,13 @@ async def revoke_instance(
     }
 
 
-@router.get("/v1/mandates/{mandate_id}", dependencies=[Fresh])
+@router.get("/v1/mandates/{mandate_id}", dependencies=[allowed(policy.READ_MANDATE), Fresh])
 async def get_mandate(
     mandate_id: str, principal: PrincipalDep, services: ServicesDep
 ) -> dict[str, Any]:
     """Claims, state, delegation chain, history and a plain-language rendering."""
-    principal.require(Role.OPERATOR, Role.AUDITOR, Role.AGENT)
     mandate = await _mandate(services, mandate_id)
-    if mandate is None or not (
-        principal.has(Role.OPERATOR, Role.AUDITOR) or _holds(principal, mandate)
-    ):
+    if mandate is None or not policy.may_see_mandate(principal, mandate):
         raise hidden("Mandate", mandate_id)
     return await run_in_threadpool(_inspect, services, mandate)
 
@@ -239,12 +238,9 @@ def _inspect(services: Services, mandate: ExecutionMandate) -> dict[str, Any]:
     )
 
 
-@router.post("/v1/mandates/introspect", dependencies=[Fresh])
-async def introspect(
-    body: IntrospectIn, principal: PrincipalDep, services: ServicesDep
-) -> dict[str, Any]:
+@router.post("/v1/mandates/introspect", dependencies=[allowed(policy.INTROSPECT_MANDATE), Fresh])
+async def introspect(body: IntrospectIn, services: ServicesDep) -> dict[str, Any]:
     """``{active: false}`` for anything revoked, expired, cascaded, unknown or badly signed."""
-    principal.require(Role.PEP)
     return await run_in_threadpool(_introspect, services, body.token)
 
 

@@ -9,11 +9,11 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 
+from api import policy
 from api.auth import PrincipalDep
 from api.json_body import JsonBodyRoute
 from api.metrics import ServiceCollector
 from api.routes.common import ServicesDep
-from ledger.domain.roles import Role
 
 router = APIRouter(tags=["operations"], route_class=JsonBodyRoute)
 
@@ -26,6 +26,6 @@ def _exposition(request: Request, services: ServicesDep) -> bytes:
 
 @router.get("/metrics", response_class=Response)
 async def metrics(request: Request, principal: PrincipalDep, services: ServicesDep) -> Response:
-    principal.require(Role.OPERATOR, Role.AUDITOR)
+    policy.READ_METRICS.check(principal)
     body = await run_in_threadpool(_exposition, request, services)
     return Response(body, media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})

@@ -7,27 +7,21 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from api import policy
 from api.auth import Principal, PrincipalDep, hidden
 from api.consistency import Fresh
 from api.idempotency import idempotency_for
-from api.json_body import JsonBodyRoute
 from api.routes.common import ServicesDep, finish_write, optional_instant, well_formed_id
+from api.routes.gate import GatedRoute, allowed
 from api.schemas import NAME_PATTERN, PRINTABLE, ContainmentIn, ExpansionIn, LifecycleIn
 from api.services import Services
 from api.views import event_view, mission_view, proposal_view
 from ledger.domain.errors import InvalidRequest, NotFound
 from ledger.domain.instants import parse_instant
 from ledger.domain.missions import Mission
-from ledger.domain.roles import Role
 from ledger.domain.states import MissionState, OnExpiry, Operation
 
-router = APIRouter(tags=["missions"], route_class=JsonBodyRoute)
-
-READERS = (Role.OPERATOR, Role.AUDITOR)
-
-
-def _visible(principal: Principal, mission: Mission) -> bool:
-    return principal.has(*READERS) or principal.owns_client(mission.client_id)
+router = APIRouter(tags=["missions"], route_class=GatedRoute)
 
 
 async def _load(services: Services, principal: Principal, mission_id: str) -> Mission:
@@ -37,14 +31,13 @@ async def _load(services: Services, principal: Principal, mission_id: str) -> Mi
             mission = await run_in_threadpool(services.ledger.get_mission, mission_id)
         except NotFound:
             mission = None
-    if mission is None or not _visible(principal, mission):
+    if mission is None or not policy.may_see_mission(principal, mission):
         raise hidden("Mission", mission_id)
     return mission
 
 
-@router.get("/v1/missions", dependencies=[Fresh])
+@router.get("/v1/missions", dependencies=[allowed(policy.LIST_MISSIONS), Fresh])
 async def list_missions(
-    principal: PrincipalDep,
     services: ServicesDep,
     state: Annotated[str | None, Query(max_length=32)] = None,
     subject: Annotated[str | None, Query(max_length=256, pattern=PRINTABLE)] = None,
@@ -53,7 +46,6 @@ async def list_missions(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
     """Paged list in approval order; filters by stored state, subject ``sub`` and client."""
-    principal.require(*READERS)
     if state is not None and state not in {s.value for s in MissionState}:
         raise InvalidRequest.at("/state", f"must be one of {[s.value for s in MissionState]}")
     items, next_cursor = await run_in_threadpool(
@@ -67,7 +59,7 @@ async def list_missions(
     return {"data": [mission_view(m, now) for m in items], "next_cursor": next_cursor}
 
 
-@router.get("/v1/missions/{mission_id}", dependencies=[Fresh])
+@router.get("/v1/missions/{mission_id}", dependencies=[allowed(policy.READ_MISSION), Fresh])
 async def get_mission(
     mission_id: str,
     principal: PrincipalDep,
@@ -75,7 +67,6 @@ async def get_mission(
     as_of: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
     """The Mission now, or as it stood at ``as_of`` (RFC 3339), rebuilt from its events."""
-    principal.require(*READERS, Role.AGENT)
     mission = await _load(services, principal, mission_id)
     if as_of is None:
         return mission_view(mission, services.clock.now())
@@ -91,7 +82,10 @@ async def get_mission(
     return view
 
 
-@router.post("/v1/missions/{mission_id}/lifecycle")
+@router.post(
+    "/v1/missions/{mission_id}/lifecycle",
+    dependencies=[allowed(policy.CHANGE_LIFECYCLE)],
+)
 async def change_lifecycle(
     mission_id: str,
     body: LifecycleIn,
@@ -102,10 +96,7 @@ async def change_lifecycle(
 ) -> dict[str, Any]:
     """revoke / suspend / complete (operator) or resume (admin: the elevated operation)."""
     operation = Operation(body.operation)
-    if operation is Operation.RESUME:
-        principal.require(Role.ADMIN)
-    else:
-        principal.require(Role.OPERATOR)
+    policy.lifecycle_gate(operation).check(principal)
     await _load(services, principal, mission_id)
     suspend_until = optional_instant(body.suspend_until, "/suspend_until")
     on_expiry = None if body.on_expiry is None else OnExpiry(body.on_expiry)
@@ -127,7 +118,9 @@ async def change_lifecycle(
     return mission_view(written.value, services.clock.now())
 
 
-@router.post("/v1/missions/{mission_id}/containment")
+@router.post(
+    "/v1/missions/{mission_id}/containment", dependencies=[allowed(policy.CONTAIN_MISSION)]
+)
 async def contain(
     mission_id: str,
     body: ContainmentIn,
@@ -137,7 +130,6 @@ async def contain(
     services: ServicesDep,
 ) -> dict[str, Any]:
     """Remove capability from the Mission's effective authority (removal only)."""
-    principal.require(Role.OPERATOR)
     await _load(services, principal, mission_id)
     idempotency = await idempotency_for(request, principal, 200)
     written = await run_in_threadpool(
@@ -155,7 +147,11 @@ async def contain(
     return mission_view(written.value, services.clock.now())
 
 
-@router.post("/v1/missions/{mission_id}/expansion", status_code=202)
+@router.post(
+    "/v1/missions/{mission_id}/expansion",
+    status_code=202,
+    dependencies=[allowed(policy.PROPOSE_EXPANSION)],
+)
 async def propose_expansion(
     mission_id: str,
     body: ExpansionIn,
@@ -165,9 +161,8 @@ async def propose_expansion(
     services: ServicesDep,
 ) -> dict[str, Any]:
     """A successor proposal; when approved, this Mission becomes ``superseded``."""
-    principal.require(Role.AGENT)
     mission = await _load(services, principal, mission_id)
-    if not principal.owns_client(mission.client_id):
+    if not policy.may_propose_expansion(principal, mission):
         raise hidden("Mission", mission_id)
     idempotency = await idempotency_for(request, principal, 202)
     written = await run_in_threadpool(
@@ -183,12 +178,14 @@ async def propose_expansion(
     return proposal_view(written.value, services.clock.now())
 
 
-@router.get("/v1/missions/{mission_id}/events", dependencies=[Fresh])
+@router.get(
+    "/v1/missions/{mission_id}/events",
+    dependencies=[allowed(policy.READ_MISSION_EVENTS), Fresh],
+)
 async def mission_events(
     mission_id: str, principal: PrincipalDep, services: ServicesDep
 ) -> dict[str, Any]:
     """Every event of the Mission, in order, with positions and chain hashes."""
-    principal.require(Role.AUDITOR, Role.OPERATOR)
     await _load(services, principal, mission_id)
     history = await run_in_threadpool(services.ledger.history, mission_id)
     return {"data": [event_view(e) for e in history], "next_cursor": None}

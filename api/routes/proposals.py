@@ -7,10 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from api import policy
 from api.auth import Principal, PrincipalDep, hidden
 from api.consistency import Fresh
 from api.idempotency import idempotency_for
-from api.json_body import JsonBodyRoute
 from api.routes.common import (
     ServicesDep,
     finish_write,
@@ -18,19 +18,15 @@ from api.routes.common import (
     refuse_null_body,
     well_formed_id,
 )
+from api.routes.gate import GatedRoute, allowed
 from api.schemas import ApproveIn, DecisionIn, ProposalIn
 from api.services import Services
 from api.views import mission_view, proposal_view
 from ledger.domain.errors import Forbidden, InvalidRequest, NotFound
 from ledger.domain.proposals import Proposal
-from ledger.domain.roles import Role
 from ledger.domain.states import ProposalStatus
 
-router = APIRouter(tags=["proposals"], route_class=JsonBodyRoute)
-
-
-def _visible(principal: Principal, proposal: Proposal) -> bool:
-    return principal.has(Role.APPROVER) or principal.owns_client(proposal.client_id)
+router = APIRouter(tags=["proposals"], route_class=GatedRoute)
 
 
 async def _load(services: Services, principal: Principal, proposal_id: str) -> Proposal:
@@ -40,12 +36,12 @@ async def _load(services: Services, principal: Principal, proposal_id: str) -> P
             proposal = await run_in_threadpool(services.ledger.get_proposal, proposal_id)
         except NotFound:
             proposal = None
-    if proposal is None or not _visible(principal, proposal):
+    if proposal is None or not policy.may_see_proposal(principal, proposal):
         raise hidden("proposal", proposal_id)
     return proposal
 
 
-@router.post("/v1/proposals", status_code=202)
+@router.post("/v1/proposals", status_code=202, dependencies=[allowed(policy.SUBMIT_PROPOSAL)])
 async def submit_proposal(
     body: ProposalIn,
     request: Request,
@@ -54,16 +50,21 @@ async def submit_proposal(
     services: ServicesDep,
 ) -> dict[str, Any]:
     """Submit a Mission Intent (and optionally proposed authority) for approval."""
-    principal.require(Role.AGENT)
-    if not principal.owns_client(body.client_id):
+    if not policy.may_submit_for(principal, body.client_id):
         raise Forbidden("an agent may only submit proposals for its own client_id")
+    assertion = (
+        None
+        if body.subject_token is None
+        else await services.subject_tokens.verify(body.subject_token)
+    )
     idempotency = await idempotency_for(request, principal, 202)
     written = await run_in_threadpool(
         lambda: services.ledger.submit_proposal(
             actor=principal.actor(),
             client_id=body.client_id,
             instance_id=body.instance_id,
-            subject=body.subject.model_dump(),
+            subject=None if body.subject is None else body.subject.model_dump(),
+            subject_assertion=assertion,
             intent=body.intent,
             authorization_details=body.authorization_details,
             idempotency=idempotency,
@@ -73,7 +74,7 @@ async def submit_proposal(
     return proposal_view(written.value, services.clock.now())
 
 
-@router.get("/v1/proposals", dependencies=[Fresh])
+@router.get("/v1/proposals", dependencies=[allowed(policy.READ_PROPOSALS), Fresh])
 async def list_proposals(
     principal: PrincipalDep,
     services: ServicesDep,
@@ -82,10 +83,9 @@ async def list_proposals(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
     """The approval inbox (approvers), or an agent's own proposals."""
-    principal.require(Role.APPROVER, Role.AGENT)
     if status is not None and status not in {s.value for s in ProposalStatus}:
         raise InvalidRequest.at("/status", f"must be one of {[s.value for s in ProposalStatus]}")
-    client_filter = None if principal.has(Role.APPROVER) else principal.client_id
+    client_filter = None if policy.sees_every_proposal(principal) else principal.client_id
     items, next_cursor = await run_in_threadpool(
         services.proposals.page,
         services.ledger.database,
@@ -97,16 +97,19 @@ async def list_proposals(
     return {"data": [proposal_view(p, now) for p in items], "next_cursor": next_cursor}
 
 
-@router.get("/v1/proposals/{proposal_id}", dependencies=[Fresh])
+@router.get("/v1/proposals/{proposal_id}", dependencies=[allowed(policy.READ_PROPOSALS), Fresh])
 async def get_proposal(
     proposal_id: str, principal: PrincipalDep, services: ServicesDep
 ) -> dict[str, Any]:
-    principal.require(Role.APPROVER, Role.AGENT)
     proposal = await _load(services, principal, proposal_id)
     return proposal_view(proposal, services.clock.now())
 
 
-@router.post("/v1/proposals/{proposal_id}/approve", status_code=201)
+@router.post(
+    "/v1/proposals/{proposal_id}/approve",
+    status_code=201,
+    dependencies=[allowed(policy.DECIDE_PROPOSAL)],
+)
 async def approve_proposal(
     proposal_id: str,
     request: Request,
@@ -116,7 +119,6 @@ async def approve_proposal(
     body: ApproveIn | None = None,
 ) -> dict[str, Any]:
     """Approve: create the Mission (201), optionally narrower and shorter-lived."""
-    principal.require(Role.APPROVER)
     await refuse_null_body(request, body)
     body = body or ApproveIn()
     await _load(services, principal, proposal_id)
@@ -125,6 +127,7 @@ async def approve_proposal(
     written = await run_in_threadpool(
         lambda: services.ledger.approve_proposal(
             actor=principal.actor(),
+            approver=principal.identity(services.settings.public_issuer),
             proposal_id=proposal_id,
             authorization_details=body.authorization_details,
             expires_at=expires_at,
@@ -136,7 +139,7 @@ async def approve_proposal(
     return mission_view(written.value, services.clock.now())
 
 
-@router.post("/v1/proposals/{proposal_id}/deny")
+@router.post("/v1/proposals/{proposal_id}/deny", dependencies=[allowed(policy.DECIDE_PROPOSAL)])
 async def deny_proposal(
     proposal_id: str,
     request: Request,
@@ -145,7 +148,6 @@ async def deny_proposal(
     services: ServicesDep,
     body: DecisionIn | None = None,
 ) -> dict[str, Any]:
-    principal.require(Role.APPROVER)
     await refuse_null_body(request, body)
     body = body or DecisionIn()
     await _load(services, principal, proposal_id)
@@ -162,7 +164,7 @@ async def deny_proposal(
     return proposal_view(written.value, services.clock.now())
 
 
-@router.post("/v1/proposals/{proposal_id}/cancel")
+@router.post("/v1/proposals/{proposal_id}/cancel", dependencies=[allowed(policy.CANCEL_PROPOSAL)])
 async def cancel_proposal(
     proposal_id: str,
     request: Request,
@@ -171,11 +173,10 @@ async def cancel_proposal(
     services: ServicesDep,
     body: DecisionIn | None = None,
 ) -> dict[str, Any]:
-    principal.require(Role.AGENT)
     await refuse_null_body(request, body)
     body = body or DecisionIn()
     proposal = await _load(services, principal, proposal_id)
-    if not principal.owns_client(proposal.client_id):
+    if not policy.may_cancel_proposal(principal, proposal):
         raise hidden("proposal", proposal_id)
     idempotency = await idempotency_for(request, principal, 200)
     written = await run_in_threadpool(

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from api import policy
 from api.auth import Principal, PrincipalDep, hidden
 from api.consistency import Fresh
 from api.json_body import JsonBodyError, JsonBodyRoute, max_depth_of, parse_json
@@ -25,7 +26,6 @@ from ledger.domain.errors import InvalidRequest, NotFound
 from ledger.domain.instants import epoch_seconds, format_instant
 from ledger.domain.missions import Mission
 from ledger.domain.resources import resource_covers
-from ledger.domain.roles import Role
 
 router = APIRouter(tags=["mission status"], route_class=JsonBodyRoute)
 
@@ -59,12 +59,6 @@ async def _form(request: Request) -> dict[str, str]:
     return out
 
 
-def _visible(principal: Principal, mission: Mission) -> bool:
-    return principal.has(Role.PEP, Role.OPERATOR, Role.AUDITOR) or principal.owns_client(
-        mission.client_id
-    )
-
-
 def _audience_entries(mission: Mission, audience: str) -> list[dict[str, Any]]:
     """Only the entries for resources at or below the audience (never other audiences')."""
     parts = urlsplit(audience)
@@ -81,7 +75,7 @@ async def mission_status(
     request: Request, principal: PrincipalDep, services: ServicesDep
 ) -> Response:
     """The Mission's state, signed, fresh until ``fresh_until``."""
-    principal.require(Role.PEP, Role.OPERATOR, Role.AUDITOR, Role.AGENT)
+    policy.READ_MISSION_STATUS.check(principal)
     form = await _form(request)
     mission_id = form.get("mission_id")
     if not mission_id:
@@ -98,7 +92,7 @@ async def mission_status(
             mission = await run_in_threadpool(services.ledger.get_mission, mission_id)
         except NotFound:
             mission = None
-    if mission is None or not _visible(principal, mission):
+    if mission is None or not policy.may_read_mission_status(principal, mission):
         raise hidden("Mission", mission_id)
     token = await run_in_threadpool(_sign, services, principal, mission, audience, nonce)
     return Response(token, media_type=MEDIA_TYPE, headers={"Cache-Control": "no-store"})
@@ -123,6 +117,8 @@ def _sign(
         "authority_hash": mission.authority_hash,
         "state": state,
         "version": mission.version,
+        "subject": mission.subject,
+        "subject_provenance": mission.subject_provenance,
         "expires_at": format_instant(mission.expires_at),
         "fresh_until": format_instant(fresh_until),
     }

@@ -197,6 +197,7 @@ class LedgerBase(Application[str]):
         policy_version: str,
         signer: TokenSigner | None = None,
         mandate_alg: str = "ES256",
+        require_subject_assertion: bool = False,
     ) -> None:
         super().__init__(env=dict(env))
         self.clock = clock
@@ -205,6 +206,7 @@ class LedgerBase(Application[str]):
         self.policy_version = policy_version
         self.signer = signer
         self.mandate_alg = mandate_alg
+        self.require_subject_assertion = require_subject_assertion
         self.commit_listeners = CommitListeners()
         self.recorder.commit_listeners = self.commit_listeners  # type: ignore[attr-defined]
         datastore = self.recorder.datastore  # type: ignore[attr-defined]

@@ -3,6 +3,8 @@
 * A Mission reaching a terminal state cascades every live Mandate under it.
 * Mission containment narrows the Mandates whose authority it touches (and ends
   those left with nothing).
+* Entry discharge narrows every Mandate to what remains within the Mission's
+  Effective Authority Set (and ends those left with nothing).
 * A Mandate revoked, narrowed or ended takes its whole subtree with it.
 
 All of it is written in the same transaction as the cause. Each cascade also
@@ -25,7 +27,7 @@ from ledger.domain.errors import NotFound
 from ledger.domain.instances import AgentInstance, instance_id_of
 from ledger.domain.mandate_tree import MandateTree, tree_id
 from ledger.domain.mandates import ExecutionMandate, Validity, validity
-from ledger.domain.missions import Mission
+from ledger.domain.missions import Mission, discharge_cause
 from ledger.domain.states import MissionState
 
 
@@ -100,6 +102,9 @@ class MandateCascades(LedgerBase):
             return effects
         ended = mission.state not in {MissionState.ACTIVE.value, MissionState.SUSPENDED.value}
         contained = any(isinstance(e, Mission.CapabilityContained) for e in mission.pending_events)
+        discharges = [e for e in mission.pending_events if isinstance(e, Mission.EntryDischarged)]
+        if discharges and not ended:
+            return self._discharge_effects(mission, discharges[0], actor=actor, now=now)
         if not ended and not contained:
             # Suspend/resume touch no Mandate (validity follows the Mission); a concurrent
             # issuance is refused by its own check of the Mission's version.
@@ -137,6 +142,39 @@ class MandateCascades(LedgerBase):
                         actor=actor,
                         now=now,
                     )
+            effects.add(mandate)
+        return effects
+
+    def _discharge_effects(
+        self, mission: Mission, event: Mission.EntryDischarged, *, actor: Actor, now: datetime
+    ) -> Effects:
+        """Every live Mandate keeps only the entries still within the Mission's Effective
+        Authority Set (a delegated Mandate's entries lie within its parent's, so narrowing
+        each against the Mission keeps every child within its parent)."""
+        effects = Effects()
+        tree = self.get_tree(mission.id)
+        effects.expect[tree_id(mission.id)] = 0 if tree is None else tree.version
+        if tree is None:
+            return effects
+        effective = parse_entries(mission.effective_authority())
+        cause = discharge_cause(event)
+        reason = f"completion event {event.event_type!r} discharged Mission authority"
+        for mandate_id in tree.mandate_ids:
+            mandate = self.get_mandate(mandate_id)
+            if not mandate.is_live():
+                continue
+            remaining = restrict(mandate.entries(), effective)
+            if not remaining:
+                mandate.cascade(cause=cause, reason=reason, actor=actor, now=now)
+            else:
+                mandate.narrow(
+                    remaining,
+                    cause="discharge",
+                    reason=reason,
+                    actor=actor,
+                    now=now,
+                    caused_by=cause,
+                )
             effects.add(mandate)
         return effects
 

@@ -28,6 +28,12 @@ from ledger.domain.mandate_tree import tree_id
 from ledger.domain.missions import Mission, MissionRecord
 from ledger.domain.proposals import Proposal, Submission
 from ledger.domain.states import OnExpiry, Operation
+from ledger.domain.subjects import (
+    ATTESTED,
+    PrincipalIdentity,
+    SubjectAssertion,
+    establish_subject,
+)
 
 
 class GovernanceUseCases(MandateCascades):
@@ -39,13 +45,24 @@ class GovernanceUseCases(MandateCascades):
         actor: Actor,
         client_id: str,
         instance_id: str | None,
-        subject: Mapping[str, Any],
+        subject: Mapping[str, Any] | None,
         intent: object,
         authorization_details: object | None,
-        predecessor: str | None = None,
+        subject_assertion: SubjectAssertion | None = None,
+        predecessor: Mission | None = None,
         idempotency: IdempotencyRequest | None = None,
     ) -> Written[Proposal]:
-        """Record a Mission Intent (and optional authority proposal) as a pending proposal."""
+        """Record a Mission Intent (and optional authority proposal) as a pending proposal.
+
+        ``subject_assertion`` holds the verified claims of a ``subject_token``; an expansion
+        keeps its ``predecessor``'s subject and its provenance.
+        """
+        established = establish_subject(
+            subject,
+            subject_assertion,
+            require_assertion=self.require_subject_assertion,
+            inherited_provenance=None if predecessor is None else predecessor.subject_provenance,
+        )
         parsed_intent = parse_intent(intent)
         proposed = None
         if authorization_details is not None:
@@ -64,7 +81,7 @@ class GovernanceUseCases(MandateCascades):
             issuer=self.issuer,
             client_id=client_id,
             instance_id=instance_id,
-            subject=dict(subject),
+            subject=established.subject,
             intent=dict(parsed_intent.raw),
             proposed_authority=raw_proposal,
             intent_hash=intent_hash(self.issuer, dict(parsed_intent.raw)),
@@ -72,7 +89,8 @@ class GovernanceUseCases(MandateCascades):
             if raw_proposal is None
             else proposal_hash(self.issuer, raw_proposal),
             expires_at=min(now + self.proposal_ttl, parsed_intent.expires_at),
-            predecessor=predecessor,
+            predecessor=None if predecessor is None else predecessor.id,
+            subject_provenance=established.provenance,
         )
 
         def command() -> Changes:
@@ -88,6 +106,7 @@ class GovernanceUseCases(MandateCascades):
         *,
         actor: Actor,
         proposal_id: str,
+        approver: PrincipalIdentity | None = None,
         authorization_details: object | None = None,
         expires_at: datetime | None = None,
         approval_event_id: str | None = None,
@@ -97,8 +116,11 @@ class GovernanceUseCases(MandateCascades):
 
         The approver may narrow the proposed authority (never widen it) and shorten the
         requested expiry. A proposal already approved under the same ``approval_event_id``
-        answers with its Mission (idempotent replay).
+        answers with its Mission (idempotent replay). ``approver`` is the acting principal's
+        identity for the approver rules (``Proposal.approve``; by default the actor's, with
+        no ``acr``); an unasserted subject is recorded as attested by it.
         """
+        identity = approver or PrincipalIdentity(iss=actor.iss or self.issuer, sub=actor.name)
         narrowed = (
             None if authorization_details is None else parse_authority_set(authorization_details)
         )
@@ -167,9 +189,18 @@ class GovernanceUseCases(MandateCascades):
                 authority_source={"type": "user_delegated"},
                 expires_at=effective_expiry,
                 predecessor=proposal.predecessor,
+                subject_provenance=proposal.subject_provenance,
+                subject_attested_by=(
+                    identity.to_json() if proposal.subject_provenance == ATTESTED else None
+                ),
             )
             proposal.approve(
-                mission_id=mission_id, approval_event_id=approval_event_id, actor=actor, now=now
+                mission_id=mission_id,
+                approval_event_id=approval_event_id,
+                actor=actor,
+                approver=identity,
+                granted_actions=[action for entry in granted for action in entry.actions],
+                now=now,
             )
             mission = Mission.approve(mission_id=mission_id, record=record, actor=actor, now=now)
             changed: list[BaseAggregate[str]] = [proposal]
@@ -328,6 +359,41 @@ class GovernanceUseCases(MandateCascades):
             pinned=None if expected_version is None else (mission_id, expected_version),
         )
 
+    def report_completion_event(
+        self,
+        *,
+        actor: Actor,
+        mission_id: str,
+        event_type: str,
+        event_id: str,
+        occurred_at: datetime,
+        entry_digest: str | None = None,
+        idempotency: IdempotencyRequest | None = None,
+    ) -> Written[Mission]:
+        """A completion event fires ``terminal_when`` (M1): the matching entries leave the
+        Effective Authority Set and every Mandate narrows or ends by cascade, in one write.
+        A ``event_id`` already applied changes nothing (on every replica: the ids are part
+        of the Mission)."""
+
+        def command() -> Changes:
+            now = self.clock.now()
+            mission = self.get_mission(mission_id)
+            if mission.already_reported(event_id, event_type=event_type, entry_digest=entry_digest):
+                return Changes(mission, [], {})
+            mission.advance_clock(now)
+            mission.discharge(
+                event_type=event_type,
+                entry_digest=entry_digest,
+                event_id=event_id,
+                occurred_at=occurred_at,
+                actor=actor,
+                now=now,
+            )
+            effects = self.mandate_effects(mission, actor=actor, now=now)
+            return Changes(mission, [*effects.changed, mission], effects.expect)
+
+        return self.execute(command, idempotency, Mission)
+
     def propose_expansion(
         self,
         *,
@@ -352,7 +418,7 @@ class GovernanceUseCases(MandateCascades):
             subject=mission.subject,
             intent=intent,
             authorization_details=authorization_details,
-            predecessor=mission.id,
+            predecessor=mission,
             idempotency=idempotency,
         )
 

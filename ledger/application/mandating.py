@@ -4,7 +4,6 @@ and the signed token."""
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 from ledger.application.base import Changes, IdempotencyRequest, Written, fingerprint, new_id
 from ledger.application.cascades import Effects, MandateCascades
 from ledger.domain.actors import Actor
-from ledger.domain.authority import authority_json, parse_authority_set, set_within
+from ledger.domain.authority import authority_json, parse_authority_set
 from ledger.domain.canonical import anchor
 from ledger.domain.delegation import (
     ActorRef,
@@ -39,11 +38,6 @@ def _ttl(ttl_seconds: int | None) -> timedelta:
     if not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
         raise InvalidRequest.at("/ttl_seconds", f"must be between 1 and {MAX_TTL_SECONDS} seconds")
     return timedelta(seconds=ttl_seconds)
-
-
-def _whole_seconds(value: datetime) -> datetime:
-    """Expiries are NumericDates in the token: keep the recorded value identical."""
-    return datetime.fromtimestamp(math.floor(value.timestamp()), tz=value.tzinfo)
 
 
 class MandateUseCases(MandateCascades):
@@ -83,9 +77,6 @@ class MandateUseCases(MandateCascades):
             effective = parse_entries(mission.effective_authority())
             granted = effective if requested is None else requested
             check_grant(granted, effective)
-            expires_at = _whole_seconds(min(now + ttl, mission.expires_at))
-            if expires_at <= now:
-                raise Conflict("the Mission expires too soon to issue a Mandate")
             act = {"sub": holder.client_id, **_actor_members(holder)}
             return self._record_new(
                 mission=mission,
@@ -100,14 +91,13 @@ class MandateUseCases(MandateCascades):
                     holder=holder.to_json(),
                     cnf={"jkt": jkt},
                     authorization_details=authority_json(granted),
-                    expires_at=expires_at,
-                    parent_mandate_id=None,
                     depth=0,
                     act=act,
                     purpose=_purpose(mission),
                     provenance=_provenance(mission),
                     parent_hash=None,
                 ),
+                lifetime=ttl,
                 actor=actor,
                 now=now,
             )
@@ -161,9 +151,6 @@ class MandateUseCases(MandateCascades):
                     "to a Mandate up the chain)",
                     errors=(),
                 )
-            expires_at = _whole_seconds(min(now + ttl, parent.expires_at, mission.expires_at))
-            if expires_at <= now:
-                raise Conflict("the parent Mandate expires too soon to delegate")
             act = {"sub": holder.client_id, **_actor_members(holder), "act": parent.act}
             changes = self._record_new(
                 mission=mission,
@@ -178,8 +165,6 @@ class MandateUseCases(MandateCascades):
                     holder=holder.to_json(),
                     cnf={"jkt": jkt},
                     authorization_details=authority_json(granted),
-                    expires_at=expires_at,
-                    parent_mandate_id=parent.id,
                     depth=depth,
                     act=act,
                     purpose=_purpose(mission),
@@ -188,6 +173,7 @@ class MandateUseCases(MandateCascades):
                         "mission-derivation-entries", self.issuer, parent.authorization_details
                     ),
                 ),
+                lifetime=ttl,
                 actor=actor,
                 now=now,
             )
@@ -219,7 +205,6 @@ class MandateUseCases(MandateCascades):
                     f"the Mandate is {mandate.own_state(now)}; only an active Mandate can be "
                     "narrowed"
                 )
-            set_within(narrower, mandate.entries())
             mandate.narrow(
                 authority_json(narrower), cause="request", reason=reason, actor=actor, now=now
             )
@@ -312,10 +297,20 @@ class MandateUseCases(MandateCascades):
         parent: ExecutionMandate | None,
         holder: ActorRef,
         grant: Grant,
+        lifetime: timedelta,
         actor: Actor,
         now: datetime,
     ) -> Changes:
         mandate_id = new_id("mdt")
+        mandate = ExecutionMandate.issue(
+            mandate_id=mandate_id,
+            grant=grant,
+            lifetime=lifetime,
+            mission_expires_at=mission.expires_at,
+            parent=parent,
+            actor=actor,
+            now=now,
+        )
         tree = self.get_tree(mission.id) or MandateTree.start(mission_id=mission.id, now=now)
         tree.record(
             mandate_id=mandate_id,
@@ -333,7 +328,6 @@ class MandateUseCases(MandateCascades):
             )
             instance.hold(mandate_id=mandate_id, mission_id=mission.id, now=now)
             changed.append(instance)
-        mandate = ExecutionMandate.issue(mandate_id=mandate_id, grant=grant, actor=actor, now=now)
         changed.append(mandate)
         return Changes(mandate, changed, {mission.id: mission.version})
 

@@ -7,12 +7,15 @@ in one table. Nothing below this module knows about HTTP.
     LedgerError
     ├── NotAuthenticated          no credential, or not a valid one (401)
     ├── Forbidden                 a valid credential without the needed role (403)
+    │   └── ApprovalNotAllowed    this approver may not approve this proposal (403)
     ├── InvalidRequest            malformed or out-of-range input (400)
-    │   └── AuthorityExceeded     a narrowing/delegation that would widen authority (400)
+    │   ├── AuthorityExceeded     a narrowing/delegation that would widen authority (400)
+    │   └── SubjectUnverified     a subject_token that does not verify, or none when required
     ├── NotFound                  unknown, or outside the caller's view (404)
     ├── Conflict                  illegal in the current state (409 ``conflict``)
     │   ├── StaleVersion          ``expected_version`` no longer current (409)
-    │   └── IdempotencyConflict   key reused with a different request (409)
+    │   ├── IdempotencyConflict   key reused with a different request (409)
+    │   └── NoMatchingCondition   a completion event that fires no terminal_when (409)
     ├── Gone                      the object exists but has ended (410)
     ├── TooManyRequests           rate or interval limits (429)
     └── Unavailable               the store or a read model is not ready (503)
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 
 @dataclass(frozen=True)
@@ -66,12 +69,23 @@ class Forbidden(LedgerError):
     title = "Forbidden"
 
 
+class ApprovalNotAllowed(Forbidden):
+    """An approver rule refused the approval; ``rule`` (an extension member) names it."""
+
+    code = "approval_not_allowed"
+    title = "Approval not allowed"
+
+    def __init__(self, detail: str, *, rule: str) -> None:
+        super().__init__(f"{detail} (rule {rule})", extensions={"rule": rule})
+        self.rule = rule
+
+
 class InvalidRequest(LedgerError):
     code = "invalid_request"
     title = "Invalid request"
 
     @classmethod
-    def at(cls, pointer: str, message: str) -> InvalidRequest:
+    def at(cls, pointer: str, message: str) -> Self:
         """An error about one member, with the member's JSON Pointer in the detail."""
         return cls(f"{pointer or '/'}: {message}", errors=(FieldError(pointer, message),))
 
@@ -79,6 +93,11 @@ class InvalidRequest(LedgerError):
 class AuthorityExceeded(InvalidRequest):
     code = "authority_exceeded"
     title = "Requested authority exceeds its ceiling"
+
+
+class SubjectUnverified(InvalidRequest):
+    code = "subject_unverified"
+    title = "Subject not verified"
 
 
 class NotFound(LedgerError):
@@ -99,6 +118,11 @@ class StaleVersion(Conflict):
 class IdempotencyConflict(Conflict):
     code = "idempotency_conflict"
     title = "Idempotency key reused with a different request"
+
+
+class NoMatchingCondition(Conflict):
+    code = "no_matching_condition"
+    title = "No terminal_when condition matches the completion event"
 
 
 class Gone(LedgerError):

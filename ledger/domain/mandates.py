@@ -6,21 +6,23 @@ holder's key (``cnf.jkt``), until ``expires_at``. Its own states are ``active``,
 ``revoked``, ``cascaded`` (its Mission or an ancestor ended) and ``expired``;
 narrowing is a new version of the token, not a state. Whether it authorises
 anything *now* also depends on its Mission, its ancestors and its holder's
-instance: ``validity`` computes that, failing closed.
+instance: ``validity`` computes that, failing closed, for every reader alike.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from eventsourcing.domain import BaseAggregate
 
 from ledger.domain.actors import SCHEDULER, Actor
-from ledger.domain.authority import AuthorityEntry, parse_authority_set
+from ledger.domain.authority import AuthorityEntry, parse_authority_set, set_within
+from ledger.domain.errors import Conflict
 from ledger.domain.events import TOPIC_PREFIX, LedgerCreated, LedgerEvent
 
 
@@ -43,13 +45,31 @@ class Grant:
     holder: Mapping[str, Any]
     cnf: Mapping[str, Any]
     authorization_details: Sequence[Mapping[str, Any]]
-    expires_at: datetime
-    parent_mandate_id: str | None
     depth: int
     act: Mapping[str, Any]
     purpose: Mapping[str, Any]
     provenance: Mapping[str, Any]
     parent_hash: str | None
+
+
+def expiry_within(
+    now: datetime,
+    lifetime: timedelta,
+    *,
+    mission_expires_at: datetime,
+    parent: ExecutionMandate | None,
+) -> datetime:
+    """When a new Mandate expires: ``lifetime`` from ``now``, but never after its Mission or
+    its parent, in whole seconds (the token's ``exp`` is a NumericDate: the recorded value
+    stays identical). ``Conflict`` when that leaves no time at all."""
+    ceiling = mission_expires_at if parent is None else min(mission_expires_at, parent.expires_at)
+    latest = min(now + lifetime, ceiling)
+    expires_at = datetime.fromtimestamp(math.floor(latest.timestamp()), tz=latest.tzinfo)
+    if expires_at <= now:
+        if parent is None:
+            raise Conflict("the Mission expires too soon to issue a Mandate")
+        raise Conflict("the parent Mandate expires too soon to delegate")
+    return expires_at
 
 
 class ExecutionMandate(BaseAggregate[str]):
@@ -118,6 +138,9 @@ class ExecutionMandate(BaseAggregate[str]):
         cause: str
         reason: str | None
         actor: dict[str, Any]
+        #: The ledger change that caused it, when another aggregate's (e.g. a discharge:
+        #: ``{"kind": "discharge", "id": mission_id, "event_id": ...}``); absent before.
+        caused_by: dict[str, Any] | None = None
 
         def apply(self, aggregate: ExecutionMandate) -> None:
             aggregate.authorization_details = list(self.authorization_details)
@@ -184,9 +207,22 @@ class ExecutionMandate(BaseAggregate[str]):
 
     @classmethod
     def issue(
-        cls, *, mandate_id: str, grant: Grant, actor: Actor, now: datetime
+        cls,
+        *,
+        mandate_id: str,
+        grant: Grant,
+        lifetime: timedelta,
+        mission_expires_at: datetime,
+        parent: ExecutionMandate | None,
+        actor: Actor,
+        now: datetime,
     ) -> ExecutionMandate:
-        event = cls.Issued if grant.parent_mandate_id is None else cls.Delegated
+        """A root Mandate (``parent`` None) or one delegated from ``parent``; it never
+        outlives its Mission or its parent (``expiry_within``)."""
+        expires_at = expiry_within(
+            now, lifetime, mission_expires_at=mission_expires_at, parent=parent
+        )
+        event = cls.Issued if parent is None else cls.Delegated
         return cls._create(
             event,
             id=mandate_id,
@@ -199,8 +235,8 @@ class ExecutionMandate(BaseAggregate[str]):
             holder=dict(grant.holder),
             cnf=dict(grant.cnf),
             authorization_details=[dict(e) for e in grant.authorization_details],
-            expires_at=grant.expires_at,
-            parent_mandate_id=grant.parent_mandate_id,
+            expires_at=expires_at,
+            parent_mandate_id=None if parent is None else parent.id,
             depth=grant.depth,
             act=dict(grant.act),
             purpose=dict(grant.purpose),
@@ -214,11 +250,18 @@ class ExecutionMandate(BaseAggregate[str]):
     def entries(self) -> tuple[AuthorityEntry, ...]:
         return parse_authority_set(self.authorization_details) if self.authorization_details else ()
 
+    @property
+    def not_before_ts(self) -> float:
+        """Valid from its issuance (narrowing re-signs it, but does not move this)."""
+        return self.created_on.timestamp()
+
+    @property
+    def expires_ts(self) -> float:
+        return self.expires_at.timestamp()
+
     def own_state(self, now: datetime) -> str:
         """Its own lifecycle state, with expiry applied before it is recorded."""
-        if self.state == MandateState.ACTIVE.value and now >= self.expires_at:
-            return MandateState.EXPIRED.value
-        return self.state
+        return own_state(self, now.timestamp())
 
     def is_live(self) -> bool:
         """Recorded as active (it may still have expired by the clock)."""
@@ -237,10 +280,13 @@ class ExecutionMandate(BaseAggregate[str]):
         reason: str | None,
         actor: Actor,
         now: datetime,
+        caused_by: Mapping[str, Any] | None = None,
     ) -> bool:
-        """Replace the authority by a narrower one (the caller checked it is a subset).
-        Returns False when nothing changes."""
+        """Replace the authority by a narrower one: every new entry lies within the current
+        authority (``AuthorityExceeded`` naming the first that does not: narrowing only
+        removes). Returns False when nothing changes."""
         new = [dict(e) for e in authorization_details]
+        set_within(parse_authority_set(new) if new else (), self.entries())
         if new == self.authorization_details:
             return False
         self.trigger_event(
@@ -250,6 +296,7 @@ class ExecutionMandate(BaseAggregate[str]):
             cause=cause,
             reason=reason,
             actor=actor.to_json(),
+            caused_by=None if caused_by is None else dict(caused_by),
         )
         return True
 
@@ -277,6 +324,27 @@ class ExecutionMandate(BaseAggregate[str]):
             )
 
 
+# ---------------------------------------------------------------------- validity
+#
+# The one rule for "does this Mandate authorise anything now" (domain.md 2.2). The ledger
+# (inspection, introspection, delegation), the decision point and search all ask it: the
+# first two on the aggregate, the last two on the decision index's slim records.
+
+
+class MandateWindow(Protocol):
+    """What the rule reads of one Mandate: its recorded state and its validity window in
+    epoch seconds (the decision index keeps floats; the aggregate computes them)."""
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def not_before_ts(self) -> float: ...
+
+    @property
+    def expires_ts(self) -> float: ...
+
+
 @dataclass(frozen=True)
 class Validity:
     """Whether a Mandate authorises anything now, and if not, why (fail closed)."""
@@ -286,28 +354,65 @@ class Validity:
     state: str = MandateState.ACTIVE.value
 
 
+VALID = Validity(active=True)
+
+
+_ACTIVE = MandateState.ACTIVE.value  # (read on every decision: no enum lookups)
+_EXPIRED = MandateState.EXPIRED.value
+
+
+def own_state(mandate: MandateWindow, ts: float) -> str:
+    """Its own lifecycle state at ``ts``, with expiry applied before it is recorded."""
+    state = mandate.state
+    if state == _ACTIVE and ts >= mandate.expires_ts:
+        return _EXPIRED
+    return state
+
+
+def window_problem(mandate: MandateWindow, ts: float) -> str | None:
+    """Why the Mandate's own window does not hold at ``ts`` (recorded active and not expired:
+    ``own_state``; issued at or before ``ts``), or None when it holds."""
+    state = mandate.state
+    if state != _ACTIVE or ts >= mandate.expires_ts:
+        return f"mandate_{own_state(mandate, ts)}"
+    if ts < mandate.not_before_ts:
+        return "mandate_not_yet_valid"
+    return None
+
+
 def validity(
-    mandate: ExecutionMandate,
+    mandate: MandateWindow,
     *,
-    mission_state: str,
-    ancestors: Sequence[ExecutionMandate],
+    ancestors: Iterable[MandateWindow | None],
+    mission_state: str | None,
     instance_revoked: bool,
     now: datetime,
 ) -> Validity:
-    """All four conditions of domain.md 2.2, plus the holder's instance kill switch."""
-    own = mandate.own_state(now)
-    if own != MandateState.ACTIVE.value:
-        return Validity(active=False, reason=f"mandate_{own}", state=own)
-    if now < mandate.token_issued_at and mandate.token_version == 1:
-        return Validity(active=False, reason="mandate_not_yet_valid", state=own)
-    if mission_state != "active":
-        effective = "suspended" if mission_state == "suspended" else MandateState.CASCADED.value
-        return Validity(active=False, reason=f"mission_{mission_state}", state=effective)
+    """A Mandate is valid at ``now`` when, in this order (the first failure is the reason):
+
+    1. its own window holds (``window_problem``);
+    2. so does every ancestor's, up its delegation chain (``None``: an ancestor the caller
+       does not hold, which fails closed);
+    3. its Mission is effectively ``active`` (``mission_state``: expiry and suspension
+       deadlines applied; ``None``: a Mission the caller does not hold);
+    4. its holder's instance has not been revoked (the kill switch).
+    """
+    ts = now.timestamp()
+    problem = window_problem(mandate, ts)
+    if problem is not None:
+        return Validity(active=False, reason=problem, state=own_state(mandate, ts))
     for ancestor in ancestors:
-        if ancestor.own_state(now) != MandateState.ACTIVE.value:
+        if ancestor is None or window_problem(ancestor, ts) is not None:
             return Validity(
                 active=False, reason="parent_inactive", state=MandateState.CASCADED.value
             )
+    if mission_state != _ACTIVE:
+        suspended = mission_state == "suspended"
+        return Validity(
+            active=False,
+            reason="mission_inactive" if mission_state is None else f"mission_{mission_state}",
+            state="suspended" if suspended else MandateState.CASCADED.value,
+        )
     if instance_revoked:
         return Validity(active=False, reason="instance_revoked", state=MandateState.REVOKED.value)
-    return Validity(active=True)
+    return VALID

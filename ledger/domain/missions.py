@@ -2,8 +2,10 @@
 
 A Mission is created ``active`` by an approval and is immutable afterwards except
 for its governance state: lifecycle transitions (suspend, resume, revoke,
-complete, expire, supersede), and the removal-only containment overlay. Every
-change is one past-tense event and bumps ``version`` by one.
+complete, expire, supersede), the removal-only containment overlay, and entry
+discharge (an entry's ``terminal_when`` condition fired: the entry leaves the
+Effective Authority Set). Every change is one past-tense event and bumps
+``version`` by one.
 
 Commands check first, then record exactly one fact. Nothing here reads the
 clock: every command takes ``now``.
@@ -28,8 +30,11 @@ from ledger.domain.authority import (
     parse_authority_set,
     parse_containment,
 )
-from ledger.domain.errors import Conflict, InvalidRequest, StaleVersion
+from ledger.domain.canonical import entry_digest, raw_digest
+from ledger.domain.constraints import TERMINAL_WHEN
+from ledger.domain.errors import Conflict, InvalidRequest, NoMatchingCondition, StaleVersion
 from ledger.domain.events import TOPIC_PREFIX, LedgerCreated, LedgerEvent
+from ledger.domain.instants import format_instant
 from ledger.domain.resources import resource_covers
 from ledger.domain.states import (
     LEGAL_OPERATIONS,
@@ -38,6 +43,7 @@ from ledger.domain.states import (
     Operation,
     is_active,
 )
+from ledger.domain.subjects import ATTESTED
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,8 @@ class MissionRecord:
     authority_source: Mapping[str, Any]
     expires_at: datetime
     predecessor: str | None
+    subject_provenance: str = ATTESTED
+    subject_attested_by: Mapping[str, Any] | None = None
 
 
 class Mission(BaseAggregate[str]):
@@ -97,6 +105,11 @@ class Mission(BaseAggregate[str]):
         expires_at: datetime
         predecessor: str | None
         actor: dict[str, Any]
+        #: Added in release 2 (events recorded before it read as ``attested`` by nobody named):
+        #: ``asserted`` (a verified subject_token) or ``attested`` by ``subject_attested_by``,
+        #: the approving principal's ``{iss, sub}``.
+        subject_provenance: str = ATTESTED
+        subject_attested_by: dict[str, Any] | None = None
 
         def apply(self, aggregate: Mission) -> None:
             aggregate.issuer = self.issuer
@@ -119,6 +132,10 @@ class Mission(BaseAggregate[str]):
             aggregate.authority_source = dict(self.authority_source)
             aggregate.expires_at = self.expires_at
             aggregate.predecessor = self.predecessor
+            aggregate.subject_provenance = self.subject_provenance
+            aggregate.subject_attested_by = (
+                None if self.subject_attested_by is None else dict(self.subject_attested_by)
+            )
             aggregate.state = MissionState.ACTIVE.value
             aggregate.suspend_until = None
             aggregate.on_expiry = None
@@ -127,6 +144,8 @@ class Mission(BaseAggregate[str]):
             aggregate.containment_version = 0
             aggregate.nonces = {}
             aggregate.last_reason = None
+            aggregate.discharged = []
+            aggregate.completion_events = {}
 
     @dataclass(frozen=True)
     class Transitioned(Event):
@@ -217,6 +236,38 @@ class Mission(BaseAggregate[str]):
             if self.nonce is not None and self.nonce_fingerprint is not None:
                 aggregate.nonces[_nonce_key(self.actor, self.nonce)] = self.nonce_fingerprint
 
+    @dataclass(frozen=True)
+    class EntryDischarged(Event):
+        """M1: an entry's ``terminal_when`` condition fired; the entry leaves the Effective
+        Authority Set. State unchanged. One per entry a completion event discharges."""
+
+        TOPIC = TOPIC_PREFIX + "Mission.EntryDischarged"
+        entry_digest: str
+        condition_digest: str
+        event_type: str
+        event_id: str
+        event_fingerprint: str
+        occurred_at: datetime
+        actor: dict[str, Any]
+
+        def apply(self, aggregate: Mission) -> None:
+            aggregate.discharged = [
+                *aggregate.discharged_entries(),
+                {
+                    "entry_digest": self.entry_digest,
+                    "condition_digest": self.condition_digest,
+                    "event_type": self.event_type,
+                    "event_id": self.event_id,
+                    "occurred_at": format_instant(self.occurred_at),
+                    "discharged_at": format_instant(self.timestamp),
+                },
+            ]
+            aggregate.completion_events = {
+                **aggregate.completion_event_ids(),
+                self.event_id: self.event_fingerprint,
+            }
+            aggregate.last_reason = f"completion event {self.event_type!r} ({self.event_id})"
+
     if TYPE_CHECKING:  # state, assigned by the events' apply(); not dataclass fields
         issuer: str
         submission_id: str
@@ -236,6 +287,8 @@ class Mission(BaseAggregate[str]):
         authority_source: dict[str, Any]
         expires_at: datetime
         predecessor: str | None
+        subject_provenance: str
+        subject_attested_by: dict[str, Any] | None
         state: str
         suspend_until: datetime | None
         on_expiry: str | None
@@ -244,6 +297,12 @@ class Mission(BaseAggregate[str]):
         containment_version: int
         nonces: dict[str, str]
         last_reason: str | None
+        discharged: list[dict[str, Any]]
+        completion_events: dict[str, str]
+
+    # State added in release 2, for read-model snapshots taken before it.
+    subject_provenance = ATTESTED
+    subject_attested_by = None
 
     # ----------------------------------------------------------------- creation
 
@@ -280,6 +339,10 @@ class Mission(BaseAggregate[str]):
             authority_source=dict(record.authority_source),
             expires_at=record.expires_at,
             predecessor=record.predecessor,
+            subject_provenance=record.subject_provenance,
+            subject_attested_by=(
+                None if record.subject_attested_by is None else dict(record.subject_attested_by)
+            ),
             actor=actor.to_json(),
         )
 
@@ -301,16 +364,38 @@ class Mission(BaseAggregate[str]):
             return ()
         return parse_containment(self.contained)
 
+    def discharged_entries(self) -> list[dict[str, Any]]:
+        """The discharge records, oldest first (a Mission recorded before discharge
+        existed has none)."""
+        return list(self.__dict__.get("discharged", ()))
+
+    def completion_event_ids(self) -> dict[str, str]:
+        """Completion events already applied: ``event_id`` -> fingerprint of the report."""
+        return dict(self.__dict__.get("completion_events", {}))
+
+    def entry_digest_of(self, entry: AuthorityEntry) -> str:
+        """The integrity anchor naming one entry (``mission-authority-entry``)."""
+        return entry_digest(self.issuer, dict(entry.raw))
+
+    def undischarged_entries(self) -> tuple[AuthorityEntry, ...]:
+        """The Authority Set minus discharged entries (containment not applied)."""
+        gone = {d["entry_digest"] for d in self.discharged_entries()}
+        entries = self.entries()
+        if not gone:
+            return entries
+        return tuple(e for e in entries if self.entry_digest_of(e) not in gone)
+
     def permits_capability(self, resource_uri: str, action: str) -> bool:
         """Whether (resource, action) lies inside the Effective Authority Set."""
-        if not any(entry_covers(e, resource_uri, action) for e in self.entries()):
+        if not any(entry_covers(e, resource_uri, action) for e in self.undischarged_entries()):
             return False
         return not any(
             contained_covers(c, resource_uri, action) for c in self.contained_capabilities()
         )
 
     def effective_authority(self) -> list[dict[str, Any]]:
-        """Authority Set minus contained capability, as ``authorization_details`` entries.
+        """Authority Set minus discharged entries minus contained capability, as
+        ``authorization_details`` entries.
 
         An entry loses the actions a containment item removes from its whole resource;
         an entry left with no action disappears. Containment of a narrower resource
@@ -319,7 +404,7 @@ class Mission(BaseAggregate[str]):
         """
         contained = self.contained_capabilities()
         out: list[dict[str, Any]] = []
-        for entry in self.entries():
+        for entry in self.undischarged_entries():
             actions = list(entry.actions)
             for item in contained:
                 if not _contains_whole_resource(item, entry):
@@ -533,7 +618,92 @@ class Mission(BaseAggregate[str]):
         )
         return True
 
+    def already_reported(self, event_id: str, *, event_type: str, entry_digest: str | None) -> bool:
+        """True when this completion event was already applied (a duplicate: no effect).
+        The same ``event_id`` reporting another event type or entry is a ``Conflict``."""
+        seen = self.completion_event_ids().get(event_id)
+        if seen is None:
+            return False
+        if seen != _report_fingerprint(event_type, entry_digest):
+            raise Conflict(
+                f"completion event {event_id!r} was already reported with a different "
+                "event_type or entry_digest"
+            )
+        return True
+
+    def discharge(
+        self,
+        *,
+        event_type: str,
+        entry_digest: str | None,
+        event_id: str,
+        occurred_at: datetime,
+        actor: Actor,
+        now: datetime,
+    ) -> bool:
+        """M1: a completion event discharges every undischarged entry whose ``terminal_when``
+        names ``event_type`` (only the entry ``entry_digest`` names, when given).
+
+        Returns False (no event) when ``event_id`` was already applied with the same
+        report; the same ``event_id`` reporting something else is a ``Conflict``. A
+        terminal Mission accepts nothing (``Conflict``); an event that discharges no entry
+        is ``NoMatchingCondition``. Discharging the last entry leaves the Mission in its
+        state (M1 changes authority, not state) with an empty Effective Authority Set.
+        """
+        if self.already_reported(event_id, event_type=event_type, entry_digest=entry_digest):
+            return False
+        report = _report_fingerprint(event_type, entry_digest)
+        if self.state not in {MissionState.ACTIVE.value, MissionState.SUSPENDED.value}:
+            raise Conflict(
+                f"a completion event cannot discharge authority of a Mission in state "
+                f"{self.state!r}",
+                extensions={"state": self.state},
+            )
+        matches = self._conditions_for(event_type, entry_digest)
+        for digest, condition in matches:
+            self.trigger_event(
+                self.EntryDischarged,
+                timestamp=now,
+                entry_digest=digest,
+                condition_digest=raw_digest(condition),
+                event_type=event_type,
+                event_id=event_id,
+                event_fingerprint=report,
+                occurred_at=occurred_at,
+                actor=actor.to_json(),
+            )
+        return True
+
     # ----------------------------------------------------------------- internals
+
+    def _conditions_for(
+        self, event_type: str, wanted: str | None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """(entry digest, matching condition) of each undischarged entry the event fires."""
+        named = False
+        out: list[tuple[str, dict[str, Any]]] = []
+        for entry in self.undischarged_entries():
+            digest = self.entry_digest_of(entry)
+            if wanted is not None and digest != wanted:
+                continue
+            named = True
+            conditions = entry.constraints.get(TERMINAL_WHEN)
+            for condition in conditions if isinstance(conditions, list) else ():
+                if isinstance(condition, dict) and condition.get("event_type") == event_type:
+                    out.append((digest, condition))
+                    break
+        if out:
+            return out
+        if wanted is not None and not named:
+            raise NoMatchingCondition(
+                f"entry_digest {wanted!r} names no undischarged entry of this Mission",
+                extensions={"entry_digest": wanted, "event_type": event_type},
+            )
+        raise NoMatchingCondition(
+            f"no undischarged entry of this Mission has a terminal_when condition with "
+            f"event_type {event_type!r}",
+            extensions={"event_type": event_type},
+        )
 
     def _next_due(self, now: datetime) -> tuple[datetime, str] | None:
         if self.state not in {MissionState.ACTIVE.value, MissionState.SUSPENDED.value}:
@@ -567,6 +737,16 @@ class Mission(BaseAggregate[str]):
                 return MissionState.EXPIRED.value
             break
         return state
+
+
+def _report_fingerprint(event_type: str, entry_digest: str | None) -> str:
+    return raw_digest({"event_type": event_type, "entry_digest": entry_digest})
+
+
+def discharge_cause(event: Mission.EntryDischarged) -> dict[str, str]:
+    """How a Mandate change caused by a discharge names its cause (one per completion
+    event: every change that event causes shares it)."""
+    return {"kind": "discharge", "id": event.originator_id, "event_id": event.event_id}
 
 
 def _nonce_key(actor: Mapping[str, Any], nonce: str) -> str:

@@ -7,7 +7,7 @@ it, or its pending lifetime runs out. All four outcomes are terminal.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -18,6 +18,7 @@ from ledger.domain.actors import SCHEDULER, Actor
 from ledger.domain.errors import Conflict
 from ledger.domain.events import TOPIC_PREFIX, LedgerCreated, LedgerEvent
 from ledger.domain.states import ProposalStatus
+from ledger.domain.subjects import ATTESTED, PrincipalIdentity, check_approver
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Submission:
     proposal_hash: str | None
     expires_at: datetime
     predecessor: str | None
+    subject_provenance: str = ATTESTED
 
 
 class Proposal(BaseAggregate[str]):
@@ -59,6 +61,8 @@ class Proposal(BaseAggregate[str]):
         expires_at: datetime
         predecessor: str | None
         actor: dict[str, Any]
+        #: Added in release 2; events recorded before it read as ``attested``.
+        subject_provenance: str = ATTESTED
 
         def apply(self, aggregate: Proposal) -> None:
             aggregate.issuer = self.issuer
@@ -74,6 +78,7 @@ class Proposal(BaseAggregate[str]):
             aggregate.expires_at = self.expires_at
             aggregate.predecessor = self.predecessor
             aggregate.submitted_by = dict(self.actor)
+            aggregate.subject_provenance = self.subject_provenance
             aggregate.status = ProposalStatus.PENDING.value
             aggregate.mission_id = None
             aggregate.approval_event_id = None
@@ -138,11 +143,15 @@ class Proposal(BaseAggregate[str]):
         expires_at: datetime
         predecessor: str | None
         submitted_by: dict[str, Any]
+        subject_provenance: str
         status: str
         mission_id: str | None
         approval_event_id: str | None
         decided_by: dict[str, Any] | None
         reason: str | None
+
+    # State added in release 2, for read-model snapshots taken before it.
+    subject_provenance = ATTESTED
 
     @classmethod
     def submit(
@@ -167,6 +176,7 @@ class Proposal(BaseAggregate[str]):
             expires_at=submission.expires_at,
             predecessor=submission.predecessor,
             actor=actor.to_json(),
+            subject_provenance=submission.subject_provenance,
         )
 
     def effective_status(self, now: datetime) -> str:
@@ -193,9 +203,25 @@ class Proposal(BaseAggregate[str]):
         )
 
     def approve(
-        self, *, mission_id: str, approval_event_id: str | None, actor: Actor, now: datetime
+        self,
+        *,
+        mission_id: str,
+        approval_event_id: str | None,
+        actor: Actor,
+        approver: PrincipalIdentity,
+        granted_actions: Iterable[str],
+        now: datetime,
     ) -> None:
+        """Approve, unless the approver breaks a rule (``controls.acr``; the subject never
+        approves write authority for itself): 403 ``approval_not_allowed``, nothing recorded."""
         self._require_pending("approve", now)
+        controls = self.intent.get("controls") or {}
+        check_approver(
+            approver,
+            subject=self.subject,
+            required_acr=controls.get("acr"),
+            actions=granted_actions,
+        )
         self.trigger_event(
             self.Approved,
             timestamp=now,

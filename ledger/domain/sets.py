@@ -2,14 +2,17 @@
 
 * Every Mission event that changes its state or effective authority becomes a
   ``lifecycle-change`` (activation, suspend, resume, revoke, complete, expire,
-  supersede, containment).
+  supersede, containment, discharge).
 * A Mandate revoked, expired or cascaded becomes CAEP ``session-revoked``; narrowed,
   ``token-claims-change`` carrying the new claims.
 * Stream events become SSF ``verification`` and ``stream-updated`` SETs for that stream.
 
 Claims follow RFC 8417 as profiled by SSF: ``iss``, ``iat``, ``jti``, ``aud``, ``txn``,
 ``sub_id``, exactly one event; never ``sub`` or ``exp``. ``jti`` and ``txn`` are derived
-from the stream and the log position, so a rebuilt SET log repeats the same ids.
+from the stream and the log position, so a rebuilt SET log repeats the same ids. A
+change that names its cause (a discharge: the completion event) takes its ``txn`` from
+that cause instead, so every SET of the one write (the Mission's and each Mandate's it
+narrowed or ended) carries the same ``txn``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 from ledger.domain.events import LedgerEvent
 from ledger.domain.instants import epoch_seconds, format_instant
 from ledger.domain.mandates import ExecutionMandate
-from ledger.domain.missions import Mission
+from ledger.domain.missions import Mission, discharge_cause
 from ledger.domain.streams import (
     LIFECYCLE_CHANGE,
     SESSION_REVOKED,
@@ -44,11 +47,22 @@ class Signal:
     payload: dict[str, Any]
     sub_id: dict[str, Any]
     occurred_at: datetime
+    #: Names the write that caused it when the position alone does not (see ``txn_of``).
+    cause: str | None = None
 
 
-def txn_of(issuer: str, position: int) -> str:
-    """The transaction id shared by every SET one ledger change causes."""
-    return hashlib.sha256(f"{issuer}|txn|{position}".encode()).hexdigest()[:32]
+def txn_of(issuer: str, position: int, cause: str | None = None) -> str:
+    """The transaction id shared by every SET one ledger change causes: from the change's
+    named cause when it has one, else from its log position."""
+    key = str(position) if cause is None else f"cause|{cause}"
+    return hashlib.sha256(f"{issuer}|txn|{key}".encode()).hexdigest()[:32]
+
+
+def _cause_key(cause: Mapping[str, Any] | None) -> str | None:
+    """The write a Mandate change names as its cause (only discharges name one so far)."""
+    if cause is None or cause.get("kind") != "discharge":
+        return None
+    return f"discharge|{cause.get('id')}|{cause.get('event_id')}"
 
 
 def jti_of(stream_id: str, position: int, event_type: str) -> str:
@@ -63,7 +77,7 @@ def set_claims(
         "iat": epoch_seconds(signal.occurred_at),
         "jti": jti_of(stream_id, position, signal.event_type),
         "aud": aud,
-        "txn": txn_of(issuer, position),
+        "txn": txn_of(issuer, position, signal.cause),
         "sub_id": signal.sub_id,
         "events": {signal.event_type: signal.payload},
     }
@@ -79,7 +93,7 @@ def _initiating_entity(actor: Mapping[str, Any] | None, *, cascaded: bool = Fals
 
 def mission_signal(event: LedgerEvent, mission: Mission) -> Signal | None:
     """``lifecycle-change`` for a Mission event (``mission`` is the state after it)."""
-    authority_changed = isinstance(event, Mission.CapabilityContained)
+    authority_changed = isinstance(event, Mission.CapabilityContained | Mission.EntryDischarged)
     if isinstance(event, Mission.Approved):
         prior: str | None = None
     elif isinstance(event, Mission.Transitioned):
@@ -109,11 +123,16 @@ def mission_signal(event: LedgerEvent, mission: Mission) -> Signal | None:
         payload["successor"] = mission.successor
     if mission.containment_version:
         payload["containment_version"] = mission.containment_version
+    cause = None
+    if isinstance(event, Mission.EntryDischarged):
+        payload["discharged_entry"] = event.entry_digest
+        cause = _cause_key(discharge_cause(event))
     return Signal(
         event_type=LIFECYCLE_CHANGE,
         payload=payload,
         sub_id={"format": "opaque", "id": mission.id},
         occurred_at=event.timestamp,
+        cause=cause,
     )
 
 
@@ -150,6 +169,7 @@ def mandate_signal(event: LedgerEvent, mandate: ExecutionMandate) -> Signal | No
             },
             sub_id=mandate_subject(mandate),
             occurred_at=event.timestamp,
+            cause=_cause_key(event.caused_by),
         )
     if isinstance(
         event, ExecutionMandate.Revoked | ExecutionMandate.Expired | ExecutionMandate.Cascaded
@@ -167,6 +187,7 @@ def mandate_signal(event: LedgerEvent, mandate: ExecutionMandate) -> Signal | No
             },
             sub_id=mandate_subject(mandate),
             occurred_at=event.timestamp,
+            cause=_cause_key(event.cause) if isinstance(event, ExecutionMandate.Cascaded) else None,
         )
     return None
 

@@ -73,4 +73,5 @@ def open_ledger(settings: Settings, *, clock: Clock | None = None) -> Ledger:
         issuer=settings.public_issuer,
         proposal_ttl=timedelta(seconds=settings.proposal_ttl_seconds),
         policy_version=settings.policy_version,
+        require_subject_assertion=settings.require_subject_assertion,
     )

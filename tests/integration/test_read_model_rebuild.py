@@ -13,6 +13,7 @@ from ledger.settings import Settings
 from ledger.signing.keyring import Keyring
 from projections.follower import LogFollower
 from tests.builders import ADMIN, AGENT, OPERATOR, SUBJECT, active_mission, authority, intent
+from tests.discharge_builders import CLOSED, discharge_authority
 from tests.integration.test_signal_log import PEP
 from tests.mandate_builders import delegable_authority, jkt, mission_with
 from tests.read_model_dump import dump
@@ -62,6 +63,17 @@ def _history(ledger: Ledger) -> None:
         reason="t",
     )
     ledger.revoke_mandate(actor=OPERATOR, mandate_id=root.id, reason="t")
+    discharged = mission_with(ledger, discharge_authority())
+    ledger.issue_mandate(
+        actor=AGENT, mission_id=discharged.id, holder=ActorRef("agent-1", "i-1"), jkt=jkt()
+    )
+    ledger.report_completion_event(
+        actor=AGENT,
+        mission_id=discharged.id,
+        event_type=CLOSED,
+        event_id="evt-1",
+        occurred_at=ledger.clock.now(),
+    )
 
 
 def test_every_read_model_rebuilds_to_the_same_state(

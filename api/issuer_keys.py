@@ -1,0 +1,87 @@
+"""Public keys of an external token issuer: its JWKS, fetched and cached.
+
+The keys come from a ``jwks_uri`` given directly (``file://`` too, for tests and air-gapped
+setups), or found through the issuer's OpenID Provider metadata
+(``<issuer>/.well-known/openid-configuration``, whose ``issuer`` must be the issuer itself).
+The set is cached and fetched again, at most every 30 seconds, when a token names a ``kid``
+it does not hold (``keys(refresh=True)``). A failure to fetch raises what ``failure`` makes
+of its description, so each caller answers in its own terms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from joserfc.jwk import KeySet
+
+from ledger.domain.errors import LedgerError
+
+REFRESH_INTERVAL = 30.0
+FETCH_TIMEOUT = 5.0
+DISCOVERY_PATH = "/.well-known/openid-configuration"
+
+
+class IssuerKeys:
+    """The cached JWKS of one issuer."""
+
+    def __init__(
+        self,
+        *,
+        failure: Callable[[str], LedgerError],
+        jwks_uri: str | None = None,
+        issuer: str | None = None,
+    ) -> None:
+        if (jwks_uri is None) == (issuer is None):
+            msg = "give either jwks_uri or an issuer to discover it from"
+            raise ValueError(msg)
+        self._jwks_uri = jwks_uri
+        self._issuer = issuer
+        self._failure = failure
+        self._keys: KeySet | None = None
+        self._fetched_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def keys(self, *, refresh: bool = False) -> KeySet:
+        """The cached set; with ``refresh`` fetched again unless fetched moments ago."""
+        async with self._lock:
+            stale = time.monotonic() - self._fetched_at > REFRESH_INTERVAL
+            if self._keys is None or (refresh and stale):
+                self._keys = await asyncio.to_thread(self._fetch_keys)
+                self._fetched_at = time.monotonic()
+            return self._keys
+
+    def _fetch_keys(self) -> KeySet:
+        try:
+            return KeySet.import_key_set(self._get(self._locate()))
+        except (ValueError, TypeError, KeyError) as error:
+            raise self._failure(f"the issuer's keys are not a usable JWKS: {error}") from None
+
+    def _locate(self) -> str:
+        if self._jwks_uri is not None:
+            return self._jwks_uri
+        assert self._issuer is not None
+        metadata = self._get(self._issuer.rstrip("/") + DISCOVERY_PATH)
+        if not isinstance(metadata, dict) or metadata.get("issuer") != self._issuer:
+            raise self._failure("the issuer's metadata does not name the issuer itself")
+        jwks_uri = metadata.get("jwks_uri")
+        if not isinstance(jwks_uri, str) or not jwks_uri:
+            raise self._failure("the issuer's metadata has no jwks_uri")
+        return jwks_uri
+
+    def _get(self, url: str) -> Any:
+        parts = urlsplit(url)
+        try:
+            if parts.scheme == "file":
+                return json.loads(Path(parts.path).read_text(encoding="utf-8"))
+            response = httpx.get(url, timeout=FETCH_TIMEOUT)
+            response.raise_for_status()
+            return response.json()
+        except (httpx.HTTPError, OSError, ValueError) as error:
+            raise self._failure(f"cannot fetch {url}: {error}") from None

@@ -1,0 +1,154 @@
+"""Who may do what: every role and ownership rule of the governance API, in one file.
+
+Two kinds of rule, both pure (no I/O), and ``admin`` passes every one:
+
+* **Gates** say which roles may call an operation at all; a caller without one gets 403.
+  Routes declare their gate (``api/routes/gate.py``), which is checked before the request
+  body is read, so a caller without the role learns nothing from how its body is judged.
+* **Object rules** say whether a caller may see or act on one Proposal, Mission or
+  Mandate. A caller who may not gets the same 404 as for an unknown id (no oracle), except
+  where the rule is about what the caller asks for rather than what exists
+  (``may_submit_for``: 403).
+
+The SSF stream rules (``pep`` role, ``ssf.manage`` scope, stream ownership) live with the
+SSF routes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from api.auth import Principal
+from ledger.domain.mandates import ExecutionMandate
+from ledger.domain.missions import Mission
+from ledger.domain.proposals import Proposal
+from ledger.domain.roles import Role
+from ledger.domain.states import Operation
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The roles that may call an operation at all."""
+
+    roles: tuple[Role, ...]
+
+    def allows(self, caller: Principal) -> bool:
+        return caller.has(*self.roles)
+
+    def check(self, caller: Principal) -> None:
+        """403 (``Forbidden``) unless the caller holds one of the roles."""
+        caller.require(*self.roles)
+
+
+def _gate(*roles: Role) -> Gate:
+    return Gate(roles)
+
+
+# ---------------------------------------------------------------------- gates
+
+# Proposals
+SUBMIT_PROPOSAL = _gate(Role.AGENT)
+READ_PROPOSALS = _gate(Role.APPROVER, Role.AGENT)  # agents: their own
+DECIDE_PROPOSAL = _gate(Role.APPROVER)  # approve, deny
+CANCEL_PROPOSAL = _gate(Role.AGENT)  # their own
+
+# Missions
+LIST_MISSIONS = _gate(Role.OPERATOR, Role.AUDITOR)
+READ_MISSION = _gate(Role.OPERATOR, Role.AUDITOR, Role.AGENT)  # agents: their own
+READ_MISSION_EVENTS = _gate(Role.AUDITOR, Role.OPERATOR)
+CHANGE_LIFECYCLE = _gate(Role.OPERATOR)  # revoke, suspend, complete
+RESUME_MISSION = _gate(Role.ADMIN)  # the elevated operation
+CONTAIN_MISSION = _gate(Role.OPERATOR)
+PROPOSE_EXPANSION = _gate(Role.AGENT)  # their own Mission
+REPORT_COMPLETION_EVENT = _gate(Role.OPERATOR, Role.AGENT)  # agents: their own Mission
+
+# Execution Mandates
+ISSUE_MANDATE = _gate(Role.AGENT)  # under their own Mission
+DELEGATE_MANDATE = _gate(Role.AGENT)  # from a Mandate they hold
+NARROW_MANDATE = _gate(Role.OPERATOR, Role.AGENT)  # agents: a Mandate they hold
+REVOKE_MANDATE = _gate(Role.OPERATOR)
+REVOKE_INSTANCE = _gate(Role.OPERATOR)
+READ_MANDATE = _gate(Role.OPERATOR, Role.AUDITOR, Role.AGENT)  # agents: a Mandate they hold
+INTROSPECT_MANDATE = _gate(Role.PEP)
+
+# Decisions, Mission Status, operations
+DECIDE_ACCESS = _gate(Role.PEP)  # AuthZEN evaluation(s) and search
+READ_MISSION_STATUS = _gate(Role.PEP, Role.OPERATOR, Role.AUDITOR, Role.AGENT)  # agents: own
+READ_METRICS = _gate(Role.OPERATOR, Role.AUDITOR)
+READ_AUDIT_LOG = _gate(Role.AUDITOR)
+
+
+def lifecycle_gate(operation: Operation) -> Gate:
+    """Resuming a suspended Mission is the elevated operation (admin); the rest, operators."""
+    return RESUME_MISSION if operation is Operation.RESUME else CHANGE_LIFECYCLE
+
+
+# ---------------------------------------------------------------------- proposals
+
+
+def sees_every_proposal(caller: Principal) -> bool:
+    """Approvers see the whole inbox; an agent, only its own proposals."""
+    return caller.has(Role.APPROVER)
+
+
+def may_submit_for(caller: Principal, client_id: str) -> bool:
+    """An agent submits proposals only for its own ``client_id``."""
+    return caller.owns_client(client_id)
+
+
+def may_see_proposal(caller: Principal, proposal: Proposal) -> bool:
+    return sees_every_proposal(caller) or caller.owns_client(proposal.client_id)
+
+
+def may_cancel_proposal(caller: Principal, proposal: Proposal) -> bool:
+    """Only the proposing agent withdraws its proposal."""
+    return caller.owns_client(proposal.client_id)
+
+
+# ---------------------------------------------------------------------- missions
+
+
+def may_see_mission(caller: Principal, mission: Mission) -> bool:
+    """Operators and auditors see every Mission; an agent, its own."""
+    return caller.has(Role.OPERATOR, Role.AUDITOR) or caller.owns_client(mission.client_id)
+
+
+def may_propose_expansion(caller: Principal, mission: Mission) -> bool:
+    return caller.owns_client(mission.client_id)
+
+
+def may_report_completion_event(caller: Principal, mission: Mission) -> bool:
+    """Operators, or the Mission's own agent, report the events that discharge it."""
+    return caller.has(Role.OPERATOR) or caller.owns_client(mission.client_id)
+
+
+def may_read_mission_status(caller: Principal, mission: Mission) -> bool:
+    """PEPs, operators and auditors read any Mission's status; an agent, its own."""
+    return caller.has(Role.PEP, Role.OPERATOR, Role.AUDITOR) or caller.owns_client(
+        mission.client_id
+    )
+
+
+# ---------------------------------------------------------------------- mandates
+
+
+def may_issue_mandate(caller: Principal, mission: Mission) -> bool:
+    """Root Mandates go to the Mission's own agent, who asks for them."""
+    return caller.owns_client(mission.client_id)
+
+
+def holds(caller: Principal, mandate: ExecutionMandate) -> bool:
+    """The caller is the agent holding the Mandate."""
+    return caller.owns_client(str(mandate.holder.get("client_id")))
+
+
+def may_delegate(caller: Principal, parent: ExecutionMandate) -> bool:
+    return holds(caller, parent)
+
+
+def may_narrow(caller: Principal, mandate: ExecutionMandate) -> bool:
+    return caller.has(Role.OPERATOR) or holds(caller, mandate)
+
+
+def may_see_mandate(caller: Principal, mandate: ExecutionMandate) -> bool:
+    return caller.has(Role.OPERATOR, Role.AUDITOR) or holds(caller, mandate)
