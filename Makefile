@@ -11,18 +11,19 @@ STAMP := $(VENV)/.installed
 
 .PHONY: serve test lint unit bench clean
 
-$(STAMP): pyproject.toml .ci/constraints.txt
+$(STAMP): pyproject.toml clients/python/pyproject.toml .ci/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c .ci/constraints.txt -e '.[test,dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c .ci/constraints.txt -e '.[test,dev]' -e clients/python
 	touch $(STAMP)
 
 serve: $(STAMP)
 	$(BIN)/mission-ledger serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check ledger projections api tests bench
-	$(BIN)/ruff format --check ledger projections api tests bench
+	$(BIN)/ruff check ledger projections api tests bench clients/python
+	$(BIN)/ruff format --check ledger projections api tests bench clients/python
 	$(BIN)/mypy
+	$(BIN)/mypy clients/python/src
 	$(BIN)/lint-imports --no-cache
 
 test: lint
