@@ -23,7 +23,7 @@ from ledger.domain.actors import SCHEDULER, Actor
 from ledger.domain.authority import parse_authority_set, parse_containment, set_within
 from ledger.domain.canonical import authority_hash, intent_hash, proposal_hash
 from ledger.domain.errors import Conflict, InvalidRequest, NotFound
-from ledger.domain.intent import parse_intent, resource_in_intent
+from ledger.domain.intent import parse_intent, refuse_unenforced_controls, resource_in_intent
 from ledger.domain.mandate_tree import tree_id
 from ledger.domain.missions import Mission, MissionRecord
 from ledger.domain.proposals import Proposal, Submission
@@ -64,6 +64,7 @@ class GovernanceUseCases(MandateCascades):
             inherited_provenance=None if predecessor is None else predecessor.subject_provenance,
         )
         parsed_intent = parse_intent(intent)
+        refuse_unenforced_controls(parsed_intent)
         proposed = None
         if authorization_details is not None:
             proposed = parse_authority_set(authorization_details)
@@ -132,6 +133,8 @@ class GovernanceUseCases(MandateCascades):
                 assert proposal.mission_id is not None
                 raise Replay(self.get_mission(proposal.mission_id))
             intent = parse_intent(proposal.intent)
+            # A proposal recorded before a control was refused is not approved either.
+            refuse_unenforced_controls(intent)
             proposed = (
                 None
                 if proposal.proposed_authority is None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from ledger.domain.errors import InvalidRequest
+from ledger.domain.errors import InvalidRequest, UnsupportedControl
 from ledger.domain.instants import format_instant, parse_instant
 
 # --------------------------------------------------------------------------- JSON shapes
@@ -265,7 +265,7 @@ def validate_constraint(key: str, value: object, pointer: str) -> None:
     """Check one Common Constraint value; an unknown key is rejected at ``pointer``."""
     validator = _VALIDATORS.get(key)
     if validator is None:
-        raise InvalidRequest.at(pointer, f"unknown constraint {key!r}")
+        raise UnsupportedControl.at(pointer, f"unknown constraint {key!r}: nothing enforces it")
     validator(value, pointer)
 
 

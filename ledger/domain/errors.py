@@ -95,6 +95,15 @@ class AuthorityExceeded(InvalidRequest):
     title = "Requested authority exceeds its ceiling"
 
 
+class UnsupportedControl(InvalidRequest):
+    """A control or constraint this release does not enforce (unknown, or known but not
+    enforced): refused at submission, because an approver would be shown a bound that
+    nothing enforces (SPEC 7.3 "no inert controls")."""
+
+    code = "unsupported_control"
+    title = "Control not enforced"
+
+
 class SubjectUnverified(InvalidRequest):
     code = "subject_unverified"
     title = "Subject not verified"

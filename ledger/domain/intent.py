@@ -25,7 +25,7 @@ from ledger.domain.constraints import (
     require_object,
     require_string,
 )
-from ledger.domain.errors import InvalidRequest
+from ledger.domain.errors import InvalidRequest, UnsupportedControl
 from ledger.domain.instants import parse_instant
 from ledger.domain.resources import PREFIX, normalize, resource_covers, validate_resource
 
@@ -145,7 +145,21 @@ def _parse_exclusive(value: object, pointer: str) -> None:
         require_string(item, member_pointer(pointer, index), max_length=MAX_CONTROL_STRING_LENGTH)
 
 
+#: The controls a decision or an approval enforces today (SPEC 7.3 "no inert controls"):
+#: ``acr`` (what the approver must meet) and ``max_derivations`` (how many Mandates). The
+#: others are parsed, so a well-formed Intent still hashes as the drafts say, but a proposal
+#: carrying one is refused (``refuse_unenforced_controls``) until something enforces it.
+ENFORCED_CONTROLS = frozenset({"acr", "max_derivations"})
+
+
 def _parse_controls(value: object, pointer: str) -> None:
+    if isinstance(value, Mapping):
+        for name in value:
+            if name not in _CONTROL_MEMBERS:
+                raise UnsupportedControl.at(
+                    member_pointer(pointer, str(name)),
+                    f"unknown control {str(name)[:64]!r}: nothing enforces it",
+                )
     controls = require_object(value, pointer, allowed=_CONTROL_MEMBERS)
 
     def at(name: str) -> str:
@@ -169,6 +183,20 @@ def _parse_controls(value: object, pointer: str) -> None:
         _parse_egress(controls["max_egress_volume"], at("max_egress_volume"))
     if "exclusive" in controls:
         _parse_exclusive(controls["exclusive"], at("exclusive"))
+
+
+def refuse_unenforced_controls(intent: Intent, pointer: str = "/intent") -> None:
+    """Refuse an Intent whose ``controls`` name a bound this release does not enforce."""
+    controls = intent.raw.get("controls")
+    if not isinstance(controls, Mapping):
+        return
+    for name in controls:
+        if name not in ENFORCED_CONTROLS:
+            raise UnsupportedControl.at(
+                member_pointer(member_pointer(pointer, "controls"), str(name)),
+                f"{name!r} is not enforced by this release: remove it (an approver would "
+                "be shown a bound that nothing enforces)",
+            )
 
 
 def parse_intent(value: object, pointer: str = "/intent") -> Intent:
