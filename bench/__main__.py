@@ -17,6 +17,7 @@ BENCHMARKS: list[str] = [
     "bench.mandates",
     "bench.replica_lag",
     "bench.revocation",
+    "bench.pep",
 ]
 
 
