@@ -36,10 +36,13 @@ class Replica:
     def __init__(self, url: str, auth: dict[str, dict[str, str]]) -> None:
         self.client = httpx.Client(base_url=url, timeout=10.0)
         self.auth = auth
+        #: The ``Ledger-Position`` of the newest write answered here.
+        self.position = 0
 
     def post(self, path: str, body: Any, role: str, status: int = 200) -> httpx.Response:
         response = self.client.post(path, json=body, headers=self.auth[role])
         assert response.status_code == status, (path, response.text)
+        self.position = max(self.position, int(response.headers.get("Ledger-Position", 0)))
         return response
 
     def decide(
@@ -129,7 +132,8 @@ def _discharge_on_two_replicas(a: Replica, b: Replica) -> None:
     whole = _mandate(a, mission, "whole")  # every entry: narrows
     invoices_only = _mandate(a, mission, "invoices", [discharge_authority()[0]])  # ends
     assert a.decide(whole, "invoices.read", INVOICES)
-    assert b.decide(invoices_only, "invoices.read", INVOICES, min_position=0)
+    # The other replica, once it holds the Mandates issued on the first.
+    assert b.decide(invoices_only, "invoices.read", INVOICES, min_position=a.position)
     _drain(a, stream_id, 1)  # the activation
 
     reported = a.post(
