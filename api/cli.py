@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -29,6 +29,9 @@ from ledger.domain.roles import Role
 from ledger.persistence.chain import verify_chain
 from ledger.persistence.migrations import MigrationError, migrate
 from ledger.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from ledger.application import Ledger
 
 app = typer.Typer(
     name="mission-ledger",
@@ -62,6 +65,17 @@ def _settings(**overrides: object) -> Settings:
 def _fail(message: str, code: int = 1) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
+
+
+def _open_store() -> Ledger:
+    """The configured store's Ledger (migrated, or a message naming the pending migrations)."""
+    from ledger.persistence.store import open_ledger  # noqa: PLC0415
+
+    settings = _settings()
+    try:
+        return open_ledger(settings)
+    except MigrationError as error:
+        raise _fail(str(error)) from None
 
 
 @app.command()
@@ -150,13 +164,7 @@ def keys_create(
     ] = False,
 ) -> None:
     """Create an API key. The secret is printed once and stored only as a hash."""
-    from ledger.persistence.store import open_ledger  # noqa: PLC0415
-
-    settings = _settings()
-    try:
-        ledger = open_ledger(settings)
-    except MigrationError as error:
-        raise _fail(str(error)) from None
+    ledger = _open_store()
     try:
         issued = ledger.issue_api_key(name=name, role=role, actor=CLI_ACTOR)
     except LedgerError as error:
@@ -175,11 +183,9 @@ def keys_list(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
 ) -> None:
     """List active API keys (names and roles; secrets are never shown again)."""
-    from ledger.persistence.store import open_ledger  # noqa: PLC0415
     from projections.key_directory import KeyDirectory  # noqa: PLC0415
 
-    settings = _settings()
-    ledger = open_ledger(settings)
+    ledger = _open_store()
     try:
         directory = KeyDirectory()
         directory.bootstrap(ledger)
@@ -201,10 +207,7 @@ def keys_revoke(
     reason: Annotated[str | None, typer.Option(help="Why (recorded in the ledger).")] = None,
 ) -> None:
     """Revoke an API key. Every server stops accepting it as soon as it reads the log."""
-    from ledger.persistence.store import open_ledger  # noqa: PLC0415
-
-    settings = _settings()
-    ledger = open_ledger(settings)
+    ledger = _open_store()
     try:
         position = ledger.revoke_api_key(name=name, actor=CLI_ACTOR, reason=reason)
     except LedgerError as error:
@@ -300,13 +303,7 @@ def audit_verify(
 ) -> None:
     """Verify the whole hash chain. Exit 0 when intact; otherwise exit 1 naming the first
     bad position (an event altered, removed, inserted or reordered)."""
-    from ledger.persistence.store import open_ledger  # noqa: PLC0415
-
-    settings = _settings()
-    try:
-        ledger = open_ledger(settings)
-    except MigrationError as error:
-        raise _fail(str(error)) from None
+    ledger = _open_store()
     try:
         report = verify_chain(ledger.event_log.chain_rows())
     finally:
@@ -364,18 +361,13 @@ def audit_replay(
     progress bar shows on a terminal while a long log is read."""
     from api.replay import replay_mission  # noqa: PLC0415
     from ledger.clock import SystemClock  # noqa: PLC0415
-    from ledger.persistence.store import open_ledger  # noqa: PLC0415
 
     now = SystemClock().now()
     try:
         instant = now if as_of is None else parse_as_of(as_of, now)
     except InvalidRequest as error:
         raise typer.BadParameter(error.errors[0].message, param_hint="--as-of") from None
-    settings = _settings()
-    try:
-        ledger = open_ledger(settings)
-    except MigrationError as error:
-        raise _fail(str(error)) from None
+    ledger = _open_store()
     try:
         with _progress_bar(f"Replaying {mission}") as progress:
             replay = replay_mission(ledger, mission, instant, progress=progress)

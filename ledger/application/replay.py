@@ -8,14 +8,14 @@ at most once per ``LedgerAt`` (a replay of a Mission with many Mandates reads it
 its holders' instances once, not once per Mandate), so one ``LedgerAt`` is one consistent
 look at the past; make a new one for every request.
 
-The rules that combine those reads (a Mandate's delegation chain, its validity) are
-written once here, for the live ledger and for the past alike.
+The reads of Mandates and the rules that combine them (a Mandate's delegation chain, its
+validity) are written once here (``MandateReads``), for the live ledger and the past alike.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from eventsourcing.domain import BaseAggregate
 
@@ -30,71 +30,16 @@ from ledger.persistence.eventlog import LoggedEvent
 A = TypeVar("A", bound=BaseAggregate[str])
 
 
-class AggregateReads(Protocol):
-    """What the Mandate rules read: the live ledger, or the ledger at an instant."""
+class MandateReads:
+    """Reads of Mandates and what surrounds them, and the rules that combine them (a
+    Mandate's delegation chain, its validity), over whatever ``_get`` and ``get_mission``
+    read: the live ledger (``MandateCascades``) or the ledger at an instant (``LedgerAt``)."""
 
-    def get_mission(self, mission_id: str) -> Mission: ...
-
-    def get_mandate(self, mandate_id: str) -> ExecutionMandate: ...
-
-    def get_instance(self, client_id: str, instance_id: str) -> AgentInstance | None: ...
-
-
-def ancestors(reads: AggregateReads, mandate: ExecutionMandate) -> list[ExecutionMandate]:
-    """The Mandate's delegation chain: parent first, root last."""
-    chain: list[ExecutionMandate] = []
-    parent_id = mandate.parent_mandate_id
-    while parent_id is not None:
-        parent = reads.get_mandate(parent_id)
-        chain.append(parent)
-        parent_id = parent.parent_mandate_id
-    return chain
-
-
-def validity_at(
-    reads: AggregateReads,
-    mandate: ExecutionMandate,
-    now: datetime,
-    *,
-    mission: Mission | None = None,
-) -> Validity:
-    """Whether the Mandate authorises anything at ``now`` (own state and expiry, its Mission,
-    every ancestor, the holder's instance), as ``reads`` holds them."""
-    mission = mission or reads.get_mission(mandate.mission_id)
-    instance_id = mandate.holder.get("instance_id")
-    instance = (
-        None
-        if instance_id is None
-        else reads.get_instance(str(mandate.holder["client_id"]), str(instance_id))
-    )
-    return validity(
-        mandate,
-        mission_state=mission.effective_state(now),
-        ancestors=ancestors(reads, mandate),
-        instance_revoked=instance is not None and instance.revoked,
-        now=now,
-    )
-
-
-class LedgerAt:
-    """Reads of the ledger as it stood at ``instant`` (see the module docstring)."""
-
-    def __init__(self, ledger: LedgerBase, instant: datetime) -> None:
-        self.ledger = ledger
-        self.instant = instant
-        self._histories: dict[str, list[LoggedEvent]] = {}
-        self._aggregates: dict[str, BaseAggregate[str]] = {}
-
-    def history(self, originator_id: str) -> list[LoggedEvent]:
-        """The aggregate's events recorded by the instant, in version order."""
-        known = self._histories.get(originator_id)
-        if known is None:
-            known = self.ledger.history(originator_id, as_of=self.instant)
-            self._histories[originator_id] = known
-        return known
+    def _get(self, cls: type[A], aggregate_id: str, what: str) -> A:
+        raise NotImplementedError
 
     def get_mission(self, mission_id: str) -> Mission:
-        return self._get(Mission, mission_id, "Mission")
+        raise NotImplementedError
 
     def get_mandate(self, mandate_id: str) -> ExecutionMandate:
         return self._get(ExecutionMandate, mandate_id, "Mandate")
@@ -112,12 +57,56 @@ class LedgerAt:
             return None
 
     def ancestors_of(self, mandate: ExecutionMandate) -> list[ExecutionMandate]:
-        return ancestors(self, mandate)
+        """The Mandate's delegation chain: parent first, root last."""
+        chain: list[ExecutionMandate] = []
+        parent_id = mandate.parent_mandate_id
+        while parent_id is not None:
+            parent = self.get_mandate(parent_id)
+            chain.append(parent)
+            parent_id = parent.parent_mandate_id
+        return chain
 
-    def mandate_validity(self, mandate: ExecutionMandate, now: datetime) -> Validity:
-        """Validity at ``now`` (the instant itself, for a replay) of the Mandate and
-        everything around it as they stood at the instant."""
-        return validity_at(self, mandate, now)
+    def mandate_validity(
+        self, mandate: ExecutionMandate, now: datetime, *, mission: Mission | None = None
+    ) -> Validity:
+        """Whether the Mandate authorises anything at ``now`` (own state and expiry, its
+        Mission, every ancestor, the holder's instance), as read here."""
+        mission = mission or self.get_mission(mandate.mission_id)
+        instance_id = mandate.holder.get("instance_id")
+        instance = (
+            None
+            if instance_id is None
+            else self.get_instance(str(mandate.holder["client_id"]), str(instance_id))
+        )
+        return validity(
+            mandate,
+            mission_state=mission.effective_state(now),
+            ancestors=self.ancestors_of(mandate),
+            instance_revoked=instance is not None and instance.revoked,
+            now=now,
+        )
+
+
+class LedgerAt(MandateReads):
+    """Reads of the ledger as it stood at ``instant`` (see the module docstring); validity
+    is asked at the instant itself."""
+
+    def __init__(self, ledger: LedgerBase, instant: datetime) -> None:
+        self.ledger = ledger
+        self.instant = instant
+        self._histories: dict[str, list[LoggedEvent]] = {}
+        self._aggregates: dict[str, BaseAggregate[str]] = {}
+
+    def history(self, originator_id: str) -> list[LoggedEvent]:
+        """The aggregate's events recorded by the instant, in version order."""
+        known = self._histories.get(originator_id)
+        if known is None:
+            known = self.ledger.history(originator_id, as_of=self.instant)
+            self._histories[originator_id] = known
+        return known
+
+    def get_mission(self, mission_id: str) -> Mission:
+        return self._get(Mission, mission_id, "Mission")
 
     def mission_usage(self, mission: Mission) -> dict[str, Any] | None:
         return self.ledger.mission_usage(mission, as_of=self.instant)

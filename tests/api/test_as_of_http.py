@@ -25,23 +25,21 @@ def story(api: Api) -> Story:
 # ---------------------------------------------------------------------- the past, exactly
 
 
+PAST_READS = [("mission", step) for step in STEPS] + [("mandate", step) for step in STEPS[2:]]
+
+
 @pytest.mark.postgres_smoke
-@pytest.mark.parametrize("step", STEPS)
-def test_a_mission_as_of_an_instant_is_the_live_mission_read_then(
-    api: Api, story: Story, step: str
+@pytest.mark.parametrize(("resource", "step"), PAST_READS)
+def test_a_resource_as_of_an_instant_is_the_live_read_made_then(
+    api: Api, story: Story, resource: str, step: str
 ) -> None:
-    past = get(api, f"/v1/missions/{story.mission_id}", as_of=story.at[step])
+    if resource == "mission":
+        path, live = f"/v1/missions/{story.mission_id}", story.live_mission[step]
+    else:
+        path, live = f"/v1/mandates/{story.mandate_id}", story.live_mandate[step]
+    past = get(api, path, as_of=story.at[step])
     assert past.status_code == 200, past.text
-    assert past.json() == story.live_mission[step]
-
-
-@pytest.mark.parametrize("step", STEPS[2:])
-def test_a_mandate_as_of_an_instant_is_the_live_mandate_read_then(
-    api: Api, story: Story, step: str
-) -> None:
-    past = get(api, f"/v1/mandates/{story.mandate_id}", as_of=story.at[step])
-    assert past.status_code == 200, past.text
-    assert past.json() == story.live_mandate[step]
+    assert past.json() == live
 
 
 def test_the_story_steps_are_different_states(story: Story) -> None:
