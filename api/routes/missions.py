@@ -11,13 +11,14 @@ from api import policy
 from api.auth import Principal, PrincipalDep, hidden
 from api.consistency import Fresh
 from api.idempotency import idempotency_for
+from api.replay import mission_at, mission_resource
 from api.routes.common import ServicesDep, finish_write, optional_instant, well_formed_id
 from api.routes.gate import GatedRoute, allowed
 from api.schemas import NAME_PATTERN, PRINTABLE, ContainmentIn, ExpansionIn, LifecycleIn
 from api.services import Services
 from api.views import event_view, mission_view, proposal_view
 from ledger.domain.errors import InvalidRequest, NotFound
-from ledger.domain.instants import parse_instant
+from ledger.domain.instants import parse_as_of
 from ledger.domain.missions import Mission
 from ledger.domain.states import MissionState, OnExpiry, Operation
 
@@ -66,20 +67,14 @@ async def get_mission(
     services: ServicesDep,
     as_of: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
-    """The Mission now, or as it stood at ``as_of`` (RFC 3339), rebuilt from its events."""
+    """The Mission now, or as it stood at ``as_of`` (RFC 3339, not in the future): the same
+    resource, rebuilt from the events recorded by then (404 before its approval)."""
     mission = await _load(services, principal, mission_id)
+    now = services.clock.now()
     if as_of is None:
-        return mission_view(mission, services.clock.now())
-    instant = parse_instant(as_of, "/as_of")
-    try:
-        past = await run_in_threadpool(
-            lambda: services.ledger.get_mission(mission_id, as_of=instant)
-        )
-    except NotFound:
-        raise NotFound(f"Mission {mission_id!r} did not exist at {as_of}") from None
-    view = mission_view(past, instant)
-    view["as_of"] = as_of
-    return view
+        return await run_in_threadpool(mission_resource, services.ledger, mission, now)
+    instant = parse_as_of(as_of, now, "/as_of")
+    return await run_in_threadpool(mission_at, services.ledger, mission_id, instant)
 
 
 @router.post(
