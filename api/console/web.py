@@ -4,7 +4,7 @@ token of every POST before its handler runs, and turns every refusal into an HTM
 
 Every console response carries a Content-Security-Policy with no ``'unsafe-inline'`` or
 ``'unsafe-eval'`` and nothing from another origin, ``frame-ancestors 'none'`` with
-``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer`` and, except the static assets,
+``X-Frame-Options: DENY``, ``Referrer-Policy: same-origin`` and, except the static assets,
 ``Cache-Control: no-store``.
 """
 
@@ -62,7 +62,9 @@ CSP = "; ".join(
 HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    # Same-origin: forms carry their Origin (checked below), and no other site ever sees a
+    # console address (the OpenID callback's code included).
+    (b"referrer-policy", b"same-origin"),
     (b"x-content-type-options", b"nosniff"),
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"cross-origin-resource-policy", b"same-origin"),
@@ -332,7 +334,7 @@ async def check_csrf(request: Request, expected: str) -> None:
     origin = request.headers.get("origin")
     if origin is not None and origin != console.origin:
         raise Forbidden("this form was sent from another site")
-    if request.headers.get("sec-fetch-site") == "cross-site":
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
         raise Forbidden("this form was sent from another site")
     form = await request.form()
     presented = form.get("csrf")

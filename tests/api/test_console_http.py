@@ -148,7 +148,7 @@ def assert_console_headers(response: Response, *, private: bool = True) -> None:
     assert "frame-ancestors 'none'" in csp
     assert "default-src 'none'" in csp
     assert response.headers["x-frame-options"] == "DENY"
-    assert response.headers["referrer-policy"] == "no-referrer"
+    assert response.headers["referrer-policy"] == "same-origin"
     assert response.headers["x-content-type-options"] == "nosniff"
     if private:
         assert response.headers["cache-control"] == "no-store"

@@ -10,34 +10,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, sync_playwright
 
-from tests.conftest import PostgresServer
-from tests.console.harness import Stack, chromium, ensure_node_modules, start_stack
-from tests.e2e.server import store_env
+from tests.console.harness import Stack, chromium, running_stack
 
 VIEWPORT = {"width": 1280, "height": 900}
-
-
-def running_stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, backend: str
-) -> Iterator[Stack]:
-    ensure_node_modules()
-    tmp = tmp_path_factory.mktemp(f"console-{backend}")
-    pg: PostgresServer | None = None
-    database = ""
-    if backend == "sqlite":
-        env = store_env(data_dir=tmp / "data")
-    else:
-        pg = request.getfixturevalue("postgres_server")
-        database = pg.create_database(template=pg.template)
-        env = store_env(database_url=pg.url_for(database))
-    running = start_stack(tmp, env)
-    try:
-        yield running
-    finally:
-        running.server.stop()
-        running.provider.stop()
-        if pg is not None:
-            pg.drop_later(database)
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,15 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.e2e.server import ServerProcess, create_key, free_port, proposal_body
+from tests.conftest import PostgresServer
+from tests.e2e.server import ServerProcess, create_key, free_port, proposal_body, store_env
 
 HERE = Path(__file__).parent
 NODE_MODULES = HERE / "node_modules"
@@ -114,9 +116,13 @@ class OidcProvider:
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 @dataclass
@@ -204,6 +210,27 @@ def start_stack(tmp: Path, env: dict[str, str]) -> Stack:
         for role in ("agent", "approver", "operator", "auditor", "admin", "pep")
     }
     return Stack(server=server, provider=provider, keys=keys)
+
+
+def running_stack(request: Any, tmp_path_factory: Any, backend: str) -> Iterator[Stack]:
+    ensure_node_modules()
+    tmp = tmp_path_factory.mktemp(f"console-{backend}")
+    pg: PostgresServer | None = None
+    database = ""
+    if backend == "sqlite":
+        env = store_env(data_dir=tmp / "data")
+    else:
+        pg = request.getfixturevalue("postgres_server")
+        database = pg.create_database(template=pg.template)
+        env = store_env(database_url=pg.url_for(database))
+    running = start_stack(tmp, env)
+    try:
+        yield running
+    finally:
+        running.server.stop()
+        running.provider.stop()
+        if pg is not None:
+            pg.drop_later(database)
 
 
 # ---------------------------------------------------------------------- axe-core
