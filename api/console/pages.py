@@ -527,6 +527,7 @@ async def _mission_context(request: Request, session: Session, mission: Mission)
         "effective": present.entry_views(mission.effective_authority()),
         "granted": present.entry_views(mission.authority_set),
         "proposed": present.entry_views(mission.proposed_authority),
+        "narrowed": mission.proposed_authority != mission.authority_set,
         "terms": present.terms(mission.expires_at, mission.intent),
         "contained": mission.contained,
         "mandates": present.mandate_tree(mandates[0], now),

@@ -38,7 +38,7 @@ from api.errors import status_of, validation_errors
 from api.policy import Gate
 from api.services import Services, get_services
 from ledger.domain.errors import Forbidden, LedgerError, NotAuthenticated
-from ledger.domain.instants import format_instant
+from ledger.domain.instants import format_instant, parse_instant
 from ledger.settings import Settings
 
 HERE = Path(__file__).parent
@@ -170,6 +170,15 @@ def instant(value: datetime | str | None) -> str:
     return value if isinstance(value, str) else format_instant(value)
 
 
+def when(value: datetime | str | None) -> str:
+    """An instant for people: to the minute, in UTC."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        value = parse_instant(value)
+    return value.strftime("%Y-%m-%d %H:%M UTC")
+
+
 def templates() -> Environment:
     env = Environment(
         loader=FileSystemLoader(HERE / "templates"),
@@ -180,6 +189,7 @@ def templates() -> Environment:
     )
     env.filters["untrusted"] = untrusted
     env.filters["instant"] = instant
+    env.filters["when"] = when
     env.globals["static"] = lambda name: f"{STATIC_PREFIX}/{name}"
     return env
 
