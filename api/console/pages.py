@@ -10,6 +10,8 @@ person's principal exactly as for an API write, and the same rules refuse the sa
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -42,6 +44,7 @@ from api.routes.missions import change_lifecycle_of, contain_mission, load_missi
 from api.routes.proposals import approve, deny, load_proposal
 from api.schemas import ApproveIn, ContainmentIn, DecisionIn, LifecycleIn
 from api.services import Services
+from ledger.application import Written
 from ledger.domain.errors import Forbidden, InvalidRequest, NotAuthenticated
 from ledger.domain.instants import format_instant
 from ledger.domain.missions import Mission
@@ -420,12 +423,16 @@ async def review(request: Request, proposal_id: str) -> Response:
 )
 async def approve_page(request: Request, proposal_id: str) -> Response:
     session, proposal = await _proposal(request, proposal_id)
-    services = services_of(request)
     written = await approve(
-        services, session.principal, proposal_id, _approval(proposal, _form(request))
+        services_of(request), session.principal, proposal_id, _approval(proposal, _form(request))
     )
-    response = see_other(f"{PREFIX}/missions/{written.value.id}?approved=1")
-    await finish_write(services, response, written, status_code=303)
+    return await _written(request, written, f"{PREFIX}/missions/{written.value.id}?approved=1")
+
+
+async def _written(request: Request, written: Written[Any], then: str) -> Response:
+    """After a write: on to ``then`` once this replica's pages include it."""
+    response = see_other(then)
+    await finish_write(services_of(request), response, written, status_code=303)
     return response
 
 
@@ -441,9 +448,7 @@ async def deny_page(request: Request, proposal_id: str) -> Response:
     if reason is None:
         raise InvalidRequest.at("/reason", "say why you deny the request")
     written = await deny(services, session.principal, proposal_id, DecisionIn(reason=reason))
-    response = see_other(f"{PREFIX}/inbox?done=denied")
-    await finish_write(services, response, written, status_code=303)
-    return response
+    return await _written(request, written, f"{PREFIX}/inbox?done=denied")
 
 
 # ---------------------------------------------------------------------- operator
@@ -609,6 +614,54 @@ async def mission_live(
     )
 
 
+@dataclass(frozen=True)
+class Guard:
+    """What every change of a Mission carries: the reason, the form's nonce (a second
+    submission changes nothing) and the version the person saw (409 if it moved on)."""
+
+    reason: str
+    nonce: str | None
+    expected_version: int | None
+
+    @classmethod
+    def of(cls, form: FormData) -> Guard:
+        version = _text(form, "expected_version")
+        return cls(
+            reason=_text(form, "reason") or "",
+            nonce=_text(form, "nonce"),
+            expected_version=int(version) if version and version.isdigit() else None,
+        )
+
+
+async def _confirmed(
+    request: Request,
+    mission: Mission,
+    *,
+    operation: str,
+    fields: dict[str, str],
+    guard: Guard,
+    contained: dict[str, Any] | None,
+    write: Callable[[], Awaitable[Written[Mission]]],
+) -> Response:
+    """The confirmation page (nothing written), or with ``confirmed=yes`` the change."""
+    if _form(request).get("confirmed") != "yes":
+        return render(
+            request,
+            "confirm.html",
+            m=mission,
+            operation=operation,
+            action=request.url.path,
+            fields={
+                **fields,
+                "reason": guard.reason,
+                "nonce": guard.nonce or new_token(),
+                "expected_version": str(guard.expected_version or mission.version),
+            },
+            contained=contained,
+        )
+    return await _written(request, await write(), f"{PREFIX}/missions/{mission.id}")
+
+
 @router.post(
     "/missions/{mission_id}/lifecycle",
     response_model=None,
@@ -623,33 +676,24 @@ async def lifecycle(request: Request, mission_id: str) -> Response:
     if operation not in {o.value for o in Operation}:
         raise InvalidRequest.at("/operation", "choose suspend, resume, revoke or complete")
     policy.lifecycle_gate(Operation(operation)).check(session.principal)
-    version = _text(form, "expected_version")
+    guard = Guard.of(form)
     body = LifecycleIn(
         operation=operation,  # type: ignore[arg-type]
-        reason=_text(form, "reason") or "",
-        nonce=_text(form, "nonce"),
-        expected_version=int(version) if version and version.isdigit() else None,
+        reason=guard.reason,
+        nonce=guard.nonce,
+        expected_version=guard.expected_version,
     )
-    if form.get("confirmed") != "yes":
-        return render(
-            request,
-            "confirm.html",
-            m=mission,
-            operation=operation,
-            action=f"{PREFIX}/missions/{mission.id}/lifecycle",
-            fields={
-                "operation": operation,
-                "reason": body.reason,
-                "nonce": body.nonce or new_token(),
-                "expected_version": str(body.expected_version or mission.version),
-            },
-            contained=None,
-        )
-    services = services_of(request)
-    written = await change_lifecycle_of(services, session.principal, mission.id, body)
-    response = see_other(f"{PREFIX}/missions/{mission.id}")
-    await finish_write(services, response, written, status_code=303)
-    return response
+    return await _confirmed(
+        request,
+        mission,
+        operation=operation,
+        fields={"operation": operation},
+        guard=guard,
+        contained=None,
+        write=lambda: change_lifecycle_of(
+            services_of(request), session.principal, mission.id, body
+        ),
+    )
 
 
 @router.post(
@@ -666,33 +710,22 @@ async def containment(request: Request, mission_id: str) -> Response:
     item: dict[str, Any] = {"resource": resource}
     if actions:
         item["actions"] = actions
-    version = _text(form, "expected_version")
+    guard = Guard.of(form)
     body = ContainmentIn(
         contained=[item],
-        reason=_text(form, "reason") or "",
-        nonce=_text(form, "nonce"),
-        expected_version=int(version) if version and version.isdigit() else None,
+        reason=guard.reason,
+        nonce=guard.nonce,
+        expected_version=guard.expected_version,
     )
-    if form.get("confirmed") != "yes":
-        return render(
-            request,
-            "confirm.html",
-            m=mission,
-            operation="contain",
-            action=f"{PREFIX}/missions/{mission.id}/containment",
-            fields={
-                "resource": resource,
-                "reason": body.reason,
-                "nonce": body.nonce or new_token(),
-                "expected_version": str(body.expected_version or mission.version),
-            },
-            contained=item,
-        )
-    services = services_of(request)
-    written = await contain_mission(services, session.principal, mission.id, body)
-    response = see_other(f"{PREFIX}/missions/{mission.id}")
-    await finish_write(services, response, written, status_code=303)
-    return response
+    return await _confirmed(
+        request,
+        mission,
+        operation="contain",
+        fields={"resource": resource},
+        guard=guard,
+        contained=item,
+        write=lambda: contain_mission(services_of(request), session.principal, mission.id, body),
+    )
 
 
 # ---------------------------------------------------------------------- auditor

@@ -11,7 +11,6 @@ Every console response carries a Content-Security-Policy with no ``'unsafe-inlin
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import re
 import unicodedata
 from collections.abc import Callable, Coroutine
@@ -39,6 +38,7 @@ from api.policy import Gate
 from api.services import Services, get_services
 from ledger.domain.errors import Forbidden, LedgerError, NotAuthenticated
 from ledger.domain.instants import format_instant, parse_instant
+from ledger.domain.streams import is_loopback
 from ledger.settings import Settings
 
 HERE = Path(__file__).parent
@@ -100,15 +100,7 @@ class ConsoleHeaders:
 
 def loopback_http(url: str) -> bool:
     parts = urlsplit(url)
-    if parts.scheme != "http":
-        return False
-    host = parts.hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return parts.scheme == "http" and is_loopback(parts.hostname)
 
 
 @dataclass(frozen=True)
