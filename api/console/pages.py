@@ -176,6 +176,9 @@ def _open_session(
             "agent and PEP credentials cannot"
         )
     console = console_of(request)
+    previous = request.cookies.get(console.cookies.session)
+    if previous:  # signing in again (perhaps as someone else) ends the session before
+        console.sessions.end(previous)
     token = console.sessions.open(
         principal,
         now=services_of(request).clock.now(),

@@ -228,6 +228,20 @@ def test_the_key_is_exchanged_for_a_session_cookie_that_does_not_hold_it(api: Ap
     assert api.keys["approver"].split(".")[1] not in str(person.client.cookies.jar)
 
 
+def test_signing_in_again_ends_the_session_before(api: Api, approver: Person) -> None:
+    old = approver.client.cookies["ml_console"]
+    form = Person(api)  # a sign-in form opened in another tab of the same browser
+    token = CSRF.search(form.get("/console/signin").text).group(1)  # type: ignore[union-attr]
+    approver.client.cookies.set("ml_signin", form.client.cookies["ml_signin"])
+    response = approver.post(
+        "/console/signin/key", {"csrf": token, "api_key": api.keys["operator"]}
+    )
+    assert response.status_code == 303
+    assert approver.get("/console/missions").status_code == 200  # now the operator
+    replay = TestClient(api.client.app, follow_redirects=False, cookies={"ml_console": old})
+    assert replay.get("/console/inbox").status_code == 303
+
+
 def test_a_sign_in_form_without_its_token_is_refused(shared_api: Api) -> None:
     person = Person(shared_api)
     person.get("/console/signin")
