@@ -18,6 +18,7 @@ from projections.pdp import DecisionPoint
 from projections.signals import SignalLog
 
 if TYPE_CHECKING:
+    from api.console.live import MissionWatch
     from api.gc_policy import GcPolicy
     from api.oauth import OAuthVerifier
     from api.subject_tokens import SubjectTokenVerifier
@@ -45,6 +46,7 @@ class Services:
     pdp: DecisionPoint
     sse: SseHub
     subject_tokens: SubjectTokenVerifier
+    console_watch: MissionWatch
     push: PushDelivery | None = None  # set by the lifespan once started
     gc: GcPolicy | None = None  # set by the lifespan (settings.gc_freeze)
 
