@@ -8,10 +8,16 @@ replica is scraped on its own); the log positions are the shared truth.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
@@ -20,6 +26,39 @@ if TYPE_CHECKING:
     from api.services import Services
 
 PREFIX = "mission_ledger"
+
+
+class Durations:
+    """Durations counted into fixed buckets by plain arithmetic on the hot path, turned
+    into a Prometheus histogram when scraped."""
+
+    #: Upper bounds in seconds (``+Inf`` is added at scrape time).
+    BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.BUCKETS) + 1)  # the last one: above every bound
+        self.total = 0.0
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(self.BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
+        cumulative, running = [], 0
+        for bound, count in zip((*self.BUCKETS, float("inf")), self.counts, strict=True):
+            running += count
+            cumulative.append((_bound(bound), running))
+        return HistogramMetricFamily(
+            f"{PREFIX}_{name}", documentation, buckets=cumulative, sum_value=self.total
+        )
+
+
+def _bound(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
 
 
 class ServiceCollector(Collector):
@@ -91,6 +130,22 @@ class ServiceCollector(Collector):
             denials.add_metric([reason], count)
         yield denials
         yield _gauge("sse_subscribers", "Open SSE subscriptions.", services.sse.subscribers)
+        sent = services.sse.sent_waits
+        outcomes = CounterMetricFamily(
+            f"{PREFIX}_signal_waits",
+            "Governance writes that waited (bounded by signal_wait_ms) for this process's SSE "
+            "subscribers to be sent their SETs, by outcome: sent, timeout, no_subscribers "
+            "(none connected here: no wait), disabled (signal_wait_ms = 0).",
+            labels=["outcome"],
+        )
+        for outcome, count in sorted(sent.outcomes.items()):
+            outcomes.add_metric([outcome], count)
+        yield outcomes
+        yield sent.durations.family(
+            "signal_wait_seconds",
+            "How long governance writes waited for their SETs to be sent to this process's "
+            "SSE subscribers (outcomes sent and timeout).",
+        )
         if services.push is not None:
             push = services.push.counters()
             yield _counter("push_delivered", "SETs pushed and answered 202.", push["delivered"])

@@ -114,7 +114,7 @@ async def change_lifecycle(
             idempotency=idempotency,
         )
     )
-    await finish_write(services, response, written, status_code=200)
+    await finish_write(services, response, written, status_code=200, announces=True)
     return mission_view(written.value, services.clock.now())
 
 
@@ -143,7 +143,7 @@ async def contain(
             idempotency=idempotency,
         )
     )
-    await finish_write(services, response, written, status_code=200)
+    await finish_write(services, response, written, status_code=200, announces=True)
     return mission_view(written.value, services.clock.now())
 
 
