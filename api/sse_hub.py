@@ -306,6 +306,9 @@ class SseHub:
                 outcome = SENT
             except TimeoutError:
                 outcome = TIMEOUT
+                # Too slow to take the frames in time: behind from now on, so no later
+                # write waits for them until they have caught up again.
+                self._owing.difference_update(wait.pending or ())
             finally:
                 self._send_waits.remove(wait)
             self.sent_waits.durations.observe(loop.time() - started)
