@@ -16,7 +16,6 @@ from api import errors
 from api.gc_policy import GcPolicy
 from api.middleware import BodyLimit, RequestId
 from api.oauth import OAuthVerifier
-from api.push import PushDelivery
 from api.read_models import read_models
 from api.routes import (
     audit,
@@ -34,11 +33,12 @@ from api.routes import (
     ssf_sse,
     status,
 )
-from api.scheduler import Scheduler
 from api.services import Services
-from api.sse_hub import SseHub
 from api.subject_tokens import SubjectTokenVerifier
 from api.tokens import TokenVerifier
+from api.workers.push import PushDelivery
+from api.workers.scheduler import Scheduler
+from api.workers.sse_hub import SseHub
 from ledger.clock import Clock, SystemClock
 from ledger.persistence.snapshots import StateCodec
 from ledger.persistence.store import open_ledger

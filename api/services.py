@@ -20,10 +20,10 @@ from projections.signals import SignalLog
 if TYPE_CHECKING:
     from api.gc_policy import GcPolicy
     from api.oauth import OAuthVerifier
-    from api.push import PushDelivery
-    from api.sse_hub import SseHub
     from api.subject_tokens import SubjectTokenVerifier
     from api.tokens import TokenVerifier
+    from api.workers.push import PushDelivery
+    from api.workers.sse_hub import SseHub
     from ledger.signing.keyring import Keyring
 
 
