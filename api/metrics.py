@@ -8,7 +8,6 @@ replica is scraped on its own); the log positions are the shared truth.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -24,41 +23,9 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from api.services import Services
     from api.workers.scheduler import Scheduler
+    from api.workers.sse_hub import Durations
 
 PREFIX = "mission_ledger"
-
-
-class Durations:
-    """Durations counted into fixed buckets by plain arithmetic on the hot path, turned
-    into a Prometheus histogram when scraped."""
-
-    #: Upper bounds in seconds (``+Inf`` is added at scrape time).
-    BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(self.BUCKETS) + 1)  # the last one: above every bound
-        self.total = 0.0
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(self.BUCKETS, seconds)] += 1
-        self.total += seconds
-
-    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
-        cumulative, running = [], 0
-        for bound, count in zip((*self.BUCKETS, float("inf")), self.counts, strict=True):
-            running += count
-            cumulative.append((_bound(bound), running))
-        return HistogramMetricFamily(
-            f"{PREFIX}_{name}", documentation, buckets=cumulative, sum_value=self.total
-        )
-
-
-def _bound(bound: float) -> str:
-    return "+Inf" if bound == float("inf") else repr(bound)
 
 
 class ServiceCollector(Collector):
@@ -141,10 +108,11 @@ class ServiceCollector(Collector):
         for outcome, count in sorted(sent.outcomes.items()):
             outcomes.add_metric([outcome], count)
         yield outcomes
-        yield sent.durations.family(
+        yield _histogram(
             "signal_wait_seconds",
             "How long governance writes waited for their SETs to be sent to this process's "
             "SSE subscribers (outcomes sent and timeout).",
+            sent.durations,
         )
         if services.push is not None:
             push = services.push.counters()
@@ -179,3 +147,13 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(f"{PREFIX}_{name}", documentation, value=float(value))
+
+
+def _histogram(name: str, documentation: str, durations: Durations) -> HistogramMetricFamily:
+    cumulative, running = [], 0
+    for bound, count in zip((*durations.BUCKETS, float("inf")), durations.counts, strict=True):
+        running += count
+        cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
+    return HistogramMetricFamily(
+        f"{PREFIX}_{name}", documentation, buckets=cumulative, sum_value=durations.total
+    )

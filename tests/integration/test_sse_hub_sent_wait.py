@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from api.sse_hub import DISABLED, NO_SUBSCRIBERS, SENT, TIMEOUT, SseHub
+from api.workers.sse_hub import DISABLED, NO_SUBSCRIBERS, SENT, TIMEOUT, SseHub
 from ledger.application import Ledger
 from ledger.domain.streams import SSE
 from ledger.persistence.snapshots import StateCodec
