@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -134,13 +135,15 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, extra_env: Mapping[str, str] | None = None) -> None:
+        """``extra_env``: more ``MISSION_LEDGER_*`` settings for the server process."""
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("MISSION_LEDGER_")}
         env.update(
             {
                 "MISSION_LEDGER_DATA_DIR": str(settings.data_dir),
                 "MISSION_LEDGER_LOG_LEVEL": "warning",
+                **(extra_env or {}),
             }
         )
         binary = Path(sys.executable).parent / "mission-ledger"

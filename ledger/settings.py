@@ -134,6 +134,14 @@ class Settings(BaseSettings):
     sse_heartbeat_seconds: int = Field(
         default=15, ge=1, le=60, description="Idle SSE streams get a comment this often."
     )
+    signal_wait_ms: int = Field(
+        default=250,
+        ge=0,
+        le=5_000,
+        description="A governance write that causes SETs (revoke, suspend, narrow, contain, "
+        "discharge) answers once this process's SSE subscribers have been sent them, waiting "
+        "at most this long (0: answer without waiting; no subscriber here: no wait).",
+    )
     sse_credential_recheck_seconds: float = Field(
         default=1.0,
         gt=0,

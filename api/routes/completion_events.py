@@ -50,5 +50,5 @@ async def report_completion_event(
             idempotency=idempotency,
         )
     )
-    await finish_write(services, response, written, status_code=200)
+    await finish_write(services, response, written, status_code=200, announces=True)
     return mission_view(written.value, services.clock.now())

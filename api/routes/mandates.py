@@ -148,7 +148,7 @@ async def narrow_mandate(
             idempotency=idempotency,
         )
     )
-    await finish_write(services, response, written, status_code=200)
+    await finish_write(services, response, written, status_code=200, announces=True)
     token = await run_in_threadpool(services.ledger.mandate_token, written.value)
     return issued_view(written.value, token)
 
@@ -173,7 +173,7 @@ async def revoke_mandate(
             actor=principal.actor(), mandate_id=mandate_id, reason=reason, idempotency=idempotency
         )
     )
-    await finish_write(services, response, written, status_code=200)
+    await finish_write(services, response, written, status_code=200, announces=True)
     return await run_in_threadpool(
         mandate_resource, services.ledger, written.value, services.clock.now()
     )
@@ -205,7 +205,7 @@ async def revoke_instance(
             idempotency=idempotency,
         )
     )
-    await finish_write(services, response, written, status_code=200)
+    await finish_write(services, response, written, status_code=200, announces=True)
     instance = written.value
     return {
         "client_id": instance.client_id,

@@ -100,7 +100,7 @@ async def change_lifecycle(
 ) -> dict[str, Any]:
     """revoke / suspend / complete (operator) or resume (admin: the elevated operation)."""
     written = await change_lifecycle_of(services, principal, mission_id, body, request=request)
-    await finish_write(services, response, written, status_code=200)
+    await finish_write(services, response, written, status_code=200, announces=True)
     return mission_view(written.value, services.clock.now())
 
 
@@ -148,7 +148,7 @@ async def contain(
 ) -> dict[str, Any]:
     """Remove capability from the Mission's effective authority (removal only)."""
     written = await contain_mission(services, principal, mission_id, body, request=request)
-    await finish_write(services, response, written, status_code=200)
+    await finish_write(services, response, written, status_code=200, announces=True)
     return mission_view(written.value, services.clock.now())
 
 
