@@ -151,8 +151,11 @@ async def api_key_principal(token: str, services: Services) -> tuple[Principal, 
     """The principal of an API key (``mlk_...``), and the key's directory entry."""
     entry = services.keys.verify(token)
     if entry is None and token.startswith("mlk_") and not services.keys.knows(token):
-        # Perhaps created a moment ago by the CLI in another process: catch up once.
-        await asyncio.to_thread(services.follower.wait, services.follower.head(), 0.5)
+        # Perhaps created a moment ago by the CLI in another process: catch up once. The key
+        # directory is a core read model, so the trailing ones (the signal log) are not waited
+        # for; 2 s covers a loaded replica (0.5 s was seen to fall short under load).
+        head = await asyncio.to_thread(services.follower.head)
+        await services.follower.wait_async(head, 2.0, core=True)
         entry = services.keys.verify(token)
     if entry is None:
         raise NotAuthenticated("unknown or revoked API key", extensions={"error": "invalid_token"})

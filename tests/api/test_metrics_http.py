@@ -41,6 +41,9 @@ def test_auditors_may_read_metrics(api: Api) -> None:
 @pytest.mark.postgres_smoke
 def test_metrics_report_the_log_head_and_the_read_model_position(api: Api) -> None:
     api.mission()
+    # A write answers once the core read models hold it; the trailing ones (the signal log)
+    # may still be applying it, so the gauge is read once every read model has it.
+    assert api.services.follower.wait(api.head(), timeout=10.0)
     samples = _samples(api)
     assert samples[("mission_ledger_log_head_position", ())] == api.head()
     assert samples[("mission_ledger_read_model_position", ())] == api.head()
