@@ -19,6 +19,7 @@ from api.oauth import OAuthVerifier
 from api.push import PushDelivery
 from api.read_models import read_models
 from api.routes import (
+    access_requests,
     audit,
     authzen,
     completion_events,
@@ -40,6 +41,7 @@ from api.sse_hub import SseHub
 from api.subject_tokens import SubjectTokenVerifier
 from api.tokens import TokenVerifier
 from ledger.clock import Clock, SystemClock
+from ledger.domain.access_binding import APPROVAL_STATE_TYP
 from ledger.persistence.snapshots import StateCodec
 from ledger.persistence.store import open_ledger
 from ledger.settings import Settings, load_settings
@@ -47,7 +49,7 @@ from ledger.signing.keyring import Keyring
 from projections.evaluation_index import EvaluationIndex
 from projections.follower import LogFollower
 from projections.key_directory import KeyDirectory
-from projections.pdp import DecisionPoint
+from projections.pdp import AccessRequests, DecisionPoint
 from projections.retention import Retention
 
 log = logging.getLogger("mission_ledger")
@@ -68,7 +70,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
     sse = SseHub(ledger.database, models.signals)
     follower = LogFollower(
         ledger,
-        durable=[models.proposals, models.missions, models.mandates],
+        durable=[models.proposals, models.missions, models.mandates, models.access_requests],
         live=[keys, index],
         # Writes do not wait for these (see api/consistency.py): with many SSF streams the
         # signal log's batch (a signed SET per stream) would hold up every write's answer.
@@ -87,6 +89,15 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         max_stale_seconds=settings.mission_max_stale_seconds,
         staleness=follower.staleness,
         require_proof=settings.require_proof,
+        access_requests=AccessRequests(
+            sign=lambda header, payload, now: keyring.sign_compact(
+                dict(header), payload, alg=settings.signing_alg, now=now
+            ),
+            verify_approval=lambda state, now: tokens.verify(
+                state, typ=APPROVAL_STATE_TYP, now=now
+            ),
+            denial_ttl_seconds=settings.access_request_denial_ttl_seconds,
+        ),
     )
     oauth = OAuthVerifier(settings) if settings.oauth_issuer else None
     return Services(
@@ -97,6 +108,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         proposals=models.proposals,
         missions=models.missions,
         mandates=models.mandates,
+        access_requests=models.access_requests,
         signals=models.signals,
         keys=keys,
         oauth=oauth,
@@ -137,6 +149,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             services.missions,
             services.proposals,
             services.mandates,
+            services.access_requests,
             interval=resolved.scheduler_interval_seconds,
             on_tick=lambda: _maintain(services, retention),
         )
@@ -188,6 +201,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         ssf_poll.router,
         ssf_sse.router,
         audit.router,
+        access_requests.router,
     ):
         app.include_router(router)
     # The last added is the outermost: the X-Request-ID echo wraps every answer, the
