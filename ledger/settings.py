@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     )
     access_request_task_ttl_seconds: int = Field(
         default=86_400,
-        ge=60,
+        ge=1,
         le=30 * 86_400,
         description="How long an access request stays pending before it expires.",
     )

@@ -8,7 +8,7 @@ everything else about the denial is judged here, before anything is written.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,11 +24,14 @@ from ledger.domain.access_binding import (
 from ledger.domain.access_requests import AccessRequest, Approval, DeniedRequest, Requester
 from ledger.domain.actors import Actor
 from ledger.domain.errors import (
+    ApprovalUnusable,
     ExpiredDenial,
     InvalidDenialBinding,
     InvalidRequest,
+    InvalidTaskState,
     NotFound,
     NotRequestable,
+    TaskExpired,
 )
 from ledger.domain.instants import epoch_seconds, parse_instant
 from ledger.domain.subjects import PrincipalIdentity
@@ -230,7 +233,9 @@ class AccessRequestUseCases(LedgerBase):
             )
             return Changes(task, [task], {})
 
-        return self.execute(command, idempotency, AccessRequest)
+        return self._decided_on_fresh_state(
+            task_id, lambda: self.execute(command, idempotency, AccessRequest)
+        )
 
     def _approval_state(
         self,
@@ -276,7 +281,9 @@ class AccessRequestUseCases(LedgerBase):
             task.deny(reason=reason, actor=actor, now=self.clock.now())
             return Changes(task, [task], {})
 
-        return self.execute(command, idempotency, AccessRequest)
+        return self._decided_on_fresh_state(
+            task_id, lambda: self.execute(command, idempotency, AccessRequest)
+        )
 
     def cancel_access_request(
         self,
@@ -291,7 +298,9 @@ class AccessRequestUseCases(LedgerBase):
             task.cancel(reason=reason, actor=actor, now=self.clock.now())
             return Changes(task, [task], {})
 
-        return self.execute(command, idempotency, AccessRequest)
+        return self._decided_on_fresh_state(
+            task_id, lambda: self.execute(command, idempotency, AccessRequest)
+        )
 
     # ------------------------------------------------------------------ re-evaluation
 
@@ -309,4 +318,21 @@ class AccessRequestUseCases(LedgerBase):
             )
             return Changes(task, [task], {})
 
-        return self.execute(command, None, AccessRequest)
+        return self._decided_on_fresh_state(
+            task_id, lambda: self.execute(command, None, AccessRequest)
+        )
+
+    def _decided_on_fresh_state(
+        self, task_id: str, run: Callable[[], Written[AccessRequest]]
+    ) -> Written[AccessRequest]:
+        """Run a command on a task, and if it refuses, once more on state read from the store.
+
+        Commands read through the command cache, which may hold a task as another replica
+        left it before deciding it (say, still pending): a write from such a copy conflicts
+        and is retried fresh, but a refusal writes nothing, so it is judged again on the
+        current state before it is believed."""
+        try:
+            return run()
+        except (ApprovalUnusable, InvalidTaskState, TaskExpired):
+            self._command_cache.forget([task_id])
+            return run()

@@ -18,7 +18,7 @@ from ledger.domain.access_binding import (
     binding_hash,
 )
 from ledger.domain.actors import Actor
-from ledger.domain.errors import ApprovalUnusable, Conflict, NotRequestable
+from ledger.domain.errors import ApprovalUnusable, Conflict, InvalidTaskState, NotRequestable
 from ledger.domain.instants import format_instant
 from ledger.domain.missions import Mission
 from ledger.domain.states import Operation
@@ -180,3 +180,32 @@ def test_a_request_under_a_revoked_mission_writes_nothing(ledger: Ledger) -> Non
     with pytest.raises(NotRequestable):
         _submit(ledger, mission)
     assert ledger.head_position() == head
+
+
+def test_an_approval_granted_on_the_other_replica_is_usable_here(
+    replicas: tuple[Ledger, Ledger],
+) -> None:
+    """The submitting replica's command cache still holds the task as pending: its refusal
+    is judged again on the stored state before it is believed."""
+    a, b = replicas
+    task_id = _submit(a, active_mission(a))
+    approved = b.approve_access_request(
+        actor=APPROVER,
+        approver=PrincipalIdentity(iss=b.issuer, sub="approver-1"),
+        task_id=task_id,
+        reason=None,
+    )
+    approval_id = str(approved.value.approval["approval_id"])  # type: ignore[index]
+    used = a.use_approval(task_id=task_id, approval_id=approval_id, evaluation_id="e1")
+    assert used.value.uses == ["e1"]
+
+
+def test_a_task_decided_on_the_other_replica_cannot_be_cancelled_here(
+    replicas: tuple[Ledger, Ledger],
+) -> None:
+    a, b = replicas
+    task_id = _submit(a, active_mission(a))
+    b.deny_access_request(actor=APPROVER, task_id=task_id, reason="no")
+    with pytest.raises(InvalidTaskState):
+        a.cancel_access_request(actor=PEP, task_id=task_id, reason=None)
+    assert _events(a, task_id) == ["Submitted", "Denied"]
