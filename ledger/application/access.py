@@ -312,11 +312,16 @@ class AccessRequestUseCases(LedgerBase):
         Raises ``ApprovalUnusable`` when nothing is left to spend."""
 
         def command() -> Changes:
+            now = self.clock.now()
             task = self.get_access_request(task_id)
-            task.use_approval(
-                approval_id=approval_id, evaluation_id=evaluation_id, now=self.clock.now()
-            )
-            return Changes(task, [task], {})
+            # Revocation and suspension override every approval, also one the decision
+            # point judged a moment before a revoke landed: the Mission must still be
+            # active at this version when the use commits.
+            mission = self.get_mission(task.mission_id)
+            if not mission.is_effectively_active(now):
+                raise ApprovalUnusable(f"the Mission is {mission.effective_state(now)}")
+            task.use_approval(approval_id=approval_id, evaluation_id=evaluation_id, now=now)
+            return Changes(task, [task], {mission.id: mission.version})
 
         return self._decided_on_fresh_state(
             task_id, lambda: self.execute(command, None, AccessRequest)
@@ -334,5 +339,7 @@ class AccessRequestUseCases(LedgerBase):
         try:
             return run()
         except (ApprovalUnusable, InvalidTaskState, TaskExpired):
-            self._command_cache.forget([task_id])
+            task = self._command_cache.load(task_id)
+            mission_id = getattr(task, "mission_id", None)
+            self._command_cache.forget([task_id, *([mission_id] if mission_id else [])])
             return run()

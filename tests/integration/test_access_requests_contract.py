@@ -209,3 +209,26 @@ def test_a_task_decided_on_the_other_replica_cannot_be_cancelled_here(
     with pytest.raises(InvalidTaskState):
         a.cancel_access_request(actor=PEP, task_id=task_id, reason=None)
     assert _events(a, task_id) == ["Submitted", "Denied"]
+
+
+def test_a_mission_revoked_on_the_other_replica_voids_an_approvals_uses(
+    replicas: tuple[Ledger, Ledger],
+) -> None:
+    a, b = replicas
+    mission = active_mission(a)
+    task_id = _submit(a, mission)
+    approved = a.approve_access_request(
+        actor=APPROVER,
+        approver=PrincipalIdentity(iss=a.issuer, sub="approver-1"),
+        task_id=task_id,
+        reason=None,
+        max_uses=3,
+    )
+    approval_id = str(approved.value.approval["approval_id"])  # type: ignore[index]
+    a.use_approval(task_id=task_id, approval_id=approval_id, evaluation_id="e1")
+    b.change_lifecycle(
+        actor=APPROVER, mission_id=mission.id, operation=Operation.REVOKE, reason="t"
+    )
+    with pytest.raises(ApprovalUnusable):
+        a.use_approval(task_id=task_id, approval_id=approval_id, evaluation_id="e2")
+    assert _events(a, task_id).count("ApprovalUsed") == 1

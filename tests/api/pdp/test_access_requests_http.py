@@ -115,9 +115,11 @@ def test_a_replayed_binding_token_returns_the_existing_task_with_200(harness: Ha
     flow = Flow.gated(harness)
     denied, decision = flow.evaluate()
     first = flow.submit(request_body(denied, decision))
+    before = harness.head()
     again = flow.submit(request_body(denied, decision))
     assert again.status_code == 200, again.text
     assert again.json()["task"]["id"] == first.json()["task"]["id"]
+    assert harness.head() == before
 
 
 def test_the_same_idempotency_key_and_body_returns_the_same_task(harness: Harness) -> None:
@@ -196,7 +198,9 @@ def test_a_binding_token_for_another_audience_is_invalid_denial_binding(
     )
     body = request_body(denied, decision)
     body["denial"]["binding_token"] = forged
+    before = harness.head()
     assert_arap_problem(flow.submit(body), 400, "invalid_denial_binding")
+    assert harness.head() == before
 
 
 def test_a_denial_without_access_request_is_not_requestable(harness: Harness) -> None:
