@@ -90,9 +90,11 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         staleness=follower.staleness,
         require_proof=settings.require_proof,
         access_requests=AccessRequests(
-            sign=lambda header, payload, now: keyring.sign_compact(
-                dict(header), payload, alg=settings.signing_alg, now=now
-            ),
+            # One token per denial: the batch signer's path, without joserfc's per-call
+            # header checks (the header is ours).
+            sign=lambda header, payload, now: keyring.sign_compact_many(
+                dict(header), [payload], alg=settings.signing_alg, now=now
+            )[0],
             verify_approval=lambda state, now: tokens.verify(
                 state, typ=APPROVAL_STATE_TYP, now=now
             ),

@@ -23,7 +23,6 @@ records before answering, or answers ``Decision.fallback`` when none is left.
 from __future__ import annotations
 
 import itertools
-import json
 import secrets
 import time
 from collections import Counter
@@ -31,6 +30,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from ledger.domain.access_binding import (
     APPROVAL_EXPIRED,
@@ -440,7 +441,7 @@ class DecisionPoint:
         }
         token = access.sign(
             {"typ": BINDING_TOKEN_TYP},
-            json.dumps(claims, separators=(",", ":")).encode(),
+            orjson.dumps(claims),
             now,
         )
         context = dict(decision.context)
