@@ -410,6 +410,8 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int
                 "requestable_denials_rps": rq.rps,
                 "requestable_ratio": rq.rps / pl.rps if pl.rps else 0.0,
                 "requestable_server_p99_ms": percentile(rq.server_ms, 99),
+                "plain_server_p50_ms": percentile(pl.server_ms, 50),
+                "requestable_server_p50_ms": percentile(rq.server_ms, 50),
                 "denial_errors": pl.errors + rq.errors,
             }
         return out
@@ -484,15 +486,16 @@ def render(http: dict[str, Any], index: dict[str, float], boot: dict[str, float]
         "vs plain denials (parameter_violation), same run:",
         "",
         f"{'conns':>5} {'plain/s':>8} {'requestable/s':>14} {'ratio':>6} {'target':>8} "
-        f"{'server p99':>10} {'errors':>6}",
+        f"{'server p50 plain':>16} {'requestable':>11} {'server p99':>10} {'errors':>6}",
     ]
     for connections, row in http.items():
         verdict = "PASS" if row["requestable_ratio"] >= 0.7 else "BELOW"
         lines.append(
             f"{connections:>5} {row['plain_denials_rps']:>8.0f} "
             f"{row['requestable_denials_rps']:>14.0f} {row['requestable_ratio']:>6.2f} "
-            f"{'>=0.7 ' + verdict:>8} {row['requestable_server_p99_ms']:>8.3f}ms "
-            f"{row['denial_errors']:>6}"
+            f"{'>=0.7 ' + verdict:>8} {row['plain_server_p50_ms']:>14.3f}ms "
+            f"{row['requestable_server_p50_ms']:>9.3f}ms "
+            f"{row['requestable_server_p99_ms']:>8.3f}ms {row['denial_errors']:>6}"
         )
     worst = max(row["server_p99_ms"] for row in http.values())
     lines += [
