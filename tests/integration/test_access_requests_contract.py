@@ -93,7 +93,8 @@ def _input(ledger: Ledger, mission: Mission, jti: str) -> AccessRequestInput:
     )
 
 
-def _submit(ledger: Ledger, mission: Mission, jti: str = "jti-1") -> str:
+def submit_access_request(ledger: Ledger, mission: Mission, jti: str = "jti-1") -> str:
+    """A pending task for a requestable denial (the binding token's claims as verified)."""
     written = ledger.submit_access_request(
         actor=PEP,
         requester=PrincipalIdentity(iss=ledger.issuer, sub="pep-1"),
@@ -132,7 +133,9 @@ def test_one_binding_token_makes_one_task_across_replicas(
 ) -> None:
     a, b = replicas
     mission = active_mission(a)
-    outcomes = _together([lambda app=app: _submit(app, mission) for app in (a, b, a, b)])
+    outcomes = _together(
+        [lambda app=app: submit_access_request(app, mission) for app in (a, b, a, b)]
+    )
     assert len(set(outcomes)) == 1, outcomes
     assert _events(a, str(outcomes[0])) == ["Submitted"]
 
@@ -142,7 +145,7 @@ def test_a_single_use_approval_is_spent_exactly_once_under_concurrency(
 ) -> None:
     a, b = replicas
     mission = active_mission(a)
-    task_id = _submit(a, mission)
+    task_id = submit_access_request(a, mission)
     approved = a.approve_access_request(
         actor=APPROVER,
         approver=PrincipalIdentity(iss=a.issuer, sub="approver-1"),
@@ -165,7 +168,7 @@ def test_task_expiry_is_recorded_once_across_replicas(
     replicas: tuple[Ledger, Ledger], clock: MutableClock
 ) -> None:
     a, b = replicas
-    task_id = _submit(a, active_mission(a))
+    task_id = submit_access_request(a, active_mission(a))
     clock.advance(hours=24, seconds=1)
     _together([lambda app=app: app.record_due_transitions(task_id) for app in (a, b, a, b)])
     assert _events(b, task_id) == ["Submitted", "Expired"]
@@ -178,7 +181,7 @@ def test_a_request_under_a_revoked_mission_writes_nothing(ledger: Ledger) -> Non
     )
     head = ledger.head_position()
     with pytest.raises(NotRequestable):
-        _submit(ledger, mission)
+        submit_access_request(ledger, mission)
     assert ledger.head_position() == head
 
 
@@ -188,7 +191,7 @@ def test_an_approval_granted_on_the_other_replica_is_usable_here(
     """The submitting replica's command cache still holds the task as pending: its refusal
     is judged again on the stored state before it is believed."""
     a, b = replicas
-    task_id = _submit(a, active_mission(a))
+    task_id = submit_access_request(a, active_mission(a))
     approved = b.approve_access_request(
         actor=APPROVER,
         approver=PrincipalIdentity(iss=b.issuer, sub="approver-1"),
@@ -204,7 +207,7 @@ def test_a_task_decided_on_the_other_replica_cannot_be_cancelled_here(
     replicas: tuple[Ledger, Ledger],
 ) -> None:
     a, b = replicas
-    task_id = _submit(a, active_mission(a))
+    task_id = submit_access_request(a, active_mission(a))
     b.deny_access_request(actor=APPROVER, task_id=task_id, reason="no")
     with pytest.raises(InvalidTaskState):
         a.cancel_access_request(actor=PEP, task_id=task_id, reason=None)
@@ -216,7 +219,7 @@ def test_a_mission_revoked_on_the_other_replica_voids_an_approvals_uses(
 ) -> None:
     a, b = replicas
     mission = active_mission(a)
-    task_id = _submit(a, mission)
+    task_id = submit_access_request(a, mission)
     approved = a.approve_access_request(
         actor=APPROVER,
         approver=PrincipalIdentity(iss=a.issuer, sub="approver-1"),
