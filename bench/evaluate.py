@@ -171,6 +171,18 @@ class Server:
             self.process.kill()
 
 
+def evaluation_body(
+    token: str, instance: str, *, action: str = "invoices.pay", amount: str = "250.00"
+) -> dict[str, Any]:
+    """One evaluation of the Mandate ``token`` held by ``instance``, its key proven."""
+    return {
+        "subject": {"type": "agent", "id": "bench-agent", "properties": {"instance_id": instance}},
+        "action": {"name": action, "properties": {"amount": amount, "currency": "USD"}},
+        "resource": {"type": "api", "id": f"{RESOURCE}/invoices/42"},
+        "context": {"mandate": token, "proof": proof_of(token)},
+    }
+
+
 def evaluation_requests(
     seeded: Seeded,
     port: int,
@@ -187,19 +199,7 @@ def evaluation_requests(
     out = []
     step = max(1, len(seeded.mandates) // sample)
     for token, instance in seeded.mandates[::step][:sample]:
-        body = {
-            "subject": {
-                "type": "agent",
-                "id": "bench-agent",
-                "properties": {"instance_id": instance},
-            },
-            "action": {
-                "name": action,
-                "properties": {"amount": amount, "currency": "USD"},
-            },
-            "resource": {"type": "api", "id": f"{RESOURCE}/invoices/42"},
-            "context": {"mandate": token, "proof": proof_of(token)},
-        }
+        body = evaluation_body(token, instance, action=action, amount=amount)
         out.append(
             build_request(
                 "POST",
@@ -265,19 +265,7 @@ def check_permits(seeded: Seeded, port: int) -> None:
     answer = httpx.post(
         f"http://127.0.0.1:{port}/access/v1/evaluation",
         headers={"Authorization": f"Bearer {seeded.pep_key}"},
-        json={
-            "subject": {
-                "type": "agent",
-                "id": "bench-agent",
-                "properties": {"instance_id": instance},
-            },
-            "action": {
-                "name": "invoices.pay",
-                "properties": {"amount": "250.00", "currency": "USD"},
-            },
-            "resource": {"type": "api", "id": f"{RESOURCE}/invoices/42"},
-            "context": {"mandate": token, "proof": proof_of(token)},
-        },
+        json=evaluation_body(token, instance),
     ).json()
     if answer.get("decision") is not True:
         msg = f"the benchmark request is not a permit: {answer}"
@@ -302,16 +290,7 @@ def check_denials(seeded: Seeded, port: int) -> None:
         answer = httpx.post(
             f"http://127.0.0.1:{port}/access/v1/evaluation",
             headers={"Authorization": f"Bearer {seeded.pep_key}"},
-            json={
-                "subject": {
-                    "type": "agent",
-                    "id": "bench-agent",
-                    "properties": {"instance_id": instance},
-                },
-                "action": {"name": action, "properties": {"amount": amount, "currency": "USD"}},
-                "resource": {"type": "api", "id": f"{RESOURCE}/invoices/42"},
-                "context": {"mandate": token, "proof": proof_of(token)},
-            },
+            json=evaluation_body(token, instance, action=action, amount=amount),
         ).json()
         context = answer.get("context", {})
         if (

@@ -9,6 +9,7 @@ or cancel it through its portable handle; approvers list, read, approve and deny
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -31,7 +32,7 @@ from api.routes.common import (
 from api.routes.gate import GatedRoute, allowed
 from api.schemas import AccessApproveIn, AccessRequestIn, CancelIn, DecisionIn
 from api.services import Services
-from ledger.application import AccessRequestInput, Written
+from ledger.application import AccessRequestInput, IdempotencyRequest, Written
 from ledger.domain.access_binding import ACCESS_REQUEST_PATH, BINDING_TOKEN_TYP
 from ledger.domain.access_requests import STATUSES, AccessRequest
 from ledger.domain.errors import (
@@ -281,24 +282,24 @@ async def approve_access_request(
     """Approve exactly the denied request: at most ``max_uses`` permits (default 1) until
     ``approved_until`` (default 1 h, never past the Mission's expiry)."""
     await refuse_null_body(request, body)
-    body = body or AccessApproveIn()
-    await _task(services, principal, task_id)
-    approved_until = optional_instant(body.approved_until, "/approved_until")
-    idempotency = await idempotency_for(request, principal, 200)
-    written = await _written(
-        lambda: services.ledger.approve_access_request(
+    decision = body or AccessApproveIn()
+    approved_until = optional_instant(decision.approved_until, "/approved_until")
+    return await _decide(
+        services,
+        request,
+        response,
+        principal,
+        task_id,
+        lambda idempotency: services.ledger.approve_access_request(
             actor=principal.actor(),
             approver=principal.identity(services.settings.public_issuer),
             task_id=task_id,
-            reason=body.reason,
+            reason=decision.reason,
             approved_until=approved_until,
-            max_uses=body.max_uses,
+            max_uses=decision.max_uses,
             idempotency=idempotency,
         ),
     )
-    await finish_write(services, response, written, status_code=200)
-    task = written.value
-    return approver_view(task, await _mission_of(services, task), services.clock.now())
 
 
 @router.post(
@@ -314,14 +315,32 @@ async def deny_access_request(
     body: DecisionIn | None = None,
 ) -> dict[str, Any]:
     await refuse_null_body(request, body)
-    body = body or DecisionIn()
-    await _task(services, principal, task_id)
-    idempotency = await idempotency_for(request, principal, 200)
-    written = await _written(
-        lambda: services.ledger.deny_access_request(
-            actor=principal.actor(), task_id=task_id, reason=body.reason, idempotency=idempotency
+    reason = None if body is None else body.reason
+    return await _decide(
+        services,
+        request,
+        response,
+        principal,
+        task_id,
+        lambda idempotency: services.ledger.deny_access_request(
+            actor=principal.actor(), task_id=task_id, reason=reason, idempotency=idempotency
         ),
     )
+
+
+async def _decide(
+    services: Services,
+    request: Request,
+    response: Response,
+    principal: Principal,
+    task_id: str,
+    write: Callable[[IdempotencyRequest | None], Written[AccessRequest]],
+) -> dict[str, Any]:
+    """An approver's decision on a task the caller may see: written, answered with the
+    approver's view of the task."""
+    await _task(services, principal, task_id)
+    idempotency = await idempotency_for(request, principal, 200)
+    written = await _written(lambda: write(idempotency))
     await finish_write(services, response, written, status_code=200)
     task = written.value
     return approver_view(task, await _mission_of(services, task), services.clock.now())

@@ -276,14 +276,7 @@ class AccessRequestUseCases(LedgerBase):
         reason: str | None,
         idempotency: IdempotencyRequest | None = None,
     ) -> Written[AccessRequest]:
-        def command() -> Changes:
-            task = self.get_access_request(task_id)
-            task.deny(reason=reason, actor=actor, now=self.clock.now())
-            return Changes(task, [task], {})
-
-        return self._decided_on_fresh_state(
-            task_id, lambda: self.execute(command, idempotency, AccessRequest)
-        )
+        return self._end_task(task_id, idempotency, AccessRequest.deny, actor, reason)
 
     def cancel_access_request(
         self,
@@ -293,9 +286,21 @@ class AccessRequestUseCases(LedgerBase):
         reason: str | None,
         idempotency: IdempotencyRequest | None = None,
     ) -> Written[AccessRequest]:
+        return self._end_task(task_id, idempotency, AccessRequest.cancel, actor, reason)
+
+    def _end_task(
+        self,
+        task_id: str,
+        idempotency: IdempotencyRequest | None,
+        end: Callable[..., None],
+        actor: Actor,
+        reason: str | None,
+    ) -> Written[AccessRequest]:
+        """Deny or cancel: ``end`` is the aggregate's command (called with the task)."""
+
         def command() -> Changes:
             task = self.get_access_request(task_id)
-            task.cancel(reason=reason, actor=actor, now=self.clock.now())
+            end(task, reason=reason, actor=actor, now=self.clock.now())
             return Changes(task, [task], {})
 
         return self._decided_on_fresh_state(

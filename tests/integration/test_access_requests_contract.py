@@ -104,6 +104,20 @@ def submit_access_request(ledger: Ledger, mission: Mission, jti: str = "jti-1") 
     return written.value.id
 
 
+def _approved(ledger: Ledger, task_id: str, **options: Any) -> str:
+    """Approve the task (as the approver); the approval's id."""
+    written = ledger.approve_access_request(
+        actor=APPROVER,
+        approver=PrincipalIdentity(iss=ledger.issuer, sub="approver-1"),
+        task_id=task_id,
+        reason=None,
+        **options,
+    )
+    approval = written.value.approval
+    assert approval is not None
+    return str(approval["approval_id"])
+
+
 def _together(jobs: list[Callable[[], object]]) -> list[object]:
     """Run the jobs at once (a barrier), each outcome a value or the exception raised."""
     barrier = threading.Barrier(len(jobs))
@@ -146,13 +160,7 @@ def test_a_single_use_approval_is_spent_exactly_once_under_concurrency(
     a, b = replicas
     mission = active_mission(a)
     task_id = submit_access_request(a, mission)
-    approved = a.approve_access_request(
-        actor=APPROVER,
-        approver=PrincipalIdentity(iss=a.issuer, sub="approver-1"),
-        task_id=task_id,
-        reason=None,
-    )
-    approval_id = str(approved.value.approval["approval_id"])  # type: ignore[index]
+    approval_id = _approved(a, task_id)
 
     def use(app: Ledger, n: int) -> object:
         return app.use_approval(task_id=task_id, approval_id=approval_id, evaluation_id=f"e{n}")
@@ -192,13 +200,7 @@ def test_an_approval_granted_on_the_other_replica_is_usable_here(
     is judged again on the stored state before it is believed."""
     a, b = replicas
     task_id = submit_access_request(a, active_mission(a))
-    approved = b.approve_access_request(
-        actor=APPROVER,
-        approver=PrincipalIdentity(iss=b.issuer, sub="approver-1"),
-        task_id=task_id,
-        reason=None,
-    )
-    approval_id = str(approved.value.approval["approval_id"])  # type: ignore[index]
+    approval_id = _approved(b, task_id)
     used = a.use_approval(task_id=task_id, approval_id=approval_id, evaluation_id="e1")
     assert used.value.uses == ["e1"]
 
@@ -220,14 +222,7 @@ def test_a_mission_revoked_on_the_other_replica_voids_an_approvals_uses(
     a, b = replicas
     mission = active_mission(a)
     task_id = submit_access_request(a, mission)
-    approved = a.approve_access_request(
-        actor=APPROVER,
-        approver=PrincipalIdentity(iss=a.issuer, sub="approver-1"),
-        task_id=task_id,
-        reason=None,
-        max_uses=3,
-    )
-    approval_id = str(approved.value.approval["approval_id"])  # type: ignore[index]
+    approval_id = _approved(a, task_id, max_uses=3)
     a.use_approval(task_id=task_id, approval_id=approval_id, evaluation_id="e1")
     b.change_lifecycle(
         actor=APPROVER, mission_id=mission.id, operation=Operation.REVOKE, reason="t"

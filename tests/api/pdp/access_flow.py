@@ -11,22 +11,10 @@ from typing import Any
 from httpx import Response
 
 from tests.api.pdp.conftest import Harness
+from tests.api.pdp.test_authzen_decisions import ERP, entry
 from tests.mandate_builders import proof_of
 
-ERP = "https://erp.example.com"
 ARAP_ERROR = "urn:openid:authzen:access-request:error:"
-
-
-def entry(actions: list[str] | None = None, **constraints: Any) -> dict[str, Any]:
-    value: dict[str, Any] = {
-        "type": "mission_resource_access",
-        "resource": ERP,
-        "resource_match": "prefix",
-        "actions": actions or ["invoices.pay"],
-    }
-    if constraints:
-        value["constraints"] = constraints
-    return value
 
 
 def evaluation(
