@@ -10,6 +10,8 @@ Run: ``python -m bench.evaluate`` (``--help`` for options).
    Prints decisions/s, client p50/p99, server-side decision time p50/p99 (the
    ``Server-Timing`` the PDP reports) and the ratio to the ceiling (target >= 0.6;
    server p99 < 1 ms).
+   Also, in the same run: requestable denials (``out_of_authority``, with a signed
+   ``binding_token``) as a ratio to plain denials (``parameter_violation``; target >= 0.7).
 2. Index memory per active Mandate (tracemalloc around a bootstrap; target <= 2 KiB).
 3. Index bootstrap time for M Mandates (default 100,000).
 """
