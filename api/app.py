@@ -22,6 +22,7 @@ from api.middleware import BodyLimit, RequestId
 from api.oauth import OAuthVerifier
 from api.read_models import read_models
 from api.routes import (
+    access_requests,
     audit,
     authzen,
     completion_events,
@@ -44,6 +45,7 @@ from api.workers.push import PushDelivery
 from api.workers.scheduler import Scheduler
 from api.workers.sse_hub import SseHub
 from ledger.clock import Clock, SystemClock
+from ledger.domain.access_binding import APPROVAL_STATE_TYP
 from ledger.persistence.snapshots import StateCodec
 from ledger.persistence.store import open_ledger
 from ledger.settings import Settings, load_settings
@@ -51,7 +53,7 @@ from ledger.signing.keyring import Keyring
 from projections.evaluation_index import EvaluationIndex
 from projections.follower import LogFollower
 from projections.key_directory import KeyDirectory
-from projections.pdp import DecisionPoint
+from projections.pdp import AccessRequests, DecisionPoint
 from projections.retention import Retention
 
 log = logging.getLogger("mission_ledger")
@@ -73,7 +75,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
     watch = MissionWatch()
     follower = LogFollower(
         ledger,
-        durable=[models.proposals, models.missions, models.mandates],
+        durable=[models.proposals, models.missions, models.mandates, models.access_requests],
         live=[keys, index, watch],
         # Writes do not wait for these (see api/consistency.py): with many SSF streams the
         # signal log's batch (a signed SET per stream) would hold up every write's answer.
@@ -92,6 +94,17 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         max_stale_seconds=settings.mission_max_stale_seconds,
         staleness=follower.staleness,
         require_proof=settings.require_proof,
+        access_requests=AccessRequests(
+            # One token per denial: the batch signer's path, without joserfc's per-call
+            # header checks (the header is ours).
+            sign=lambda header, payload, now: keyring.sign_compact_many(
+                dict(header), [payload], alg=settings.signing_alg, now=now
+            )[0],
+            verify_approval=lambda state, now: tokens.verify(
+                state, typ=APPROVAL_STATE_TYP, now=now
+            ),
+            denial_ttl_seconds=settings.access_request_denial_ttl_seconds,
+        ),
     )
     oauth = OAuthVerifier(settings) if settings.oauth_issuer else None
     return Services(
@@ -102,6 +115,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         proposals=models.proposals,
         missions=models.missions,
         mandates=models.mandates,
+        access_requests=models.access_requests,
         signals=models.signals,
         keys=keys,
         oauth=oauth,
@@ -144,6 +158,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             services.missions,
             services.proposals,
             services.mandates,
+            services.access_requests,
             interval=resolved.scheduler_interval_seconds,
             on_tick=lambda: _maintain(services, retention),
         )
@@ -196,6 +211,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         ssf_sse.router,
         audit.router,
         console_pages.router,
+        access_requests.router,
     ):
         app.include_router(router)
     app.mount(STATIC_PREFIX, StaticFiles(directory=HERE / "static"), name="console-static")

@@ -72,9 +72,10 @@ def problem(
     errors: tuple[FieldError, ...] = (),
     extensions: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
+    problem_type: str | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {
-        "type": TYPE_PREFIX + code,
+        "type": problem_type or TYPE_PREFIX + code,
         "title": title,
         "status": status,
         "detail": detail,
@@ -109,6 +110,7 @@ def ledger_error_response(
         errors=error.errors,
         extensions=extensions,
         headers=headers,
+        problem_type=error.problem_type,
     )
 
 

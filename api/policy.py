@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from api.auth import Principal
+from ledger.domain.access_requests import AccessRequest
 from ledger.domain.actors import Actor
 from ledger.domain.mandates import ExecutionMandate
 from ledger.domain.missions import Mission
@@ -86,6 +87,15 @@ CHAIN_STATUS = READ_AUDIT_LOG
 
 #: The roles of people: only credentials holding nothing else sign in to the console.
 PEOPLE = frozenset({Role.APPROVER, Role.OPERATOR, Role.AUDITOR, Role.ADMIN})
+
+# Access requests (AuthZEN Access Request and Approval profile, SPEC 7.1)
+SUBMIT_ACCESS_REQUEST = _gate(Role.PEP, Role.AGENT)  # agents: for themselves
+READ_ACCESS_REQUEST_TASK = _gate(  # a portable handle (may_see_task)
+    Role.PEP, Role.AGENT, Role.APPROVER, Role.OPERATOR, Role.AUDITOR
+)
+CANCEL_ACCESS_REQUEST = _gate(Role.PEP, Role.AGENT)  # the requester
+LIST_ACCESS_REQUESTS = _gate(Role.APPROVER, Role.OPERATOR, Role.AUDITOR)
+DECIDE_ACCESS_REQUEST = _gate(Role.APPROVER)  # approve, deny
 
 
 def lifecycle_gate(operation: Operation) -> Gate:
@@ -180,3 +190,27 @@ def may_narrow(caller: Principal, mandate: ExecutionMandate) -> bool:
 
 def may_see_mandate(caller: Principal, mandate: ExecutionMandate) -> bool:
     return caller.has(Role.OPERATOR, Role.AUDITOR) or holds(caller, mandate)
+
+
+# ---------------------------------------------------------------------- access requests
+
+
+def may_request_access_for(caller: Principal, client_id: str) -> bool:
+    """A PEP asks for any agent it enforces for; an agent only for itself (403 otherwise)."""
+    return caller.has(Role.PEP) or caller.owns_client(client_id)
+
+
+def may_see_task(caller: Principal, task: AccessRequest) -> bool:
+    """Task handles are portable: the requester, the Mission's agent, any PEP, and the
+    people who decide or oversee (approver, operator, auditor); anyone else gets the same
+    404 as for an unknown task."""
+    return (
+        caller.has(Role.PEP, Role.APPROVER, Role.OPERATOR, Role.AUDITOR)
+        or caller.scope == task.requester_scope
+        or caller.owns_client(task.client_id)
+    )
+
+
+def may_cancel_task(caller: Principal, task: AccessRequest) -> bool:
+    """Only the principal that requested the access withdraws it (admins: any)."""
+    return caller.is_admin or caller.scope == task.requester_scope

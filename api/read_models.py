@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ledger.application import Ledger
 from ledger.persistence.snapshots import StateCodec
 from ledger.signing.keyring import Keyring
-from projections.boards import MandateRegister, MissionBoard, ProposalBoard
+from projections.boards import AccessRequestBoard, MandateRegister, MissionBoard, ProposalBoard
 from projections.follower import DurableProjection
 from projections.signals import SignalLog
 
@@ -17,12 +17,13 @@ class ReadModels:
     proposals: ProposalBoard
     missions: MissionBoard
     mandates: MandateRegister
+    access_requests: AccessRequestBoard
     signals: SignalLog
 
     @property
     def durable(self) -> list[DurableProjection]:
         """In the order the follower applies them."""
-        return [self.proposals, self.missions, self.mandates, self.signals]
+        return [self.proposals, self.missions, self.mandates, self.access_requests, self.signals]
 
     @property
     def names(self) -> list[str]:
@@ -35,5 +36,6 @@ def read_models(ledger: Ledger, signer: Keyring, issuer: str) -> ReadModels:
         proposals=ProposalBoard(codec),
         missions=MissionBoard(codec),
         mandates=MandateRegister(codec),
+        access_requests=AccessRequestBoard(codec),
         signals=SignalLog(codec, signer, issuer),
     )

@@ -104,3 +104,47 @@ class CompletionEventIn(Body):
     event_id: Short
     occurred_at: Instant
     entry_digest: Digest | None = None
+
+
+class Extensible(BaseModel):
+    """A body of the AuthZEN access-request profile: its members are checked here, members
+    this service does not use are ignored (the profile is extensible, as AuthZEN is)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+
+class DenialIn(Extensible):
+    expires_at: Instant
+    evaluation_id: Short | None = None
+    evaluated_at: Instant | None = None
+    reason: Short | None = None
+    template: Short | None = None
+    binding_token: Annotated[str, Field(min_length=1, max_length=16_384)] | None = None
+
+
+class RequestedAccessIn(Extensible):
+    requested_until: Instant | None = None
+
+
+class AccessRequestIn(Extensible):
+    subject: dict[str, Any]
+    resource: dict[str, Any]
+    action: dict[str, Any]
+    context: dict[str, Any] | None = None
+    denial: DenialIn
+    requested_access: RequestedAccessIn | None = None
+    #: Refused for now (notifications are not delivered by this release; see the route).
+    callback: dict[str, Any] | None = None
+    #: Refused for now (bundled requests are not supported).
+    items: list[Any] | None = None
+
+
+class AccessApproveIn(Body):
+    reason: Reason | None = None
+    approved_until: Instant | None = None
+    max_uses: int | None = None
+
+
+class CancelIn(Extensible):
+    reason: Reason | None = None
+    comment: Reason | None = None

@@ -10,7 +10,7 @@ from fastapi import Request
 from ledger.application import Ledger
 from ledger.clock import Clock
 from ledger.settings import Settings
-from projections.boards import MandateRegister, MissionBoard, ProposalBoard
+from projections.boards import AccessRequestBoard, MandateRegister, MissionBoard, ProposalBoard
 from projections.evaluation_index import EvaluationIndex
 from projections.follower import LogFollower
 from projections.key_directory import KeyDirectory
@@ -37,6 +37,7 @@ class Services:
     proposals: ProposalBoard
     missions: MissionBoard
     mandates: MandateRegister
+    access_requests: AccessRequestBoard
     signals: SignalLog
     keys: KeyDirectory
     oauth: OAuthVerifier | None

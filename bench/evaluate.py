@@ -10,6 +10,8 @@ Run: ``python -m bench.evaluate`` (``--help`` for options).
    Prints decisions/s, client p50/p99, server-side decision time p50/p99 (the
    ``Server-Timing`` the PDP reports) and the ratio to the ceiling (target >= 0.6;
    server p99 < 1 ms).
+   Also, in the same run: requestable denials (``out_of_authority``, with a signed
+   ``binding_token``) as a ratio to plain denials (``parameter_violation``; target >= 0.7).
 2. Index memory per active Mandate (tracemalloc around a bootstrap; target <= 2 KiB).
 3. Index bootstrap time for M Mandates (default 100,000).
 """
@@ -174,25 +176,35 @@ class Server:
             self.process.kill()
 
 
-def evaluation_requests(seeded: Seeded, port: int, sample: int) -> list[bytes]:
+def evaluation_body(
+    token: str, instance: str, *, action: str = "invoices.pay", amount: str = "250.00"
+) -> dict[str, Any]:
+    """One evaluation of the Mandate ``token`` held by ``instance``, its key proven."""
+    return {
+        "subject": {"type": "agent", "id": "bench-agent", "properties": {"instance_id": instance}},
+        "action": {"name": action, "properties": {"amount": amount, "currency": "USD"}},
+        "resource": {"type": "api", "id": f"{RESOURCE}/invoices/42"},
+        "context": {"mandate": token, "proof": proof_of(token)},
+    }
+
+
+def evaluation_requests(
+    seeded: Seeded,
+    port: int,
+    sample: int,
+    *,
+    action: str = "invoices.pay",
+    amount: str = "250.00",
+) -> list[bytes]:
+    """Evaluations of sampled Mandates: by default permits; ``amount`` over the bound gives
+    plain denials (``parameter_violation``), an ``action`` outside the Mission requestable
+    ones (``out_of_authority``, with ``access_request`` and a signed binding token)."""
     host = f"127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {seeded.pep_key}"}
     out = []
     step = max(1, len(seeded.mandates) // sample)
     for token, instance in seeded.mandates[::step][:sample]:
-        body = {
-            "subject": {
-                "type": "agent",
-                "id": "bench-agent",
-                "properties": {"instance_id": instance},
-            },
-            "action": {
-                "name": "invoices.pay",
-                "properties": {"amount": "250.00", "currency": "USD"},
-            },
-            "resource": {"type": "api", "id": f"{RESOURCE}/invoices/42"},
-            "context": {"mandate": token, "proof": proof_of(token)},
-        }
+        body = evaluation_body(token, instance, action=action, amount=amount)
         out.append(
             build_request(
                 "POST",
@@ -258,19 +270,7 @@ def check_permits(seeded: Seeded, port: int) -> None:
     answer = httpx.post(
         f"http://127.0.0.1:{port}/access/v1/evaluation",
         headers={"Authorization": f"Bearer {seeded.pep_key}"},
-        json={
-            "subject": {
-                "type": "agent",
-                "id": "bench-agent",
-                "properties": {"instance_id": instance},
-            },
-            "action": {
-                "name": "invoices.pay",
-                "properties": {"amount": "250.00", "currency": "USD"},
-            },
-            "resource": {"type": "api", "id": f"{RESOURCE}/invoices/42"},
-            "context": {"mandate": token, "proof": proof_of(token)},
-        },
+        json=evaluation_body(token, instance),
     ).json()
     if answer.get("decision") is not True:
         msg = f"the benchmark request is not a permit: {answer}"
@@ -283,6 +283,27 @@ def check_permits(seeded: Seeded, port: int) -> None:
     if with_proof.get("decision") is not True:
         msg = f"the DPoP benchmark request is not a permit: {with_proof}"
         raise RuntimeError(msg)
+
+
+def check_denials(seeded: Seeded, port: int) -> None:
+    """The two denial workloads are what they claim: one plain, one requestable."""
+    token, instance = seeded.mandates[0]
+    for action, amount, requestable_expected in (
+        ("invoices.pay", "5000.00", False),
+        ("invoices.void", "250.00", True),
+    ):
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/access/v1/evaluation",
+            headers={"Authorization": f"Bearer {seeded.pep_key}"},
+            json=evaluation_body(token, instance, action=action, amount=amount),
+        ).json()
+        context = answer.get("context", {})
+        if (
+            answer.get("decision") is not False
+            or ("access_request" in context) != requestable_expected
+        ):
+            msg = f"the {action} benchmark request is not the denial it should be: {answer}"
+            raise RuntimeError(msg)
 
 
 def merge(results: list[LoadResult]) -> LoadResult:
@@ -301,6 +322,9 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int
     try:
         check_permits(seeded, server.port)
         evaluations = evaluation_requests(seeded, server.port, sample=2000)
+        plain = evaluation_requests(seeded, server.port, sample=2000, amount="5000.00")
+        requestable = evaluation_requests(seeded, server.port, sample=2000, action="invoices.void")
+        check_denials(seeded, server.port)
         ceiling = [build_request("GET", "/healthz", f"127.0.0.1:{server.port}")]
         progress("  warming up (verifies every sampled token once)")
         drive("127.0.0.1", server.port, evaluations, connections=4, seconds=3)
@@ -309,6 +333,8 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int
             ceil_runs: list[LoadResult] = []
             eval_runs: list[LoadResult] = []
             dpop_runs: list[LoadResult] = []
+            plain_runs: list[LoadResult] = []
+            requestable_runs: list[LoadResult] = []
             for round_no in range(rounds):
                 progress(f"  {connections} connection(s), round {round_no + 1}/{rounds}")
                 ceil_runs.append(
@@ -337,7 +363,18 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int
                         each_once=True,
                     )
                 )
+                for runs, requests in ((plain_runs, plain), (requestable_runs, requestable)):
+                    runs.append(
+                        drive(
+                            "127.0.0.1",
+                            server.port,
+                            requests,
+                            connections=connections,
+                            seconds=seconds,
+                        )
+                    )
             ceil, ev, dp = merge(ceil_runs), merge(eval_runs), merge(dpop_runs)
+            pl, rq = merge(plain_runs), merge(requestable_runs)
             out[str(connections)] = {
                 "ceiling_rps": ceil.rps,
                 "decisions_rps": ev.rps,
@@ -353,6 +390,13 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int
                 "dpop_ratio": dp.rps / ev.rps if ev.rps else 0.0,
                 "dpop_server_p99_ms": percentile(dp.server_ms, 99),
                 "dpop_errors": dp.errors,
+                "plain_denials_rps": pl.rps,
+                "requestable_denials_rps": rq.rps,
+                "requestable_ratio": rq.rps / pl.rps if pl.rps else 0.0,
+                "requestable_server_p99_ms": percentile(rq.server_ms, 99),
+                "plain_server_p50_ms": percentile(pl.server_ms, 50),
+                "requestable_server_p50_ms": percentile(rq.server_ms, 50),
+                "denial_errors": pl.errors + rq.errors,
             }
         return out
     finally:
@@ -419,6 +463,23 @@ def render(http: dict[str, Any], index: dict[str, float], boot: dict[str, float]
             f"{connections:>5} {row['decisions_rps']:>12.0f} {row['dpop_rps']:>8.0f} "
             f"{row['dpop_ratio']:>6.2f} {'>=0.7 ' + verdict:>8} "
             f"{row['dpop_server_p99_ms']:>8.3f}ms {row['dpop_errors']:>6}"
+        )
+    lines += [
+        "",
+        "Requestable denials (out_of_authority: access_request with a signed binding token) "
+        "vs plain denials (parameter_violation), same run:",
+        "",
+        f"{'conns':>5} {'plain/s':>8} {'requestable/s':>14} {'ratio':>6} {'target':>8} "
+        f"{'server p50 plain':>16} {'requestable':>11} {'server p99':>10} {'errors':>6}",
+    ]
+    for connections, row in http.items():
+        verdict = "PASS" if row["requestable_ratio"] >= 0.7 else "BELOW"
+        lines.append(
+            f"{connections:>5} {row['plain_denials_rps']:>8.0f} "
+            f"{row['requestable_denials_rps']:>14.0f} {row['requestable_ratio']:>6.2f} "
+            f"{'>=0.7 ' + verdict:>8} {row['plain_server_p50_ms']:>14.3f}ms "
+            f"{row['requestable_server_p50_ms']:>9.3f}ms "
+            f"{row['requestable_server_p99_ms']:>8.3f}ms {row['denial_errors']:>6}"
         )
     worst = max(row["server_p99_ms"] for row in http.values())
     lines += [

@@ -68,6 +68,26 @@ class Settings(BaseSettings):
         "(context.proof.jkt or a DPoP proof at context.proof.dpop); false only for "
         "development. Bare Mandate ids and join mode need a proof either way.",
     )
+    access_request_denial_ttl_seconds: int = Field(
+        default=600,
+        ge=10,
+        le=86_400,
+        description="How long a requestable denial may be turned into an access request "
+        "(its context.access_request.expires_at after evaluated_at).",
+    )
+    access_request_task_ttl_seconds: int = Field(
+        default=86_400,
+        ge=1,
+        le=30 * 86_400,
+        description="How long an access request stays pending before it expires.",
+    )
+    access_requests_per_minute: int = Field(
+        default=30,
+        ge=1,
+        le=100_000,
+        description="Access requests one caller may submit per minute (then 429 with "
+        "Retry-After): agents must not be able to flood approvers.",
+    )
     read_your_writes_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     idempotency_retention_hours: int = Field(default=24, ge=24, le=24 * 90)
     policy_version: str = "mission-ledger/1"

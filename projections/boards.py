@@ -1,14 +1,18 @@
-"""Aggregate-state read models: the approval inbox (proposals), the mission board and the
-mandate register. Each lists, filters, and finds clock deadlines that are due."""
+"""Aggregate-state read models: the approval inbox (proposals), the mission board, the
+mandate register and the access-request board. Each lists, filters, and finds clock
+deadlines that are due."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
+from ledger.domain.access_requests import AccessRequest
 from ledger.domain.mandates import ExecutionMandate
 from ledger.domain.missions import Mission
 from ledger.domain.proposals import Proposal
+from ledger.persistence.database import Database
 from projections.aggregate_tables import AggregateTable, micros
 
 
@@ -61,3 +65,32 @@ class MandateRegister(AggregateTable[ExecutionMandate]):
             "expires_at": micros(aggregate.expires_at),
             "next_deadline": micros(aggregate.next_deadline()),
         }
+
+
+class AccessRequestBoard(AggregateTable[AccessRequest]):
+    """Access requests: the approver inbox, task expiry, each caller's recent submissions."""
+
+    name = "access_request_board"
+    table = "access_request_board"
+    key = "task_id"
+    aggregate_class = AccessRequest
+
+    def columns(self, aggregate: AccessRequest) -> Mapping[str, Any]:
+        return {
+            "status": aggregate.status,
+            "mission_id": aggregate.mission_id,
+            "client_id": aggregate.client_id,
+            "requester_scope": aggregate.requester_scope,
+            "created_at": micros(aggregate.created_on),
+            "next_deadline": micros(aggregate.next_deadline()),
+        }
+
+    def submitted_since(self, db: Database, requester_scope: str, since: datetime) -> list[int]:
+        """When (microseconds) each task the caller submitted after ``since`` was created,
+        oldest first: the per-caller rate limit's window."""
+        rows = db.fetchall(
+            "SELECT created_at FROM access_request_board "
+            "WHERE requester_scope = %s AND created_at > %s ORDER BY created_at",
+            (requester_scope, micros(since)),
+        )
+        return [int(row["created_at"]) for row in rows]

@@ -12,7 +12,12 @@ A permit requires, each independently (SPEC "Continuous evaluation"):
 5. every constraint of a covering entry holds for the request's parameters
    (unknown constraint: deny).
 
-Denials carry a reason code from domain.md 3.4. Nothing here touches a database.
+Denials carry a reason code from domain.md 3.4. A denial an approval can lift
+(``ledger.domain.access_binding.REQUESTABLE``) also carries ``context.access_request`` with a
+signed ``binding_token``; a re-evaluation presenting ``context.approval`` permits exactly the
+approved request, once per use (standards.md 2.3, 2.6). Nothing here touches a database: a
+permit under an approval names the use it spends (``Decision.use``), which the caller
+records before answering, or answers ``Decision.fallback`` when none is left.
 """
 
 from __future__ import annotations
@@ -26,12 +31,26 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
+
+from ledger.domain.access_binding import (
+    APPROVAL_EXPIRED,
+    APPROVAL_UNVERIFIABLE,
+    BINDING_TOKEN_TYP,
+    NEXT_ACTIONS,
+    OUT_OF_SCOPE,
+    POLICY_DENIED,
+    access_request_endpoint,
+    binding_context_members,
+    binding_hash,
+    template_of,
+)
 from ledger.domain.actions import is_concrete
 from ledger.domain.authority import CompiledEntry
 from ledger.domain.constraints import Facts, Violation, evaluate_constraints
 from ledger.domain.mandates import Validity, validity
 from ledger.domain.resources import parse_request
-from ledger.signing.dpop import ProofInvalid, ReplayCache, verify_dpop
+from ledger.signing.dpop import ProofInvalid, ReplayCache, proven_key, verify_dpop
 from projections.evaluation_index import EvaluationIndex, MandateEntry, MissionEntry
 
 # Reason codes (domain.md 3.4).
@@ -77,12 +96,41 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
+class ApprovalUse:
+    """The approval use a permit spends: recorded (once across replicas) before it is
+    answered."""
+
+    task_id: str
+    approval_id: str
+
+
+@dataclass(frozen=True)
 class Decision:
     decision: bool
     context: dict[str, Any]
+    #: A permit under an approval: the use to record before answering it.
+    use: ApprovalUse | None = None
+    #: What to answer instead when that use cannot be recorded (none left).
+    fallback: Decision | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"decision": self.decision, "context": self.context}
+
+
+Signer = Callable[[Mapping[str, Any], bytes, datetime], str]
+"""Signs a compact JWS (protected header members, payload, now) with the ledger's keys."""
+
+ApprovalVerifier = Callable[[str, datetime], Mapping[str, Any] | None]
+"""The claims of an approval ``state`` whose signature verifies (None otherwise)."""
+
+
+@dataclass(frozen=True)
+class AccessRequests:
+    """What the decision point needs for requestable denials (SPEC 7.1)."""
+
+    sign: Signer
+    verify_approval: ApprovalVerifier
+    denial_ttl_seconds: int
 
 
 TokenResolver = Callable[[str], str | None]
@@ -115,8 +163,11 @@ class DecisionPoint:
         max_stale_seconds: int,
         staleness: Staleness = _never_stale,
         require_proof: bool = True,
+        access_requests: AccessRequests | None = None,
     ) -> None:
         self._index = index
+        self._access = access_requests
+        self._access_endpoint = access_request_endpoint(issuer)
         self._issuer = issuer
         self._resolve_token = resolve_token
         self._max_stale = max_stale_seconds
@@ -150,6 +201,16 @@ class DecisionPoint:
         ).context
 
     def _evaluate(self, request: Evaluation, now: datetime) -> Decision:
+        decision = self._decide(request, now)
+        access = self._access
+        if access is None or decision.context.get("reason") == STALE_STATE:
+            return decision
+        approval = request.context.get("approval")
+        if approval is not None:
+            return self._reevaluate(request, decision, approval, access, now)
+        return self._requestable(request, decision, access, now)
+
+    def _decide(self, request: Evaluation, now: datetime) -> Decision:
         evaluation_id = new_evaluation_id()
         # Freshness fails closed: an index that has not confirmed it holds everything in
         # the store for longer than the bound may be missing a revocation.
@@ -345,6 +406,180 @@ class DecisionPoint:
             mission=mission,
             constraint=violation.constraint,
         )
+
+    # ------------------------------------------------------------------ requestable
+
+    def _requestable(
+        self, request: Evaluation, decision: Decision, access: AccessRequests, now: datetime
+    ) -> Decision:
+        """A denial an approval can lift, with ``context.access_request`` and its signed
+        ``binding_token`` (minted here, without the database); any other decision as is."""
+        reason = decision.context.get("reason")
+        template = None if decision.decision or reason is None else template_of(str(reason))
+        mission = decision.context.get("mission")
+        if template is None or not isinstance(mission, Mapping):
+            return decision
+        entry = self._index.mission(str(mission["id"]))
+        expires = now.timestamp() + access.denial_ttl_seconds
+        members = binding_context_members(request.context)
+        claims = {
+            "iss": self._issuer,
+            "aud": self._access_endpoint,
+            "iat": int(now.timestamp()),
+            "exp": int(expires),
+            "jti": secrets.token_urlsafe(18),
+            "evaluation_id": decision.context["evaluation_id"],
+            "denial_expires_at": _instant(expires),
+            "reason": reason,
+            "template": template,
+            "binding_hash": _binding_of(request, members),
+            "binding_context_members": members,
+            "mission": {
+                "ref": mission["id"],
+                "status": "unknown" if entry is None else entry.mission.effective_state(now),
+            },
+        }
+        token = access.sign(
+            {"typ": BINDING_TOKEN_TYP},
+            orjson.dumps(claims),
+            now,
+        )
+        context = dict(decision.context)
+        context["evaluated_at"] = _instant(now.timestamp())
+        context["access_request"] = {
+            "endpoint": self._access_endpoint,
+            "template": template,
+            "expires_at": claims["denial_expires_at"],
+            "binding_token": token,
+        }
+        return Decision(decision=False, context=context)
+
+    def _reevaluate(
+        self,
+        request: Evaluation,
+        decision: Decision,
+        approval: object,
+        access: AccessRequests,
+        now: datetime,
+    ) -> Decision:
+        """A re-evaluation under ``context.approval`` (standards.md 2.6): permits exactly the
+        approved request while the Mission stays active, until ``approved_until``, spending
+        one use; otherwise a denial with a registered reason and ``next_action``."""
+        evaluation_id = str(decision.context["evaluation_id"])
+        claims = _approval_claims(approval, access, self._issuer, now)
+        if claims is None:
+            return _reject(
+                decision, APPROVAL_UNVERIFIABLE, "the approval does not verify (state, aud, id)"
+            )
+        members = binding_context_members(request.context)
+        mission = decision.context.get("mission")
+        if claims["binding_hash"] != _binding_of(request, members) or (
+            isinstance(mission, Mapping) and mission.get("id") != claims["mission"].get("ref")
+        ):
+            return _reject(
+                self._requestable(request, decision, access, now),
+                OUT_OF_SCOPE,
+                "the approval is for another subject, resource, action or context",
+            )
+        if decision.decision:
+            return decision  # permitted without it: nothing to spend
+        if decision.context.get("reason") != claims["reason"]:
+            return _reject(
+                decision,
+                POLICY_DENIED,
+                f"current policy denies the request ({decision.context.get('reason')}); the "
+                "approval lifts only the denial it was granted for",
+            )
+        requestable = self._requestable(request, decision, access, now)
+        expired = _reject(
+            requestable,
+            APPROVAL_EXPIRED,
+            "the approval is past its approved_until or its uses are spent",
+        )
+        if now.timestamp() >= claims["exp"]:
+            return expired
+        context: dict[str, Any] = {
+            "evaluation_id": evaluation_id,
+            "approval": {"id": claims["approval_id"], "max_uses": claims["max_uses"]},
+            "valid_until": _instant(min(claims["exp"], now.timestamp() + self._budget())),
+        }
+        if isinstance(mission, Mapping):
+            context["mission"] = dict(mission)
+        return Decision(
+            decision=True,
+            context=context,
+            use=ApprovalUse(task_id=claims["task_id"], approval_id=claims["approval_id"]),
+            fallback=expired,
+        )
+
+    def _budget(self) -> float:
+        return max(0.0, self._max_stale - self._staleness())
+
+
+def _binding_of(request: Evaluation, members: list[str]) -> str:
+    return binding_hash(
+        subject={
+            "type": request.subject.type,
+            "id": request.subject.id,
+            "properties": request.subject.properties,
+        },
+        resource={
+            "type": request.resource.type,
+            "id": request.resource.id,
+            "properties": request.resource.properties,
+        },
+        action={"name": request.action.name, "properties": request.action.properties},
+        context=request.context,
+        members=members,
+        proof_jkt=proven_key(request.context.get("proof")),
+    )
+
+
+def _approval_claims(
+    approval: object, access: AccessRequests, issuer: str, now: datetime
+) -> dict[str, Any] | None:
+    """The verified claims of ``context.approval`` (the task result's unchanged ``approval``
+    object), or None when it is not one this issuer granted for this PDP."""
+    if not isinstance(approval, Mapping):
+        return None
+    state = approval.get("state")
+    if not isinstance(state, str) or len(state) > 16_384:
+        return None
+    claims = access.verify_approval(state, now)
+    if claims is None or claims.get("iss") != issuer or claims.get("aud") != issuer:
+        return None
+    try:
+        checked = {
+            "approval_id": str(claims["approval_id"]),
+            "task_id": str(claims["task_id"]),
+            "reason": str(claims["reason"]),
+            "binding_hash": str(claims["binding_hash"]),
+            "mission": dict(claims["mission"]),
+            "max_uses": int(claims["max_uses"]),
+            "exp": int(claims["exp"]),
+        }
+    except (KeyError, TypeError, ValueError):
+        return None
+    if approval.get("id") != checked["approval_id"]:
+        return None
+    return checked
+
+
+def _reject(decision: Decision, reason: str, detail: str) -> Decision:
+    """A re-evaluation denial: ``reason`` and its ``next_action`` (standards.md 2.6); the
+    denial's ``access_request`` is kept where asking again can help."""
+    context = dict(decision.context)
+    context.pop("valid_until", None)
+    context.pop("mandate", None)
+    if context.get("reason") not in (None, reason):
+        detail = f"{detail} (underlying reason: {context['reason']})"
+    context["reason"] = reason
+    context["reason_admin"] = {"en": detail}
+    context["next_action"] = NEXT_ACTIONS[reason]
+    if NEXT_ACTIONS[reason] != "request":
+        context.pop("access_request", None)
+        context.pop("evaluated_at", None)
+    return Decision(decision=False, context=context)
 
 
 def _is_token(reference: object) -> bool:

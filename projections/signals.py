@@ -28,6 +28,7 @@ from typing import cast
 import orjson
 from eventsourcing.domain import BaseAggregate
 
+from ledger.domain.access_requests import AccessRequest
 from ledger.domain.actors import Actor
 from ledger.domain.events import LedgerCreated, LedgerEvent
 from ledger.domain.mandates import ExecutionMandate
@@ -35,6 +36,7 @@ from ledger.domain.missions import Mission
 from ledger.domain.sets import (
     SET_TYP,
     Signal,
+    access_request_signal,
     mandate_signal,
     mission_signal,
     set_claims,
@@ -47,6 +49,7 @@ from ledger.signing.keyring import Keyring
 from projections.aggregate_tables import event_topics, micros
 from projections.follower import DurableProjection, Item
 
+ACCESS_REQUEST_TOPICS = event_topics(AccessRequest)
 MISSION_TOPICS = event_topics(Mission)
 MANDATE_TOPICS = event_topics(ExecutionMandate)
 STREAM_TOPICS = event_topics(Stream)
@@ -63,7 +66,7 @@ class PublishedSets:
 
 class SignalLog(DurableProjection):
     name = "signal_log"
-    topics = MISSION_TOPICS | MANDATE_TOPICS | STREAM_TOPICS
+    topics = MISSION_TOPICS | MANDATE_TOPICS | STREAM_TOPICS | ACCESS_REQUEST_TOPICS
 
     def __init__(self, codec: StateCodec, signer: Keyring, issuer: str) -> None:
         self._codec = codec
@@ -204,6 +207,8 @@ class SignalLog(DurableProjection):
             signal = mission_signal(item.event, aggregate)
         elif isinstance(aggregate, ExecutionMandate):
             signal = mandate_signal(item.event, aggregate)
+        elif isinstance(aggregate, AccessRequest):
+            signal = access_request_signal(item.event, aggregate)
         else:
             signal = None
         if signal is None:

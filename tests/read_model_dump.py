@@ -15,6 +15,7 @@ QUERIES = {
     "proposal_board": "SELECT * FROM proposal_board ORDER BY proposal_id",
     "mission_board": "SELECT * FROM mission_board ORDER BY mission_id",
     "mandate_register": "SELECT * FROM mandate_register ORDER BY mandate_id",
+    "access_request_board": "SELECT * FROM access_request_board ORDER BY task_id",
     "ssf_streams": "SELECT * FROM ssf_streams ORDER BY stream_id",
     "signal_state": "SELECT * FROM signal_state ORDER BY aggregate_id",
     "set_log": "SELECT stream_id, seq, jti, event_type, cause_position, created_at, set_jwt "

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from api import policy
 from api.auth import PrincipalDep, authenticate_request
@@ -37,13 +38,21 @@ from api.consistency import MIN_POSITION_HEADER, parse_min_position
 from api.json_body import JsonBodyRoute, max_depth_of
 from api.routes.common import ServicesDep
 from api.services import Services
-from ledger.domain.errors import InvalidRequest
+from ledger.domain.access_binding import access_request_endpoint
+from ledger.domain.errors import ApprovalUnusable, Conflict, InvalidRequest, NotFound
 from projections import search
 from projections.pdp import Decision, Evaluation, new_evaluation_id, stale
 
 router = APIRouter(tags=["authzen"], route_class=JsonBodyRoute)
 
 DEFAULT_PAGE = 100
+
+#: PDP capabilities (standards.md 2.2, 2.8). The captive-portal egress capability is
+#: advertised once egress denials (SPEC 7.2) are served.
+CAPABILITIES = (
+    "urn:openid:authzen:capability:access-request",
+    "urn:openid:authzen:capability:access-request:agentic-mission-governance",
+)
 
 
 def _bad(error: AuthZenBadRequest | InvalidRequest) -> PlainTextResponse:
@@ -104,8 +113,27 @@ async def evaluation(request: Request) -> Response:
         return _bad(error)
     if behind is not None:
         return _json(stale(new_evaluation_id(), services.follower.core_position, behind).to_json())
-    decision = services.pdp.evaluate(item, services.clock.now())
+    decision = await _settled(services, services.pdp.evaluate(item, services.clock.now()))
     return _json(decision.to_json(), started)
+
+
+async def _settled(services: Services, decision: Decision) -> Decision:
+    """A permit under an approval answers only once its use is recorded (exactly once
+    across replicas); with none left, the decision point's fallback denial."""
+    use = decision.use
+    if use is None:
+        return decision
+    try:
+        await run_in_threadpool(
+            services.ledger.use_approval,
+            task_id=use.task_id,
+            approval_id=use.approval_id,
+            evaluation_id=str(decision.context["evaluation_id"]),
+        )
+    except (ApprovalUnusable, NotFound, Conflict):
+        assert decision.fallback is not None
+        return decision.fallback
+    return decision
 
 
 router.add_route("/access/v1/evaluation", evaluation, methods=["POST"], include_in_schema=False)
@@ -138,10 +166,10 @@ async def evaluations(request: Request, principal: PrincipalDep, services: Servi
         return services.pdp.evaluate(item, now)
 
     if batch.single:
-        return _json(decide(batch.items[0]).to_json())
+        return _json((await _settled(services, decide(batch.items[0]))).to_json())
     results: list[dict[str, Any]] = []
     for item in batch.items:
-        decision = decide(item)
+        decision = await _settled(services, decide(item))
         results.append(decision.to_json())
         if batch.semantic == "deny_on_first_deny" and not decision.decision:
             break
@@ -291,6 +319,9 @@ async def authzen_configuration(services: ServicesDep) -> JSONResponse:
             "search_subject_endpoint": f"{issuer}/access/v1/search/subject",
             "search_resource_endpoint": f"{issuer}/access/v1/search/resource",
             "search_action_endpoint": f"{issuer}/access/v1/search/action",
+            "access_request_endpoint": access_request_endpoint(issuer),
+            "jwks_uri": f"{issuer}/.well-known/jwks.json",
+            "capabilities": list(CAPABILITIES),
         },
         headers={"Cache-Control": "public, max-age=300"},
     )

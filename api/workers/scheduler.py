@@ -1,6 +1,6 @@
 """Records clock-driven transitions on time: Mission and Mandate expiry, suspension
-deadlines, proposal expiry. Every replica may run one; the event store's per-aggregate version
-check lets exactly one write of each transition succeed."""
+deadlines, proposal and access-request expiry. Every replica may run one; the event store's
+per-aggregate version check lets exactly one write of each transition succeed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 
 from ledger.application import Ledger
-from projections.boards import MandateRegister, MissionBoard, ProposalBoard
+from projections.boards import AccessRequestBoard, MandateRegister, MissionBoard, ProposalBoard
 
 log = logging.getLogger("mission_ledger.scheduler")
 
@@ -21,6 +21,7 @@ class Scheduler:
         missions: MissionBoard,
         proposals: ProposalBoard,
         mandates: MandateRegister,
+        access_requests: AccessRequestBoard,
         *,
         interval: float,
         on_tick: Callable[[], None] | None = None,
@@ -29,6 +30,7 @@ class Scheduler:
         self._missions = missions
         self._proposals = proposals
         self._mandates = mandates
+        self._access_requests = access_requests
         self._on_tick = on_tick
         self._interval = interval
         self._stopping = threading.Event()
@@ -48,7 +50,8 @@ class Scheduler:
         """Record every transition due now; returns how many were written here."""
         now = self._ledger.clock.now()
         written = 0
-        for board in (self._missions, self._proposals, self._mandates):
+        boards = (self._missions, self._proposals, self._mandates, self._access_requests)
+        for board in boards:
             for aggregate_id in board.due(self._ledger.database, now):
                 if self._ledger.record_due_transitions(aggregate_id) is not None:
                     written += 1

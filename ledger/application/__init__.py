@@ -4,11 +4,13 @@
 * ``governance``: proposals, approval, Mission lifecycle, containment, expansion, clock;
 * ``cascades`` / ``mandating``: Execution Mandates and how Mission changes reach them;
 * ``signals``: SSF streams (their SETs are produced by ``projections.signals``);
-* ``credentials``: API keys.
+* ``credentials``: API keys;
+* ``access``: access requests (requestable denials), their approvals and uses.
 """
 
 from __future__ import annotations
 
+from ledger.application.access import AccessRequestInput, AccessRequestUseCases
 from ledger.application.base import (
     Changes,
     IdempotencyRequest,
@@ -23,6 +25,7 @@ from ledger.application.mandating import MandateUseCases
 from ledger.application.signals import StreamUseCases
 
 __all__ = [
+    "AccessRequestInput",
     "Changes",
     "IdempotencyRequest",
     "IssuedKey",
@@ -34,7 +37,13 @@ __all__ = [
 ]
 
 
-class Ledger(GovernanceUseCases, MandateUseCases, StreamUseCases, CredentialUseCases):
+class Ledger(
+    GovernanceUseCases,
+    MandateUseCases,
+    StreamUseCases,
+    CredentialUseCases,
+    AccessRequestUseCases,
+):
     """The write side of Mission Ledger."""
 
     name = "Ledger"

@@ -19,6 +19,7 @@ from ledger.application.base import (
     new_id,
 )
 from ledger.application.cascades import MandateCascades
+from ledger.domain.access_requests import AccessRequest
 from ledger.domain.actors import SCHEDULER, Actor
 from ledger.domain.authority import parse_authority_set, parse_containment, set_within
 from ledger.domain.canonical import authority_hash, intent_hash, proposal_hash
@@ -428,7 +429,8 @@ class GovernanceUseCases(MandateCascades):
     # ------------------------------------------------------------------ the clock
 
     def record_due_transitions(self, aggregate_id: str) -> int | None:
-        """Record every clock-driven transition due now for one Mission, proposal or Mandate.
+        """Record every clock-driven transition due now for one Mission, proposal, Mandate or
+        access request.
 
         Safe to call from every replica at once: only one write per version can win,
         and losers see the recorded outcome. Returns the position written, if any.
@@ -450,6 +452,10 @@ class GovernanceUseCases(MandateCascades):
                 mandate = self.get_mandate(aggregate_id)
                 mandate.advance_clock(now)
                 changed, expect = [mandate], {}
+            elif aggregate_id.startswith("tsk_"):
+                task = self._get(AccessRequest, aggregate_id, "access request")
+                task.advance_clock(now)
+                changed, expect = [task], {}
             else:
                 return None
             if not any(a.pending_events for a in changed):

@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 import rfc8785
 
 DIGEST_PREFIX = "sha-256:"
@@ -31,15 +32,69 @@ def _plain(value: object) -> object:
     return value
 
 
+#: The I-JSON integer range (RFC 7493), which JCS serialises as plain decimals.
+_MAX_SAFE_INTEGER = 2**53 - 1
+
+
+class _NotSimple(Exception):
+    """A value outside the subset ``_simple`` serialises (control flow only)."""
+
+
+def _simple(value: object) -> object:
+    """``value`` as plain dicts and lists, when it holds only strings, booleans, nulls,
+    integers of the I-JSON range, and objects whose keys are ASCII; else ``_NotSimple``.
+
+    For that subset the RFC 8785 form is exactly what orjson writes with sorted keys:
+    keys sort by code unit, which for ASCII is byte order; strings escape ``"``, ``\\``
+    and control characters alike (short escapes, else lowercase ``\\u00xx``) and keep
+    everything else as UTF-8; integers are plain decimals. Floats, whose ECMAScript form
+    differs from orjson's, are left to the reference implementation."""
+    kind = type(value)
+    if kind is str or value is None or kind is bool:
+        return value
+    if kind is dict:  # the common case, without the abstract-class check below
+        out = {}
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str or not key.isascii():
+                raise _NotSimple
+            out[key] = _simple(item)
+        return out
+    if isinstance(value, str | bool):  # subclasses
+        return value
+    if isinstance(value, int):
+        if -_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER:
+            return value
+        raise _NotSimple
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str) or not key.isascii():
+                raise _NotSimple
+            out[key] = _simple(item)
+        return out
+    if isinstance(value, list | tuple):
+        return [_simple(item) for item in value]
+    raise _NotSimple
+
+
 def jcs(value: object) -> bytes:
     """The RFC 8785 canonical UTF-8 bytes of a JSON value.
+
+    Decision-time bindings hash long strings (a Mandate token) on the hot path, and the
+    reference implementation (``rfc8785``) escapes strings one character at a time: values
+    in the subset ``_simple`` describes are written by orjson instead (the same bytes,
+    checked against ``rfc8785`` by property tests), everything else by ``rfc8785``.
 
     Raises ``rfc8785.CanonicalizationError`` (and its subclasses) for values JCS cannot
     represent: non-finite floats, integers outside the I-JSON range, non-string keys.
     """
-    plain: Any = _plain(value)  # rfc8785 types its input as a JSON-value union
-    encoded: bytes = rfc8785.dumps(plain)
-    return encoded
+    try:
+        fast: bytes = orjson.dumps(_simple(value), option=orjson.OPT_SORT_KEYS)
+    except (_NotSimple, orjson.JSONEncodeError):
+        plain: Any = _plain(value)  # rfc8785 types its input as a JSON-value union
+        encoded: bytes = rfc8785.dumps(plain)
+        return encoded
+    return fast
 
 
 def b64url(data: bytes) -> str:

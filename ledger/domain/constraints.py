@@ -608,11 +608,15 @@ def evaluate_constraints(
 ) -> Violation | None:
     """The first unsatisfied constraint in sorted key order, or ``None`` when all hold.
 
+    The action-approval gate (``requires_action_approval``) is judged last: an
+    ``approval_required`` denial means every other constraint holds, so it is a denial an
+    approval can lift (SPEC 7.1) and never hides another violation.
+
     An unknown key, or a constraint value that is itself malformed, fails closed with
     ``constraint_unsupported``; a missing or malformed input is a ``parameter_violation``.
     ``validated`` skips re-checking the constraint values (they came from a parsed entry).
     """
-    for key in sorted(constraints):
+    for key in sorted(constraints, key=lambda name: (name == REQUIRES_ACTION_APPROVAL, name)):
         check = _CHECKS.get(key)
         if check is None:
             return Violation(CONSTRAINT_UNSUPPORTED, key, f"constraint {key!r} is not supported")

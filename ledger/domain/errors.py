@@ -10,13 +10,21 @@ in one table. Nothing below this module knows about HTTP.
     │   └── ApprovalNotAllowed    this approver may not approve this proposal (403)
     ├── InvalidRequest            malformed or out-of-range input (400)
     │   ├── AuthorityExceeded     a narrowing/delegation that would widen authority (400)
-    │   └── SubjectUnverified     a subject_token that does not verify, or none when required
+    │   ├── SubjectUnverified     a subject_token that does not verify, or none when required
+    │   ├── NotRequestable        an access request for a denial no approval can lift (400)
+    │   └── InvalidDenialBinding  a binding_token that does not bind this request (400)
     ├── NotFound                  unknown, or outside the caller's view (404)
+    │   └── UnknownTask           an access-request task (404 ``unknown_task``)
     ├── Conflict                  illegal in the current state (409 ``conflict``)
     │   ├── StaleVersion          ``expected_version`` no longer current (409)
     │   ├── IdempotencyConflict   key reused with a different request (409)
-    │   └── NoMatchingCondition   a completion event that fires no terminal_when (409)
+    │   │   └── DuplicateRequest  the same, on the access-request endpoint (409)
+    │   ├── NoMatchingCondition   a completion event that fires no terminal_when (409)
+    │   ├── InvalidTaskState      a task already terminal (409 ``invalid_task_state``)
+    │   └── ApprovalUnusable      an approval past approved_until or out of uses
     ├── Gone                      the object exists but has ended (410)
+    │   ├── ExpiredDenial         a denial past its access_request.expires_at (410)
+    │   └── TaskExpired           a pending task whose lifetime ran out (410)
     ├── TooManyRequests           rate or interval limits (429)
     └── Unavailable               the store or a read model is not ready (503)
         └── StaleState            a read model is behind the requested position (503)
@@ -45,6 +53,9 @@ class LedgerError(Exception):
 
     code: ClassVar[str] = "ledger_error"
     title: ClassVar[str] = "Ledger error"
+    #: The problem ``type`` where a standard fixes it (the AuthZEN access-request profile);
+    #: None for this service's own ``urn:mission-ledger:problem:<code>``.
+    problem_type: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -152,3 +163,60 @@ class Unavailable(LedgerError):
 class StaleState(Unavailable):
     code = "stale_state"
     title = "Read model behind the requested position"
+
+
+# --------------------------------------------------------------------------- access requests
+# The AuthZEN Access Request and Approval profile (Draft 1, standards.md 2.7) fixes these
+# problem types.
+
+ACCESS_REQUEST_ERROR = "urn:openid:authzen:access-request:error:"
+
+
+class NotRequestable(InvalidRequest):
+    code = "not_requestable"
+    title = "Denial not requestable"
+    problem_type = ACCESS_REQUEST_ERROR + code
+
+
+class InvalidDenialBinding(InvalidRequest):
+    code = "invalid_denial_binding"
+    title = "Invalid denial binding"
+    problem_type = ACCESS_REQUEST_ERROR + code
+
+
+class ExpiredDenial(Gone):
+    code = "expired_denial"
+    title = "Denial expired"
+    problem_type = ACCESS_REQUEST_ERROR + code
+
+
+class DuplicateRequest(IdempotencyConflict):
+    code = "duplicate_request"
+    title = "Duplicate request"
+    problem_type = ACCESS_REQUEST_ERROR + code
+
+
+class UnknownTask(NotFound):
+    code = "unknown_task"
+    title = "Unknown task"
+    problem_type = ACCESS_REQUEST_ERROR + code
+
+
+class TaskExpired(Gone):
+    code = "task_expired"
+    title = "Task expired"
+    problem_type = ACCESS_REQUEST_ERROR + code
+
+
+class InvalidTaskState(Conflict):
+    code = "invalid_task_state"
+    title = "Invalid task state"
+    problem_type = ACCESS_REQUEST_ERROR + code
+
+
+class ApprovalUnusable(Conflict):
+    """An approval that can permit nothing more (past ``approved_until``, out of uses, or not
+    this task's). The decision point turns it into a denial; it never reaches HTTP as such."""
+
+    code = "approval_expired"
+    title = "Approval no longer usable"

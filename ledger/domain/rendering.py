@@ -171,3 +171,33 @@ def describe_mandate(
         lines.append(f"It was delegated from Mandate {parent_mandate_id} (depth {depth}).")
     lines.extend(describe_authority(entries))
     return lines
+
+
+#: What each requestable denial means, for the person asked to lift it.
+_DENIAL_TEXT = {
+    "approval_required": "its authority requires a person's approval for each such action",
+    "out_of_authority": "it lies outside the authority the Mission grants",
+    "budget_exceeded": "it would exceed the Mission's budget",
+}
+
+
+def describe_denied_request(
+    *,
+    client_id: str,
+    subject: Mapping[str, object],
+    action: Mapping[str, object],
+    resource: Mapping[str, object],
+    reason: str,
+    mission_id: str,
+) -> str:
+    """One sentence: which agent tried what, on what, for whom, and why it was denied."""
+    properties = action.get("properties")
+    parameters = ""
+    if isinstance(properties, Mapping) and properties:
+        parameters = " with " + ", ".join(f"{k} = {v}" for k, v in sorted(properties.items()))
+    why = _DENIAL_TEXT.get(reason, f"it was denied ({reason})")
+    return (
+        f"Agent {client_id}, acting for {subject.get('sub')} under Mission {mission_id}, "
+        f"tried to {action.get('name')} on {resource.get('id')}{parameters}. It was denied "
+        f"because {why}. Approving lets exactly this request through."
+    )

@@ -6,6 +6,9 @@
 * A Mandate revoked, expired or cascaded becomes CAEP ``session-revoked``; narrowed,
   ``token-claims-change`` carrying the new claims.
 * Stream events become SSF ``verification`` and ``stream-updated`` SETs for that stream.
+* An access request's task changing status (submitted, approved, denied, cancelled,
+  expired) becomes the product's ``access-request-change`` ``{task_id, status,
+  approval_id?}``, for streams that request that event type.
 
 Claims follow RFC 8417 as profiled by SSF: ``iss``, ``iat``, ``jti``, ``aud``, ``txn``,
 ``sub_id``, exactly one event; never ``sub`` or ``exp``. ``jti`` and ``txn`` are derived
@@ -23,11 +26,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ledger.domain.access_requests import AccessRequest
 from ledger.domain.events import LedgerEvent
 from ledger.domain.instants import epoch_seconds, format_instant
 from ledger.domain.mandates import ExecutionMandate
 from ledger.domain.missions import Mission, discharge_cause
 from ledger.domain.streams import (
+    ACCESS_REQUEST_CHANGE,
     LIFECYCLE_CHANGE,
     SESSION_REVOKED,
     STREAM_UPDATED,
@@ -204,3 +209,19 @@ def stream_signal(event: LedgerEvent, stream: Stream) -> Signal | None:
             payload["reason"] = event.reason
         return Signal(STREAM_UPDATED, payload, subject, event.timestamp)
     return None
+
+
+def access_request_signal(event: LedgerEvent, task: AccessRequest) -> Signal | None:
+    """``access-request-change`` for a task event that changes its status (``task`` is the
+    state after it); a use of its approval changes no status and says nothing."""
+    if isinstance(event, AccessRequest.ApprovalUsed):
+        return None
+    payload: dict[str, Any] = {"task_id": task.id, "status": task.status}
+    if task.approval is not None:
+        payload["approval_id"] = task.approval["approval_id"]
+    return Signal(
+        event_type=ACCESS_REQUEST_CHANGE,
+        payload=payload,
+        sub_id={"format": "opaque", "id": task.id},
+        occurred_at=event.timestamp,
+    )

@@ -35,7 +35,12 @@ SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-r
 TOKEN_CLAIMS_CHANGE = "https://schemas.openid.net/secevent/caep/event-type/token-claims-change"  # noqa: S105
 VERIFICATION = "https://schemas.openid.net/secevent/ssf/event-type/verification"
 STREAM_UPDATED = "https://schemas.openid.net/secevent/ssf/event-type/stream-updated"
-EVENTS_SUPPORTED = (LIFECYCLE_CHANGE, SESSION_REVOKED, TOKEN_CLAIMS_CHANGE)
+#: The product's own event type for access-request task changes (SPEC 7.1: no standard one
+#: exists yet). Delivered only to streams that request it in ``events_requested``.
+ACCESS_REQUEST_CHANGE = "urn:mission-ledger:secevent:access-request-change"
+#: What a stream that names no ``events_requested`` receives.
+EVENTS_BY_DEFAULT = (LIFECYCLE_CHANGE, SESSION_REVOKED, TOKEN_CLAIMS_CHANGE)
+EVENTS_SUPPORTED = (*EVENTS_BY_DEFAULT, ACCESS_REQUEST_CHANGE)
 STREAM_ALGS = ("ES256", "EdDSA", "RS256")
 
 RECEIVER_MEMBERS = frozenset({"delivery", "events_requested", "description", "signing_alg"})
@@ -351,7 +356,7 @@ class Stream(BaseAggregate[str]):
     def events_delivered(self) -> list[str]:
         requested: Sequence[str] | None = self.config.get("events_requested")
         if requested is None:
-            return list(EVENTS_SUPPORTED)
+            return list(EVENTS_BY_DEFAULT)
         return [e for e in EVENTS_SUPPORTED if e in requested]
 
     def carries(self, event_type: str, subject: Mapping[str, Any]) -> bool:

@@ -26,6 +26,7 @@ READ_ONLY_SUFFIXES = (".read", ".list", ".get")
 #: Names of the approver rules, the ``rule`` member of a 403 ``approval_not_allowed``.
 RULE_ACR_NOT_MET = "acr_not_met"
 RULE_APPROVER_IS_SUBJECT = "approver_is_subject"
+RULE_APPROVER_IS_REQUESTER = "approver_is_requester"
 
 
 @dataclass(frozen=True)
@@ -123,4 +124,23 @@ def check_approver(
         raise ApprovalNotAllowed(
             "the subject may not approve write authority for itself",
             rule=RULE_APPROVER_IS_SUBJECT,
+        )
+
+
+def check_access_approver(
+    approver: PrincipalIdentity,
+    *,
+    requesters: Iterable[Mapping[str, Any]],
+    subject: Mapping[str, Any],
+    required_acr: str | None,
+    actions: Iterable[str],
+) -> None:
+    """The rules of ``check_approver`` (the Mission's ``controls.acr``; the subject never
+    approves write authority for itself), and (SPEC 7.1) never the agent or the principal
+    that requested the access (``requesters``: their ``{iss, sub}``)."""
+    check_approver(approver, subject=subject, required_acr=required_acr, actions=actions)
+    if any(approver.is_subject(requester) for requester in requesters):
+        raise ApprovalNotAllowed(
+            "the agent, or the principal that requested the access, may not approve it",
+            rule=RULE_APPROVER_IS_REQUESTER,
         )

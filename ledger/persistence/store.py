@@ -67,7 +67,7 @@ def ensure_schema(settings: Settings) -> None:
 def open_ledger(settings: Settings, *, clock: Clock | None = None) -> Ledger:
     """Check or apply migrations, then open the Ledger application."""
     ensure_schema(settings)
-    return Ledger(
+    ledger = Ledger(
         persistence_env(settings),
         clock=clock or SystemClock(),
         issuer=settings.public_issuer,
@@ -75,3 +75,5 @@ def open_ledger(settings: Settings, *, clock: Clock | None = None) -> Ledger:
         policy_version=settings.policy_version,
         require_subject_assertion=settings.require_subject_assertion,
     )
+    ledger.access_request_ttl = timedelta(seconds=settings.access_request_task_ttl_seconds)
+    return ledger

@@ -15,8 +15,10 @@ proof to one replica, as RFC 9449 section 11.1 leaves replay detection to each s
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
@@ -143,3 +145,25 @@ class ReplayCache:
 
     def __len__(self) -> int:
         return len(self._seen)
+
+
+def proven_key(proof: object) -> str | None:
+    """The thumbprint of the key a ``context.proof`` names: its ``jkt``, or the key in its
+    DPoP proof's header (read, not verified: for binding a request to a key, which the
+    decision point verifies when it decides). None when it names none."""
+    if not isinstance(proof, Mapping):
+        return None
+    jkt = proof.get("jkt")
+    if isinstance(jkt, str) and jkt:
+        return jkt
+    dpop = proof.get("dpop")
+    if not isinstance(dpop, str) or dpop.count(".") != 2 or len(dpop) > MAX_PROOF_BYTES:
+        return None
+    try:
+        header = json.loads(base64.urlsafe_b64decode(dpop.split(".")[0] + "=="))
+        jwk = header["jwk"]
+        if not isinstance(jwk, dict) or "d" in jwk:
+            return None
+        return _key(jwk)[1]
+    except (ValueError, KeyError, TypeError, JoseError, UnicodeError):
+        return None

@@ -9,11 +9,13 @@ from ledger.application import Ledger
 from ledger.domain.delegation import ActorRef
 from ledger.domain.states import Operation
 from ledger.domain.streams import POLL
+from ledger.domain.subjects import PrincipalIdentity
 from ledger.settings import Settings
 from ledger.signing.keyring import Keyring
 from projections.follower import LogFollower
 from tests.builders import ADMIN, AGENT, OPERATOR, SUBJECT, active_mission, authority, intent
 from tests.discharge_builders import CLOSED, discharge_authority
+from tests.integration.test_access_requests_contract import submit_access_request
 from tests.integration.test_signal_log import PEP
 from tests.mandate_builders import delegable_authority, jkt, mission_with
 from tests.read_model_dump import dump
@@ -74,6 +76,21 @@ def _history(ledger: Ledger) -> None:
         event_id="evt-1",
         occurred_at=ledger.clock.now(),
     )
+    asked = active_mission(ledger)
+    approved = ledger.approve_access_request(
+        actor=ADMIN,
+        approver=PrincipalIdentity(iss=ledger.issuer, sub="approver-1"),
+        task_id=submit_access_request(ledger, asked, "jti-approved"),
+        reason="ok",
+    ).value
+    ledger.use_approval(
+        task_id=approved.id,
+        approval_id=str(approved.approval["approval_id"]),  # type: ignore[index]
+        evaluation_id="ev-1",
+    )
+    ledger.cancel_access_request(
+        actor=PEP, task_id=submit_access_request(ledger, asked, "jti-cancelled"), reason="t"
+    )
 
 
 def test_every_read_model_rebuilds_to_the_same_state(
@@ -83,6 +100,7 @@ def test_every_read_model_rebuilds_to_the_same_state(
         store_settings.model_copy(update={"key_encryption_key": KEK}), ledger.database
     )
     keyring.ensure("ES256", ledger.clock.now())
+    ledger.signer = keyring
     models = read_models(ledger, keyring, ledger.issuer)
     follower = LogFollower(ledger, durable=models.durable)
     follower.start()

@@ -10,7 +10,7 @@ import pytest
 from api.workers.scheduler import Scheduler
 from ledger.application import Ledger
 from ledger.persistence.snapshots import StateCodec
-from projections.boards import MandateRegister, MissionBoard, ProposalBoard
+from projections.boards import AccessRequestBoard, MandateRegister, MissionBoard, ProposalBoard
 
 
 def test_maintenance_runs_while_recording_due_transitions_fails(
@@ -29,6 +29,7 @@ def test_maintenance_runs_while_recording_due_transitions_fails(
         missions,
         ProposalBoard(codec),
         MandateRegister(codec),
+        AccessRequestBoard(codec),
         interval=0.01,
         on_tick=ticks.release,
     )

@@ -7,6 +7,9 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
+import rfc8785
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ledger.domain.canonical import (
     DIGEST_PREFIX,
@@ -143,3 +146,44 @@ def test_issuer_changes_the_anchor() -> None:
 def test_typ_changes_the_anchor() -> None:
     value = [{"type": "mission_resource_access"}]
     assert authority_hash("https://a.example", value) != proposal_hash("https://a.example", value)
+
+
+# ---------------------------------------------------------------------- the fast path
+
+_JSON_SIMPLE = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    | st.text(alphabet=st.characters(exclude_categories=("Cs",))),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.text(alphabet=st.characters(max_codepoint=127), max_size=6), children, max_size=4
+        )
+    ),
+    max_leaves=20,
+)
+
+
+@given(_JSON_SIMPLE)
+def test_the_fast_path_writes_exactly_what_rfc8785_writes(value: object) -> None:
+    assert jcs(value) == rfc8785.dumps(value)
+
+
+@given(
+    st.dictionaries(
+        st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=4),
+        st.floats(allow_nan=False, allow_infinity=False) | st.integers(),
+        max_size=4,
+    )
+)
+def test_values_outside_the_fast_paths_subset_are_canonicalised_by_rfc8785(
+    value: dict[str, object],
+) -> None:
+    try:
+        expected = rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError:
+        with pytest.raises(rfc8785.CanonicalizationError):
+            jcs(value)
+    else:
+        assert jcs(value) == expected

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from eventsourcing.utils import resolve_topic
 
+from ledger.domain.access_requests import AccessRequest
 from ledger.domain.apikeys import ApiKey
 from ledger.domain.events import LedgerEvent
 from ledger.domain.instances import AgentInstance
@@ -16,7 +17,16 @@ from ledger.domain.proposals import Proposal
 from ledger.domain.streams import Stream
 
 PINNED = Path(__file__).resolve().parents[1] / "fixtures" / "event_topics.txt"
-AGGREGATES = (AgentInstance, ApiKey, ExecutionMandate, MandateTree, Mission, Proposal, Stream)
+AGGREGATES = (
+    AccessRequest,
+    AgentInstance,
+    ApiKey,
+    ExecutionMandate,
+    MandateTree,
+    Mission,
+    Proposal,
+    Stream,
+)
 
 
 def current_topics() -> set[str]:

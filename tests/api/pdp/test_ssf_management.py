@@ -14,6 +14,7 @@ from httpx import Response
 from ledger.domain.actors import Actor
 from ledger.domain.roles import Role
 from ledger.domain.streams import (
+    EVENTS_BY_DEFAULT,
     EVENTS_SUPPORTED,
     LIFECYCLE_CHANGE,
     POLL,
@@ -181,7 +182,7 @@ def test_create_without_delivery_is_poll_with_the_transmitter_endpoint_url(
     }
     assert "events_requested" not in config
     assert "description" not in config
-    assert config["events_delivered"] == list(EVENTS_SUPPORTED)
+    assert config["events_delivered"] == list(EVENTS_BY_DEFAULT)
 
 
 def test_create_with_sse_delivery_answers_the_sse_endpoint_url(harness: Harness) -> None:
@@ -213,7 +214,7 @@ def test_create_ignores_transmitter_members_in_the_body(harness: Harness) -> Non
     assert config["stream_id"] != "mine"
     assert config["iss"] == issuer(harness)
     assert config["aud"] == "pep-1"
-    assert config["events_delivered"] == list(EVENTS_SUPPORTED)
+    assert config["events_delivered"] == list(EVENTS_BY_DEFAULT)
     assert config["min_verification_interval"] == 10
 
 
@@ -400,7 +401,7 @@ def test_put_removes_the_receiver_members_left_out(harness: Harness) -> None:
     replaced = response.json()
     assert "description" not in replaced
     assert "events_requested" not in replaced
-    assert replaced["events_delivered"] == list(EVENTS_SUPPORTED)
+    assert replaced["events_delivered"] == list(EVENTS_BY_DEFAULT)
     assert replaced["delivery"]["method"] == POLL
     assert read(harness, created["stream_id"]).json() == replaced
 
