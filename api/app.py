@@ -33,12 +33,14 @@ from api.routes import (
     ssf_poll,
     ssf_sse,
     status,
+    usage,
 )
 from api.scheduler import Scheduler
 from api.services import Services
 from api.sse_hub import SseHub
 from api.subject_tokens import SubjectTokenVerifier
 from api.tokens import TokenVerifier
+from ledger.application.metering import MeterWriter
 from ledger.clock import Clock, SystemClock
 from ledger.persistence.snapshots import StateCodec
 from ledger.persistence.store import open_ledger
@@ -72,13 +74,14 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         live=[keys, index],
         # Writes do not wait for these (see api/consistency.py): with many SSF streams the
         # signal log's batch (a signed SET per stream) would hold up every write's answer.
-        trailing_durable=[models.signals],
+        trailing_durable=[models.signals, models.deadlines],
         trailing_live=[sse],
         listen_dsn=None if settings.embedded else settings.postgres_params(),
         # The idle poll renews the index's freshness, well inside the staleness bound.
         poll_interval=min(1.0, settings.mission_max_stale_seconds / 4),
     )
     follower.start()
+    meters = MeterWriter(ledger).start()
     tokens = TokenVerifier(keyring, clock)
     pdp = DecisionPoint(
         index,
@@ -106,6 +109,8 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         pdp=pdp,
         sse=sse,
         subject_tokens=SubjectTokenVerifier(settings, clock),
+        meters=meters,
+        deadlines=models.deadlines,
     )
 
 
@@ -139,6 +144,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             services.mandates,
             interval=resolved.scheduler_interval_seconds,
             on_tick=lambda: _maintain(services, retention),
+            reservations=(services.deadlines, services.meters),
         )
         scheduler.start()
         push = PushDelivery(services.ledger, follower=services.follower)
@@ -156,6 +162,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         finally:
             push.stop()
             scheduler.stop()
+            services.meters.stop()
             if services.gc is not None:
                 services.gc.stop()
             services.follower.stop()
@@ -181,6 +188,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         proposals.router,
         missions.router,
         completion_events.router,
+        usage.router,
         mandates.router,
         status.router,
         metrics.router,

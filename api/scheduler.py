@@ -1,6 +1,7 @@
 """Records clock-driven transitions on time: Mission and Mandate expiry, suspension
-deadlines, proposal expiry. Every replica may run one; the event store's per-aggregate version
-check lets exactly one write of each transition succeed."""
+deadlines, proposal expiry, the release of metered reservations nobody reported. Every replica
+may run one; the event store's per-aggregate version check lets exactly one write of each
+transition succeed."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import threading
 from collections.abc import Callable
 
 from ledger.application import Ledger
+from ledger.application.metering import MeterWriter
 from projections.boards import MandateRegister, MissionBoard, ProposalBoard
+from projections.metering import ReservationDeadlines
 
 log = logging.getLogger("mission_ledger.scheduler")
 
@@ -24,12 +27,14 @@ class Scheduler:
         *,
         interval: float,
         on_tick: Callable[[], None] | None = None,
+        reservations: tuple[ReservationDeadlines, MeterWriter] | None = None,
     ) -> None:
         self._ledger = ledger
         self._missions = missions
         self._proposals = proposals
         self._mandates = mandates
         self._on_tick = on_tick
+        self._reservations = reservations
         self._interval = interval
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -52,6 +57,10 @@ class Scheduler:
             for aggregate_id in board.due(self._ledger.database, now):
                 if self._ledger.record_due_transitions(aggregate_id) is not None:
                     written += 1
+        if self._reservations is not None:
+            deadlines, meters = self._reservations
+            for mission_id in deadlines.due(self._ledger.database, now):
+                written += meters.expire(mission_id)
         self.recorded += written
         return written
 

@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING
 from fastapi import Request
 
 from ledger.application import Ledger
+from ledger.application.metering import MeterWriter
 from ledger.clock import Clock
 from ledger.settings import Settings
 from projections.boards import MandateRegister, MissionBoard, ProposalBoard
 from projections.evaluation_index import EvaluationIndex
 from projections.follower import LogFollower
 from projections.key_directory import KeyDirectory
+from projections.metering import ReservationDeadlines
 from projections.pdp import DecisionPoint
 from projections.signals import SignalLog
 
@@ -45,6 +47,8 @@ class Services:
     pdp: DecisionPoint
     sse: SseHub
     subject_tokens: SubjectTokenVerifier
+    meters: MeterWriter
+    deadlines: ReservationDeadlines
     push: PushDelivery | None = None  # set by the lifespan once started
     gc: GcPolicy | None = None  # set by the lifespan (settings.gc_freeze)
 

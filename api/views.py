@@ -6,8 +6,10 @@ import dataclasses
 from datetime import datetime
 from typing import Any
 
+from ledger.application.metering import Reported
 from ledger.domain.authority import parse_authority_set
 from ledger.domain.instants import format_instant
+from ledger.domain.metering import EXECUTED, Usage, format_units, scale_of
 from ledger.domain.missions import Mission
 from ledger.domain.proposals import Proposal
 from ledger.domain.rendering import describe_authority
@@ -87,6 +89,52 @@ def mission_view(mission: Mission, now: datetime) -> dict[str, Any]:
             "rendered_authority": describe_authority(mission.entries()),
         }
     )
+
+
+def usage_view(usage: Usage) -> dict[str, Any]:
+    """A Mission's ``usage`` (SPEC 7.3): decimal strings in the budget's currency (budget
+    members only with ``max_budget``), ``calls`` = committed + reserved metered calls, and per
+    call class named by ``max_calls`` the same with its limit."""
+    bounds = usage.bounds
+    view: dict[str, Any] = {}
+    if bounds.budget is not None:
+        scale = scale_of(bounds.budget)
+        view |= {
+            "currency": bounds.currency,
+            "budget": bounds.budget,
+            "spent": format_units(usage.spent, scale),
+            "reserved": format_units(usage.reserved, scale),
+            "remaining": format_units(usage.remaining or 0, scale),
+        }
+    view["calls"] = usage.calls
+    if bounds.max_calls is not None:
+        view["max_calls"] = bounds.max_calls
+        view["calls_remaining"] = bounds.max_calls - usage.calls
+    if bounds.class_limits:
+        view["call_classes"] = [
+            {
+                "call_class": name,
+                "max": limit,
+                "calls": usage.class_calls.get(name, 0),
+                "remaining": limit - usage.class_calls.get(name, 0),
+            }
+            for name, limit in sorted(bounds.class_limits.items())
+        ]
+    return view
+
+
+def usage_report_view(evaluation_id: str, mission_id: str, reported: Reported) -> dict[str, Any]:
+    """The answer to ``POST /v1/usage``: the reservation's (first) outcome."""
+    settlement = reported.settlement
+    view: dict[str, Any] = {
+        "evaluation_id": evaluation_id,
+        "mission": {"id": mission_id},
+        "outcome": settlement.outcome,
+        "replayed": reported.replayed,
+    }
+    if settlement.outcome == EXECUTED:
+        view["amount"] = settlement.amount
+    return view
 
 
 def _json_value(value: Any) -> Any:

@@ -15,9 +15,11 @@ from api.routes.common import ServicesDep, finish_write, optional_instant, well_
 from api.routes.gate import GatedRoute, allowed
 from api.schemas import NAME_PATTERN, PRINTABLE, ContainmentIn, ExpansionIn, LifecycleIn
 from api.services import Services
-from api.views import event_view, mission_view, proposal_view
+from api.views import event_view, mission_view, proposal_view, usage_view
+from ledger.application.metering import usage_of
 from ledger.domain.errors import InvalidRequest, NotFound
 from ledger.domain.instants import parse_instant
+from ledger.domain.metering import bounds_of
 from ledger.domain.missions import Mission
 from ledger.domain.states import MissionState, OnExpiry, Operation
 
@@ -66,10 +68,16 @@ async def get_mission(
     services: ServicesDep,
     as_of: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
-    """The Mission now, or as it stood at ``as_of`` (RFC 3339), rebuilt from its events."""
+    """The Mission now, or as it stood at ``as_of`` (RFC 3339), rebuilt from its events. Now,
+    a Mission with ``max_budget`` or ``max_calls`` also shows its ``usage`` (SPEC 7.3)."""
     mission = await _load(services, principal, mission_id)
     if as_of is None:
-        return mission_view(mission, services.clock.now())
+        view = mission_view(mission, services.clock.now())
+        bounds = bounds_of(mission.intent.get("controls"))
+        if bounds is not None:
+            usage = await run_in_threadpool(usage_of, services.ledger, mission_id, bounds)
+            view["usage"] = usage_view(usage)
+        return view
     instant = parse_instant(as_of, "/as_of")
     try:
         past = await run_in_threadpool(

@@ -15,7 +15,9 @@ in one table. Nothing below this module knows about HTTP.
     ├── Conflict                  illegal in the current state (409 ``conflict``)
     │   ├── StaleVersion          ``expected_version`` no longer current (409)
     │   ├── IdempotencyConflict   key reused with a different request (409)
-    │   └── NoMatchingCondition   a completion event that fires no terminal_when (409)
+    │   ├── NoMatchingCondition   a completion event that fires no terminal_when (409)
+    │   ├── BudgetExceeded        a reservation would exceed max_budget or max_calls (409)
+    │   └── ReservationExpired    a usage report for a reservation already expired (409)
     ├── Gone                      the object exists but has ended (410)
     ├── TooManyRequests           rate or interval limits (429)
     └── Unavailable               the store or a read model is not ready (503)
@@ -132,6 +134,24 @@ class IdempotencyConflict(Conflict):
 class NoMatchingCondition(Conflict):
     code = "no_matching_condition"
     title = "No terminal_when condition matches the completion event"
+
+
+class BudgetExceeded(Conflict):
+    """A reservation would take committed plus outstanding usage beyond a metered bound;
+    ``control`` names it (``max_budget`` or ``max_calls``). Decisions answer it as a
+    ``budget_exceeded`` denial."""
+
+    code = "budget_exceeded"
+    title = "Metered bound exceeded"
+
+    def __init__(self, detail: str, *, control: str) -> None:
+        super().__init__(detail, extensions={"control": control})
+        self.control = control
+
+
+class ReservationExpired(Conflict):
+    code = "reservation_expired"
+    title = "Reservation expired"
 
 
 class Gone(LedgerError):

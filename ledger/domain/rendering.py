@@ -50,6 +50,8 @@ def _constraint_text(key: str, value: object) -> str:
     if key == "terminal_when" and isinstance(value, list):
         events = [str(c.get("event_type")) for c in value if isinstance(c, Mapping)]
         return f"ends when {_join(events)} happens"
+    if key == "call_class":
+        return f"each call counts as a {value!r} call against the Mission's max_calls"
     return f"{key} = {value}"
 
 

@@ -11,12 +11,22 @@ from ledger.domain.events import LedgerEvent
 from ledger.domain.instances import AgentInstance
 from ledger.domain.mandate_tree import MandateTree
 from ledger.domain.mandates import ExecutionMandate
+from ledger.domain.metering import Meter
 from ledger.domain.missions import Mission
 from ledger.domain.proposals import Proposal
 from ledger.domain.streams import Stream
 
 PINNED = Path(__file__).resolve().parents[1] / "fixtures" / "event_topics.txt"
-AGGREGATES = (AgentInstance, ApiKey, ExecutionMandate, MandateTree, Mission, Proposal, Stream)
+AGGREGATES = (
+    AgentInstance,
+    ApiKey,
+    ExecutionMandate,
+    MandateTree,
+    Meter,
+    Mission,
+    Proposal,
+    Stream,
+)
 
 
 def current_topics() -> set[str]:
