@@ -19,7 +19,7 @@ from api.views import event_view, mission_view, proposal_view, usage_view
 from ledger.application.metering import usage_of
 from ledger.domain.errors import InvalidRequest, NotFound
 from ledger.domain.instants import parse_instant
-from ledger.domain.metering import bounds_of
+from ledger.domain.metering import bounds_of, meter_id
 from ledger.domain.missions import Mission
 from ledger.domain.states import MissionState, OnExpiry, Operation
 
@@ -196,4 +196,18 @@ async def mission_events(
     """Every event of the Mission, in order, with positions and chain hashes."""
     await _load(services, principal, mission_id)
     history = await run_in_threadpool(services.ledger.history, mission_id)
+    return {"data": [event_view(e) for e in history], "next_cursor": None}
+
+
+@router.get(
+    "/v1/missions/{mission_id}/usage/events",
+    dependencies=[allowed(policy.READ_MISSION_EVENTS), Fresh],
+)
+async def usage_events(
+    mission_id: str, principal: PrincipalDep, services: ServicesDep
+) -> dict[str, Any]:
+    """Every event of the Mission's Meter (SPEC 7.3), in order: reservations, committed usage
+    (``UsageCommitted``: their amounts sum to ``usage.spent``) and releases."""
+    await _load(services, principal, mission_id)
+    history = await run_in_threadpool(services.ledger.history, meter_id(mission_id))
     return {"data": [event_view(e) for e in history], "next_cursor": None}

@@ -46,8 +46,8 @@ from ledger.domain.errors import Conflict, LedgerError, NotFound
 from ledger.domain.metering import (
     EXPIRED,
     Bounds,
-    MeteredCall,
     Meter,
+    MeteredCall,
     Settlement,
     Usage,
     empty_usage,
@@ -270,7 +270,9 @@ class MeterWriter:
         meter = copies[key]
         if isinstance(operation, Reserve):
             if meter is None:
-                meter = Meter.open(mission_id=operation.mission_id, bounds=operation.bounds, now=now)
+                meter = Meter.open(
+                    mission_id=operation.mission_id, bounds=operation.bounds, now=now
+                )
                 copies[key] = meter
             meter.reserve(
                 operation.call,

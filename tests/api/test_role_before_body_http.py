@@ -36,6 +36,7 @@ CALLERS: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/mandates/{mandate_id}/revoke"): {"operator"},
     ("POST", "/v1/agents/{client_id}/instances/{instance_id}/revoke"): {"operator"},
     ("POST", "/v1/mandates/introspect"): {"pep"},
+    ("POST", "/v1/usage"): {"pep"},
 }
 
 MALFORMED = {

@@ -21,8 +21,8 @@ from ledger.domain.metering import (
     MAX_BUDGET,
     MAX_CALLS,
     Bounds,
-    MeteredCall,
     Meter,
+    MeteredCall,
     bounds_of,
     format_units,
     metered_call,
@@ -101,7 +101,7 @@ def test_committing_less_than_reserved_frees_the_difference() -> None:
 def test_committing_more_than_reserved_is_refused() -> None:
     m = meter()
     reserve(m, "e1", spend("10.00"))
-    with pytest.raises(InvalidRequest, match="exceeds the reserved 10.00"):
+    with pytest.raises(InvalidRequest, match=r"exceeds the reserved 10\.00"):
         m.report("e1", outcome=EXECUTED, amount="10.01", actor=PEP, now=NOW)
     assert m.spent == 0
     assert "e1" in m.outstanding
