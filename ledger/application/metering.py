@@ -18,8 +18,10 @@ decision path. ``MeterWriter`` keeps that write cheap:
   the whole group again (each operation's outcome decided anew), with jittered back-off.
   Within one process the writer is the only one writing Meters, so it never races itself
   and needs neither the ``WriteGate`` nor the command cache of ``LedgerBase.execute``.
-* A usage report naming a reservation this process has not seen (made on another replica)
-  brings that Meter up to date before it answers 404.
+* A refusal is decided on the store's current state: before a reservation is refused for
+  ``budget_exceeded`` or a usage report answers 404, the Meter is brought up to date (another
+  replica may have released budget, or made the reservation reported). Accepted operations
+  need no such read: if the copy was stale, the save conflicts and the group runs again.
 
 Outcomes are per operation: a reservation refused for ``budget_exceeded`` does not stop
 the others of its group.
@@ -42,7 +44,7 @@ from eventsourcing.persistence import IntegrityError
 from ledger.application.base import LedgerBase, working_copy
 from ledger.application.contention import backoff
 from ledger.domain.actors import Actor
-from ledger.domain.errors import Conflict, LedgerError, NotFound
+from ledger.domain.errors import BudgetExceeded, Conflict, LedgerError, NotFound
 from ledger.domain.metering import (
     EXPIRED,
     Bounds,
@@ -105,7 +107,7 @@ Outcome = None | Reported | int | LedgerError
 the refusal."""
 
 
-class _Refresh(Exception):  # control flow: a report named a reservation made elsewhere
+class _Refresh(Exception):  # control flow: a refusal to check against the store
     def __init__(self, meter: str) -> None:
         super().__init__(meter)
         self.meter = meter
@@ -249,7 +251,9 @@ class MeterWriter:
                 copies[key] = copy
             try:
                 outcomes.append(self._one(operation, key, copies, now))
-            except NotFound as error:
+            except (NotFound, BudgetExceeded) as error:
+                # Refusals are decided on the store's current state: the copy held here may
+                # miss what another replica wrote (a reservation, a release).
                 if key not in refreshed:
                     raise _Refresh(key) from None
                 outcomes.append(error)

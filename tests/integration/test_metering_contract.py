@@ -182,3 +182,24 @@ def test_the_deadlines_name_the_meters_with_a_reservation_due(
     assert writer.expire(mission.id) == 1
     follower.catch_up()
     assert deadlines.due(ledger.database, clock.now()) == []
+
+
+def test_a_replica_refuses_only_on_the_stores_current_state(
+    ledger: Ledger, replica: Ledger, clock: MutableClock
+) -> None:
+    """Budget released through one replica is spendable through the other at once, though
+    the other's copy of the Meter still shows it reserved."""
+    mission = active_mission(ledger)
+    with MeterWriter(ledger) as a, MeterWriter(replica) as b:
+        b.reserve(reserve(mission.id, "e1", "100.00", clock=clock))
+        a.report(
+            Report(
+                mission_id=mission.id,
+                evaluation_id="e1",
+                outcome="aborted",
+                amount=None,
+                actor=PEP,
+            )
+        )
+        b.reserve(reserve(mission.id, "e2", "100.00", clock=clock))
+    assert usage_of(ledger, mission.id, BOUNDS).reserved == 100 * 10**18
