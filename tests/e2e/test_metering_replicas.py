@@ -40,7 +40,7 @@ CLIENTS = 32
 SECONDS = float(os.environ.get("METERING_STRESS_SECONDS", "15"))
 TTL_SECONDS = 2
 BUDGET = Decimal("1000.00")
-CLASS_LIMITS = {"read": 40, "write": 20}
+CLASS_LIMITS = {"read": 120, "write": 60}
 #: However slow the machine, the clients go on until both Missions have denied a decision for
 #: a bound (so the run reached the bounds), for at most this long.
 MAX_SECONDS = 180.0
@@ -145,7 +145,7 @@ def _spend(
         ):
             mission = "budget" if rng.random() < 0.5 else "calls"
             if mission == "budget":
-                cents = rng.randint(1, 6000)
+                cents = rng.randint(1, 2000)
                 amount = f"{cents // 100}.{cents % 100:02d}"
                 body = _decision(budget_token, "invoices.pay", amount)
             else:
