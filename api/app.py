@@ -74,7 +74,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         live=[keys, index],
         # Writes do not wait for these (see api/consistency.py): with many SSF streams the
         # signal log's batch (a signed SET per stream) would hold up every write's answer.
-        trailing_durable=[models.signals, models.deadlines],
+        trailing_durable=[models.signals],
         trailing_live=[sse],
         listen_dsn=None if settings.embedded else settings.postgres_params(),
         # The idle poll renews the index's freshness, well inside the staleness bound.
@@ -110,7 +110,6 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         sse=sse,
         subject_tokens=SubjectTokenVerifier(settings, clock),
         meters=meters,
-        deadlines=models.deadlines,
     )
 
 
@@ -144,7 +143,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             services.mandates,
             interval=resolved.scheduler_interval_seconds,
             on_tick=lambda: _maintain(services, retention),
-            reservations=(services.deadlines, services.meters),
+            meters=services.meters,
         )
         scheduler.start()
         push = PushDelivery(services.ledger, follower=services.follower)

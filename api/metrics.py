@@ -90,6 +90,22 @@ class ServiceCollector(Collector):
         for reason, count in sorted(services.pdp.denials.items()):
             denials.add_metric([reason], count)
         yield denials
+        meters = services.meters
+        yield _counter(
+            "metering_groups",
+            "Groups of metering operations the Meter writer saved (one transaction each).",
+            meters.groups,
+        )
+        yield _counter(
+            "metering_operations",
+            "Reservations, usage reports and expiries the Meter writer applied.",
+            meters.operations,
+        )
+        yield _counter(
+            "metering_conflicts",
+            "Metering groups retried because another replica wrote a Meter first.",
+            meters.conflicts,
+        )
         yield _gauge("sse_subscribers", "Open SSE subscriptions.", services.sse.subscribers)
         if services.push is not None:
             push = services.push.counters()

@@ -9,7 +9,6 @@ from ledger.persistence.snapshots import StateCodec
 from ledger.signing.keyring import Keyring
 from projections.boards import MandateRegister, MissionBoard, ProposalBoard
 from projections.follower import DurableProjection
-from projections.metering import ReservationDeadlines
 from projections.signals import SignalLog
 
 
@@ -19,12 +18,11 @@ class ReadModels:
     missions: MissionBoard
     mandates: MandateRegister
     signals: SignalLog
-    deadlines: ReservationDeadlines
 
     @property
     def durable(self) -> list[DurableProjection]:
         """In the order the follower applies them."""
-        return [self.proposals, self.missions, self.mandates, self.signals, self.deadlines]
+        return [self.proposals, self.missions, self.mandates, self.signals]
 
     @property
     def names(self) -> list[str]:
@@ -38,5 +36,4 @@ def read_models(ledger: Ledger, signer: Keyring, issuer: str) -> ReadModels:
         missions=MissionBoard(codec),
         mandates=MandateRegister(codec),
         signals=SignalLog(codec, signer, issuer),
-        deadlines=ReservationDeadlines(),
     )

@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 from ledger.application import Ledger
 from ledger.application.metering import MeterWriter
+from ledger.persistence.reservations import due_meters
 from projections.boards import MandateRegister, MissionBoard, ProposalBoard
-from projections.metering import ReservationDeadlines
 
 log = logging.getLogger("mission_ledger.scheduler")
 
@@ -27,14 +27,14 @@ class Scheduler:
         *,
         interval: float,
         on_tick: Callable[[], None] | None = None,
-        reservations: tuple[ReservationDeadlines, MeterWriter] | None = None,
+        meters: MeterWriter | None = None,
     ) -> None:
         self._ledger = ledger
         self._missions = missions
         self._proposals = proposals
         self._mandates = mandates
         self._on_tick = on_tick
-        self._reservations = reservations
+        self._meters = meters
         self._interval = interval
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -57,10 +57,9 @@ class Scheduler:
             for aggregate_id in board.due(self._ledger.database, now):
                 if self._ledger.record_due_transitions(aggregate_id) is not None:
                     written += 1
-        if self._reservations is not None:
-            deadlines, meters = self._reservations
-            for mission_id in deadlines.due(self._ledger.database, now):
-                written += meters.expire(mission_id)
+        if self._meters is not None:
+            for mission_id in due_meters(self._ledger.database, now):
+                written += self._meters.expire(mission_id)
         self.recorded += written
         return written
 

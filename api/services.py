@@ -15,7 +15,6 @@ from projections.boards import MandateRegister, MissionBoard, ProposalBoard
 from projections.evaluation_index import EvaluationIndex
 from projections.follower import LogFollower
 from projections.key_directory import KeyDirectory
-from projections.metering import ReservationDeadlines
 from projections.pdp import DecisionPoint
 from projections.signals import SignalLog
 
@@ -48,7 +47,6 @@ class Services:
     sse: SseHub
     subject_tokens: SubjectTokenVerifier
     meters: MeterWriter
-    deadlines: ReservationDeadlines
     push: PushDelivery | None = None  # set by the lifespan once started
     gc: GcPolicy | None = None  # set by the lifespan (settings.gc_freeze)
 

@@ -9,7 +9,10 @@ Run: ``python -m bench.evaluate`` (``--help`` for options).
    ceiling ``GET /healthz`` of the same app stack in the same run, interleaved rounds.
    Prints decisions/s, client p50/p99, server-side decision time p50/p99 (the
    ``Server-Timing`` the PDP reports) and the ratio to the ceiling (target >= 0.6;
-   server p99 < 1 ms).
+   server p99 < 1 ms). Two more rows, each as a ratio to those decisions in the same run:
+   decisions with a DPoP proof (target >= 0.7) and metered decisions (a permit that
+   reserves against ``max_budget`` followed by its ``POST /v1/usage`` report on the same
+   connection, counted as one; target >= 0.5).
 2. Index memory per active Mandate (tracemalloc around a bootstrap; target <= 2 KiB).
 3. Index bootstrap time for M Mandates (default 100,000).
 """
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from joserfc import jws
 from joserfc.jwk import ECKey
 
@@ -63,9 +67,17 @@ class Seeded:
     pep_key: str
     mandates: list[tuple[str, str]]  # (token, instance_id)
     holder: ECKey  # every Mandate is bound to this key (cnf.jkt), for the DPoP phase
+    #: Mandates of the Missions with a ``max_budget`` (the metered phase), (token, instance).
+    metered: list[tuple[str, str]]
 
 
-def seed(data_dir: Path, missions: int, per_mission: int, *, tokens: bool) -> Seeded:
+#: The metered Missions' budget: far more than any run spends at 1.00 USD a decision.
+METERED_BUDGET = {"amount": "1000000000.00", "currency": "USD"}
+
+
+def seed(
+    data_dir: Path, missions: int, per_mission: int, *, tokens: bool, metered_missions: int = 0
+) -> Seeded:
     settings = Settings(data_dir=data_dir)
     clock = SystemClock()
     ledger = open_ledger(settings, clock=clock)
@@ -91,19 +103,23 @@ def seed(data_dir: Path, missions: int, per_mission: int, *, tokens: bool) -> Se
             }
         ]
         issued: list[tuple[str, str]] = []
+        metered: list[tuple[str, str]] = []
         holder = ECKey.generate_key("P-256")
         started = time.perf_counter()
-        for m in range(missions):
+        for m in range(missions + metered_missions):
+            is_metered = m >= missions
             proposal = ledger.submit_proposal(
                 actor=agent,
                 client_id="bench-agent",
                 instance_id=None,
                 subject={"iss": "https://idp.example.com", "sub": f"user-{m}"},
-                intent=intent,
+                intent=intent | {"controls": {"max_budget": METERED_BUDGET}}
+                if is_metered
+                else intent,
                 authorization_details=authority,
             ).value
             mission = ledger.approve_proposal(actor=approver, proposal_id=proposal.id).value
-            for i in range(per_mission):
+            for i in range(min(per_mission, 10) if is_metered else per_mission):
                 instance = f"i-{m}-{i}"
                 mandate = ledger.issue_mandate(
                     actor=agent,
@@ -113,14 +129,16 @@ def seed(data_dir: Path, missions: int, per_mission: int, *, tokens: bool) -> Se
                     ttl_seconds=86_400,
                 ).value
                 token = ledger.mandate_token(mandate) if tokens else mandate.id
-                issued.append((token, instance))
-            if (m + 1) % max(1, missions // 10) == 0:
+                (metered if is_metered else issued).append((token, instance))
+            if not is_metered and (m + 1) % max(1, missions // 10) == 0:
                 rate = len(issued) / (time.perf_counter() - started)
                 progress(f"  seeded {len(issued)} Mandates ({rate:.0f}/s)")
         progress("  bringing the mission board and mandate register up to date")
         codec = StateCodec(ledger.mapper.transcoder)
         LogFollower(ledger, durable=[MissionBoard(codec), MandateRegister(codec)]).catch_up()
-        return Seeded(settings=settings, pep_key=pep, mandates=issued, holder=holder)
+        return Seeded(
+            settings=settings, pep_key=pep, mandates=issued, holder=holder, metered=metered
+        )
     finally:
         ledger.close()
 
@@ -202,6 +220,46 @@ def evaluation_requests(seeded: Seeded, port: int, sample: int) -> list[bytes]:
     return out
 
 
+def metered_body(token: str, instance: str) -> dict[str, Any]:
+    return {
+        "subject": {"type": "agent", "id": "bench-agent", "properties": {"instance_id": instance}},
+        "action": {"name": "invoices.pay", "properties": {"amount": "1.00", "currency": "USD"}},
+        "resource": {"type": "api", "id": f"{RESOURCE}/invoices/42"},
+        "context": {"mandate": token, "proof": proof_of(token)},
+    }
+
+
+def metered_requests(seeded: Seeded, port: int) -> list[bytes]:
+    """Evaluations on the Missions with a ``max_budget``: each permit reserves 1.00 USD."""
+    headers = {"Authorization": f"Bearer {seeded.pep_key}"}
+    return [
+        build_request(
+            "POST",
+            "/access/v1/evaluation",
+            f"127.0.0.1:{port}",
+            body=json.dumps(metered_body(token, instance)).encode(),
+            headers=headers,
+        )
+        for token, instance in seeded.metered
+    ]
+
+
+def usage_report(seeded: Seeded, port: int) -> Any:
+    """The follow-up of a metered permit: its usage report (``executed``, the full amount);
+    a denial fails the operation."""
+    headers = {"Authorization": f"Bearer {seeded.pep_key}"}
+    host = f"127.0.0.1:{port}"
+
+    def follow(raw: bytes) -> bytes | None:
+        answer = orjson.loads(raw[raw.index(b"\r\n\r\n") + 4 :])
+        if answer.get("decision") is not True:
+            return None
+        body = {"evaluation_id": answer["context"]["evaluation_id"], "outcome": "executed"}
+        return build_request("POST", "/v1/usage", host, body=orjson.dumps(body), headers=headers)
+
+    return follow
+
+
 def dpop_bodies(seeded: Seeded, count: int) -> list[dict[str, Any]]:
     """``count`` evaluations, each with a fresh DPoP proof by the holder's key (a proof
     permits once: the PDP refuses a replayed ``jti``)."""
@@ -280,6 +338,22 @@ def check_permits(seeded: Seeded, port: int) -> None:
     if with_proof.get("decision") is not True:
         msg = f"the DPoP benchmark request is not a permit: {with_proof}"
         raise RuntimeError(msg)
+    metered = httpx.post(
+        f"http://127.0.0.1:{port}/access/v1/evaluation",
+        headers={"Authorization": f"Bearer {seeded.pep_key}"},
+        json=metered_body(*seeded.metered[0]),
+    ).json()
+    if "reservation_expires_at" not in metered.get("context", {}):
+        msg = f"the metered benchmark request is not a metered permit: {metered}"
+        raise RuntimeError(msg)
+    reported = httpx.post(
+        f"http://127.0.0.1:{port}/v1/usage",
+        headers={"Authorization": f"Bearer {seeded.pep_key}"},
+        json={"evaluation_id": metered["context"]["evaluation_id"], "outcome": "executed"},
+    )
+    if reported.status_code != 200 or reported.json().get("outcome") != "executed":
+        msg = f"the usage report of the metered benchmark failed: {reported.text}"
+        raise RuntimeError(msg)
 
 
 def merge(results: list[LoadResult]) -> LoadResult:
@@ -298,6 +372,8 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int
     try:
         check_permits(seeded, server.port)
         evaluations = evaluation_requests(seeded, server.port, sample=2000)
+        metered = metered_requests(seeded, server.port)
+        follow = usage_report(seeded, server.port)
         ceiling = [build_request("GET", "/healthz", f"127.0.0.1:{server.port}")]
         progress("  warming up (verifies every sampled token once)")
         drive("127.0.0.1", server.port, evaluations, connections=4, seconds=3)
@@ -306,6 +382,7 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int
             ceil_runs: list[LoadResult] = []
             eval_runs: list[LoadResult] = []
             dpop_runs: list[LoadResult] = []
+            metered_runs: list[LoadResult] = []
             for round_no in range(rounds):
                 progress(f"  {connections} connection(s), round {round_no + 1}/{rounds}")
                 ceil_runs.append(
@@ -334,7 +411,18 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int
                         each_once=True,
                     )
                 )
+                metered_runs.append(
+                    drive(
+                        "127.0.0.1",
+                        server.port,
+                        metered,
+                        connections=connections,
+                        seconds=seconds,
+                        follow=follow,
+                    )
+                )
             ceil, ev, dp = merge(ceil_runs), merge(eval_runs), merge(dpop_runs)
+            me = merge(metered_runs)
             out[str(connections)] = {
                 "ceiling_rps": ceil.rps,
                 "decisions_rps": ev.rps,
@@ -350,6 +438,11 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int
                 "dpop_ratio": dp.rps / ev.rps if ev.rps else 0.0,
                 "dpop_server_p99_ms": percentile(dp.server_ms, 99),
                 "dpop_errors": dp.errors,
+                "metered_rps": me.rps,
+                "metered_ratio": me.rps / ev.rps if ev.rps else 0.0,
+                "metered_p50_ms": percentile(me.latencies_ms, 50),
+                "metered_p99_ms": percentile(me.latencies_ms, 99),
+                "metered_errors": me.errors,
             }
         return out
     finally:
@@ -417,6 +510,22 @@ def render(http: dict[str, Any], index: dict[str, float], boot: dict[str, float]
             f"{row['dpop_ratio']:>6.2f} {'>=0.7 ' + verdict:>8} "
             f"{row['dpop_server_p99_ms']:>8.3f}ms {row['dpop_errors']:>6}"
         )
+    lines += [
+        "",
+        "Metered decisions (a permit reserving against max_budget + its POST /v1/usage report, "
+        "one operation) vs the decisions above, same run:",
+        "",
+        f"{'conns':>5} {'decisions/s':>12} {'metered/s':>10} {'ratio':>6} {'target':>8} "
+        f"{'pair p50':>10} {'pair p99':>10} {'errors':>6}",
+    ]
+    for connections, row in http.items():
+        verdict = "PASS" if row["metered_ratio"] >= 0.5 else "BELOW"
+        lines.append(
+            f"{connections:>5} {row['decisions_rps']:>12.0f} {row['metered_rps']:>10.0f} "
+            f"{row['metered_ratio']:>6.2f} {'>=0.5 ' + verdict:>8} "
+            f"{row['metered_p50_ms']:>8.2f}ms {row['metered_p99_ms']:>8.2f}ms "
+            f"{row['metered_errors']:>6}"
+        )
     worst = max(row["server_p99_ms"] for row in http.values())
     lines += [
         "",
@@ -435,6 +544,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.evaluate", description=__doc__)
     parser.add_argument("--missions", type=int, default=100)
     parser.add_argument("--per-mission", type=int, default=100)
+    parser.add_argument(
+        "--metered-missions",
+        type=int,
+        default=10,
+        help="Missions with a max_budget (10 Mandates each) for the metered phase",
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="per phase")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument(
@@ -455,12 +570,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ml-bench-eval-") as tmp:
         count = args.missions * args.per_mission
         progress(f"seeding {count} Mandates under {args.missions} Missions")
-        seeded = seed(Path(tmp) / "eval", args.missions, args.per_mission, tokens=True)
+        seeded = seed(
+            Path(tmp) / "eval",
+            args.missions,
+            args.per_mission,
+            tokens=True,
+            metered_missions=args.metered_missions,
+        )
         progress("measuring decisions over HTTP")
         http = measure_http(
             seeded, seconds=args.seconds, rounds=args.rounds, dpop_count=args.dpop_proofs
         )
-        index = measure_index(seeded.settings, count)
+        index = measure_index(seeded.settings, len(seeded.mandates) + len(seeded.metered))
         boot = index
         if args.bootstrap_mandates:
             missions = max(1, args.bootstrap_mandates // 100)

@@ -29,9 +29,10 @@ the others of its group.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
-from collections import OrderedDict
+from collections import ChainMap, OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from typing import Literal
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
-from ledger.application.base import LedgerBase, working_copy
+from ledger.application.base import LedgerBase
 from ledger.application.contention import backoff
 from ledger.domain.actors import Actor
 from ledger.domain.errors import BudgetExceeded, Conflict, LedgerError, NotFound
@@ -55,6 +56,7 @@ from ledger.domain.metering import (
     empty_usage,
     meter_id,
 )
+from ledger.persistence.reservations import ReservationDeadlines, micros
 
 log = logging.getLogger("mission_ledger.metering")
 
@@ -245,7 +247,7 @@ class MeterWriter:
             key = meter_id(operation.mission_id)
             if key not in copies:
                 held = self._known(key)
-                copy = None if held is None else working_copy(held)
+                copy = None if held is None else _fork(held)
                 if copy is not None:
                     copy.expire_due(now)
                 copies[key] = copy
@@ -261,10 +263,10 @@ class MeterWriter:
                 outcomes.append(error)
         changed = [m for m in copies.values() if m is not None and m.pending_events]
         if changed:
-            self._ledger.save(*changed)
+            self._ledger.save(*changed, reservations=_deadlines(changed))
         for key, meter in copies.items():
             if meter is not None:
-                self._remember(key, meter)
+                self._remember(key, _joined(meter))
         return outcomes
 
     @staticmethod
@@ -345,6 +347,47 @@ class MeterWriter:
     def _forget(self, keys: set[str]) -> None:
         for key in keys:
             self._meters.pop(key, None)
+
+
+def _deadlines(meters: Sequence[Meter]) -> ReservationDeadlines:
+    """The deadline rows the pending events of ``meters`` add and remove (written in the
+    same transaction: ``ledger.persistence.reservations``)."""
+    added: list[tuple[str, str, int]] = []
+    removed: list[str] = []
+    for meter in meters:
+        for event in meter.pending_events:
+            if isinstance(event, Meter.Reserved):
+                added.append((event.evaluation_id, event.originator_id, micros(event.expires_at)))
+            elif isinstance(event, Meter.UsageCommitted | Meter.Released):
+                removed.append(event.evaluation_id)
+    return ReservationDeadlines(added=tuple(added), removed=tuple(removed))
+
+
+def _fork(meter: Meter) -> Meter:
+    """A working copy of a held Meter for one attempt, in time independent of its history:
+    the reservations settled so far (which only grow, and answer repeated reports) are
+    shared read-only under an overlay that takes this attempt's settlements."""
+    clone = Meter.__new__(Meter)
+    state = dict(meter.__dict__)
+    for name, value in state.items():
+        if name == "settled":
+            state[name] = ChainMap({}, value)
+        elif isinstance(value, dict | list):
+            state[name] = copy.copy(value)  # as ``working_copy``: events change these in place
+    state["_pending_events"] = []
+    clone.__dict__.update(state)
+    return clone
+
+
+def _joined(meter: Meter) -> Meter:
+    """A saved working copy as the Meter to hold: its overlay folded into the shared
+    ``settled`` (the held copy it came from is replaced, never used again)."""
+    settled = meter.__dict__["settled"]
+    if isinstance(settled, ChainMap):
+        (base,) = settled.maps[1:]
+        base.update(settled.maps[0])
+        meter.__dict__["settled"] = base
+    return meter
 
 
 def _raised(outcome: Outcome) -> Outcome:

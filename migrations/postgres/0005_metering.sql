@@ -1,6 +1,7 @@
 -- Metering (SPEC 7.3): the deadlines of outstanding reservations, so that the scheduler of any
--- replica finds the Meters with a reservation to release. Written by the reservation_deadlines
--- projection (tracking in the same transaction); the reservations themselves are Meter events.
+-- replica finds the Meters holding a reservation to release. Rows are written in the same
+-- transaction as the Meter events that make (Reserved) and end (UsageCommitted, Released) a
+-- reservation (ledger/persistence/reservations.py); the reservations themselves are the events.
 -- Instants are microseconds since the epoch (UTC).
 
 CREATE TABLE reservation_deadlines (

@@ -17,10 +17,9 @@ from ledger.application.metering import Expire, MeterWriter, Report, Reserve, us
 from ledger.domain.actors import Actor
 from ledger.domain.errors import BudgetExceeded, NotFound
 from ledger.domain.metering import Bounds, Meter, MeteredCall, format_units, meter_id
+from ledger.persistence.reservations import due_meters
 from ledger.persistence.store import open_ledger
 from ledger.settings import Settings
-from projections.follower import LogFollower
-from projections.metering import ReservationDeadlines
 from tests.builders import active_mission
 from tests.conftest import MutableClock
 
@@ -170,18 +169,33 @@ def test_the_deadlines_name_the_meters_with_a_reservation_due(
     ledger: Ledger, writer: MeterWriter, clock: MutableClock
 ) -> None:
     mission = active_mission(ledger)
-    deadlines = ReservationDeadlines()
-    follower = LogFollower(ledger, durable=[deadlines])
     writer.reserve(reserve(mission.id, "e1", "10", ttl=60, clock=clock))
     writer.reserve(reserve(mission.id, "e2", "10", ttl=60, clock=clock))
     writer.report(executed(mission.id, "e2"))
-    follower.catch_up()
-    assert deadlines.due(ledger.database, clock.now()) == []
-    assert deadlines.due(ledger.database, clock.now() + timedelta(seconds=60)) == [mission.id]
+    assert due_meters(ledger.database, clock.now()) == []
+    assert due_meters(ledger.database, clock.now() + timedelta(seconds=60)) == [mission.id]
     clock.advance(seconds=60)
     assert writer.expire(mission.id) == 1
-    follower.catch_up()
-    assert deadlines.due(ledger.database, clock.now()) == []
+    assert due_meters(ledger.database, clock.now()) == []
+
+
+def test_a_deadline_exists_exactly_when_its_reservation_committed(
+    ledger: Ledger, clock: MutableClock
+) -> None:
+    """A group that loses its race writes no deadline either (same transaction)."""
+    mission = active_mission(ledger)
+    writer = MeterWriter(ledger)
+    writer.apply([reserve(mission.id, "e1", "10", ttl=60, clock=clock)])
+    stale = MeterWriter(ledger)
+    stale.apply([reserve(mission.id, "e0", "1", ttl=60, clock=clock)])  # another replica
+    writer.apply([reserve(mission.id, "e2", "10", ttl=60, clock=clock)])  # conflicts, retries
+    assert writer.conflicts == 1
+    later = clock.now() + timedelta(seconds=60)
+    rows = ledger.database.fetchall(
+        "SELECT evaluation_id FROM reservation_deadlines ORDER BY evaluation_id"
+    )
+    assert [r["evaluation_id"] for r in rows] == ["e0", "e1", "e2"]
+    assert due_meters(ledger.database, later) == [mission.id]
 
 
 def test_a_replica_refuses_only_on_the_stores_current_state(
