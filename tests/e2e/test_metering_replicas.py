@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
+from mission_ledger_pep import PdpClient
 
 from tests.e2e.conftest import launch
 from tests.e2e.server import ServerProcess, create_key, store_env
@@ -301,3 +302,36 @@ def test_two_replicas_never_take_a_meter_past_its_bound(
     counted = _replay_calls(_events(urls[0], auth["auditor"], calls_mission))
     calls = _usage(urls[0], auth["auditor"], calls_mission)["call_classes"]
     assert {c["call_class"]: c["calls"] for c in calls} == dict(counted)
+
+
+def test_the_pep_toolkit_reports_usage_to_another_replica(
+    postgres_url: str, servers: list[ServerProcess], tmp_path: Path
+) -> None:
+    """``PdpClient.report_usage`` against the real service: the permit is decided on one
+    replica, its usage reported to the other, and the Mission shows it spent."""
+    env = store_env(database_url=postgres_url)
+    auth = {
+        role: {
+            "Authorization": "Bearer "
+            + create_key(env, role, AGENT if role == "agent" else f"{role}-t")
+        }
+        for role in ("agent", "approver", "pep", "auditor")
+    }
+    urls = [launch(servers, env, tmp_path, name).url for name in ("a", "b")]
+    mission = _mission(
+        urls[0],
+        auth,
+        {"max_budget": {"amount": "50.00", "currency": "USD"}},
+        [_entry(["invoices.pay"])],
+    )
+    token = _token(urls[0], auth, mission)
+    pep_key = auth["pep"]["Authorization"].removeprefix("Bearer ")
+    with PdpClient(urls[0], pep_key, timeout=10) as a, PdpClient(urls[1], pep_key, timeout=10) as b:
+        decision = a.evaluate(_decision(token, "invoices.pay", "40.00"))
+        assert decision.allowed, decision.context
+        reported = b.report_usage(decision.context["evaluation_id"], "executed", amount="12.50")
+        assert reported.status_code == 200, reported.text
+        assert reported.json()["outcome"] == "executed"
+        refused = b.evaluate(_decision(token, "invoices.pay", "37.51"))
+        assert refused.reason == "budget_exceeded"
+    assert _usage(urls[1], auth["auditor"], mission)["spent"] == "12.50"
