@@ -45,7 +45,7 @@ from eventsourcing.persistence import IntegrityError
 from ledger.application.base import LedgerBase
 from ledger.application.contention import backoff
 from ledger.domain.actors import Actor
-from ledger.domain.errors import BudgetExceeded, Conflict, LedgerError, NotFound
+from ledger.domain.errors import BudgetExceeded, Conflict, LedgerError, NotFound, Unavailable
 from ledger.domain.metering import (
     EXPIRED,
     Bounds,
@@ -201,9 +201,14 @@ class MeterWriter:
         try:
             outcomes = self.apply([operation for operation, _ in group])
         except Exception as error:  # the store failed: every caller of the group hears it
-            log.warning("metering group of %d failed: %s", len(group), error)
+            log.warning("metering group of %d failed", len(group), exc_info=True)
+            refusal = (
+                error
+                if isinstance(error, LedgerError)
+                else Unavailable(f"the metering write did not complete ({type(error).__name__})")
+            )
             for _, future in group:
-                future.set_exception(error)
+                future.set_exception(refusal)
             return
         for (_, future), outcome in zip(group, outcomes, strict=True):
             future.set_result(outcome)

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from eventsourcing.persistence import OperationalError
 
 from tests.api.conftest import assert_problem
 from tests.api.pdp.conftest import Harness
@@ -338,3 +339,37 @@ def test_usage_events_are_not_for_peps(harness: Harness) -> None:
         f"/v1/missions/{mission}/usage/events", headers=harness.auth("pep")
     )
     assert_problem(response, 403, "forbidden")
+
+
+# ---------------------------------------------------------------------- the store failing
+
+
+def _store_fails(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*_: object, **__: object) -> None:
+        raise OperationalError("the store is gone")
+
+    services = h.client.app.state.services  # type: ignore[attr-defined]
+    monkeypatch.setattr(services.ledger, "save", fail)
+
+
+def test_a_metered_permit_whose_reservation_cannot_be_recorded_fails_closed(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, token = metered_token(harness, BUDGET)
+    _store_fails(harness, monkeypatch)
+    refused = harness.evaluate(pay(token, "1.00"))
+    assert refused["decision"] is False
+    assert (refused["context"]["reason"], refused["context"]["next_action"]) == (
+        "stale_state",
+        "retry",
+    )
+
+
+def test_a_usage_report_the_store_cannot_record_is_unavailable(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, token = metered_token(harness, BUDGET)
+    evaluation_id = permitted(harness, pay(token, "1.00"))
+    _store_fails(harness, monkeypatch)
+    body = {"evaluation_id": evaluation_id, "outcome": "executed"}
+    assert_problem(report(harness, body), 503, "unavailable")
