@@ -194,9 +194,7 @@ async def mission_events(
     mission_id: str, principal: PrincipalDep, services: ServicesDep
 ) -> dict[str, Any]:
     """Every event of the Mission, in order, with positions and chain hashes."""
-    await _load(services, principal, mission_id)
-    history = await run_in_threadpool(services.ledger.history, mission_id)
-    return {"data": [event_view(e) for e in history], "next_cursor": None}
+    return await _events(services, principal, mission_id, mission_id)
 
 
 @router.get(
@@ -208,6 +206,13 @@ async def usage_events(
 ) -> dict[str, Any]:
     """Every event of the Mission's Meter (SPEC 7.3), in order: reservations, committed usage
     (``UsageCommitted``: their amounts sum to ``usage.spent``) and releases."""
+    return await _events(services, principal, mission_id, meter_id(mission_id))
+
+
+async def _events(
+    services: Services, principal: Principal, mission_id: str, aggregate_id: str
+) -> dict[str, Any]:
+    """The events of one of the Mission's aggregates, for a caller who may see the Mission."""
     await _load(services, principal, mission_id)
-    history = await run_in_threadpool(services.ledger.history, meter_id(mission_id))
+    history = await run_in_threadpool(services.ledger.history, aggregate_id)
     return {"data": [event_view(e) for e in history], "next_cursor": None}

@@ -317,40 +317,47 @@ class Meter(BaseAggregate[str]):
                 counts[self.call_class] = counts.get(self.call_class, 0) + 1
 
     @dataclass(frozen=True)
-    class UsageCommitted(Event):
+    class Ended(Event):
+        """Common shape of the events that end a reservation (never stored itself)."""
+
+        TOPIC = TOPIC_PREFIX + "Meter.Ended"
+        evaluation_id: str
+        actor: dict[str, Any]
+
+        def apply(self, aggregate: Meter) -> None:
+            held = aggregate.outstanding.pop(self.evaluation_id)
+            aggregate.reserved -= held.units
+            aggregate.calls_reserved -= 1
+            aggregate.settled[self.evaluation_id] = self.settle(aggregate, held)
+
+        def settle(self, aggregate: Meter, held: Reservation) -> Settlement:
+            raise NotImplementedError
+
+    @dataclass(frozen=True)
+    class UsageCommitted(Ended):
         """The PEP reported the call executed: ``amount`` (at most the reserved) is spent."""
 
         TOPIC = TOPIC_PREFIX + "Meter.UsageCommitted"
-        evaluation_id: str
         amount: str
-        actor: dict[str, Any]
 
-        def apply(self, aggregate: Meter) -> None:
-            held = aggregate.outstanding.pop(self.evaluation_id)
+        def settle(self, aggregate: Meter, held: Reservation) -> Settlement:
+            del held  # its call stays counted
             units = parse_units(self.amount) or 0
-            aggregate.reserved -= held.units
             aggregate.spent += units
-            aggregate.calls_reserved -= 1
             aggregate.calls_committed += 1
-            aggregate.settled[self.evaluation_id] = Settlement(EXECUTED, units, self.amount)
+            return Settlement(EXECUTED, units, self.amount)
 
     @dataclass(frozen=True)
-    class Released(Event):
+    class Released(Ended):
         """The reservation ended without spending: ``aborted`` by the PEP or ``expired``."""
 
         TOPIC = TOPIC_PREFIX + "Meter.Released"
-        evaluation_id: str
         outcome: str
-        actor: dict[str, Any]
 
-        def apply(self, aggregate: Meter) -> None:
-            held = aggregate.outstanding.pop(self.evaluation_id)
-            aggregate.reserved -= held.units
-            aggregate.calls_reserved -= 1
+        def settle(self, aggregate: Meter, held: Reservation) -> Settlement:
             if held.call_class is not None:
                 aggregate.class_calls[held.call_class] -= 1
-            outcome: Outcome = EXPIRED if self.outcome == EXPIRED else ABORTED
-            aggregate.settled[self.evaluation_id] = Settlement(outcome, 0)
+            return Settlement(EXPIRED if self.outcome == EXPIRED else ABORTED, 0)
 
     if TYPE_CHECKING:
         mission_id: str

@@ -242,20 +242,32 @@ def _replay_calls(events: list[dict[str, Any]]) -> Counter[str]:
     return counted
 
 
-def test_two_replicas_never_take_a_meter_past_its_bound(
-    postgres_url: str, servers: list[ServerProcess], tmp_path: Path
-) -> None:
+def _replicas(
+    postgres_url: str, servers: list[ServerProcess], tmp_path: Path, **settings: str
+) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """Two servers on one database (``settings``: MISSION_LEDGER_ settings for both), and the
+    headers of one key per role."""
     env = store_env(database_url=postgres_url)
-    env["MISSION_LEDGER_RESERVATION_TTL_SECONDS"] = str(TTL_SECONDS)
-    env["MISSION_LEDGER_SCHEDULER_INTERVAL_SECONDS"] = "0.2"
+    env.update({f"MISSION_LEDGER_{name}": value for name, value in settings.items()})
     auth = {
         role: {
-            "Authorization": "Bearer "
-            + create_key(env, role, AGENT if role == "agent" else f"{role}-m")
+            "Authorization": "Bearer " + create_key(env, role, AGENT if role == "agent" else role)
         }
         for role in ("agent", "approver", "pep", "auditor")
     }
-    urls = [launch(servers, env, tmp_path, name).url for name in ("a", "b")]
+    return [launch(servers, env, tmp_path, name).url for name in ("a", "b")], auth
+
+
+def test_two_replicas_never_take_a_meter_past_its_bound(
+    postgres_url: str, servers: list[ServerProcess], tmp_path: Path
+) -> None:
+    urls, auth = _replicas(
+        postgres_url,
+        servers,
+        tmp_path,
+        RESERVATION_TTL_SECONDS=str(TTL_SECONDS),
+        SCHEDULER_INTERVAL_SECONDS="0.2",
+    )
     budget_mission = _mission(
         urls[0],
         auth,
@@ -309,15 +321,7 @@ def test_the_pep_toolkit_reports_usage_to_another_replica(
 ) -> None:
     """``PdpClient.report_usage`` against the real service: the permit is decided on one
     replica, its usage reported to the other, and the Mission shows it spent."""
-    env = store_env(database_url=postgres_url)
-    auth = {
-        role: {
-            "Authorization": "Bearer "
-            + create_key(env, role, AGENT if role == "agent" else f"{role}-t")
-        }
-        for role in ("agent", "approver", "pep", "auditor")
-    }
-    urls = [launch(servers, env, tmp_path, name).url for name in ("a", "b")]
+    urls, auth = _replicas(postgres_url, servers, tmp_path)
     mission = _mission(
         urls[0],
         auth,
