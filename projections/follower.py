@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -48,13 +48,32 @@ log = logging.getLogger("mission_ledger.follower")
 TRACKING_SLACK = 10_000
 
 
-@dataclass(frozen=True)
 class Item:
-    """One event of the log, decoded, with its position and stored topic."""
+    """One event of the log, with its position and stored topic. The event is decoded when
+    first read: read models look at the topic first, and most skip most events (under
+    metering load, most events are a Meter's, which only the Meter writer reads)."""
 
-    position: int
-    topic: str
-    event: LedgerEvent
+    __slots__ = ("_decode", "_event", "position", "topic")
+
+    def __init__(
+        self,
+        position: int,
+        topic: str,
+        event: LedgerEvent | None = None,
+        *,
+        decode: Callable[[], LedgerEvent] | None = None,
+    ) -> None:
+        self.position = position
+        self.topic = topic
+        self._event = event
+        self._decode = decode
+
+    @property
+    def event(self) -> LedgerEvent:
+        if self._event is None:
+            assert self._decode is not None
+            self._event = self._decode()
+        return self._event
 
 
 class DurableProjection(ABC):
@@ -309,9 +328,12 @@ class LogFollower:
                 return
 
     def _decode(self, notification: Notification) -> Item:
-        event = self._ledger.mapper.to_domain_event(notification)
-        assert isinstance(event, LedgerEvent)
-        return Item(position=notification.id, topic=notification.topic, event=event)
+        def decode() -> LedgerEvent:
+            event = self._ledger.mapper.to_domain_event(notification)
+            assert isinstance(event, LedgerEvent)
+            return event
+
+        return Item(position=notification.id, topic=notification.topic, decode=decode)
 
     def _apply(self, items: list[Item]) -> None:
         last = items[-1].position
