@@ -102,6 +102,16 @@ class ServiceCollector(Collector):
             meters.operations,
         )
         yield _counter(
+            "metering_apply_seconds",
+            "Time the Meter writer spent applying groups (their saves included).",
+            meters.apply_seconds,
+        )
+        yield _counter(
+            "metering_save_seconds",
+            "Time the Meter writer spent in the store's write transaction.",
+            meters.save_seconds,
+        )
+        yield _counter(
             "metering_conflicts",
             "Metering groups retried because another replica wrote a Meter first.",
             meters.conflicts,

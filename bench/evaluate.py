@@ -20,14 +20,18 @@ Run: ``python -m bench.evaluate`` (``--help`` for options).
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import random
+import secrets
 import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -37,14 +41,16 @@ import httpx
 import orjson
 from joserfc import jws
 from joserfc.jwk import ECKey
+from pydantic import SecretStr
 
 from bench._load import LoadResult, build_request, drive, percentile
-from bench._support import proof_of
+from bench._support import PostgresServer, proof_of
 from ledger.clock import SystemClock
 from ledger.domain.actors import Actor
 from ledger.domain.delegation import ActorRef
 from ledger.domain.instants import format_instant
 from ledger.domain.roles import Role
+from ledger.persistence.migrations import migrate
 from ledger.persistence.snapshots import StateCodec
 from ledger.persistence.store import open_ledger
 from ledger.settings import Settings
@@ -65,6 +71,7 @@ def progress(message: str) -> None:
 class Seeded:
     settings: Settings
     pep_key: str
+    operator_key: str  # reads /metrics (the Meter writer's counters)
     mandates: list[tuple[str, str]]  # (token, instance_id)
     holder: ECKey  # every Mandate is bound to this key (cnf.jkt), for the DPoP phase
     #: Mandates of the Missions with a ``max_budget`` (the metered phase), (token, instance).
@@ -76,9 +83,8 @@ METERED_BUDGET = {"amount": "1000000000.00", "currency": "USD"}
 
 
 def seed(
-    data_dir: Path, missions: int, per_mission: int, *, tokens: bool, metered_missions: int = 0
+    settings: Settings, missions: int, per_mission: int, *, tokens: bool, metered_missions: int = 0
 ) -> Seeded:
-    settings = Settings(data_dir=data_dir)
     clock = SystemClock()
     ledger = open_ledger(settings, clock=clock)
     try:
@@ -86,6 +92,7 @@ def seed(
         keyring.ensure("ES256", clock.now())
         ledger.signer = keyring
         pep = ledger.issue_api_key(name="bench-pep", role=Role.PEP, actor=CLI).secret
+        operator = ledger.issue_api_key(name="bench-operator", role=Role.OPERATOR, actor=CLI).secret
         agent = Actor(type="api_key", name="bench-agent", role="agent")
         approver = Actor(type="api_key", name="bench-approver", role="approver")
         intent = {
@@ -137,7 +144,12 @@ def seed(
         codec = StateCodec(ledger.mapper.transcoder)
         LogFollower(ledger, durable=[MissionBoard(codec), MandateRegister(codec)]).catch_up()
         return Seeded(
-            settings=settings, pep_key=pep, mandates=issued, holder=holder, metered=metered
+            settings=settings,
+            pep_key=pep,
+            operator_key=operator,
+            mandates=issued,
+            holder=holder,
+            metered=metered,
         )
     finally:
         ledger.close()
@@ -155,12 +167,16 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("MISSION_LEDGER_")}
-        env.update(
-            {
-                "MISSION_LEDGER_DATA_DIR": str(settings.data_dir),
-                "MISSION_LEDGER_LOG_LEVEL": "warning",
-            }
-        )
+        env["MISSION_LEDGER_LOG_LEVEL"] = "warning"
+        if settings.embedded:
+            env["MISSION_LEDGER_DATA_DIR"] = str(settings.data_dir)
+        else:
+            assert settings.database_url is not None
+            assert settings.key_encryption_key is not None
+            env["MISSION_LEDGER_DATABASE_URL"] = settings.database_url
+            env["MISSION_LEDGER_KEY_ENCRYPTION_KEY"] = (
+                settings.key_encryption_key.get_secret_value()
+            )
         binary = Path(sys.executable).parent / "mission-ledger"
         self.process = subprocess.Popen(
             [str(binary), "serve", "--port", str(self.port)],
@@ -347,6 +363,21 @@ def check_permits(seeded: Seeded, port: int) -> None:
         raise RuntimeError(msg)
 
 
+def meter_writer(seeded: Seeded, port: int) -> dict[str, float]:
+    """The Meter writer's counters (``/metrics``): groups saved, operations, seconds."""
+    text = httpx.get(
+        f"http://127.0.0.1:{port}/metrics",
+        headers={"Authorization": f"Bearer {seeded.operator_key}"},
+    ).text
+    names = ("groups", "operations", "apply_seconds", "save_seconds")
+    values = dict.fromkeys(names, 0.0)
+    for line in text.splitlines():
+        for name in names:
+            if line.startswith(f"mission_ledger_metering_{name}_total "):
+                values[name] = float(line.split()[1])
+    return values
+
+
 def merge(results: list[LoadResult]) -> LoadResult:
     merged = LoadResult()
     for result in results:
@@ -374,6 +405,7 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int
             eval_runs: list[LoadResult] = []
             dpop_runs: list[LoadResult] = []
             metered_runs: list[LoadResult] = []
+            writer_totals: dict[str, float] = {}
             for round_no in range(rounds):
                 progress(f"  {connections} connection(s), round {round_no + 1}/{rounds}")
                 ceil_runs.append(
@@ -402,6 +434,7 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int
                         each_once=True,
                     )
                 )
+                before = meter_writer(seeded, server.port)
                 metered_runs.append(
                     drive(
                         "127.0.0.1",
@@ -412,6 +445,9 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int
                         follow=follow,
                     )
                 )
+                writer = {k: v - before[k] for k, v in meter_writer(seeded, server.port).items()}
+                for key, value in writer.items():
+                    writer_totals[key] = writer_totals.get(key, 0.0) + value
             ceil, ev, dp = merge(ceil_runs), merge(eval_runs), merge(dpop_runs)
             me = merge(metered_runs)
             out[str(connections)] = {
@@ -434,6 +470,12 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int
                 "metered_p50_ms": percentile(me.latencies_ms, 50),
                 "metered_p99_ms": percentile(me.latencies_ms, 99),
                 "metered_errors": me.errors,
+                "metered_ops_per_group": writer_totals["operations"]
+                / max(1.0, writer_totals["groups"]),
+                "metered_save_ms_per_group": 1000
+                * writer_totals["save_seconds"]
+                / max(1.0, writer_totals["groups"]),
+                "metered_writer_busy": writer_totals["apply_seconds"] / (seconds * rounds),
             }
         return out
     finally:
@@ -525,6 +567,13 @@ def render(http: dict[str, Any], index: dict[str, float], boot: dict[str, float]
         0.5,
         [("pair p50", "metered_p50_ms", 2), ("pair p99", "metered_p99_ms", 2)],
     )
+    lines += ["", "Meter writer during the metered phases (group commit):", ""]
+    lines += [
+        f"{connections:>5} conns: {row['metered_ops_per_group']:.1f} operations per group, "
+        f"{row['metered_save_ms_per_group']:.2f} ms per save (the store's write transaction), "
+        f"writer busy {row['metered_writer_busy']:.0%} of the time"
+        for connections, row in http.items()
+    ]
     worst = max(row["server_p99_ms"] for row in http.values())
     lines += [
         "",
@@ -560,17 +609,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--bootstrap-mandates", type=int, default=100_000, help="0 to skip that part"
     )
+    parser.add_argument(
+        "--backend",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="the store the server runs on (postgres: a throwaway database on the server "
+        "MISSION_LEDGER_TEST_PG names)",
+    )
     parser.add_argument("--json", action="store_true", help="also print a JSON summary")
     return parser.parse_args(argv)
 
 
+@contextmanager
+def store(backend: str, tmp: Path, label: str) -> Iterator[Settings]:
+    """The settings of a fresh store: a SQLite directory under ``tmp``, or a throwaway
+    PostgreSQL database (migrated, with a key-encryption key of its own), dropped after."""
+    if backend == "sqlite":
+        yield Settings(data_dir=tmp / label)
+        return
+    with PostgresServer.from_env().database(label) as url:
+        kek = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+        settings = Settings(database_url=url, key_encryption_key=SecretStr(kek))
+        migrate(settings)
+        yield settings
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="ml-bench-eval-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="ml-bench-eval-") as tmp,
+        store(args.backend, Path(tmp), "eval") as settings,
+    ):
         count = args.missions * args.per_mission
-        progress(f"seeding {count} Mandates under {args.missions} Missions")
+        progress(f"seeding {count} Mandates under {args.missions} Missions ({args.backend})")
         seeded = seed(
-            Path(tmp) / "eval",
+            settings,
             args.missions,
             args.per_mission,
             tokens=True,
@@ -585,8 +658,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.bootstrap_mandates:
             missions = max(1, args.bootstrap_mandates // 100)
             progress(f"seeding {missions * 100} Mandates for the bootstrap measurement")
-            big = seed(Path(tmp) / "boot", missions, 100, tokens=False)
-            boot = measure_index(big.settings, missions * 100)
+            with store(args.backend, Path(tmp), "boot") as boot_settings:
+                big = seed(boot_settings, missions, 100, tokens=False)
+                boot = measure_index(big.settings, missions * 100)
         print(render(http, index, boot))
         if args.json:
             print(json.dumps({"http": http, "index": index, "bootstrap": boot}))

@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+import time
 from collections import ChainMap, OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -131,6 +132,8 @@ class MeterWriter:
         self.groups = 0
         self.operations = 0
         self.conflicts = 0
+        self.apply_seconds = 0.0  # applying groups, their saves included
+        self.save_seconds = 0.0  # in the store's write transaction
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -221,6 +224,13 @@ class MeterWriter:
         may call it directly)."""
         self.groups += 1
         self.operations += len(operations)
+        started = time.perf_counter()
+        try:
+            return self._apply(operations)
+        finally:
+            self.apply_seconds += time.perf_counter() - started
+
+    def _apply(self, operations: Sequence[Operation]) -> list[Outcome]:
         refreshed: set[str] = set()
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
@@ -268,7 +278,11 @@ class MeterWriter:
                 outcomes.append(error)
         changed = [m for m in copies.values() if m is not None and m.pending_events]
         if changed:
-            self._ledger.save(*changed, reservations=_deadlines(changed))
+            saving = time.perf_counter()
+            try:
+                self._ledger.save(*changed, reservations=_deadlines(changed))
+            finally:
+                self.save_seconds += time.perf_counter() - saving
         for key, meter in copies.items():
             if meter is not None:
                 self._remember(key, _joined(meter))
