@@ -60,12 +60,20 @@ FreshSignals = Depends(require_fresh_signals)
 
 
 async def answer_write(
-    services: Services, response: Response, position: int | None, *, signals: bool = False
+    services: Services,
+    response: Response,
+    position: int | None,
+    *,
+    signals: bool = False,
+    announces: bool = False,
 ) -> None:
     """Set ``Ledger-Position`` and wait until local read models include the write: the core
     ones (boards, evaluation index), and with ``signals`` (SSF stream writes) the signal log
-    and the SSE hub too. SETs caused by other writes are delivered asynchronously, as SSF
-    intends; a write's answer does not wait for one SET per stream to be signed."""
+    and the SSE hub too. SETs are delivered asynchronously, as SSF intends, but a write that
+    ``announces`` (a governance change that causes SETs: revoke, suspend, narrow, …) also
+    waits, at most ``signal_wait_ms``, until this replica's SSE subscribers have been sent
+    its SETs, so a PEP subscribed here typically holds the change before the answer
+    (docs/decisions/0014). That wait never fails the write."""
     if position is None:
         return
     response.headers[POSITION_HEADER] = str(position)
@@ -76,3 +84,5 @@ async def answer_write(
             "models have not caught up yet; read with Ledger-Min-Position to see it",
             extensions={"position": position},
         )
+    if announces:
+        await services.sse.wait_sent(position, services.settings.signal_wait_ms / 1000)

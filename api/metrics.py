@@ -11,13 +11,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from api.scheduler import Scheduler
     from api.services import Services
+    from api.workers.scheduler import Scheduler
+    from api.workers.sse_hub import Durations
 
 PREFIX = "mission_ledger"
 
@@ -117,6 +123,23 @@ class ServiceCollector(Collector):
             meters.conflicts,
         )
         yield _gauge("sse_subscribers", "Open SSE subscriptions.", services.sse.subscribers)
+        sent = services.sse.sent_waits
+        outcomes = CounterMetricFamily(
+            f"{PREFIX}_signal_waits",
+            "Governance writes that waited (bounded by signal_wait_ms) for this process's SSE "
+            "subscribers to be sent their SETs, by outcome: sent, timeout, no_subscribers "
+            "(none connected here: no wait), disabled (signal_wait_ms = 0).",
+            labels=["outcome"],
+        )
+        for outcome, count in sorted(sent.outcomes.items()):
+            outcomes.add_metric([outcome], count)
+        yield outcomes
+        yield _histogram(
+            "signal_wait_seconds",
+            "How long governance writes waited for their SETs to be sent to this process's "
+            "SSE subscribers (outcomes sent and timeout).",
+            sent.durations,
+        )
         if services.push is not None:
             push = services.push.counters()
             yield _counter("push_delivered", "SETs pushed and answered 202.", push["delivered"])
@@ -150,3 +173,13 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(f"{PREFIX}_{name}", documentation, value=float(value))
+
+
+def _histogram(name: str, documentation: str, durations: Durations) -> HistogramMetricFamily:
+    cumulative, running = [], 0
+    for bound, count in zip((*durations.BUCKETS, float("inf")), durations.counts, strict=True):
+        running += count
+        cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
+    return HistogramMetricFamily(
+        f"{PREFIX}_{name}", documentation, buckets=cumulative, sum_value=durations.total
+    )

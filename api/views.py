@@ -9,7 +9,7 @@ from typing import Any
 from ledger.application.metering import Reported
 from ledger.domain.authority import parse_authority_set
 from ledger.domain.instants import format_instant
-from ledger.domain.metering import EXECUTED, Usage, format_units, scale_of
+from ledger.domain.metering import EXECUTED
 from ledger.domain.missions import Mission
 from ledger.domain.proposals import Proposal
 from ledger.domain.rendering import describe_authority
@@ -52,7 +52,11 @@ def proposal_view(proposal: Proposal, now: datetime) -> dict[str, Any]:
     )
 
 
-def mission_view(mission: Mission, now: datetime) -> dict[str, Any]:
+def mission_view(
+    mission: Mission, now: datetime, *, usage: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The Mission resource as of ``now`` (deadlines applied); ``usage`` when it has a meter
+    (``Ledger.mission_usage``)."""
     return _drop_none(
         {
             "id": mission.id,
@@ -72,6 +76,7 @@ def mission_view(mission: Mission, now: datetime) -> dict[str, Any]:
             "contained": mission.contained or None,
             "containment_version": mission.containment_version or None,
             "discharged": mission.discharged_entries() or None,
+            "usage": usage,
             "authority_hash": mission.authority_hash,
             "intent_hash": mission.intent_hash,
             "proposal_hash": mission.proposal_hash,
@@ -89,38 +94,6 @@ def mission_view(mission: Mission, now: datetime) -> dict[str, Any]:
             "rendered_authority": describe_authority(mission.entries()),
         }
     )
-
-
-def usage_view(usage: Usage) -> dict[str, Any]:
-    """A Mission's ``usage`` (SPEC 7.3): decimal strings in the budget's currency (budget
-    members only with ``max_budget``), ``calls`` = committed + reserved metered calls, and per
-    call class named by ``max_calls`` the same with its limit."""
-    bounds = usage.bounds
-    view: dict[str, Any] = {}
-    if bounds.budget is not None:
-        scale = scale_of(bounds.budget)
-        view |= {
-            "currency": bounds.currency,
-            "budget": bounds.budget,
-            "spent": format_units(usage.spent, scale),
-            "reserved": format_units(usage.reserved, scale),
-            "remaining": format_units(usage.remaining or 0, scale),
-        }
-    view["calls"] = usage.calls
-    if bounds.max_calls is not None:
-        view["max_calls"] = bounds.max_calls
-        view["calls_remaining"] = bounds.max_calls - usage.calls
-    if bounds.class_limits:
-        view["call_classes"] = [
-            {
-                "call_class": name,
-                "max": limit,
-                "calls": usage.class_calls.get(name, 0),
-                "remaining": limit - usage.class_calls.get(name, 0),
-            }
-            for name, limit in sorted(bounds.class_limits.items())
-        ]
-    return view
 
 
 def usage_report_view(evaluation_id: str, mission_id: str, reported: Reported) -> dict[str, Any]:

@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -164,7 +164,8 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, extra_env: Mapping[str, str] | None = None) -> None:
+        """``extra_env``: more ``MISSION_LEDGER_*`` settings for the server process."""
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("MISSION_LEDGER_")}
         env["MISSION_LEDGER_LOG_LEVEL"] = "warning"
@@ -177,6 +178,7 @@ class Server:
             env["MISSION_LEDGER_KEY_ENCRYPTION_KEY"] = (
                 settings.key_encryption_key.get_secret_value()
             )
+        env.update(extra_env or {})
         binary = Path(sys.executable).parent / "mission-ledger"
         self.process = subprocess.Popen(
             [str(binary), "serve", "--port", str(self.port)],

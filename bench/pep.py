@@ -18,10 +18,16 @@ Run: ``python -m bench.pep`` (``--help`` for options). Embedded SQLite store, on
    (SSE). Each trial issues a fresh Mandate, revokes it over the API (``POST
    /v1/mandates/{id}/revoke``, async, in the same loop) and records, per instance, the
    time from sending the revoke until that instance's guard holds the revocation (from
-   then on ``check`` refuses it). After each trial every instance's middleware is asked
-   once with the revoked Mandate and must answer 403 ``mandate_revoked`` locally.
-   Prints p50/p99 over instances x revocations, the last instance per revocation, and
-   the revoke request's own round trip.
+   then on ``check`` refuses it). The revoke is sent from a worker thread (its own
+   connection), so its answer is timed when it arrives, not when this busy event loop
+   gets round to it. After each trial every instance's middleware is asked once with the
+   revoked Mandate and must answer 403 ``mandate_revoked`` locally. Prints p50/p99 over
+   instances x revocations, the last instance per revocation, the revoke request's own
+   round trip, how many instances held the revocation before the revoke answered, and
+   what the server's bounded wait for its SSE subscribers did (``/metrics``). This part
+   runs twice, on two fresh servers: with the default ``SIGNAL_WAIT_MS`` (the revoke
+   answers once the server has written its SETs to the subscribers' connections) and with
+   ``SIGNAL_WAIT_MS=0`` (it answers at once: the same-run baseline).
 """
 
 from __future__ import annotations
@@ -35,11 +41,11 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from joserfc.jwk import ECKey
@@ -50,6 +56,7 @@ from mission_ledger_pep import (
     MissionLedgerMiddleware,
     SignalSubscriber,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench._load import percentile
 from bench._support import load_average, machine_description, median, table
@@ -67,6 +74,7 @@ CLIENT_ID = "bench-agent"
 INSTANCE = "i-1"
 SSE_DELIVERY = "urn:mission-ledger:delivery:sse"
 ROLES = (Role.AGENT, Role.APPROVER, Role.OPERATOR, Role.PEP)
+T = TypeVar("T")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -147,6 +155,36 @@ class Api:
         }
         issued = self.post("agent", f"/v1/missions/{self.mission}/mandates", body)
         return str(issued["mandate_id"]), str(issued["token"])
+
+    def revoke(self, mandate_id: str) -> tuple[float, float]:
+        """Revoke as the operator: (``perf_counter`` when sent, when the answer was read)."""
+        sent = time.perf_counter()
+        response = self.http.post(
+            f"/v1/mandates/{mandate_id}/revoke",
+            json={"reason": "bench.pep"},
+            headers=self.auth("operator"),
+        )
+        answered = time.perf_counter()
+        if response.status_code != 200:
+            msg = f"revoke answered {response.status_code}: {response.text}"
+            raise RuntimeError(msg)
+        return sent, answered
+
+    def signal_waits(self) -> dict[str, float]:
+        """The server's counters of its bounded wait for SSE subscribers: each outcome, and
+        the histogram's ``count`` and ``sum`` (seconds)."""
+        response = self.http.get("/metrics", headers=self.auth("operator"))
+        response.raise_for_status()
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(response.text):
+            for sample in family.samples:
+                if sample.name == "mission_ledger_signal_waits_total":
+                    out[sample.labels["outcome"]] = sample.value
+                elif sample.name == "mission_ledger_signal_wait_seconds_count":
+                    out["count"] = sample.value
+                elif sample.name == "mission_ledger_signal_wait_seconds_sum":
+                    out["sum"] = sample.value
+        return out
 
     def stream(self) -> str:
         body = {"delivery": {"method": SSE_DELIVERY}, "description": "bench.pep"}
@@ -372,7 +410,6 @@ async def measure_revocation(
         assert instance.subscriber.jwks is not None
         instance.subscriber.jwks.key(kid)
         instance.task = asyncio.create_task(instance.subscriber.run())
-    revoke_http = httpx.AsyncClient(base_url=api.url, timeout=30.0)
     try:
         deadline = time.monotonic() + 60
         while not all(i.subscriber.wait_connected(0) for i in fleet):
@@ -386,19 +423,12 @@ async def measure_revocation(
         answer_ms: list[float] = []
         missing = 0
         before_answer = 0
+        first_before_answer = 0
+        waits_before = api.signal_waits()
         for trial in range(revocations):
             mandate_id, token = api.mandate()
             await asyncio.sleep(0.2)  # let the issuance's own signals (if any) pass
-            sent = time.perf_counter()
-            response = await revoke_http.post(
-                f"/v1/mandates/{mandate_id}/revoke",
-                json={"reason": "bench.pep"},
-                headers=api.auth("operator"),
-            )
-            answered = time.perf_counter()
-            if response.status_code not in (200, 201, 202):
-                msg = f"revoke answered {response.status_code}: {response.text}"
-                raise RuntimeError(msg)
+            sent, answered = await asyncio.to_thread(api.revoke, mandate_id)
             answer_ms.append((answered - sent) * 1000)
             until = time.monotonic() + timeout
             while not all(mandate_id in i.held_at for i in fleet) and time.monotonic() < until:
@@ -407,6 +437,7 @@ async def measure_revocation(
             missing += instances - len(held)
             trial_lags = [(at - sent) * 1000 for at in held]
             before_answer += sum(1 for at in held if at < answered)
+            first_before_answer += min(held, default=answered) < answered
             lags_ms += trial_lags
             last_ms.append(max(trial_lags, default=float("nan")))
             scope = scope_for(token, api.jkt)
@@ -422,6 +453,7 @@ async def measure_revocation(
                 f"instances p50 {percentile(trial_lags, 50):.1f} ms, last {last_ms[-1]:.1f} ms"
             )
         rejected = sum(i.subscriber.rejected_total for i in fleet)
+        waits_after = api.signal_waits()
     finally:
         for instance in fleet:
             if instance.task is not None:
@@ -431,7 +463,6 @@ async def measure_revocation(
                 with contextlib.suppress(asyncio.CancelledError):
                     await instance.task
             instance.guard.close()
-        await revoke_http.aclose()
         await pdp.aclose()
     return {
         "instances": instances,
@@ -444,6 +475,11 @@ async def measure_revocation(
         "revoke_answer_p50_ms": percentile(answer_ms, 50),
         "revoke_answer_p99_ms": percentile(answer_ms, 99),
         "held_before_answer": before_answer,
+        "first_before_answer": first_before_answer,
+        "server_waits": {
+            key: waits_after.get(key, 0.0) - waits_before.get(key, 0.0)
+            for key in sorted(waits_before.keys() | waits_after.keys())
+        },
         "missing": missing,
         "rejected_sets": rejected,
     }
@@ -456,8 +492,14 @@ def _b64(part: str) -> bytes:
 # ---------------------------------------------------------------------- report
 
 
-def render(overhead: dict[str, Any], revocation: dict[str, Any]) -> str:
-    v, r = overhead["variants"], revocation
+#: The revocation part runs against two servers: the default bounded wait for the SSE
+#: subscribers before a revoke answers, and the same with it off (the same-run baseline).
+CONFIGURATIONS = {"wait": None, "no_wait": {"MISSION_LEDGER_SIGNAL_WAIT_MS": "0"}}
+CONFIGURATION_LABELS = {"wait": "wait on", "no_wait": "wait off"}
+
+
+def render(overhead: dict[str, Any], revocations: dict[str, dict[str, Any]]) -> str:
+    v = overhead["variants"]
     labels = {
         "bare": "bare app",
         "guard": "middleware + MandateGuard, PDP stubbed (local cost)",
@@ -478,6 +520,12 @@ def render(overhead: dict[str, Any], revocation: dict[str, Any]) -> str:
         for name in VARIANTS
     ]
     headers = ["", "req/s per round", "median", "x bare", "p50 ms", "p99 ms", "added p50", "p99"]
+    first = next(iter(revocations.values()))
+    figures = [
+        ("send revoke → instance refuses (all instances x revocations)", "refusal"),
+        ("send revoke → last instance refuses (per revocation)", "last_instance"),
+        ("revoke request round trip", "revoke_answer"),
+    ]
     lines = [
         "",
         "1. Middleware overhead (in-process ASGI driver, one request at a time, the PDP is "
@@ -489,34 +537,43 @@ def render(overhead: dict[str, Any], revocation: dict[str, Any]) -> str:
         f"p50 {v['wrapped']['added_p50_ms']:.3f} ms, p99 {v['wrapped']['added_p99_ms']:.3f} ms "
         "per request",
         "",
-        f"2. Revoke → local refusal, {r['instances']} middleware instances (own guard + SSE "
-        f"subscriber each), {r['revocations']} revocations:",
+        f"2. Revoke → local refusal, {first['instances']} middleware instances (own guard + SSE "
+        f"subscriber each), {first['revocations']} revocations per server: wait on = the "
+        "default SIGNAL_WAIT_MS (the revoke answers once the server wrote its SETs to every "
+        "subscriber's connection, within the bound), wait off = SIGNAL_WAIT_MS=0 (baseline):",
         "",
         table(
-            ["", "p50 ms", "p99 ms"],
+            [""]
+            + [
+                f"{CONFIGURATION_LABELS[name]} {q}"
+                for name in revocations
+                for q in ("p50 ms", "p99 ms")
+            ],
             [
-                [
-                    "send revoke → instance refuses (all instances x revocations)",
-                    f"{r['refusal_p50_ms']:.1f}",
-                    f"{r['refusal_p99_ms']:.1f}",
-                ],
-                [
-                    "send revoke → last instance refuses (per revocation)",
-                    f"{r['last_instance_p50_ms']:.1f}",
-                    f"{r['last_instance_p99_ms']:.1f}",
-                ],
-                [
-                    "revoke request round trip",
-                    f"{r['revoke_answer_p50_ms']:.1f}",
-                    f"{r['revoke_answer_p99_ms']:.1f}",
-                ],
+                [label]
+                + [
+                    f"{r[f'{key}_{q}_ms']:.1f}"
+                    for r in revocations.values()
+                    for q in ("p50", "p99")
+                ]
+                for label, key in figures
             ],
         ),
         "",
-        f"max {r['refusal_max_ms']:.1f} ms; refused before the revoke answered: "
-        f"{r['held_before_answer']}/{r['instances'] * r['revocations']}; "
-        f"missing {r['missing']}; SETs rejected {r['rejected_sets']}",
     ]
+    for name, r in revocations.items():
+        waits = r["server_waits"]
+        outcomes = ", ".join(
+            f"{key} {value:.0f}" for key, value in waits.items() if key not in ("count", "sum")
+        )
+        mean = 1000 * waits.get("sum", 0.0) / waits["count"] if waits.get("count") else 0.0
+        lines.append(
+            f"{CONFIGURATION_LABELS[name]}: revocation set held before the revoke returned "
+            f"{r['held_before_answer']}/{r['instances'] * r['revocations']} "
+            f"(first instance per revocation {r['first_before_answer']}/{r['revocations']}); "
+            f"max {r['refusal_max_ms']:.1f} ms; missing {r['missing']}; SETs rejected "
+            f"{r['rejected_sets']}; the server's waits: {outcomes or 'none'}, mean {mean:.1f} ms"
+        )
     return "\n".join(lines)
 
 
@@ -535,40 +592,63 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def measure(api: Api, state: Path, args: argparse.Namespace) -> dict[str, Any]:
-    overhead = await measure_overhead(api, seconds=args.seconds, rounds=args.rounds)
-    revocation = await measure_revocation(
-        api, state, instances=args.instances, revocations=args.revocations, timeout=args.timeout
-    )
-    return {"overhead": overhead, "revocation": revocation}
+def run_server(
+    root: Path,
+    extra_env: Mapping[str, str] | None,
+    work: Callable[[Api, Path], Coroutine[Any, Any, T]],
+) -> T:
+    """A fresh embedded store under ``root``, a server on it, ``work`` against it."""
+    settings = Settings(data_dir=root)
+    keys = seed_keys(settings)
+    server = Server(settings, extra_env)
+    api = Api(f"http://127.0.0.1:{server.port}", keys)
+    try:
+        state = root / "pep"
+        state.mkdir()
+        return asyncio.run(work(api, state))
+    finally:
+        api.close()
+        server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(list(sys.argv[1:] if argv is None else argv))
     machine = machine_description()
     progress(f"bench.pep: load average {machine['load_average_at_start']}")
+
+    async def overhead_and_revocation(api: Api, state: Path) -> dict[str, Any]:
+        overhead = await measure_overhead(api, seconds=args.seconds, rounds=args.rounds)
+        return {"overhead": overhead, "revocation": await revocation(api, state)}
+
+    async def revocation(api: Api, state: Path) -> dict[str, Any]:
+        return await measure_revocation(
+            api, state, instances=args.instances, revocations=args.revocations, timeout=args.timeout
+        )
+
+    revocations: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="ml_bench_pep_") as tmp:
-        settings = Settings(data_dir=Path(tmp))
-        keys = seed_keys(settings)
-        server = Server(settings)
-        api = Api(f"http://127.0.0.1:{server.port}", keys)
-        try:
-            state = Path(tmp) / "pep"
-            state.mkdir()
-            results = asyncio.run(measure(api, state, args))
-        finally:
-            api.close()
-            server.stop()
+        progress(f"server: {CONFIGURATION_LABELS['wait']}")
+        first = run_server(Path(tmp) / "wait", CONFIGURATIONS["wait"], overhead_and_revocation)
+        revocations["wait"] = first["revocation"]
+        progress(f"server: {CONFIGURATION_LABELS['no_wait']}")
+        revocations["no_wait"] = run_server(
+            Path(tmp) / "no_wait", CONFIGURATIONS["no_wait"], revocation
+        )
     machine["load_average_at_end"] = load_average()
     print(
         f"bench.pep {machine['date']}, load average {machine['load_average_at_start']} → "
         f"{machine['load_average_at_end']}, {os.cpu_count()} CPUs, Python {machine['python']}"
     )
-    print(render(results["overhead"], results["revocation"]))
+    print(render(first["overhead"], revocations))
     if args.json:
-        print(json.dumps({"machine": machine, **results}, indent=2))
-    revocation = results["revocation"]
-    return 1 if revocation["missing"] or revocation["rejected_sets"] else 0
+        print(
+            json.dumps(
+                {"machine": machine, "overhead": first["overhead"], "revocation": revocations},
+                indent=2,
+            )
+        )
+    failed = any(r["missing"] or r["rejected_sets"] for r in revocations.values())
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

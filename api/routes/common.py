@@ -36,9 +36,12 @@ async def finish_write(
     *,
     status_code: int,
     signals: bool = False,
+    announces: bool = False,
 ) -> None:
     """Status code (the original one on a replay), ``Ledger-Position``, read-your-writes
-    (``signals``: also of the signal log, for SSF stream writes)."""
+    (``signals``: also of the signal log, for SSF stream writes; ``announces``: a governance
+    change that causes SETs, answered once this replica's SSE subscribers were sent them,
+    within ``signal_wait_ms``)."""
     response.status_code = (
         written.status_code if written.replayed and written.status_code else (status_code)
     )
@@ -48,7 +51,7 @@ async def finish_write(
         position = await run_in_threadpool(
             services.ledger.event_log.position_of, value.id, value.version
         )
-    await answer_write(services, response, position, signals=signals)
+    await answer_write(services, response, position, signals=signals, announces=announces)
 
 
 def optional_instant(value: str | None, pointer: str) -> Any:

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
@@ -41,6 +42,8 @@ from ledger.application.contention import ESCALATE_AFTER, WriteGate, backoff
 from ledger.clock import Clock
 from ledger.domain.canonical import raw_digest
 from ledger.domain.errors import Conflict, IdempotencyConflict, NotFound, StaleVersion
+from ledger.domain.instants import format_instant
+from ledger.domain.metering import Meter, bounds_of, empty_usage, meter_id
 from ledger.domain.missions import Mission
 from ledger.domain.proposals import Proposal
 from ledger.persistence.database import Database
@@ -227,19 +230,42 @@ class LedgerBase(Application[str]):
         return self._get(Proposal, proposal_id, "proposal")
 
     def get_mission(self, mission_id: str, *, as_of: datetime | None = None) -> Mission:
+        """The Mission now, or as it stood at ``as_of`` (``NotFound`` before its approval)."""
         if as_of is None:
             return self._get(Mission, mission_id, "Mission")
-        events = [e.event for e in self.event_log.history(mission_id) if e.event.timestamp <= as_of]
-        if not events or not isinstance(events[0], Mission.Approved):
-            raise NotFound(f"no Mission {mission_id!r} existed at that instant")
-        aggregate: Mission | None = None
-        for event in events:
-            aggregate = event.mutate(aggregate)
-        assert aggregate is not None
-        return aggregate
+        past = self.history(mission_id, as_of=as_of)
+        return self.rebuild_at(Mission, mission_id, "Mission", past, as_of)
 
-    def history(self, originator_id: str) -> list[LoggedEvent]:
-        return self.event_log.history(originator_id)
+    def history(self, originator_id: str, *, as_of: datetime | None = None) -> list[LoggedEvent]:
+        """An aggregate's events in version order, with positions and chain hashes; with
+        ``as_of``, the ones recorded by then: versions in order up to the first event
+        recorded later (timestamps are the writer's clock), so the prefix is a state the
+        aggregate really had."""
+        events = self.event_log.history(originator_id)
+        if as_of is None:
+            return events
+        return list(itertools.takewhile(lambda e: e.event.timestamp <= as_of, events))
+
+    def mission_usage(
+        self, mission: Mission, *, as_of: datetime | None = None
+    ) -> dict[str, Any] | None:
+        """The Mission's ``usage`` (SPEC 7.3, ``Usage.to_json``) now, or at ``as_of`` (its
+        Meter folded from the events recorded by then); None when its Intent meters nothing.
+        Every reader shows it: ``GET /v1/missions/{id}`` (and its ``as_of``) and
+        ``mission-ledger audit replay`` (``api/replay.py``)."""
+        bounds = bounds_of(mission.intent.get("controls"))
+        if bounds is None:
+            return None
+        key = meter_id(mission.id)
+        meter: Meter | None
+        try:
+            if as_of is None:
+                meter = self.repository.get(key)
+            else:
+                meter = self.rebuild_at(Meter, key, "Meter", self.history(key, as_of=as_of), as_of)
+        except (AggregateNotFoundError, NotFound):
+            meter = None  # no metered decision yet
+        return (empty_usage(bounds) if meter is None else meter.usage()).to_json()
 
     def audit_log(self, after: int, limit: int) -> list[LoggedEvent]:
         """The ledger's events after position ``after``, in order, with their chain hashes."""
@@ -261,6 +287,25 @@ class LedgerBase(Application[str]):
                 aggregate = None
         if aggregate is None or not isinstance(aggregate, cls):
             raise NotFound(f"no {what} with id {aggregate_id!r}")
+        return aggregate
+
+    def rebuild_at(
+        self,
+        cls: type[A],
+        aggregate_id: str,
+        what: str,
+        past: Sequence[LoggedEvent],
+        as_of: datetime,
+    ) -> A:
+        """The aggregate as it stood at ``as_of``, rebuilt by the repository at the version
+        of the last of ``past`` (its ``history(aggregate_id, as_of=as_of)``). ``NotFound``
+        when nothing of it had been recorded by then."""
+        aggregate: BaseAggregate[str] | None = None
+        if past:
+            version = past[-1].event.originator_version
+            aggregate = self.repository.get(aggregate_id, version=version)
+        if aggregate is None or not isinstance(aggregate, cls):
+            raise NotFound(f"no {what} with id {aggregate_id!r} existed at {format_instant(as_of)}")
         return aggregate
 
     def execute(

@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from ledger.application.base import LedgerBase
@@ -53,8 +52,6 @@ from ledger.domain.metering import (
     Meter,
     MeteredCall,
     Settlement,
-    Usage,
-    empty_usage,
     meter_id,
 )
 from ledger.persistence.reservations import ReservationDeadlines, micros
@@ -413,13 +410,3 @@ def _raised(outcome: Outcome) -> Outcome:
     if isinstance(outcome, LedgerError):
         raise outcome
     return outcome
-
-
-def usage_of(ledger: LedgerBase, mission_id: str, bounds: Bounds) -> Usage:
-    """The Mission's usage as the store holds it now (read on any replica)."""
-    try:
-        meter: Meter = ledger.repository.get(meter_id(mission_id))
-    except AggregateNotFoundError:
-        return empty_usage(bounds)
-    assert isinstance(meter, Meter)
-    return meter.usage()

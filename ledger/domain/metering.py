@@ -258,6 +258,38 @@ class Usage:
     def calls(self) -> int:
         return self.calls_committed + self.calls_reserved
 
+    def to_json(self) -> dict[str, Any]:
+        """A Mission's ``usage`` (SPEC 7.3): with ``max_budget``, decimal strings in the
+        budget's currency with at least its decimals; ``calls`` = committed + reserved metered
+        calls; with an integer ``max_calls`` its limit and what remains; per call class that
+        ``max_calls`` names, the same."""
+        bounds = self.bounds
+        view: dict[str, Any] = {}
+        if bounds.budget is not None:
+            scale = scale_of(bounds.budget)
+            view |= {
+                "currency": bounds.currency,
+                "budget": bounds.budget,
+                "spent": format_units(self.spent, scale),
+                "reserved": format_units(self.reserved, scale),
+                "remaining": format_units(self.remaining or 0, scale),
+            }
+        view["calls"] = self.calls
+        if bounds.max_calls is not None:
+            view["max_calls"] = bounds.max_calls
+            view["calls_remaining"] = bounds.max_calls - self.calls
+        if bounds.class_limits:
+            view["call_classes"] = [
+                {
+                    "call_class": name,
+                    "max": limit,
+                    "calls": self.class_calls.get(name, 0),
+                    "remaining": limit - self.class_calls.get(name, 0),
+                }
+                for name, limit in sorted(bounds.class_limits.items())
+            ]
+        return view
+
 
 class Meter(BaseAggregate[str]):
     """The reservations and committed usage of one Mission."""

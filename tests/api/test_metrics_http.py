@@ -103,3 +103,36 @@ def test_metrics_report_the_frozen_objects_when_the_gc_policy_is_on(
         }
     assert samples["mission_ledger_gc_frozen_objects"] > 0
     assert samples["mission_ledger_gc_full_collections_total"] == 0
+
+
+def _signal_waits(
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float],
+) -> dict[str, float]:
+    return {
+        dict(labels)["outcome"]: value
+        for (name, labels), value in samples.items()
+        if name == "mission_ledger_signal_waits_total"
+    }
+
+
+def test_metrics_count_a_governance_write_with_no_local_subscriber_as_not_waiting(
+    api: Api,
+) -> None:
+    mission = api.mission()
+    assert api.lifecycle(mission["id"], "suspend").status_code == 200
+    samples = _samples(api)
+    assert _signal_waits(samples) == {"no_subscribers": 1}
+    assert samples[("mission_ledger_signal_wait_seconds_count", ())] == 0
+
+
+def test_metrics_count_a_governance_write_with_the_signal_wait_off_as_disabled(
+    store_settings: Settings, clock: MutableClock
+) -> None:
+    settings = with_kek(store_settings).model_copy(update={"signal_wait_ms": 0})
+    with TestClient(create_app(settings, clock=clock)) as client:
+        api = Api(client=client, keys=issue_keys(client), clock=clock, settings=settings)
+        mission = api.mission()
+        assert api.lifecycle(mission["id"], "suspend").status_code == 200
+        samples = _samples(api)
+    assert _signal_waits(samples) == {"disabled": 1}
+    assert samples[("mission_ledger_signal_wait_seconds_count", ())] == 0

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from eventsourcing.persistence import OperationalError
 
+from ledger.domain.instants import format_instant
 from tests.api.conftest import assert_problem
 from tests.api.pdp.conftest import Harness
 from tests.api.pdp.test_authzen_decisions import entry, request
@@ -373,3 +374,19 @@ def test_a_usage_report_the_store_cannot_record_is_unavailable(
     _store_fails(harness, monkeypatch)
     body = {"evaluation_id": evaluation_id, "outcome": "executed"}
     assert_problem(report(harness, body), 503, "unavailable")
+
+
+def test_the_mission_as_of_an_instant_shows_its_usage_then(harness: Harness) -> None:
+    mission, token = metered_token(harness, BUDGET)
+    for amount in ("10", "20"):
+        evaluation_id = permitted(harness, pay(token, amount))
+        report(harness, {"evaluation_id": evaluation_id, "outcome": "executed"})
+        if amount == "10":
+            then = format_instant(harness.clock.now())
+            harness.clock.advance(seconds=10)
+    past = harness.client.get(
+        f"/v1/missions/{mission}", params={"as_of": then}, headers=harness.auth("operator")
+    )
+    assert past.status_code == 200, past.text
+    assert (past.json()["usage"]["spent"], past.json()["usage"]["calls"]) == ("10.00", 1)
+    assert usage(harness, mission)["spent"] == "30.00"

@@ -15,17 +15,26 @@ sent twice. Paused (and disabled) streams send nothing until enabled again; held
 then flow in order. A pause or disable the transmitter initiated is told first: its
 ``stream-updated`` SET, and every SET before it, still goes out
 (``projections.signals.announced_through``).
+
+A governance write that causes SETs (a revoke, a suspension, a narrowing) may wait, within
+a bound, until they are sent: ``wait_sent(position, timeout)`` returns once every batch up
+to the write's position is handed to the channels and every subscriber that was caught up
+when its SETs arrived has had them written to its connection (a subscriber already behind,
+paging from the store or stuck on a slow client, is not waited for; a closed one or one
+whose stream stops delivering is let go). Nothing here blocks the follower or a
+subscriber: a write only waits, and the buffers stay bounded (docs/decisions/0014).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import contextlib
 import json
 import threading
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ledger.application import Ledger
@@ -44,6 +53,9 @@ RETRY_MS = 3000
 #: A ``Last-Event-ID`` that is not an event id (a client's bug, or another server's id):
 #: answered like a cursor outside the log, with ``event: resync``.
 UNKNOWN_CURSOR = -1
+#: Outcomes of ``SseHub.wait_sent`` (the labels of ``mission_ledger_signal_waits_total``).
+SENT, TIMEOUT, NO_SUBSCRIBERS, DISABLED = "sent", "timeout", "no_subscribers", "disabled"
+ENABLED = StreamStatus.ENABLED.value
 
 
 def frame(seq: int, set_jwt: str) -> bytes:
@@ -67,6 +79,56 @@ class Lease(Protocol):
         """Seconds until the next check is due."""
 
 
+class Subscription:
+    """One SSE subscriber of this process (touched only on the event loop)."""
+
+    __slots__ = ("owed", "sent")
+
+    def __init__(self) -> None:
+        #: The ``seq`` of the last frame its connection took (None: still starting).
+        self.sent: int | None = None
+        #: The ``seq`` it is to be sent for the writes waiting in ``wait_sent``.
+        self.owed = 0
+
+
+@dataclass(eq=False)
+class _SendWait:
+    """One ``wait_sent``: the subscribers it still waits for, and the seq each must reach
+    (None until the batches up to ``position`` are handed to the channels)."""
+
+    position: int
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    pending: dict[Subscription, int] | None = None
+
+
+class Durations:
+    """Durations counted into fixed buckets by plain arithmetic on the hot path (the metrics
+    endpoint turns them into a Prometheus histogram when scraped)."""
+
+    #: Upper bounds in seconds (``+Inf`` is added at scrape time).
+    BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.BUCKETS) + 1)  # the last one: above every bound
+        self.total = 0.0
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(self.BUCKETS, seconds)] += 1
+        self.total += seconds
+
+
+@dataclass
+class SentWaits:
+    """What ``wait_sent`` did, for the metrics endpoint."""
+
+    outcomes: collections.Counter[str] = field(default_factory=collections.Counter)
+    durations: Durations = field(default_factory=Durations)
+
+
 class Channel:
     """One stream's subscribers in this process (touched only on the event loop)."""
 
@@ -79,6 +141,7 @@ class Channel:
         self.deleted = False
         self.buffer: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=BUFFER)
         self.waiters: set[asyncio.Event] = set()
+        self.subscriptions: set[Subscription] = set()  # its SSE subscribers (not long polls)
 
     def publish(self, rows: Sequence[tuple[int, bytes]]) -> None:
         for row in rows:
@@ -131,6 +194,12 @@ class SseHub:
         self._scanned = 0
         self._batch_high = 0
         self.subscribers = 0
+        # On the event loop: every batch up to ``_handed`` is handed to the channels; the
+        # subscribers that owe a waiting write a frame; the writes waiting.
+        self._handed = 0
+        self._owing: set[Subscription] = set()
+        self._send_waits: list[_SendWait] = []
+        self.sent_waits = SentWaits()
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -149,7 +218,7 @@ class SseHub:
                 for r in streams
             }
         position = 0 if row is None else int(row["position"])
-        self._scanned = self._batch_high = position
+        self._scanned = self._batch_high = self._handed = position
         return position
 
     def apply(self, item: Item) -> None:
@@ -166,42 +235,136 @@ class SseHub:
                 info.deleted = True
             channel = self._channels.get(stream_id)
         if channel is not None and self._loop is not None:
-            self._loop.call_soon_threadsafe(channel.set_status, info.status, info.deleted)
+            self._loop.call_soon_threadsafe(
+                self._status_changed, channel, info.status, info.deleted
+            )
 
     def end_batch(self) -> None:
         """Hand every SET the batch caused to the channels of its streams."""
         low, high = self._scanned, self._batch_high
+        if high <= low or self._loop is None:
+            self._scanned = high
+            self._handed = max(self._handed, high)  # no event loop yet: nobody waits
+            return
         with self._lock:
             listening = set(self._channels)
-        if not listening or high <= low or self._loop is None:
-            self._scanned = high
-            return
+        grouped: dict[str, list[tuple[int, bytes]]] = {}
+        if listening:
+            for stream_id, seq, set_jwt in sorted(self._batch_rows(low, high)):
+                if stream_id in listening:
+                    grouped.setdefault(stream_id, []).append((seq, frame(seq, set_jwt)))
+        self._scanned = high  # only now: a failed read is retried with the next batch
+        # Even with nothing to hand over: a write waiting in ``wait_sent`` learns that its
+        # position has been through here.
+        self._loop.call_soon_threadsafe(self._publish, grouped, high)
+
+    def _batch_rows(self, low: int, high: int) -> Sequence[tuple[str, int, str]]:
+        """(stream, seq, SET) of every SET caused by the events in (``low``, ``high``]."""
         published = None if self._signals is None else self._signals.published
         if published is not None and (published.start, published.end) == (low, high):
-            rows = published.rows  # this process wrote exactly these (committed)
-        else:  # another replica did (or several batches' worth): read them back once
-            rows = tuple(
-                (str(row["stream_id"]), int(row["seq"]), str(row["set_jwt"]))
-                for row in self._db.fetchall(
-                    "SELECT stream_id, seq, set_jwt FROM set_log "
-                    "WHERE cause_position > %s AND cause_position <= %s",
-                    (low, high),
-                )
+            return published.rows  # this process wrote exactly these (committed)
+        # another replica did (or several batches' worth): read them back once
+        return tuple(
+            (str(row["stream_id"]), int(row["seq"]), str(row["set_jwt"]))
+            for row in self._db.fetchall(
+                "SELECT stream_id, seq, set_jwt FROM set_log "
+                "WHERE cause_position > %s AND cause_position <= %s",
+                (low, high),
             )
-        self._scanned = high  # only now: a failed read is retried with the next batch
-        grouped: dict[str, list[tuple[int, bytes]]] = {}
-        for stream_id, seq, set_jwt in sorted(rows):
-            if stream_id in listening:
-                grouped.setdefault(stream_id, []).append((seq, frame(seq, set_jwt)))
-        if grouped:
-            self._loop.call_soon_threadsafe(self._publish, grouped)
+        )
 
-    def _publish(self, grouped: dict[str, list[tuple[int, bytes]]]) -> None:
-        """On the event loop: hand each stream's frames to its channel, if still joined."""
+    def _publish(self, grouped: dict[str, list[tuple[int, bytes]]], high: int) -> None:
+        """On the event loop: hand each stream's frames to its channel, if still joined;
+        the subscribers caught up to them owe them to the writes waiting."""
         for stream_id, frames in grouped.items():
             channel = self._channels.get(stream_id)
-            if channel is not None:
-                channel.publish(frames)
+            if channel is None:
+                continue
+            channel.publish(frames)
+            if channel.status == ENABLED and not channel.deleted:
+                first, last = frames[0][0], frames[-1][0]
+                for subscription in channel.subscriptions:
+                    sent = subscription.sent
+                    if sent is not None and first - 1 <= sent < last:
+                        subscription.owed = last
+                        self._owing.add(subscription)
+        self._handed = max(self._handed, high)
+        for wait in self._send_waits:
+            if wait.pending is None and wait.position <= self._handed:
+                self._take_stock(wait)
+
+    def _status_changed(self, channel: Channel, status: str, deleted: bool) -> None:
+        """On the event loop. A stream that stops delivering owes no waiting write."""
+        channel.set_status(status, deleted)
+        if status != ENABLED or deleted:
+            for subscription in channel.subscriptions:
+                self._release(subscription)
+
+    # ------------------------------------------------------------------ writes waiting
+
+    async def wait_sent(self, position: int, timeout: float) -> str:
+        """Wait, at most ``timeout`` seconds, until the SETs caused by the events up to
+        ``position`` are written to every SSE subscriber of this process that was caught
+        up when they arrived. Returns the outcome (also counted, with the time waited, in
+        ``sent_waits``): ``sent``; ``timeout``; ``no_subscribers`` (none here: answers at
+        once); ``disabled`` (``timeout`` 0). Never raises for a timeout: the write is
+        committed either way, the SETs are then delivered as usual."""
+        if timeout <= 0:
+            outcome = DISABLED
+        elif not self.subscribers:
+            outcome = NO_SUBSCRIBERS
+        else:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            wait = _SendWait(position)
+            self._send_waits.append(wait)
+            if position <= self._handed:
+                self._take_stock(wait)
+            try:
+                async with asyncio.timeout(timeout):
+                    await wait.done.wait()
+                outcome = SENT
+            except TimeoutError:
+                outcome = TIMEOUT
+                # Too slow to take the frames in time: behind from now on, so no later
+                # write waits for them until they have caught up again.
+                self._owing.difference_update(wait.pending or ())
+            finally:
+                self._send_waits.remove(wait)
+            self.sent_waits.durations.observe(loop.time() - started)
+        self.sent_waits.outcomes[outcome] += 1
+        return outcome
+
+    def _take_stock(self, wait: _SendWait) -> None:
+        """The batches up to the wait's position are handed over: it waits for the
+        subscribers that owe a frame now (owing one of a later batch only waits longer)."""
+        wait.pending = {subscription: subscription.owed for subscription in self._owing}
+        if not wait.pending:
+            wait.done.set()
+
+    def _progress(self, subscription: Subscription, seq: int) -> None:
+        """A subscriber's connection took the frame ``seq``."""
+        subscription.sent = seq
+        if seq >= subscription.owed:
+            self._owing.discard(subscription)
+        for wait in self._send_waits:
+            target = None if wait.pending is None else wait.pending.get(subscription)
+            if target is not None and seq >= target:
+                self._settle(wait, subscription)
+
+    def _release(self, subscription: Subscription) -> None:
+        """A subscriber that left, or whose stream stopped delivering: not waited for."""
+        self._owing.discard(subscription)
+        for wait in self._send_waits:
+            if wait.pending and subscription in wait.pending:
+                self._settle(wait, subscription)
+
+    @staticmethod
+    def _settle(wait: _SendWait, subscription: Subscription) -> None:
+        assert wait.pending is not None
+        del wait.pending[subscription]
+        if not wait.pending:
+            wait.done.set()
 
     # ------------------------------------------------------------------ subscribers
 
@@ -261,6 +424,24 @@ class SseHub:
         oldest = None if row is None or row["oldest"] is None else int(row["oldest"])
         return oldest, next_seq
 
+    async def _start(self, stream_id: str, last_event_id: int | None) -> tuple[int, bytes | None]:
+        """Where a new subscriber starts: its cursor, and the ``resync`` event to send first
+        when its ``Last-Event-ID`` is not in the retained log (None: it is)."""
+        oldest, next_seq = await asyncio.to_thread(self._bounds, stream_id)
+        first = oldest if oldest is not None else next_seq
+        if last_event_id is None:
+            return first - 1, None
+        if first - 1 <= last_event_id <= next_seq - 1:
+            return last_event_id, None
+        cursor = first - 1
+        why = (
+            "the Last-Event-ID is not an event id"
+            if last_event_id == UNKNOWN_CURSOR
+            else f"cursor {last_event_id} is not in the retained log"
+        )
+        payload = json.dumps({"reason": why, "oldest": first})
+        return cursor, f"id: {cursor}\nevent: resync\ndata: {payload}\n\n".encode()
+
     async def events(
         self, stream_id: str, last_event_id: int | None, lease: Lease | None = None
     ) -> AsyncIterator[bytes]:
@@ -270,24 +451,15 @@ class SseHub:
         channel = self.join(stream_id)
         waiter = asyncio.Event()
         channel.waiters.add(waiter)
+        subscription = Subscription()
+        channel.subscriptions.add(subscription)
         self.subscribers += 1
         try:
             yield f"retry: {RETRY_MS}\n\n".encode()
-            oldest, next_seq = await asyncio.to_thread(self._bounds, stream_id)
-            first = oldest if oldest is not None else next_seq
-            if last_event_id is None:
-                cursor = first - 1
-            elif last_event_id < first - 1 or last_event_id > next_seq - 1:
-                cursor = first - 1
-                why = (
-                    "the Last-Event-ID is not an event id"
-                    if last_event_id == UNKNOWN_CURSOR
-                    else f"cursor {last_event_id} is not in the retained log"
-                )
-                payload = json.dumps({"reason": why, "oldest": first})
-                yield f"id: {cursor}\nevent: resync\ndata: {payload}\n\n".encode()
-            else:
-                cursor = last_event_id
+            cursor, resync = await self._start(stream_id, last_event_id)
+            if resync is not None:
+                yield resync
+            subscription.sent = cursor
             while not channel.deleted:
                 waiter.clear()
                 through = await self._deliverable(channel)
@@ -306,8 +478,9 @@ class SseHub:
                             if reason is not None:
                                 yield closing_frame(reason)
                                 return
-                            yield data
+                            yield data  # resumed once the connection took it
                             cursor = seq
+                            self._progress(subscription, seq)
                     if len(frames) >= PAGE and cursor > start:
                         continue
                 if lease is None:
@@ -321,4 +494,6 @@ class SseHub:
                     await asyncio.wait_for(waiter.wait(), lease.recheck_in())
         finally:
             self.subscribers -= 1
+            channel.subscriptions.discard(subscription)
+            self._release(subscription)
             self.leave(channel, waiter)
