@@ -213,19 +213,7 @@ def evaluation_requests(seeded: Seeded, port: int, sample: int) -> list[bytes]:
     out = []
     step = max(1, len(seeded.mandates) // sample)
     for token, instance in seeded.mandates[::step][:sample]:
-        body = {
-            "subject": {
-                "type": "agent",
-                "id": "bench-agent",
-                "properties": {"instance_id": instance},
-            },
-            "action": {
-                "name": "invoices.pay",
-                "properties": {"amount": "250.00", "currency": "USD"},
-            },
-            "resource": {"type": "api", "id": f"{RESOURCE}/invoices/42"},
-            "context": {"mandate": token, "proof": proof_of(token)},
-        }
+        body = decision_body(token, instance, "250.00")
         out.append(
             build_request(
                 "POST",
@@ -238,13 +226,19 @@ def evaluation_requests(seeded: Seeded, port: int, sample: int) -> list[bytes]:
     return out
 
 
-def metered_body(token: str, instance: str) -> dict[str, Any]:
+def decision_body(token: str, instance: str, amount: str) -> dict[str, Any]:
+    """A permitted ``invoices.pay`` of ``amount`` USD by the Mandate's holder."""
     return {
         "subject": {"type": "agent", "id": "bench-agent", "properties": {"instance_id": instance}},
-        "action": {"name": "invoices.pay", "properties": {"amount": "1.00", "currency": "USD"}},
+        "action": {"name": "invoices.pay", "properties": {"amount": amount, "currency": "USD"}},
         "resource": {"type": "api", "id": f"{RESOURCE}/invoices/42"},
         "context": {"mandate": token, "proof": proof_of(token)},
     }
+
+
+def metered_body(token: str, instance: str) -> dict[str, Any]:
+    """On a Mission with a ``max_budget``, a permit reserving 1.00 USD."""
+    return decision_body(token, instance, "1.00")
 
 
 def evaluation_request(seeded: Seeded, port: int, body: dict[str, Any]) -> bytes:
@@ -322,19 +316,7 @@ def check_permits(seeded: Seeded, port: int) -> None:
     answer = httpx.post(
         f"http://127.0.0.1:{port}/access/v1/evaluation",
         headers={"Authorization": f"Bearer {seeded.pep_key}"},
-        json={
-            "subject": {
-                "type": "agent",
-                "id": "bench-agent",
-                "properties": {"instance_id": instance},
-            },
-            "action": {
-                "name": "invoices.pay",
-                "properties": {"amount": "250.00", "currency": "USD"},
-            },
-            "resource": {"type": "api", "id": f"{RESOURCE}/invoices/42"},
-            "context": {"mandate": token, "proof": proof_of(token)},
-        },
+        json=decision_body(token, instance, "250.00"),
     ).json()
     if answer.get("decision") is not True:
         msg = f"the benchmark request is not a permit: {answer}"
