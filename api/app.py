@@ -37,6 +37,7 @@ from api.routes import (
     ssf_poll,
     ssf_sse,
     status,
+    usage,
 )
 from api.services import Services
 from api.subject_tokens import SubjectTokenVerifier
@@ -44,6 +45,7 @@ from api.tokens import TokenVerifier
 from api.workers.push import PushDelivery
 from api.workers.scheduler import Scheduler
 from api.workers.sse_hub import SseHub
+from ledger.application.metering import MeterWriter
 from ledger.clock import Clock, SystemClock
 from ledger.domain.access_binding import APPROVAL_STATE_TYP
 from ledger.persistence.snapshots import StateCodec
@@ -86,6 +88,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         poll_interval=min(1.0, settings.mission_max_stale_seconds / 4),
     )
     follower.start()
+    meters = MeterWriter(ledger).start()
     tokens = TokenVerifier(keyring, clock)
     pdp = DecisionPoint(
         index,
@@ -125,6 +128,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         pdp=pdp,
         sse=sse,
         subject_tokens=SubjectTokenVerifier(settings, clock),
+        meters=meters,
         console_watch=watch,
     )
 
@@ -161,6 +165,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             services.access_requests,
             interval=resolved.scheduler_interval_seconds,
             on_tick=lambda: _maintain(services, retention),
+            meters=services.meters,
         )
         scheduler.start()
         push = PushDelivery(services.ledger, follower=services.follower)
@@ -178,6 +183,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         finally:
             push.stop()
             scheduler.stop()
+            services.meters.stop()
             if services.gc is not None:
                 services.gc.stop()
             services.follower.stop()
@@ -203,6 +209,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         proposals.router,
         missions.router,
         completion_events.router,
+        usage.router,
         mandates.router,
         status.router,
         metrics.router,

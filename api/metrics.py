@@ -96,6 +96,32 @@ class ServiceCollector(Collector):
         for reason, count in sorted(services.pdp.denials.items()):
             denials.add_metric([reason], count)
         yield denials
+        meters = services.meters
+        yield _counter(
+            "metering_groups",
+            "Groups of metering operations the Meter writer saved (one transaction each).",
+            meters.groups,
+        )
+        yield _counter(
+            "metering_operations",
+            "Reservations, usage reports and expiries the Meter writer applied.",
+            meters.operations,
+        )
+        yield _counter(
+            "metering_apply_seconds",
+            "Time the Meter writer spent applying groups (their saves included).",
+            meters.apply_seconds,
+        )
+        yield _counter(
+            "metering_save_seconds",
+            "Time the Meter writer spent in the store's write transaction.",
+            meters.save_seconds,
+        )
+        yield _counter(
+            "metering_conflicts",
+            "Metering groups retried because another replica wrote a Meter first.",
+            meters.conflicts,
+        )
         yield _gauge("sse_subscribers", "Open SSE subscriptions.", services.sse.subscribers)
         sent = services.sse.sent_waits
         outcomes = CounterMetricFamily(

@@ -75,6 +75,7 @@ INTROSPECT_MANDATE = _gate(Role.PEP)
 
 # Decisions, Mission Status, operations
 DECIDE_ACCESS = _gate(Role.PEP)  # AuthZEN evaluation(s) and search
+REPORT_USAGE = _gate(Role.PEP)  # the outcome of a metered permit (POST /v1/usage)
 READ_MISSION_STATUS = _gate(Role.PEP, Role.OPERATOR, Role.AUDITOR, Role.AGENT)  # agents: own
 READ_METRICS = _gate(Role.OPERATOR, Role.AUDITOR)
 READ_AUDIT_LOG = _gate(Role.AUDITOR)

@@ -99,6 +99,14 @@ class IntrospectIn(Body):
     token: Annotated[str, StringConstraints(min_length=1, max_length=32_768)]
 
 
+class UsageIn(Body):
+    """A PEP's report of what a metered permit led to (SPEC 7.3)."""
+
+    evaluation_id: Short
+    outcome: Literal["executed", "aborted"]
+    amount: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+
+
 class CompletionEventIn(Body):
     event_type: Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=PRINTABLE)]
     event_id: Short

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from fastapi import Request
 
 from ledger.application import Ledger
+from ledger.application.metering import MeterWriter
 from ledger.clock import Clock
 from ledger.settings import Settings
 from projections.boards import AccessRequestBoard, MandateRegister, MissionBoard, ProposalBoard
@@ -47,6 +48,7 @@ class Services:
     pdp: DecisionPoint
     sse: SseHub
     subject_tokens: SubjectTokenVerifier
+    meters: MeterWriter
     console_watch: MissionWatch
     push: PushDelivery | None = None  # set by the lifespan once started
     gc: GcPolicy | None = None  # set by the lifespan (settings.gc_freeze)

@@ -6,8 +6,10 @@ import dataclasses
 from datetime import datetime
 from typing import Any
 
+from ledger.application.metering import Reported
 from ledger.domain.authority import parse_authority_set
 from ledger.domain.instants import format_instant
+from ledger.domain.metering import EXECUTED
 from ledger.domain.missions import Mission
 from ledger.domain.proposals import Proposal
 from ledger.domain.rendering import describe_authority
@@ -92,6 +94,20 @@ def mission_view(
             "rendered_authority": describe_authority(mission.entries()),
         }
     )
+
+
+def usage_report_view(evaluation_id: str, mission_id: str, reported: Reported) -> dict[str, Any]:
+    """The answer to ``POST /v1/usage``: the reservation's (first) outcome."""
+    settlement = reported.settlement
+    view: dict[str, Any] = {
+        "evaluation_id": evaluation_id,
+        "mission": {"id": mission_id},
+        "outcome": settlement.outcome,
+        "replayed": reported.replayed,
+    }
+    if settlement.outcome == EXECUTED:
+        view["amount"] = settlement.amount
+    return view
 
 
 def _json_value(value: Any) -> Any:

@@ -12,8 +12,12 @@ import asyncio
 import random
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+
+FollowUp = Callable[[bytes], bytes | None]
+"""Given a raw answer, the request to send next on the same connection as part of the same
+operation (``None``: the operation failed)."""
 
 _TIMING = re.compile(rb"server-timing: [a-z]+;dur=([0-9.]+)", re.IGNORECASE)
 _LENGTH = re.compile(rb"content-length: *([0-9]+)", re.IGNORECASE)
@@ -71,6 +75,7 @@ async def _connection(
     deadline: float,
     result: LoadResult,
     once: Iterator[bytes] | None,
+    follow: FollowUp | None,
 ) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     rng = random.Random()
@@ -85,6 +90,13 @@ async def _connection(
             started = time.perf_counter()
             writer.write(request)
             status, raw = await _read_response(reader)
+            if follow is not None and status < 400:
+                then = follow(raw)
+                if then is None:
+                    status = 599  # the operation failed (e.g. a denial where a permit was due)
+                else:
+                    writer.write(then)
+                    status, _ = await _read_response(reader)
             result.latencies_ms.append((time.perf_counter() - started) * 1000)
             result.requests += 1
             result.statuses[status] = result.statuses.get(status, 0) + 1
@@ -106,13 +118,17 @@ async def _run(
     seconds: float,
     *,
     each_once: bool,
+    follow: FollowUp | None,
 ) -> LoadResult:
     result = LoadResult()
     started = time.perf_counter()
     deadline = started + seconds
     once = iter(requests) if each_once else None
     await asyncio.gather(
-        *(_connection(host, port, requests, deadline, result, once) for _ in range(connections))
+        *(
+            _connection(host, port, requests, deadline, result, once, follow)
+            for _ in range(connections)
+        )
     )
     result.seconds = time.perf_counter() - started
     return result
@@ -126,8 +142,13 @@ def drive(
     connections: int,
     seconds: float,
     each_once: bool = False,
+    follow: FollowUp | None = None,
 ) -> LoadResult:
     """Send ``requests`` (chosen at random) for ``seconds`` over ``connections``; with
     ``each_once``, each request once, in order, until they run out or the time is up
-    (requests that must not be replayed, such as DPoP proofs)."""
-    return asyncio.run(_run(host, port, requests, connections, seconds, each_once=each_once))
+    (requests that must not be replayed, such as DPoP proofs). With ``follow``, each request
+    is followed on its connection by the request ``follow`` makes of its answer, and the pair
+    counts as one operation (one latency, one of ``requests``)."""
+    return asyncio.run(
+        _run(host, port, requests, connections, seconds, each_once=each_once, follow=follow)
+    )

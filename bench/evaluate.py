@@ -9,9 +9,12 @@ Run: ``python -m bench.evaluate`` (``--help`` for options).
    ceiling ``GET /healthz`` of the same app stack in the same run, interleaved rounds.
    Prints decisions/s, client p50/p99, server-side decision time p50/p99 (the
    ``Server-Timing`` the PDP reports) and the ratio to the ceiling (target >= 0.6;
-   server p99 < 1 ms).
-   Also, in the same run: requestable denials (``out_of_authority``, with a signed
-   ``binding_token``) as a ratio to plain denials (``parameter_violation``; target >= 0.7).
+   server p99 < 1 ms). More rows, each as a ratio to a baseline in the same run: decisions
+   with a DPoP proof (target >= 0.7) and metered decisions (a permit that reserves against
+   ``max_budget`` followed by its ``POST /v1/usage`` report on the same connection, counted as
+   one; target >= 0.5), both against the decisions above; requestable denials
+   (``out_of_authority``, with a signed ``binding_token``) against plain denials
+   (``parameter_violation``; target >= 0.7).
 2. Index memory per active Mandate (tracemalloc around a bootstrap; target <= 2 KiB).
 3. Index bootstrap time for M Mandates (default 100,000).
 """
@@ -19,31 +22,37 @@ Run: ``python -m bench.evaluate`` (``--help`` for options).
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import random
+import secrets
 import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from joserfc import jws
 from joserfc.jwk import ECKey
+from pydantic import SecretStr
 
 from bench._load import LoadResult, build_request, drive, percentile
-from bench._support import proof_of
+from bench._support import PostgresServer, proof_of
 from ledger.clock import SystemClock
 from ledger.domain.actors import Actor
 from ledger.domain.delegation import ActorRef
 from ledger.domain.instants import format_instant
 from ledger.domain.roles import Role
+from ledger.persistence.migrations import migrate
 from ledger.persistence.snapshots import StateCodec
 from ledger.persistence.store import open_ledger
 from ledger.settings import Settings
@@ -64,12 +73,20 @@ def progress(message: str) -> None:
 class Seeded:
     settings: Settings
     pep_key: str
+    operator_key: str  # reads /metrics (the Meter writer's counters)
     mandates: list[tuple[str, str]]  # (token, instance_id)
     holder: ECKey  # every Mandate is bound to this key (cnf.jkt), for the DPoP phase
+    #: Mandates of the Missions with a ``max_budget`` (the metered phase), (token, instance).
+    metered: list[tuple[str, str]]
 
 
-def seed(data_dir: Path, missions: int, per_mission: int, *, tokens: bool) -> Seeded:
-    settings = Settings(data_dir=data_dir)
+#: The metered Missions' budget: far more than any run spends at 1.00 USD a decision.
+METERED_BUDGET = {"amount": "1000000000.00", "currency": "USD"}
+
+
+def seed(
+    settings: Settings, missions: int, per_mission: int, *, tokens: bool, metered_missions: int = 0
+) -> Seeded:
     clock = SystemClock()
     ledger = open_ledger(settings, clock=clock)
     try:
@@ -77,6 +94,7 @@ def seed(data_dir: Path, missions: int, per_mission: int, *, tokens: bool) -> Se
         keyring.ensure("ES256", clock.now())
         ledger.signer = keyring
         pep = ledger.issue_api_key(name="bench-pep", role=Role.PEP, actor=CLI).secret
+        operator = ledger.issue_api_key(name="bench-operator", role=Role.OPERATOR, actor=CLI).secret
         agent = Actor(type="api_key", name="bench-agent", role="agent")
         approver = Actor(type="api_key", name="bench-approver", role="approver")
         intent = {
@@ -94,19 +112,23 @@ def seed(data_dir: Path, missions: int, per_mission: int, *, tokens: bool) -> Se
             }
         ]
         issued: list[tuple[str, str]] = []
+        metered: list[tuple[str, str]] = []
         holder = ECKey.generate_key("P-256")
         started = time.perf_counter()
-        for m in range(missions):
+        for m in range(missions + metered_missions):
+            is_metered = m >= missions
             proposal = ledger.submit_proposal(
                 actor=agent,
                 client_id="bench-agent",
                 instance_id=None,
                 subject={"iss": "https://idp.example.com", "sub": f"user-{m}"},
-                intent=intent,
+                intent=intent | {"controls": {"max_budget": METERED_BUDGET}}
+                if is_metered
+                else intent,
                 authorization_details=authority,
             ).value
             mission = ledger.approve_proposal(actor=approver, proposal_id=proposal.id).value
-            for i in range(per_mission):
+            for i in range(min(per_mission, 10) if is_metered else per_mission):
                 instance = f"i-{m}-{i}"
                 mandate = ledger.issue_mandate(
                     actor=agent,
@@ -116,14 +138,21 @@ def seed(data_dir: Path, missions: int, per_mission: int, *, tokens: bool) -> Se
                     ttl_seconds=86_400,
                 ).value
                 token = ledger.mandate_token(mandate) if tokens else mandate.id
-                issued.append((token, instance))
-            if (m + 1) % max(1, missions // 10) == 0:
+                (metered if is_metered else issued).append((token, instance))
+            if not is_metered and (m + 1) % max(1, missions // 10) == 0:
                 rate = len(issued) / (time.perf_counter() - started)
                 progress(f"  seeded {len(issued)} Mandates ({rate:.0f}/s)")
         progress("  bringing the mission board and mandate register up to date")
         codec = StateCodec(ledger.mapper.transcoder)
         LogFollower(ledger, durable=[MissionBoard(codec), MandateRegister(codec)]).catch_up()
-        return Seeded(settings=settings, pep_key=pep, mandates=issued, holder=holder)
+        return Seeded(
+            settings=settings,
+            pep_key=pep,
+            operator_key=operator,
+            mandates=issued,
+            holder=holder,
+            metered=metered,
+        )
     finally:
         ledger.close()
 
@@ -141,13 +170,17 @@ class Server:
         """``extra_env``: more ``MISSION_LEDGER_*`` settings for the server process."""
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("MISSION_LEDGER_")}
-        env.update(
-            {
-                "MISSION_LEDGER_DATA_DIR": str(settings.data_dir),
-                "MISSION_LEDGER_LOG_LEVEL": "warning",
-                **(extra_env or {}),
-            }
-        )
+        env["MISSION_LEDGER_LOG_LEVEL"] = "warning"
+        if settings.embedded:
+            env["MISSION_LEDGER_DATA_DIR"] = str(settings.data_dir)
+        else:
+            assert settings.database_url is not None
+            assert settings.key_encryption_key is not None
+            env["MISSION_LEDGER_DATABASE_URL"] = settings.database_url
+            env["MISSION_LEDGER_KEY_ENCRYPTION_KEY"] = (
+                settings.key_encryption_key.get_secret_value()
+            )
+        env.update(extra_env or {})
         binary = Path(sys.executable).parent / "mission-ledger"
         self.process = subprocess.Popen(
             [str(binary), "serve", "--port", str(self.port)],
@@ -217,6 +250,43 @@ def evaluation_requests(
     return out
 
 
+def metered_body(token: str, instance: str) -> dict[str, Any]:
+    """On a Mission with a ``max_budget``, a permit reserving 1.00 USD."""
+    return evaluation_body(token, instance, amount="1.00")
+
+
+def evaluation_request(seeded: Seeded, port: int, body: dict[str, Any]) -> bytes:
+    """``POST /access/v1/evaluation`` of ``body`` with the PEP's key, as raw bytes."""
+    return build_request(
+        "POST",
+        "/access/v1/evaluation",
+        f"127.0.0.1:{port}",
+        body=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {seeded.pep_key}"},
+    )
+
+
+def metered_requests(seeded: Seeded, port: int) -> list[bytes]:
+    """Evaluations on the Missions with a ``max_budget``: each permit reserves 1.00 USD."""
+    return [evaluation_request(seeded, port, metered_body(*held)) for held in seeded.metered]
+
+
+def usage_report(seeded: Seeded, port: int) -> Any:
+    """The follow-up of a metered permit: its usage report (``executed``, the full amount);
+    a denial fails the operation."""
+    headers = {"Authorization": f"Bearer {seeded.pep_key}"}
+    host = f"127.0.0.1:{port}"
+
+    def follow(raw: bytes) -> bytes | None:
+        answer = orjson.loads(raw[raw.index(b"\r\n\r\n") + 4 :])
+        if answer.get("decision") is not True:
+            return None
+        body = {"evaluation_id": answer["context"]["evaluation_id"], "outcome": "executed"}
+        return build_request("POST", "/v1/usage", host, body=orjson.dumps(body), headers=headers)
+
+    return follow
+
+
 def dpop_bodies(seeded: Seeded, count: int) -> list[dict[str, Any]]:
     """``count`` evaluations, each with a fresh DPoP proof by the holder's key (a proof
     permits once: the PDP refuses a replayed ``jti``)."""
@@ -252,17 +322,7 @@ def dpop_bodies(seeded: Seeded, count: int) -> list[dict[str, Any]]:
 
 def dpop_requests(seeded: Seeded, port: int, count: int) -> list[bytes]:
     """Raw requests for ``dpop_bodies`` (each to be sent once)."""
-    headers = {"Authorization": f"Bearer {seeded.pep_key}"}
-    return [
-        build_request(
-            "POST",
-            "/access/v1/evaluation",
-            f"127.0.0.1:{port}",
-            body=json.dumps(body).encode(),
-            headers=headers,
-        )
-        for body in dpop_bodies(seeded, count)
-    ]
+    return [evaluation_request(seeded, port, body) for body in dpop_bodies(seeded, count)]
 
 
 def check_permits(seeded: Seeded, port: int) -> None:
@@ -283,6 +343,37 @@ def check_permits(seeded: Seeded, port: int) -> None:
     if with_proof.get("decision") is not True:
         msg = f"the DPoP benchmark request is not a permit: {with_proof}"
         raise RuntimeError(msg)
+    metered = httpx.post(
+        f"http://127.0.0.1:{port}/access/v1/evaluation",
+        headers={"Authorization": f"Bearer {seeded.pep_key}"},
+        json=metered_body(*seeded.metered[0]),
+    ).json()
+    if "reservation_expires_at" not in metered.get("context", {}):
+        msg = f"the metered benchmark request is not a metered permit: {metered}"
+        raise RuntimeError(msg)
+    reported = httpx.post(
+        f"http://127.0.0.1:{port}/v1/usage",
+        headers={"Authorization": f"Bearer {seeded.pep_key}"},
+        json={"evaluation_id": metered["context"]["evaluation_id"], "outcome": "executed"},
+    )
+    if reported.status_code != 200 or reported.json().get("outcome") != "executed":
+        msg = f"the usage report of the metered benchmark failed: {reported.text}"
+        raise RuntimeError(msg)
+
+
+def meter_writer(seeded: Seeded, port: int) -> dict[str, float]:
+    """The Meter writer's counters (``/metrics``): groups saved, operations, seconds."""
+    text = httpx.get(
+        f"http://127.0.0.1:{port}/metrics",
+        headers={"Authorization": f"Bearer {seeded.operator_key}"},
+    ).text
+    names = ("groups", "operations", "apply_seconds", "save_seconds")
+    values = dict.fromkeys(names, 0.0)
+    for line in text.splitlines():
+        for name in names:
+            if line.startswith(f"mission_ledger_metering_{name}_total "):
+                values[name] = float(line.split()[1])
+    return values
 
 
 def check_denials(seeded: Seeded, port: int) -> None:
@@ -325,6 +416,8 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int
         plain = evaluation_requests(seeded, server.port, sample=2000, amount="5000.00")
         requestable = evaluation_requests(seeded, server.port, sample=2000, action="invoices.void")
         check_denials(seeded, server.port)
+        metered = metered_requests(seeded, server.port)
+        follow = usage_report(seeded, server.port)
         ceiling = [build_request("GET", "/healthz", f"127.0.0.1:{server.port}")]
         progress("  warming up (verifies every sampled token once)")
         drive("127.0.0.1", server.port, evaluations, connections=4, seconds=3)
@@ -335,6 +428,8 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int
             dpop_runs: list[LoadResult] = []
             plain_runs: list[LoadResult] = []
             requestable_runs: list[LoadResult] = []
+            metered_runs: list[LoadResult] = []
+            writer_totals: dict[str, float] = {}
             for round_no in range(rounds):
                 progress(f"  {connections} connection(s), round {round_no + 1}/{rounds}")
                 ceil_runs.append(
@@ -373,8 +468,23 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int
                             seconds=seconds,
                         )
                     )
+                before = meter_writer(seeded, server.port)
+                metered_runs.append(
+                    drive(
+                        "127.0.0.1",
+                        server.port,
+                        metered,
+                        connections=connections,
+                        seconds=seconds,
+                        follow=follow,
+                    )
+                )
+                writer = {k: v - before[k] for k, v in meter_writer(seeded, server.port).items()}
+                for key, value in writer.items():
+                    writer_totals[key] = writer_totals.get(key, 0.0) + value
             ceil, ev, dp = merge(ceil_runs), merge(eval_runs), merge(dpop_runs)
             pl, rq = merge(plain_runs), merge(requestable_runs)
+            me = merge(metered_runs)
             out[str(connections)] = {
                 "ceiling_rps": ceil.rps,
                 "decisions_rps": ev.rps,
@@ -397,6 +507,17 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int
                 "plain_server_p50_ms": percentile(pl.server_ms, 50),
                 "requestable_server_p50_ms": percentile(rq.server_ms, 50),
                 "denial_errors": pl.errors + rq.errors,
+                "metered_rps": me.rps,
+                "metered_ratio": me.rps / ev.rps if ev.rps else 0.0,
+                "metered_p50_ms": percentile(me.latencies_ms, 50),
+                "metered_p99_ms": percentile(me.latencies_ms, 99),
+                "metered_errors": me.errors,
+                "metered_ops_per_group": writer_totals["operations"]
+                / max(1.0, writer_totals["groups"]),
+                "metered_save_ms_per_group": 1000
+                * writer_totals["save_seconds"]
+                / max(1.0, writer_totals["groups"]),
+                "metered_writer_busy": writer_totals["apply_seconds"] / (seconds * rounds),
             }
         return out
     finally:
@@ -432,6 +553,29 @@ def measure_index(settings: Settings, count: int) -> dict[str, float]:
         ledger.close()
 
 
+def _against_decisions(
+    http: dict[str, Any],
+    title: str,
+    kind: str,
+    target: float,
+    latencies: list[tuple[str, str, int]],
+) -> list[str]:
+    """The rows of one kind of decision (``<kind>_rps``, ``_ratio``, ``_errors``) as a ratio to
+    the plain decisions of the same run, with the latency columns named (header, key,
+    decimals)."""
+    header = f"{'conns':>5} {'decisions/s':>12} {kind + '/s':>10} {'ratio':>6} {'target':>8} "
+    lines = ["", title, "", header + " ".join(f"{h:>10}" for h, _, _ in latencies) + " errors"]
+    for connections, row in http.items():
+        ratio = row[f"{kind}_ratio"]
+        verdict = f">={target} " + ("PASS" if ratio >= target else "BELOW")
+        cells = " ".join(f"{row[key]:>8.{digits}f}ms" for _, key, digits in latencies)
+        lines.append(
+            f"{connections:>5} {row['decisions_rps']:>12.0f} {row[f'{kind}_rps']:>10.0f} "
+            f"{ratio:>6.2f} {verdict:>8} {cells} {row[f'{kind}_errors']:>6}"
+        )
+    return lines
+
+
 def render(http: dict[str, Any], index: dict[str, float], boot: dict[str, float]) -> str:
     lines = [
         "",
@@ -449,21 +593,29 @@ def render(http: dict[str, Any], index: dict[str, float], boot: dict[str, float]
             f"{row['client_p99_ms']:>8.2f}ms {row['server_p50_ms']:>8.3f}ms "
             f"{row['server_p99_ms']:>8.3f}ms"
         )
-    lines += [
-        "",
+    lines += _against_decisions(
+        http,
         "Decisions with a DPoP proof verified by the PDP (context.proof.dpop, each proof once) "
         "vs the decisions above (context.proof.jkt), same run:",
-        "",
-        f"{'conns':>5} {'decisions/s':>12} {'dpop/s':>8} {'ratio':>6} {'target':>8} "
-        f"{'server p99':>10} {'errors':>6}",
+        "dpop",
+        0.7,
+        [("server p99", "dpop_server_p99_ms", 3)],
+    )
+    lines += _against_decisions(
+        http,
+        "Metered decisions (a permit reserving against max_budget + its POST /v1/usage report, "
+        "one operation) vs the decisions above, same run:",
+        "metered",
+        0.5,
+        [("pair p50", "metered_p50_ms", 2), ("pair p99", "metered_p99_ms", 2)],
+    )
+    lines += ["", "Meter writer during the metered phases (group commit):", ""]
+    lines += [
+        f"{connections:>5} conns: {row['metered_ops_per_group']:.1f} operations per group, "
+        f"{row['metered_save_ms_per_group']:.2f} ms per save (the store's write transaction), "
+        f"writer busy {row['metered_writer_busy']:.0%} of the time"
+        for connections, row in http.items()
     ]
-    for connections, row in http.items():
-        verdict = "PASS" if row["dpop_ratio"] >= 0.7 else "BELOW"
-        lines.append(
-            f"{connections:>5} {row['decisions_rps']:>12.0f} {row['dpop_rps']:>8.0f} "
-            f"{row['dpop_ratio']:>6.2f} {'>=0.7 ' + verdict:>8} "
-            f"{row['dpop_server_p99_ms']:>8.3f}ms {row['dpop_errors']:>6}"
-        )
     lines += [
         "",
         "Requestable denials (out_of_authority: access_request with a signed binding token) "
@@ -499,6 +651,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.evaluate", description=__doc__)
     parser.add_argument("--missions", type=int, default=100)
     parser.add_argument("--per-mission", type=int, default=100)
+    parser.add_argument(
+        "--metered-missions",
+        type=int,
+        default=10,
+        help="Missions with a max_budget (10 Mandates each) for the metered phase",
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="per phase")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument(
@@ -510,27 +668,58 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--bootstrap-mandates", type=int, default=100_000, help="0 to skip that part"
     )
+    parser.add_argument(
+        "--backend",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="the store the server runs on (postgres: a throwaway database on the server "
+        "MISSION_LEDGER_TEST_PG names)",
+    )
     parser.add_argument("--json", action="store_true", help="also print a JSON summary")
     return parser.parse_args(argv)
 
 
+@contextmanager
+def store(backend: str, tmp: Path, label: str) -> Iterator[Settings]:
+    """The settings of a fresh store: a SQLite directory under ``tmp``, or a throwaway
+    PostgreSQL database (migrated, with a key-encryption key of its own), dropped after."""
+    if backend == "sqlite":
+        yield Settings(data_dir=tmp / label)
+        return
+    with PostgresServer.from_env().database(label) as url:
+        kek = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+        settings = Settings(database_url=url, key_encryption_key=SecretStr(kek))
+        migrate(settings)
+        yield settings
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="ml-bench-eval-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="ml-bench-eval-") as tmp,
+        store(args.backend, Path(tmp), "eval") as settings,
+    ):
         count = args.missions * args.per_mission
-        progress(f"seeding {count} Mandates under {args.missions} Missions")
-        seeded = seed(Path(tmp) / "eval", args.missions, args.per_mission, tokens=True)
+        progress(f"seeding {count} Mandates under {args.missions} Missions ({args.backend})")
+        seeded = seed(
+            settings,
+            args.missions,
+            args.per_mission,
+            tokens=True,
+            metered_missions=args.metered_missions,
+        )
         progress("measuring decisions over HTTP")
         http = measure_http(
             seeded, seconds=args.seconds, rounds=args.rounds, dpop_count=args.dpop_proofs
         )
-        index = measure_index(seeded.settings, count)
+        index = measure_index(seeded.settings, len(seeded.mandates) + len(seeded.metered))
         boot = index
         if args.bootstrap_mandates:
             missions = max(1, args.bootstrap_mandates // 100)
             progress(f"seeding {missions * 100} Mandates for the bootstrap measurement")
-            big = seed(Path(tmp) / "boot", missions, 100, tokens=False)
-            boot = measure_index(big.settings, missions * 100)
+            with store(args.backend, Path(tmp), "boot") as boot_settings:
+                big = seed(boot_settings, missions, 100, tokens=False)
+                boot = measure_index(big.settings, missions * 100)
         print(render(http, index, boot))
         if args.json:
             print(json.dumps({"http": http, "index": index, "bootstrap": boot}))

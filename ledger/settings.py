@@ -88,6 +88,13 @@ class Settings(BaseSettings):
         description="Access requests one caller may submit per minute (then 429 with "
         "Retry-After): agents must not be able to flood approvers.",
     )
+    reservation_ttl_seconds: int = Field(
+        default=300,
+        ge=1,
+        le=86_400,
+        description="How long a metered permit's reservation waits for its usage report "
+        "(POST /v1/usage) before it is released (SPEC 7.3).",
+    )
     read_your_writes_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     idempotency_retention_hours: int = Field(default=24, ge=24, le=24 * 90)
     policy_version: str = "mission-ledger/1"

@@ -29,6 +29,7 @@ from ledger.domain.authority import (
 from ledger.domain.canonical import jcs
 from ledger.domain.events import LedgerCreated, LedgerEvent
 from ledger.domain.mandates import ExecutionMandate
+from ledger.domain.metering import Bounds, bounds_of
 from ledger.domain.missions import Mission
 from ledger.persistence.snapshots import StateCodec
 from projections.aggregate_tables import event_topics
@@ -97,6 +98,8 @@ class MissionEntry:
     mission: Mission
     entries: tuple[CompiledEntry, ...]
     contained: tuple[CompiledContainment, ...]
+    #: What the Mission's controls meter (``None``: nothing; SPEC 7.3).
+    bounds: Bounds | None = None
 
     @property
     def version(self) -> int:
@@ -221,6 +224,7 @@ class EvaluationIndex:
             mission=mission,
             entries=self._intern(mission.effective_authority()),
             contained=compile_containment(mission.contained_capabilities()),
+            bounds=bounds_of(mission.intent.get("controls")),
         )
 
     def _put_mandate(self, mandate: ExecutionMandate) -> None:

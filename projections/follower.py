@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,14 +40,40 @@ from ledger.persistence.database import Cursor, Dialect
 
 log = logging.getLogger("mission_ledger.follower")
 
+#: A durable read model's batch transaction (and its tracking row's update) is skipped for a
+#: batch that holds no event it reads, until its row trails the log by this many positions.
+#: Most batches under metering load hold only Meter events, which one read model reads:
+#: without this, each of the others would commit a transaction (an fsync) per batch to move a
+#: position. A row that trails only makes a restart re-read events the model ignores.
+TRACKING_SLACK = 10_000
 
-@dataclass(frozen=True)
+
 class Item:
-    """One event of the log, decoded, with its position and stored topic."""
+    """One event of the log, with its position and stored topic. The event is decoded when
+    first read: read models look at the topic first, and most skip most events (under
+    metering load, most events are a Meter's, which only the Meter writer reads)."""
 
-    position: int
-    topic: str
-    event: LedgerEvent
+    __slots__ = ("_decode", "_event", "position", "topic")
+
+    def __init__(
+        self,
+        position: int,
+        topic: str,
+        event: LedgerEvent | None = None,
+        *,
+        decode: Callable[[], LedgerEvent] | None = None,
+    ) -> None:
+        self.position = position
+        self.topic = topic
+        self._event = event
+        self._decode = decode
+
+    @property
+    def event(self) -> LedgerEvent:
+        if self._event is None:
+            assert self._decode is not None
+            self._event = self._decode()
+        return self._event
 
 
 class DurableProjection(ABC):
@@ -142,6 +168,9 @@ class LogFollower:
         self._core_durable = len(durable)
         self._core_live = len(live)
         self._live_positions: list[int] = []
+        #: The tracking position each durable read model had when this process last read or
+        #: wrote it (what ``TRACKING_SLACK`` is measured from).
+        self._tracked: dict[str, int] = {}
         self._listen_dsn = listen_dsn
         # A channel of this follower's own: stop() notifies it to end the LISTEN wait at once.
         self._wake_channel = f"ledger_follower_{uuid.uuid4().hex}"
@@ -174,7 +203,9 @@ class LogFollower:
         """Bootstrap every read model, catch up once, then follow in the background."""
         self._ensure_tracking_rows()
         self._live_positions = [consumer.bootstrap(self._ledger) for consumer in self._live]
-        self._position = min([*self._live_positions, *self._durable_positions(), self.head()])
+        durable = self._durable_positions()
+        self._tracked = {p.name: at for p, at in zip(self._durable, durable, strict=True)}
+        self._position = min([*self._live_positions, *durable, self.head()])
         self._core_position = self._position
         self._ledger.commit_listeners.add(self._on_commit)
         self.catch_up()
@@ -297,9 +328,12 @@ class LogFollower:
                 return
 
     def _decode(self, notification: Notification) -> Item:
-        event = self._ledger.mapper.to_domain_event(notification)
-        assert isinstance(event, LedgerEvent)
-        return Item(position=notification.id, topic=notification.topic, event=event)
+        def decode() -> LedgerEvent:
+            event = self._ledger.mapper.to_domain_event(notification)
+            assert isinstance(event, LedgerEvent)
+            return event
+
+        return Item(position=notification.id, topic=notification.topic, decode=decode)
 
     def _apply(self, items: list[Item]) -> None:
         last = items[-1].position
@@ -330,6 +364,11 @@ class LogFollower:
         self.timings[_live_name(consumer)].add(time.perf_counter() - started, 0.0)
 
     def _apply_durable(self, projection: DurableProjection, items: list[Item]) -> None:
+        if (
+            not any(i.topic in projection.topics for i in items)
+            and items[-1].position - self._tracked.get(projection.name, 0) < TRACKING_SLACK
+        ):
+            return  # nothing it reads: its tracking row may trail (see TRACKING_SLACK)
         started = time.perf_counter()
         locked = started
         try:
@@ -337,6 +376,7 @@ class LogFollower:
                 tracked = _lock_tracking(cur, self._db.dialect, projection.name)
                 locked = time.perf_counter()
                 fresh = [i for i in items if i.position > tracked]
+                self._tracked[projection.name] = tracked
                 if not fresh:
                     return
                 relevant = [i for i in fresh if i.topic in projection.topics]
@@ -349,6 +389,7 @@ class LogFollower:
                     "UPDATE projection_tracking SET position = %s WHERE projection = %s",
                     (fresh[-1].position, projection.name),
                 )
+            self._tracked[projection.name] = fresh[-1].position
             projection.committed(tracked, fresh[-1].position, applied=bool(relevant))
         finally:
             done = time.perf_counter()

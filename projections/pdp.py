@@ -10,7 +10,12 @@ A permit requires, each independently (SPEC "Continuous evaluation"):
 4. the action on that resource lies inside the Mandate's authority and the Mission's
    Effective Authority Set (containment applied);
 5. every constraint of a covering entry holds for the request's parameters
-   (unknown constraint: deny).
+   (unknown constraint: deny);
+6. for a metered action on a Mission with ``max_budget`` or ``max_calls`` (SPEC 7.3), a
+   reservation on the Mission's Meter. The decision point only finds what to reserve: its
+   answer is then *pending* (``Decision.pending``), the caller has the Meter writer record
+   the reservation and ``settle`` turns the outcome into the final answer (a permit with
+   ``reservation_expires_at``, or a ``budget_exceeded`` denial).
 
 Denials carry a reason code from domain.md 3.4. A denial an approval can lift
 (``ledger.domain.access_binding.REQUESTABLE``) also carries ``context.access_request`` with a
@@ -47,8 +52,21 @@ from ledger.domain.access_binding import (
 )
 from ledger.domain.actions import is_concrete
 from ledger.domain.authority import CompiledEntry
-from ledger.domain.constraints import Facts, Violation, evaluate_constraints
+from ledger.domain.constraints import (
+    PARAMETER_VIOLATION,
+    Facts,
+    Violation,
+    evaluate_constraints,
+)
+from ledger.domain.errors import BudgetExceeded, InvalidRequest, LedgerError
 from ledger.domain.mandates import Validity, validity
+from ledger.domain.metering import (
+    MAX_BUDGET,
+    Bounds,
+    MeteredCall,
+    metered_call,
+    metered_evaluation_id,
+)
 from ledger.domain.resources import parse_request
 from ledger.signing.dpop import ProofInvalid, ReplayCache, proven_key, verify_dpop
 from projections.evaluation_index import EvaluationIndex, MandateEntry, MissionEntry
@@ -62,6 +80,7 @@ OUT_OF_AUTHORITY = "out_of_authority"
 AUTHORITY_CONTAINED = "authority_contained"
 STALE_STATE = "stale_state"
 KEY_MISMATCH = "key_mismatch"
+BUDGET_EXCEEDED = "budget_exceeded"
 
 # next_action values (SPEC 7.1).
 RETRY = "retry"
@@ -105,6 +124,18 @@ class ApprovalUse:
 
 
 @dataclass(frozen=True)
+class PendingReservation:
+    """What a metered permit must reserve before it is answered (see ``settle``)."""
+
+    mission_id: str
+    bounds: Bounds
+    call: MeteredCall
+    mandate_id: str | None
+    #: The permit's ``valid_until`` before the reservation's expiry bounds it (epoch s).
+    valid_until: float
+
+
+@dataclass(frozen=True)
 class Decision:
     decision: bool
     context: dict[str, Any]
@@ -112,6 +143,8 @@ class Decision:
     use: ApprovalUse | None = None
     #: What to answer instead when that use cannot be recorded (none left).
     fallback: Decision | None = None
+    #: Set on a metered permit until its reservation is recorded (never serialised).
+    pending: PendingReservation | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"decision": self.decision, "context": self.context}
@@ -179,12 +212,34 @@ class DecisionPoint:
         self.denials: Counter[str] = Counter()  # by context.reason
 
     def evaluate(self, request: Evaluation, now: datetime) -> Decision:
+        """The answer, or a pending metered permit (``Decision.pending``) to ``settle``."""
         decision = self._evaluate(request, now)
+        if decision.pending is None:
+            self._count(decision)
+        return decision
+
+    def settle(
+        self, decision: Decision, refusal: BaseException | None, expires_at: datetime
+    ) -> Decision:
+        """The final answer to a pending metered permit once the Meter writer has recorded
+        its reservation (``refusal`` None, expiring at ``expires_at``) or refused it."""
+        pending = decision.pending
+        assert pending is not None
+        context = dict(decision.context)
+        if refusal is None:
+            context["valid_until"] = _instant(min(pending.valid_until, expires_at.timestamp()))
+            context["reservation_expires_at"] = _instant(expires_at.timestamp())
+            final = Decision(decision=True, context=context)
+        else:
+            final = Decision(decision=False, context=_refused(context, refusal))
+        self._count(final)
+        return final
+
+    def _count(self, decision: Decision) -> None:
         if decision.decision:
             self.permits += 1
         else:
             self.denials[str(decision.context.get("reason"))] += 1
-        return decision
 
     def fresh(self) -> bool:
         """The index confirmed, within the staleness bound, that it holds the whole store."""
@@ -393,12 +448,26 @@ class DecisionPoint:
             context=request.context,
             now=now,
         )
+        permitting: CompiledEntry | None = None
         violation: Violation | None = None
         for compiled in covering:
             violation = evaluate_constraints(compiled.entry.constraints, facts, validated=True)
             if violation is None:
-                return _permit(evaluation_id, mission, mandate, now, budget)
-        assert violation is not None
+                permitting = compiled
+                break
+        if permitting is not None and mission.bounds is not None:
+            metered = metered_call(
+                mission.bounds,
+                permitting.entry.constraints,
+                request.action.properties,
+                request.context,
+            )
+            if isinstance(metered, Violation):
+                violation = metered
+            elif metered is not None:
+                return _pending(evaluation_id, mission, mandate, now, budget, metered)
+        if violation is None:
+            return _permit(evaluation_id, mission, mandate, now, budget)
         return _deny(
             evaluation_id,
             violation.reason,
@@ -636,17 +705,70 @@ def _permit(
 ) -> Decision:
     """``valid_until`` is no later than the index's freshness plus the staleness bound
     (``budget`` is what remains of that bound now), the Mission's and the Mandate's expiry."""
-    bound = min(now.timestamp() + budget, mission.expires_ts)
-    if mandate is not None:
-        bound = min(bound, mandate.expires_ts)
     context: dict[str, Any] = {
         "evaluation_id": evaluation_id,
         "mission": {"id": mission.mission.id, "version": mission.version},
-        "valid_until": _instant(bound),
+        "valid_until": _instant(_valid_until(mission, mandate, now, budget)),
     }
     if mandate is not None:
         context["mandate"] = {"id": mandate.mandate_id, "version": mandate.token_version}
     return Decision(decision=True, context=context)
+
+
+def _pending(
+    evaluation_id: str,
+    mission: MissionEntry,
+    mandate: MandateEntry | None,
+    now: datetime,
+    budget: float,
+    call: MeteredCall,
+) -> Decision:
+    """A metered permit waiting for its reservation. Its ``evaluation_id`` names the Mission,
+    so a usage report reaching any replica finds the Meter without a lookup."""
+    assert mission.bounds is not None
+    permit = _permit(
+        metered_evaluation_id(evaluation_id, mission.mission.id), mission, mandate, now, budget
+    )
+    return Decision(
+        decision=True,
+        context=permit.context,
+        pending=PendingReservation(
+            mission_id=mission.mission.id,
+            bounds=mission.bounds,
+            call=call,
+            mandate_id=None if mandate is None else mandate.mandate_id,
+            valid_until=_valid_until(mission, mandate, now, budget),
+        ),
+    )
+
+
+def _valid_until(
+    mission: MissionEntry, mandate: MandateEntry | None, now: datetime, budget: float
+) -> float:
+    bound = min(now.timestamp() + budget, mission.expires_ts)
+    if mandate is not None:
+        bound = min(bound, mandate.expires_ts)
+    return bound
+
+
+def _refused(context: dict[str, Any], refusal: BaseException) -> dict[str, Any]:
+    """The denial context of a metered permit whose reservation was refused (or could not
+    be recorded: that fails closed, as a transient ``stale_state``)."""
+    denial: dict[str, Any] = {"evaluation_id": context["evaluation_id"]}
+    if isinstance(refusal, BudgetExceeded):
+        denial |= {"reason": BUDGET_EXCEEDED, "constraint": refusal.control}
+    elif isinstance(refusal, InvalidRequest):
+        denial |= {"reason": PARAMETER_VIOLATION, "constraint": MAX_BUDGET}
+    else:
+        denial |= {"reason": STALE_STATE, "next_action": RETRY}
+    detail = (
+        refusal.detail
+        if isinstance(refusal, LedgerError)
+        else "the reservation could not be recorded; retry"
+    )
+    denial["reason_admin"] = {"en": detail}
+    denial["mission"] = context["mission"]
+    return denial
 
 
 def _instant(ts: float) -> str:

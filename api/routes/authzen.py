@@ -1,18 +1,22 @@
 """OpenID AuthZEN Authorization API 1.0: evaluation, evaluations, search, PDP metadata.
 
 Decisions come from this replica's in-memory evaluation index; nothing on the
-decision path touches the database. A request may demand an index at least as fresh
-as a log position (``context.consistency.min_position`` or ``Ledger-Min-Position``):
-the PDP waits briefly, else denies with reason ``stale_state``.
+decision path touches the database, except a metered permit's reservation (SPEC 7.3),
+which the Meter writer records (grouped with the others arriving at the same time) before
+the permit is answered. A request may demand an index at least as fresh as a log position
+(``context.consistency.min_position`` or ``Ledger-Min-Position``): the PDP waits briefly,
+else denies with reason ``stale_state``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -38,8 +42,9 @@ from api.consistency import MIN_POSITION_HEADER, parse_min_position
 from api.json_body import JsonBodyRoute, max_depth_of
 from api.routes.common import ServicesDep
 from api.services import Services
+from ledger.application.metering import Reserve
 from ledger.domain.access_binding import access_request_endpoint
-from ledger.domain.errors import ApprovalUnusable, Conflict, InvalidRequest, NotFound
+from ledger.domain.errors import ApprovalUnusable, Conflict, InvalidRequest, LedgerError, NotFound
 from projections import search
 from projections.pdp import Decision, Evaluation, new_evaluation_id, stale
 
@@ -95,6 +100,35 @@ async def _body(request: Request) -> dict[str, Any]:
     )
 
 
+async def _decide(services: Services, item: Evaluation, now: datetime) -> Decision:
+    """The PDP's answer; a metered permit only once its reservation is recorded."""
+    decision = services.pdp.evaluate(item, now)
+    pending = decision.pending
+    if pending is None:
+        return decision
+    ttl = timedelta(seconds=services.settings.reservation_ttl_seconds)
+    expires_at = (now + ttl).replace(microsecond=0)
+    refusal: BaseException | None = None
+    try:
+        outcome = await asyncio.wrap_future(
+            services.meters.submit(
+                Reserve(
+                    mission_id=pending.mission_id,
+                    bounds=pending.bounds,
+                    call=pending.call,
+                    evaluation_id=str(decision.context["evaluation_id"]),
+                    mandate_id=pending.mandate_id,
+                    expires_at=expires_at,
+                )
+            )
+        )
+    except Exception as error:  # the store failed: the permit fails closed (settle)
+        refusal = error
+    else:
+        refusal = outcome if isinstance(outcome, LedgerError) else None
+    return services.pdp.settle(decision, refusal, expires_at)
+
+
 async def evaluation(request: Request) -> Response:
     """Access Evaluation: one decision.
 
@@ -113,7 +147,7 @@ async def evaluation(request: Request) -> Response:
         return _bad(error)
     if behind is not None:
         return _json(stale(new_evaluation_id(), services.follower.core_position, behind).to_json())
-    decision = await _settled(services, services.pdp.evaluate(item, services.clock.now()))
+    decision = await _settled(services, await _decide(services, item, services.clock.now()))
     return _json(decision.to_json(), started)
 
 
@@ -151,7 +185,7 @@ async def evaluations(request: Request, principal: PrincipalDep, services: Servi
         return _bad(error)
     now = services.clock.now()
 
-    def decide(item: Evaluation | AuthZenBadRequest) -> Decision:
+    async def decide(item: Evaluation | AuthZenBadRequest) -> Decision:
         if isinstance(item, AuthZenBadRequest):
             return Decision(
                 decision=False,
@@ -163,13 +197,13 @@ async def evaluations(request: Request, principal: PrincipalDep, services: Servi
             )
         if behind is not None:
             return stale(new_evaluation_id(), services.follower.core_position, behind)
-        return services.pdp.evaluate(item, now)
+        return await _decide(services, item, now)
 
     if batch.single:
-        return _json((await _settled(services, decide(batch.items[0]))).to_json())
+        return _json((await _settled(services, await decide(batch.items[0]))).to_json())
     results: list[dict[str, Any]] = []
     for item in batch.items:
-        decision = await _settled(services, decide(item))
+        decision = await _settled(services, await decide(item))
         results.append(decision.to_json())
         if batch.semantic == "deny_on_first_deny" and not decision.decision:
             break

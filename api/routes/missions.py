@@ -21,6 +21,7 @@ from api.views import event_view, mission_view, proposal_view
 from ledger.application import Written
 from ledger.domain.errors import InvalidRequest, NotFound
 from ledger.domain.instants import parse_as_of
+from ledger.domain.metering import meter_id
 from ledger.domain.missions import Mission
 from ledger.domain.states import MissionState, OnExpiry, Operation
 
@@ -216,6 +217,25 @@ async def mission_events(
     mission_id: str, principal: PrincipalDep, services: ServicesDep
 ) -> dict[str, Any]:
     """Every event of the Mission, in order, with positions and chain hashes."""
+    return await _events(services, principal, mission_id, mission_id)
+
+
+@router.get(
+    "/v1/missions/{mission_id}/usage/events",
+    dependencies=[allowed(policy.READ_MISSION_EVENTS), Fresh],
+)
+async def usage_events(
+    mission_id: str, principal: PrincipalDep, services: ServicesDep
+) -> dict[str, Any]:
+    """Every event of the Mission's Meter (SPEC 7.3), in order: reservations, committed usage
+    (``UsageCommitted``: their amounts sum to ``usage.spent``) and releases."""
+    return await _events(services, principal, mission_id, meter_id(mission_id))
+
+
+async def _events(
+    services: Services, principal: Principal, mission_id: str, aggregate_id: str
+) -> dict[str, Any]:
+    """The events of one of the Mission's aggregates, for a caller who may see the Mission."""
     await load_mission(services, principal, mission_id)
-    history = await run_in_threadpool(services.ledger.history, mission_id)
+    history = await run_in_threadpool(services.ledger.history, aggregate_id)
     return {"data": [event_view(e) for e in history], "next_cursor": None}

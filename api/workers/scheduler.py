@@ -1,6 +1,7 @@
 """Records clock-driven transitions on time: Mission and Mandate expiry, suspension
-deadlines, proposal and access-request expiry. Every replica may run one; the event store's
-per-aggregate version check lets exactly one write of each transition succeed."""
+deadlines, proposal and access-request expiry, the release of metered reservations nobody
+reported. Every replica may run one; the event store's per-aggregate version check lets exactly
+one write of each transition succeed."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import threading
 from collections.abc import Callable
 
 from ledger.application import Ledger
+from ledger.application.metering import MeterWriter
+from ledger.persistence.reservations import due_meters
 from projections.boards import AccessRequestBoard, MandateRegister, MissionBoard, ProposalBoard
 
 log = logging.getLogger("mission_ledger.scheduler")
@@ -25,6 +28,7 @@ class Scheduler:
         *,
         interval: float,
         on_tick: Callable[[], None] | None = None,
+        meters: MeterWriter | None = None,
     ) -> None:
         self._ledger = ledger
         self._missions = missions
@@ -32,6 +36,7 @@ class Scheduler:
         self._mandates = mandates
         self._access_requests = access_requests
         self._on_tick = on_tick
+        self._meters = meters
         self._interval = interval
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -55,6 +60,9 @@ class Scheduler:
             for aggregate_id in board.due(self._ledger.database, now):
                 if self._ledger.record_due_transitions(aggregate_id) is not None:
                     written += 1
+        if self._meters is not None:
+            for mission_id in due_meters(self._ledger.database, now):
+                written += self._meters.expire(mission_id)
         self.recorded += written
         return written
 

@@ -43,6 +43,7 @@ from ledger.clock import Clock
 from ledger.domain.canonical import raw_digest
 from ledger.domain.errors import Conflict, IdempotencyConflict, NotFound, StaleVersion
 from ledger.domain.instants import format_instant
+from ledger.domain.metering import Meter, bounds_of, empty_usage, meter_id
 from ledger.domain.missions import Mission
 from ledger.domain.proposals import Proposal
 from ledger.persistence.database import Database
@@ -248,16 +249,23 @@ class LedgerBase(Application[str]):
     def mission_usage(
         self, mission: Mission, *, as_of: datetime | None = None
     ) -> dict[str, Any] | None:
-        """METERING HOOK (SPEC 7.3): the Mission's ``usage`` ``{currency, spent, reserved,
-        remaining, calls}`` now, or at ``as_of``; None when the Mission has no meter.
-
-        No Mission has a meter yet: ``max_budget`` and ``max_calls`` are refused at
-        submission (``unsupported_control``) until metering is enforced. Metering answers
-        here, folding its recorded commits and reservations up to ``as_of``, and every
-        reader shows it: ``GET /v1/missions/{id}`` (and its ``as_of``) and
+        """The Mission's ``usage`` (SPEC 7.3, ``Usage.to_json``) now, or at ``as_of`` (its
+        Meter folded from the events recorded by then); None when its Intent meters nothing.
+        Every reader shows it: ``GET /v1/missions/{id}`` (and its ``as_of``) and
         ``mission-ledger audit replay`` (``api/replay.py``)."""
-        del mission, as_of
-        return None
+        bounds = bounds_of(mission.intent.get("controls"))
+        if bounds is None:
+            return None
+        key = meter_id(mission.id)
+        meter: Meter | None
+        try:
+            if as_of is None:
+                meter = self.repository.get(key)
+            else:
+                meter = self.rebuild_at(Meter, key, "Meter", self.history(key, as_of=as_of), as_of)
+        except (AggregateNotFoundError, NotFound):
+            meter = None  # no metered decision yet
+        return (empty_usage(bounds) if meter is None else meter.usage()).to_json()
 
     def audit_log(self, after: int, limit: int) -> list[LoggedEvent]:
         """The ledger's events after position ``after``, in order, with their chain hashes."""

@@ -114,12 +114,14 @@ DATA_CLASSIFICATION = "data_classification"
 ALLOWED_TOOLS = "allowed_tools"
 REQUIRES_ACTION_APPROVAL = "requires_action_approval"
 TERMINAL_WHEN = "terminal_when"
+CALL_CLASS = "call_class"
 
 MAX_STRING_SET_ITEMS = 64
 MAX_STRING_SET_LENGTH = 128
 MAX_TENANT_LENGTH = 256
 MAX_TERMINAL_CONDITIONS = 64
 MAX_EVENT_TYPE_LENGTH = 2048
+MAX_CALL_CLASS_LENGTH = 128
 
 
 def parse_decimal(value: object) -> Decimal | None:
@@ -227,6 +229,14 @@ def _validate_terminal_when(value: object, pointer: str) -> None:
             )
 
 
+def validate_call_class(value: object, pointer: str) -> str:
+    """A call class: a non-empty string of printable characters (``max_calls`` names it)."""
+    text = require_string(value, pointer, max_length=MAX_CALL_CLASS_LENGTH)
+    if not text.isprintable():
+        raise InvalidRequest.at(pointer, "must not contain control characters")
+    return text
+
+
 def _validate_domain(value: object, pointer: str) -> None:
     if dns_name(value) is None:
         raise InvalidRequest.at(
@@ -256,6 +266,7 @@ _VALIDATORS: dict[str, Callable[[object, str], object]] = {
     ALLOWED_TOOLS: _validate_string_set,
     REQUIRES_ACTION_APPROVAL: _validate_bool,
     TERMINAL_WHEN: _validate_terminal_when,
+    CALL_CLASS: validate_call_class,
 }
 
 COMMON_CONSTRAINT_KEYS = frozenset(_VALIDATORS)
@@ -331,6 +342,7 @@ _SUBSET: dict[str, Callable[[object, object], bool]] = {
     ALLOWED_TOOLS: _set_within,
     REQUIRES_ACTION_APPROVAL: lambda c, r: c is True or (c is False and r is False),
     TERMINAL_WHEN: _conditions_within,
+    CALL_CLASS: lambda c, r: isinstance(c, str) and c == r,
 }
 
 
@@ -378,7 +390,7 @@ def _broader_reason(key: str, candidate: object, reference: object) -> str:
         return f"constraint {key!r} {shown_c} is later than the ceiling's {shown_r}"
     if key == RECIPIENT_DOMAIN:
         return f"constraint {key!r} {shown_c} is neither {shown_r} nor a subdomain of it"
-    if key == TENANT:
+    if key in (TENANT, CALL_CLASS):
         return f"constraint {key!r} {shown_c} differs from {shown_r}"
     if key == TIME_WINDOW:
         return f"constraint {key!r} {shown_c} is not inside {shown_r}"
@@ -589,6 +601,11 @@ def _check_terminal_when(value: object, facts: Facts) -> Violation | None:
     return None
 
 
+def _check_call_class(value: object, facts: Facts) -> Violation | None:
+    del value, facts  # a class for metering (ledger.domain.metering), not a gate of its own
+    return None
+
+
 _CHECKS: dict[str, Callable[[object, Facts], Violation | None]] = {
     MAX_AMOUNT: _check_max_amount,
     RESOURCE_ISSUED_AFTER: _check_issued_after,
@@ -600,6 +617,7 @@ _CHECKS: dict[str, Callable[[object, Facts], Violation | None]] = {
     ALLOWED_TOOLS: _check_allowed_tools,
     REQUIRES_ACTION_APPROVAL: _check_approval,
     TERMINAL_WHEN: _check_terminal_when,
+    CALL_CLASS: _check_call_class,
 }
 
 

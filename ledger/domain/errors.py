@@ -21,7 +21,9 @@ in one table. Nothing below this module knows about HTTP.
     │   │   └── DuplicateRequest  the same, on the access-request endpoint (409)
     │   ├── NoMatchingCondition   a completion event that fires no terminal_when (409)
     │   ├── InvalidTaskState      a task already terminal (409 ``invalid_task_state``)
-    │   └── ApprovalUnusable      an approval past approved_until or out of uses
+    │   ├── ApprovalUnusable      an approval past approved_until or out of uses
+    │   ├── BudgetExceeded        a reservation would exceed max_budget or max_calls (409)
+    │   └── ReservationExpired    a usage report for a reservation already expired (409)
     ├── Gone                      the object exists but has ended (410)
     │   ├── ExpiredDenial         a denial past its access_request.expires_at (410)
     │   └── TaskExpired           a pending task whose lifetime ran out (410)
@@ -143,6 +145,24 @@ class IdempotencyConflict(Conflict):
 class NoMatchingCondition(Conflict):
     code = "no_matching_condition"
     title = "No terminal_when condition matches the completion event"
+
+
+class BudgetExceeded(Conflict):
+    """A reservation would take committed plus outstanding usage beyond a metered bound;
+    ``control`` names it (``max_budget`` or ``max_calls``). Decisions answer it as a
+    ``budget_exceeded`` denial."""
+
+    code = "budget_exceeded"
+    title = "Metered bound exceeded"
+
+    def __init__(self, detail: str, *, control: str) -> None:
+        super().__init__(detail, extensions={"control": control})
+        self.control = control
+
+
+class ReservationExpired(Conflict):
+    code = "reservation_expired"
+    title = "Reservation expired"
 
 
 class Gone(LedgerError):

@@ -24,6 +24,7 @@ from ledger.domain.constraints import (
     require_money,
     require_object,
     require_string,
+    validate_call_class,
 )
 from ledger.domain.errors import InvalidRequest, UnsupportedControl
 from ledger.domain.instants import parse_instant
@@ -121,10 +122,27 @@ def _parse_agent_deployment(value: object, pointer: str) -> None:
 
 
 def _parse_max_calls(value: object, pointer: str) -> None:
-    items = require_array(value, pointer, max_items=MAX_CALL_RULES, min_items=0)
+    """An integer (every metered call) or ``[{call_class, max}]`` (per class, each once)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        require_int(value, pointer, minimum=0, maximum=MAX_SAFE_INTEGER)
+        return
+    if not isinstance(value, list | tuple):
+        raise InvalidRequest.at(pointer, "must be an integer or an array of {call_class, max}")
+    items = require_array(value, pointer, max_items=MAX_CALL_RULES)
+    seen: set[str] = set()
     for index, item in enumerate(items):
-        if not isinstance(item, Mapping):
-            raise InvalidRequest.at(member_pointer(pointer, index), "must be a JSON object")
+        at = member_pointer(pointer, index)
+        rule = require_object(
+            item,
+            at,
+            allowed=frozenset({"call_class", "max"}),
+            required=frozenset({"call_class", "max"}),
+        )
+        name = validate_call_class(rule["call_class"], member_pointer(at, "call_class"))
+        if name in seen:
+            raise InvalidRequest.at(member_pointer(at, "call_class"), f"duplicate class {name!r}")
+        seen.add(name)
+        require_int(rule["max"], member_pointer(at, "max"), minimum=0, maximum=MAX_SAFE_INTEGER)
 
 
 def _parse_max_duration(value: object, pointer: str) -> None:
@@ -146,10 +164,11 @@ def _parse_exclusive(value: object, pointer: str) -> None:
 
 
 #: The controls a decision or an approval enforces today (SPEC 7.3 "no inert controls"):
-#: ``acr`` (what the approver must meet) and ``max_derivations`` (how many Mandates). The
-#: others are parsed, so a well-formed Intent still hashes as the drafts say, but a proposal
-#: carrying one is refused (``refuse_unenforced_controls``) until something enforces it.
-ENFORCED_CONTROLS = frozenset({"acr", "max_derivations"})
+#: ``acr`` (what the approver must meet), ``max_derivations`` (how many Mandates), and the
+#: metered ``max_budget`` and ``max_calls`` (``ledger.domain.metering``). The others are
+#: parsed, so a well-formed Intent still hashes as the drafts say, but a proposal carrying one
+#: is refused (``refuse_unenforced_controls``) until something enforces it.
+ENFORCED_CONTROLS = frozenset({"acr", "max_derivations", "max_budget", "max_calls"})
 
 
 def _parse_controls(value: object, pointer: str) -> None:

@@ -86,6 +86,8 @@ def constraint_text(key: str, value: object) -> str:
                 text += f" (discharge policy {condition.get('discharge_policy')})"
             events.append(text)
         return f"ends when {_join(events, 'or')} is reported"
+    if key == "call_class":
+        return f"each call counts as a {_shown(value)} call against the Mission's max_calls"
     return f"{key} = {_shown(value)}"
 
 

@@ -4,8 +4,9 @@ The hash chain itself is computed by the ``ledger_events_chain`` trigger that
 ``migrations/postgres`` installs, so a link can never be committed without its
 event nor an event without its link. This subclass adds, in the library's pipelined
 write transaction and after the events insert (so under the table lock): the
-idempotency record and the read-version checks of aggregates a command read but did
-not write; and it rings the in-process doorbell after commit.
+idempotency record, the deadlines of metered reservations, and the read-version checks of
+aggregates a command read but did not write; and it rings the in-process doorbell after
+commit.
 
 Pipeline hygiene. In a psycopg 3.3 pipeline the server skips every statement queued
 after a failed one, and lost races (a stale version, a reused Idempotency-Key, a moved
@@ -40,6 +41,7 @@ from psycopg.rows import DictRow
 
 from ledger.persistence.idempotency import INSERT_SQL, IdempotencyRecord
 from ledger.persistence.notify import CommitListeners
+from ledger.persistence.reservations import ReservationDeadlines
 
 
 class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
@@ -57,11 +59,14 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
         # reads the notification ids from ``curs`` once the pipeline is synced.
         record: IdempotencyRecord | None = kwargs.get("idempotency")
         expect: dict[str, int] | None = kwargs.get("expect")
-        if record is None and not expect:
+        deadlines: ReservationDeadlines | None = kwargs.get("reservations")
+        if record is None and not expect and not deadlines:
             return
         with curs.connection.cursor() as extra:
             if record is not None:
                 extra.execute(INSERT_SQL, record.params(), prepare=False)
+            if deadlines:
+                deadlines.write(extra, prepare=False)
             # Aggregates this command only read must still be at the versions it
             # read (see ledger_expect_version).
             for originator_id, version in (expect or {}).items():

@@ -1,4 +1,5 @@
-"""The embedded (SQLite) application recorder: hash chain and idempotency records.
+"""The embedded (SQLite) application recorder: hash chain, idempotency records and the
+deadlines of metered reservations.
 
 SQLite has no SHA-256 in SQL, so each link is computed here, inside the same
 transaction as the insert. The INSERT is the transaction's first statement, so the
@@ -20,6 +21,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from ledger.persistence.chain import GENESIS, link_hash
 from ledger.persistence.idempotency import INSERT_SQL, IdempotencyRecord
 from ledger.persistence.notify import CommitListeners
+from ledger.persistence.reservations import ReservationDeadlines
 
 
 class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
@@ -71,6 +73,9 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         record: IdempotencyRecord | None = kwargs.get("idempotency")
         if record is not None:
             c.execute(INSERT_SQL.replace("%s", "?"), record.params())
+        deadlines: ReservationDeadlines | None = kwargs.get("reservations")
+        if deadlines:
+            deadlines.write(c, placeholder="?")
         return positions
 
     def insert_events(

@@ -20,6 +20,7 @@ from tests.api.conftest import Api, assert_problem, entry
 
 _DECISIONS = "tests.api.pdp.test_authzen_decisions"
 _CONSTRAINT_PAIRS = (_DECISIONS, "test_each_constraint_permits_inside_and_denies_outside")
+_METERING = "tests.api.pdp.test_metering_http"
 
 #: Accepted member -> (module, test) that shows a permit and a deny (or refusal) for it.
 ENFORCED_BY = {
@@ -47,13 +48,14 @@ ENFORCED_BY = {
         "tests.integration.test_mandates_contract",
         "test_max_derivations_caps_issuance",
     ),
+    "max_budget": (_METERING, "test_max_budget_permits_within_and_denies_beyond"),
+    "max_calls": (_METERING, "test_max_calls_permits_within_and_denies_beyond"),
+    "call_class": (_METERING, "test_a_call_class_limit_denies_only_calls_of_its_class"),
 }
 
-#: Controls the Intent grammar knows but this release does not enforce (metering, deployment
+#: Controls the Intent grammar knows but this release does not enforce (deployment
 #: attestation, duration, egress volume and exclusivity are later work).
 NOT_ENFORCED = {
-    "max_budget": {"amount": "1000.00", "currency": "USD"},
-    "max_calls": [{"call_class": "write", "limit": 10}],
     "agent_deployment": {"model": "m-1"},
     "max_duration": "P1D",
     "max_egress_volume": {"bytes": 1024},
@@ -97,5 +99,11 @@ def test_an_unknown_constraint_is_refused_naming_it(api: Api) -> None:
 @pytest.mark.parametrize("name", sorted(ENFORCED_CONTROLS))
 def test_an_enforced_control_is_accepted(api: Api, name: str) -> None:
     body = api.proposal_body()
-    body["intent"]["controls"] = {name: {"acr": "urn:acr:mfa", "max_derivations": 3}[name]}
+    accepted = {
+        "acr": "urn:acr:mfa",
+        "max_derivations": 3,
+        "max_budget": {"amount": "1000.00", "currency": "USD"},
+        "max_calls": [{"call_class": "write", "max": 10}],
+    }
+    body["intent"]["controls"] = {name: accepted[name]}
     assert _submit(api, body).status_code == 202

@@ -38,6 +38,7 @@ CALLERS: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/mandates/introspect"): {"pep"},
     ("POST", "/v1/access-requests/{task_id}/approve"): {"approver"},
     ("POST", "/v1/access-requests/{task_id}/deny"): {"approver"},
+    ("POST", "/v1/usage"): {"pep"},
 }
 
 MALFORMED = {

@@ -12,6 +12,7 @@ from ledger.domain.events import LedgerEvent
 from ledger.domain.instances import AgentInstance
 from ledger.domain.mandate_tree import MandateTree
 from ledger.domain.mandates import ExecutionMandate
+from ledger.domain.metering import Meter
 from ledger.domain.missions import Mission
 from ledger.domain.proposals import Proposal
 from ledger.domain.streams import Stream
@@ -23,6 +24,7 @@ AGGREGATES = (
     ApiKey,
     ExecutionMandate,
     MandateTree,
+    Meter,
     Mission,
     Proposal,
     Stream,

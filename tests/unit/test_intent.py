@@ -45,7 +45,7 @@ FULL = intent(
         "max_derivations": 20,
         "agent_deployment": {"build": "sha256:abc", "model": "m-1"},
         "max_budget": {"amount": "1000.00", "currency": "USD"},
-        "max_calls": [{"call_class": "write", "limit": 10}],
+        "max_calls": [{"call_class": "write", "max": 10}],
         "max_duration": "P1DT2H",
         "max_egress_volume": {"bytes": 1048576, "messages": 0},
         "exclusive": ["finance-approver"],
@@ -202,6 +202,24 @@ def test_max_calls_items_are_objects() -> None:
     assert rejected_at(controls(max_calls=["write"])) == f"{P}/controls/max_calls/0"
 
 
+def test_max_calls_is_an_integer_or_an_array_of_class_rules() -> None:
+    assert rejected_at(controls(max_calls="10")) == f"{P}/controls/max_calls"
+    assert rejected_at(controls(max_calls=-1)) == f"{P}/controls/max_calls"
+    parse_intent(controls(max_calls=10))
+
+
+def test_a_call_class_rule_needs_its_class_and_max() -> None:
+    assert rejected_at(controls(max_calls=[{"max": 3}])) == f"{P}/controls/max_calls/0/call_class"
+    assert rejected_at(controls(max_calls=[{"call_class": "w"}])) == f"{P}/controls/max_calls/0/max"
+    limit = [{"call_class": "w", "max": 3, "limit": 1}]
+    assert rejected_at(controls(max_calls=limit)) == f"{P}/controls/max_calls/0/limit"
+
+
+def test_a_call_class_is_named_once() -> None:
+    twice = [{"call_class": "w", "max": 3}, {"call_class": "w", "max": 4}]
+    assert rejected_at(controls(max_calls=twice)) == f"{P}/controls/max_calls/1/call_class"
+
+
 def test_max_calls_hold_at_most_32_rules() -> None:
     value = controls(max_calls=[{"call_class": str(i)} for i in range(33)])
     assert rejected_at(value) == f"{P}/controls/max_calls"
@@ -230,7 +248,7 @@ def test_exclusive_holds_strings() -> None:
 
 
 def test_values_jcs_cannot_represent_are_rejected() -> None:
-    value = controls(max_calls=[{"limit": 2**60}])
+    value = controls(agent_deployment={"model": "\ud800"})
     assert rejected_at(value) == P
 
 

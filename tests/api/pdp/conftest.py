@@ -45,16 +45,24 @@ class Harness:
         return int(services.ledger.head_position())
 
     def mission(
-        self, authority: list[dict[str, Any]], *, client: str = "agent", days: int = 30
+        self,
+        authority: list[dict[str, Any]],
+        *,
+        client: str = "agent",
+        days: int = 30,
+        controls: dict[str, Any] | None = None,
     ) -> str:
         client_id = ROLES[client]
         resources = sorted({e["resource"] for e in authority})
+        intent: dict[str, Any] = {
+            "goal": "decision test",
+            "resources": resources,
+            "expires_at": format_instant(self.clock.now() + timedelta(days=days)),
+        }
+        if controls is not None:
+            intent["controls"] = controls
         body = {
-            "intent": {
-                "goal": "decision test",
-                "resources": resources,
-                "expires_at": format_instant(self.clock.now() + timedelta(days=days)),
-            },
+            "intent": intent,
             "authorization_details": authority,
             "subject": SUBJECT,
             "client_id": client_id,

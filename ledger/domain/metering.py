@@ -1,0 +1,565 @@
+"""Metering: a Mission's ``max_budget`` and ``max_calls``, and the Meter that reserves
+against them (SPEC 7.3).
+
+A permit for a metered action reserves its amount and one call on the Mission's Meter; the
+PEP then reports the outcome: ``executed`` commits the reservation (for the reserved amount
+or less), ``aborted`` releases it, and a reservation nobody reports is released when it
+expires. The Meter refuses, itself, anything that would break its invariant:
+
+    committed + outstanding reservations <= the bound
+
+for the budget (in the budget's currency, exact decimal arithmetic), for the calls of the
+whole Mission, and for the calls of each call class that ``max_calls`` names. Every change is
+one past-tense event, so the log alone tells how much was reserved, committed and released
+at every instant (``UsageCommitted`` events sum to ``spent``).
+
+The Meter is an aggregate of its own (``meter:<mission id>``), apart from the Mission, so
+that metering never contends with governance writes on the Mission.
+
+Amounts are held as integers of 10^-18 units (the finest the decimal grammar allows), so sums
+are exact however many digits an amount has. Nothing here reads the clock: commands take
+``now``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from eventsourcing.domain import BaseAggregate
+
+from ledger.domain.actors import SCHEDULER, Actor
+from ledger.domain.constraints import (
+    CALL_CLASS,
+    CURRENCY_PATTERN,
+    DECIMAL_PATTERN,
+    PARAMETER_VIOLATION,
+    Violation,
+)
+from ledger.domain.errors import (
+    BudgetExceeded,
+    Conflict,
+    InvalidRequest,
+    LedgerError,
+    NotFound,
+    ReservationExpired,
+)
+from ledger.domain.events import TOPIC_PREFIX, LedgerCreated, LedgerEvent
+
+MAX_BUDGET = "max_budget"
+MAX_CALLS = "max_calls"
+
+SCALE = 18
+_ONE: int = 10**SCALE
+
+Outcome = Literal["executed", "aborted", "expired"]
+EXECUTED: Final = "executed"
+ABORTED: Final = "aborted"
+EXPIRED: Final = "expired"
+
+
+# --------------------------------------------------------------------------- amounts
+
+
+def parse_units(text: object) -> int | None:
+    """A decimal string of the Common Constraints grammar as an exact count of 10^-18 units,
+    or ``None`` when it is not one."""
+    if not isinstance(text, str) or DECIMAL_PATTERN.match(text) is None:
+        return None
+    whole, _, fraction = text.partition(".")
+    return int(whole) * _ONE + int(fraction.ljust(SCALE, "0"))
+
+
+def require_units(text: object, pointer: str) -> int:
+    units = parse_units(text)
+    if units is None:
+        raise InvalidRequest.at(
+            pointer, "must be a decimal string of digits with up to 18 fractional digits"
+        )
+    return units
+
+
+def format_units(units: int, scale: int = 0) -> str:
+    """``units`` as a decimal string with at least ``scale`` fractional digits (and no
+    trailing zero beyond them)."""
+    sign = "-" if units < 0 else ""
+    whole, fraction = divmod(abs(units), _ONE)
+    digits = f"{fraction:0{SCALE}d}".rstrip("0").ljust(scale, "0")
+    return f"{sign}{whole}.{digits}" if digits else f"{sign}{whole}"
+
+
+def scale_of(text: str) -> int:
+    """How many fractional digits a decimal string shows."""
+    _, _, fraction = text.partition(".")
+    return len(fraction)
+
+
+# --------------------------------------------------------------------------- bounds
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What a Mission's ``controls`` meter: a budget (``None``: none) in one currency, a limit
+    on every metered call, and limits per call class."""
+
+    budget: str | None = None  # the decimal string as approved
+    currency: str | None = None
+    max_calls: int | None = None
+    class_limits: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def budget_units(self) -> int | None:
+        return None if self.budget is None else parse_units(self.budget)
+
+    def to_event(self) -> dict[str, Any]:
+        return {
+            "budget": None
+            if self.budget is None
+            else {"amount": self.budget, "currency": self.currency},
+            "max_calls": self.max_calls,
+            "call_limits": dict(self.class_limits),
+        }
+
+
+def bounds_of(controls: object) -> Bounds | None:
+    """The metered bounds of an Intent's (already validated) ``controls``; ``None`` when it
+    meters nothing."""
+    if not isinstance(controls, Mapping):
+        return None
+    budget = controls.get(MAX_BUDGET)
+    calls = controls.get(MAX_CALLS)
+    if budget is None and calls is None:
+        return None
+    amount = currency = None
+    if isinstance(budget, Mapping):
+        amount, currency = str(budget["amount"]), str(budget["currency"])
+    max_calls: int | None = None
+    limits: dict[str, int] = {}
+    if isinstance(calls, int):
+        max_calls = calls
+    elif isinstance(calls, list | tuple):
+        limits = {str(rule["call_class"]): int(rule["max"]) for rule in calls}
+    return Bounds(budget=amount, currency=currency, max_calls=max_calls, class_limits=limits)
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+@dataclass(frozen=True)
+class MeteredCall:
+    """What a permit reserves: an amount (in ``currency``; ``None``: the Mission has no budget
+    or the request names no amount) and one call of ``call_class`` (``None``: unclassed)."""
+
+    amount: str | None
+    currency: str | None
+    call_class: str | None
+
+
+def _input(
+    action_properties: Mapping[str, Any], context: Mapping[str, Any], name: str
+) -> tuple[object, str] | None:
+    """The same inputs the ``max_amount`` constraint reads: the action's, else the context's
+    (so an amount cannot escape metering by moving to the context)."""
+    if action_properties.get(name) is not None:
+        return action_properties[name], f"action.properties.{name}"
+    if context.get(name) is not None:
+        return context[name], f"context.{name}"
+    return None
+
+
+def metered_call(
+    bounds: Bounds,
+    constraints: Mapping[str, object],
+    action_properties: Mapping[str, Any],
+    context: Mapping[str, Any],
+) -> MeteredCall | Violation | None:
+    """What a permit of the entry with ``constraints`` must reserve on a Mission with
+    ``bounds``; ``None`` when the action is not metered (no amount, no call class), a
+    ``Violation`` when its amount or currency is malformed or missing."""
+    call_class = constraints.get(CALL_CLASS)
+    klass = call_class if isinstance(call_class, str) else None
+    amount = _input(action_properties, context, "amount")
+    if amount is None and klass is None:
+        return None
+    if bounds.budget is None or amount is None:
+        return MeteredCall(amount=None, currency=None, call_class=klass)
+    value, where = amount
+    if parse_units(value) is None:
+        return Violation(PARAMETER_VIOLATION, MAX_BUDGET, f"{where} is not a decimal string")
+    currency = _input(action_properties, context, "currency")
+    if currency is None:
+        return Violation(
+            PARAMETER_VIOLATION,
+            MAX_BUDGET,
+            "currency is absent (action.properties.currency or context.currency)",
+        )
+    if not isinstance(currency[0], str) or CURRENCY_PATTERN.match(currency[0]) is None:
+        return Violation(PARAMETER_VIOLATION, MAX_BUDGET, f"{currency[1]} is not an ISO 4217 code")
+    return MeteredCall(amount=str(value), currency=currency[0], call_class=klass)
+
+
+# --------------------------------------------------------------------------- the Meter
+
+
+def meter_id(mission_id: str) -> str:
+    return f"meter:{mission_id}"
+
+
+def metered_evaluation_id(evaluation_id: str, mission_id: str) -> str:
+    """The ``evaluation_id`` of a metered permit: it names its Mission (whose ids never
+    contain a dot), so a usage report reaching any replica finds the Meter."""
+    return f"{evaluation_id}.{mission_id}"
+
+
+def mission_of_evaluation(evaluation_id: str) -> str | None:
+    """The Mission a metered permit's ``evaluation_id`` names (``None``: not one)."""
+    head, dot, mission_id = evaluation_id.rpartition(".")
+    return mission_id if dot and head and mission_id.startswith("msn_") else None
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """An outstanding reservation (immutable: the Meter replaces, never edits, one)."""
+
+    units: int
+    call_class: str | None
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """How a reservation ended; ``units`` is what was committed (0 unless executed), and
+    ``amount`` the committed amount as reported (None unless executed)."""
+
+    outcome: Outcome
+    units: int
+    amount: str | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A Meter's counters at one instant (``remaining`` = bound - spent - reserved)."""
+
+    bounds: Bounds
+    spent: int
+    reserved: int
+    calls_committed: int
+    calls_reserved: int
+    class_calls: Mapping[str, int]
+
+    @property
+    def remaining(self) -> int | None:
+        budget = self.bounds.budget_units
+        return None if budget is None else budget - self.spent - self.reserved
+
+    @property
+    def calls(self) -> int:
+        return self.calls_committed + self.calls_reserved
+
+    def to_json(self) -> dict[str, Any]:
+        """A Mission's ``usage`` (SPEC 7.3): with ``max_budget``, decimal strings in the
+        budget's currency with at least its decimals; ``calls`` = committed + reserved metered
+        calls; with an integer ``max_calls`` its limit and what remains; per call class that
+        ``max_calls`` names, the same."""
+        bounds = self.bounds
+        view: dict[str, Any] = {}
+        if bounds.budget is not None:
+            scale = scale_of(bounds.budget)
+            view |= {
+                "currency": bounds.currency,
+                "budget": bounds.budget,
+                "spent": format_units(self.spent, scale),
+                "reserved": format_units(self.reserved, scale),
+                "remaining": format_units(self.remaining or 0, scale),
+            }
+        view["calls"] = self.calls
+        if bounds.max_calls is not None:
+            view["max_calls"] = bounds.max_calls
+            view["calls_remaining"] = bounds.max_calls - self.calls
+        if bounds.class_limits:
+            view["call_classes"] = [
+                {
+                    "call_class": name,
+                    "max": limit,
+                    "calls": self.class_calls.get(name, 0),
+                    "remaining": limit - self.class_calls.get(name, 0),
+                }
+                for name, limit in sorted(bounds.class_limits.items())
+            ]
+        return view
+
+
+class Meter(BaseAggregate[str]):
+    """The reservations and committed usage of one Mission."""
+
+    TOPIC = TOPIC_PREFIX + "Meter"
+
+    @dataclass(frozen=True)
+    class Event(LedgerEvent):
+        TOPIC = TOPIC_PREFIX + "Meter.Event"
+
+    @dataclass(frozen=True)
+    class Opened(Event, LedgerCreated):
+        """The Mission's first metered decision opened its Meter with the approved bounds."""
+
+        TOPIC = TOPIC_PREFIX + "Meter.Opened"
+        mission_id: str
+        budget: dict[str, str] | None
+        max_calls: int | None
+        call_limits: dict[str, int]
+
+        def apply(self, aggregate: Meter) -> None:
+            aggregate.mission_id = self.mission_id
+            aggregate.bounds = Bounds(
+                budget=None if self.budget is None else self.budget["amount"],
+                currency=None if self.budget is None else self.budget["currency"],
+                max_calls=self.max_calls,
+                class_limits=dict(self.call_limits),
+            )
+            aggregate.spent = 0
+            aggregate.reserved = 0
+            aggregate.calls_committed = 0
+            aggregate.calls_reserved = 0
+            aggregate.class_calls = {}
+            aggregate.outstanding = {}
+            aggregate.settled = {}
+
+    @dataclass(frozen=True)
+    class Reserved(Event):
+        """A permit reserved ``amount`` (``None``: no amount) and one call."""
+
+        TOPIC = TOPIC_PREFIX + "Meter.Reserved"
+        evaluation_id: str
+        amount: str | None
+        call_class: str | None
+        expires_at: datetime
+        mandate_id: str | None
+
+        def apply(self, aggregate: Meter) -> None:
+            units = 0 if self.amount is None else parse_units(self.amount) or 0
+            aggregate.outstanding[self.evaluation_id] = Reservation(
+                units=units, call_class=self.call_class, expires_at=self.expires_at
+            )
+            aggregate.reserved += units
+            aggregate.calls_reserved += 1
+            if self.call_class is not None:
+                counts = aggregate.class_calls
+                counts[self.call_class] = counts.get(self.call_class, 0) + 1
+
+    @dataclass(frozen=True)
+    class Ended(Event):
+        """Common shape of the events that end a reservation (never stored itself)."""
+
+        TOPIC = TOPIC_PREFIX + "Meter.Ended"
+        evaluation_id: str
+        actor: dict[str, Any]
+
+        def apply(self, aggregate: Meter) -> None:
+            held = aggregate.outstanding.pop(self.evaluation_id)
+            aggregate.reserved -= held.units
+            aggregate.calls_reserved -= 1
+            aggregate.settled[self.evaluation_id] = self.settle(aggregate, held)
+
+        def settle(self, aggregate: Meter, held: Reservation) -> Settlement:
+            raise NotImplementedError
+
+    @dataclass(frozen=True)
+    class UsageCommitted(Ended):
+        """The PEP reported the call executed: ``amount`` (at most the reserved) is spent."""
+
+        TOPIC = TOPIC_PREFIX + "Meter.UsageCommitted"
+        amount: str
+
+        def settle(self, aggregate: Meter, held: Reservation) -> Settlement:
+            del held  # its call stays counted
+            units = parse_units(self.amount) or 0
+            aggregate.spent += units
+            aggregate.calls_committed += 1
+            return Settlement(EXECUTED, units, self.amount)
+
+    @dataclass(frozen=True)
+    class Released(Ended):
+        """The reservation ended without spending: ``aborted`` by the PEP or ``expired``."""
+
+        TOPIC = TOPIC_PREFIX + "Meter.Released"
+        outcome: str
+
+        def settle(self, aggregate: Meter, held: Reservation) -> Settlement:
+            if held.call_class is not None:
+                aggregate.class_calls[held.call_class] -= 1
+            return Settlement(EXPIRED if self.outcome == EXPIRED else ABORTED, 0)
+
+    if TYPE_CHECKING:
+        mission_id: str
+        bounds: Bounds
+        spent: int
+        reserved: int
+        calls_committed: int
+        calls_reserved: int
+        class_calls: dict[str, int]
+        outstanding: dict[str, Reservation]
+        settled: dict[str, Settlement]
+
+    # ----------------------------------------------------------------- commands
+
+    @classmethod
+    def open(cls, *, mission_id: str, bounds: Bounds, now: datetime) -> Meter:
+        return cls._create(
+            cls.Opened,
+            id=meter_id(mission_id),
+            timestamp=now,
+            mission_id=mission_id,
+            **bounds.to_event(),
+        )
+
+    def reserve(
+        self,
+        call: MeteredCall,
+        *,
+        evaluation_id: str,
+        expires_at: datetime,
+        mandate_id: str | None,
+        now: datetime,
+    ) -> None:
+        """Reserve ``call``, or refuse (``BudgetExceeded``) when committed plus outstanding
+        would exceed a bound; a mismatched currency is refused as invalid."""
+        if evaluation_id in self.outstanding or evaluation_id in self.settled:
+            raise Conflict(f"evaluation {evaluation_id!r} already holds a reservation")
+        if expires_at <= now:
+            raise InvalidRequest("a reservation must expire after it is made")
+        bounds = self.bounds
+        budget = bounds.budget_units
+        amount = None if budget is None else call.amount
+        units = 0
+        if amount is not None:
+            units = require_units(amount, "/amount")
+            if call.currency != bounds.currency:
+                raise InvalidRequest(
+                    f"currency {call.currency} is not comparable with the budget's "
+                    f"{bounds.currency} (no conversion)"
+                )
+        if budget is not None and self.spent + self.reserved + units > budget:
+            raise BudgetExceeded(
+                f"{format_units(units, scale_of(bounds.budget or ''))} {bounds.currency} "
+                f"would exceed the Mission's max_budget: "
+                f"{self._shown(budget - self.spent - self.reserved)} {bounds.currency} remain",
+                control=MAX_BUDGET,
+            )
+        if bounds.max_calls is not None and self.calls_committed + self.calls_reserved >= (
+            bounds.max_calls
+        ):
+            raise BudgetExceeded(
+                f"the Mission's max_calls ({bounds.max_calls}) are used or reserved",
+                control=MAX_CALLS,
+            )
+        klass = call.call_class
+        limit = None if klass is None else bounds.class_limits.get(klass)
+        if klass is not None and limit is not None and self.class_calls.get(klass, 0) >= limit:
+            raise BudgetExceeded(
+                f"the Mission's max_calls for call class {klass!r} ({limit}) are used or reserved",
+                control=MAX_CALLS,
+            )
+        self.trigger_event(
+            self.Reserved,
+            timestamp=now,
+            evaluation_id=evaluation_id,
+            amount=amount,
+            call_class=klass,
+            expires_at=expires_at,
+            mandate_id=mandate_id,
+        )
+
+    def report(
+        self,
+        evaluation_id: str,
+        *,
+        outcome: Literal["executed", "aborted"],
+        amount: str | None,
+        actor: Actor,
+        now: datetime,
+    ) -> tuple[Settlement, bool]:
+        """Commit (``executed``, for the reserved amount or ``amount`` when lower) or release
+        (``aborted``) a reservation. A reservation already reported answers with its first
+        outcome and changes nothing (second member True)."""
+        settled = self.settled.get(evaluation_id)
+        if settled is not None:
+            if settled.outcome == EXPIRED:
+                raise self._expired(evaluation_id)
+            return settled, True
+        held = self.outstanding.get(evaluation_id)
+        if held is None:
+            raise NotFound(f"no reservation for evaluation {evaluation_id!r}")
+        if held.expires_at <= now:
+            raise self._expired(evaluation_id)
+        if outcome == ABORTED:
+            if amount is not None:
+                raise InvalidRequest.at("/amount", "an aborted call spends nothing; omit amount")
+            self.trigger_event(
+                self.Released,
+                timestamp=now,
+                evaluation_id=evaluation_id,
+                outcome=ABORTED,
+                actor=actor.to_json(),
+            )
+            return self.settled[evaluation_id], False
+        units = held.units if amount is None else require_units(amount, "/amount")
+        if units > held.units:
+            raise InvalidRequest.at(
+                "/amount",
+                f"{amount} exceeds the reserved {self._shown(held.units)}: report at most "
+                "what was reserved (a larger amount needs a new decision)",
+            )
+        self.trigger_event(
+            self.UsageCommitted,
+            timestamp=now,
+            evaluation_id=evaluation_id,
+            amount=self._shown(units) if amount is None else amount,
+            actor=actor.to_json(),
+        )
+        return self.settled[evaluation_id], False
+
+    def expire_due(self, now: datetime) -> int:
+        """Release every reservation whose expiry has come; returns how many."""
+        due = [eid for eid, held in self.outstanding.items() if held.expires_at <= now]
+        for evaluation_id in due:
+            self.trigger_event(
+                self.Released,
+                timestamp=now,
+                evaluation_id=evaluation_id,
+                outcome=EXPIRED,
+                actor=SCHEDULER.to_json(),
+            )
+        return len(due)
+
+    # ----------------------------------------------------------------- queries
+
+    def usage(self) -> Usage:
+        return Usage(
+            bounds=self.bounds,
+            spent=self.spent,
+            reserved=self.reserved,
+            calls_committed=self.calls_committed,
+            calls_reserved=self.calls_reserved,
+            class_calls=dict(self.class_calls),
+        )
+
+    def next_expiry(self) -> datetime | None:
+        return min((held.expires_at for held in self.outstanding.values()), default=None)
+
+    def _shown(self, units: int) -> str:
+        return format_units(units, scale_of(self.bounds.budget or ""))
+
+    def _expired(self, evaluation_id: str) -> LedgerError:
+        return ReservationExpired(
+            f"the reservation of evaluation {evaluation_id!r} has expired and was released; "
+            "its call was not counted"
+        )
+
+
+def empty_usage(bounds: Bounds) -> Usage:
+    """The usage of a Mission whose Meter has not been opened (no metered decision yet)."""
+    return Usage(
+        bounds=bounds, spent=0, reserved=0, calls_committed=0, calls_reserved=0, class_calls={}
+    )

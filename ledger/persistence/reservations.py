@@ -1,0 +1,59 @@
+"""When outstanding metered reservations expire, written in the same transaction as the Meter
+events that make and end them (SPEC 7.3 metering).
+
+The Meter writer passes ``ReservationDeadlines`` to ``Application.save(...,
+reservations=...)``; the recorder writes them beside the events, so the table lists exactly
+the reservations whose ``Reserved`` event committed and whose end did not. The scheduler of
+any replica asks ``due_meters`` which Meters hold a reservation to release; the Meter's own
+version check makes each release happen once. This module owns the table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ledger.persistence.database import Database
+
+METER_PREFIX = "meter:"
+
+INSERT_SQL = (
+    "INSERT INTO reservation_deadlines (evaluation_id, meter_id, expires_at) VALUES (%s, %s, %s)"
+)
+DELETE_SQL = "DELETE FROM reservation_deadlines WHERE evaluation_id = %s"
+
+
+@dataclass(frozen=True)
+class ReservationDeadlines:
+    """The deadline rows one save adds (evaluation id, meter id, expiry in epoch µs) and
+    removes (evaluation ids)."""
+
+    added: tuple[tuple[str, str, int], ...] = ()
+    removed: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed)
+
+    def write(self, cursor: Any, *, placeholder: str = "%s", **options: Any) -> None:
+        """Apply the rows through ``cursor`` (PostgreSQL: ``%s``; SQLite: ``?``)."""
+        insert = INSERT_SQL.replace("%s", placeholder)
+        delete = DELETE_SQL.replace("%s", placeholder)
+        for row in self.added:
+            cursor.execute(insert, row, **options)
+        for evaluation_id in self.removed:
+            cursor.execute(delete, (evaluation_id,), **options)
+
+
+def micros(value: datetime) -> int:
+    return int(value.timestamp() * 1_000_000)
+
+
+def due_meters(database: Database, now: datetime, limit: int = 100) -> list[str]:
+    """The Missions whose Meter holds a reservation due by ``now`` (soonest first)."""
+    rows = database.fetchall(
+        "SELECT meter_id, MIN(expires_at) AS soonest FROM reservation_deadlines "
+        "WHERE expires_at <= %s GROUP BY meter_id ORDER BY soonest LIMIT %s",
+        (micros(now), limit),
+    )
+    return [str(row["meter_id"]).removeprefix(METER_PREFIX) for row in rows]

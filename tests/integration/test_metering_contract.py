@@ -1,0 +1,226 @@
+"""Metering through the ledger (both backends): reservations are durable and visible to every
+replica, a group of operations is one transaction, concurrent writers on two replicas never
+take a Meter past its bound, and expiry releases each reservation exactly once."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from ledger.application import Ledger
+from ledger.application.metering import Expire, MeterWriter, Report, Reserve
+from ledger.domain.actors import Actor
+from ledger.domain.errors import BudgetExceeded, NotFound
+from ledger.domain.metering import Bounds, Meter, MeteredCall, Usage, format_units, meter_id
+from ledger.persistence.reservations import due_meters
+from ledger.persistence.store import open_ledger
+from ledger.settings import Settings
+from tests.builders import active_mission
+from tests.conftest import MutableClock
+
+PEP = Actor(type="api_key", name="pep-1", role="pep")
+BOUNDS = Bounds(budget="100.00", currency="USD", max_calls=50)
+
+
+def reserve(
+    mission_id: str, evaluation_id: str, amount: str, *, clock: MutableClock, ttl: int = 300
+) -> Reserve:
+    return Reserve(
+        mission_id=mission_id,
+        bounds=BOUNDS,
+        call=MeteredCall(amount=amount, currency="USD", call_class=None),
+        evaluation_id=evaluation_id,
+        mandate_id=None,
+        expires_at=clock.now() + timedelta(seconds=ttl),
+    )
+
+
+def executed(mission_id: str, evaluation_id: str, amount: str | None = None) -> Report:
+    return Report(
+        mission_id=mission_id,
+        evaluation_id=evaluation_id,
+        outcome="executed",
+        amount=amount,
+        actor=PEP,
+    )
+
+
+@pytest.fixture
+def writer(ledger: Ledger) -> Iterator[MeterWriter]:
+    with MeterWriter(ledger) as started:
+        yield started
+
+
+@pytest.fixture
+def replica(store_settings: Settings, clock: MutableClock) -> Iterator[Ledger]:
+    """A second Ledger on the same store: another replica's write side."""
+    other = open_ledger(store_settings, clock=clock)
+    yield other
+    other.close()
+
+
+def usage_of(ledger: Ledger, mission_id: str) -> Usage:
+    """The Meter's counters as the store holds them (read through ``ledger``: any replica)."""
+    meter = ledger.repository.get(meter_id(mission_id))
+    assert isinstance(meter, Meter)
+    return meter.usage()
+
+
+def meter_events(ledger: Ledger, mission_id: str) -> list[Any]:
+    return [logged.event for logged in ledger.history(meter_id(mission_id))]
+
+
+def test_a_reservation_is_durable_and_read_by_any_replica(
+    ledger: Ledger, writer: MeterWriter, replica: Ledger, clock: MutableClock
+) -> None:
+    mission = active_mission(ledger)
+    writer.reserve(reserve(mission.id, "e1", "30.00", clock=clock))
+    usage = usage_of(replica, mission.id)
+    assert (usage.reserved, usage.calls) == (30 * 10**18, 1)
+
+
+def test_a_report_reaching_another_replica_commits_the_reservation(
+    ledger: Ledger, writer: MeterWriter, replica: Ledger, clock: MutableClock
+) -> None:
+    mission = active_mission(ledger)
+    with MeterWriter(replica) as other:
+        other.reserve(reserve(mission.id, "warm", "1.00", clock=clock))  # B holds the Meter
+        writer.reserve(reserve(mission.id, "e1", "30.00", clock=clock))  # made on A
+        reported = other.report(executed(mission.id, "e1", "12.50"))
+    assert reported.settlement.amount == "12.50"
+    assert format_units(usage_of(ledger, mission.id).spent, 2) == "12.50"
+
+
+def test_an_unknown_reservation_is_not_found_on_any_replica(
+    ledger: Ledger, writer: MeterWriter, clock: MutableClock
+) -> None:
+    mission = active_mission(ledger)
+    writer.reserve(reserve(mission.id, "e1", "1.00", clock=clock))
+    with pytest.raises(NotFound):
+        writer.report(executed(mission.id, "e2"))
+    with pytest.raises(NotFound):
+        writer.report(executed("msn_unknown", "e1"))
+
+
+def test_a_group_of_operations_is_saved_in_one_transaction(
+    ledger: Ledger, clock: MutableClock
+) -> None:
+    mission, other = active_mission(ledger), active_mission(ledger)
+    commits: list[int] = []
+    ledger.commit_listeners.add(lambda positions: commits.append(len(positions)))
+    writer = MeterWriter(ledger)  # not started: the group is applied here, in this thread
+    outcomes = writer.apply(
+        [
+            reserve(mission.id, "a1", "60", clock=clock),
+            reserve(other.id, "b1", "10", clock=clock),
+            reserve(mission.id, "a2", "41", clock=clock),  # refused: 60 + 41 > 100
+            reserve(mission.id, "a3", "40", clock=clock),
+        ]
+    )
+    assert [outcomes[0], outcomes[1], outcomes[3]] == [None, None, None]
+    assert isinstance(outcomes[2], BudgetExceeded)
+    assert commits == [5]  # two Meters opened, three reservations: one write
+    assert format_units(usage_of(ledger, mission.id).remaining or 0) == "0"
+
+
+def test_two_replicas_reserving_at_once_never_exceed_the_bound(
+    ledger: Ledger, replica: Ledger, clock: MutableClock
+) -> None:
+    mission = active_mission(ledger)
+    refused: list[int] = []
+    with MeterWriter(ledger) as a, MeterWriter(replica) as b:
+
+        def spend(writer: MeterWriter, name: str) -> None:
+            for n in range(30):
+                try:
+                    writer.reserve(reserve(mission.id, f"{name}{n}", "3.00", clock=clock))
+                except BudgetExceeded:
+                    refused.append(n)
+
+        threads = [
+            threading.Thread(target=spend, args=(w, name))
+            for w, name in ((a, "a"), (b, "b"), (a, "c"), (b, "d"))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    reserved = [e for e in meter_events(ledger, mission.id) if isinstance(e, Meter.Reserved)]
+    assert len(reserved) == 33  # floor(100 / 3)
+    assert len(refused) == 120 - 33
+    assert sum(Decimal(e.amount) for e in reserved) <= Decimal(100)
+
+
+def test_expiry_releases_each_reservation_once_across_replicas(
+    ledger: Ledger, replica: Ledger, clock: MutableClock
+) -> None:
+    mission = active_mission(ledger)
+    with MeterWriter(ledger) as a, MeterWriter(replica) as b:
+        a.reserve(reserve(mission.id, "e1", "10", ttl=5, clock=clock))
+        b.reserve(reserve(mission.id, "e2", "10", ttl=5, clock=clock))
+        clock.advance(seconds=5)
+        released = [a.submit(Expire(mission.id)), b.submit(Expire(mission.id))]
+        counts = [f.result(10) for f in released]
+    events = [e for e in meter_events(ledger, mission.id) if isinstance(e, Meter.Released)]
+    assert sorted(e.evaluation_id for e in events) == ["e1", "e2"]
+    assert sorted(counts) == [0, 2]  # type: ignore[type-var]  # one writer releases both
+    assert {e.outcome for e in events} == {"expired"}
+
+
+def test_the_deadlines_name_the_meters_with_a_reservation_due(
+    ledger: Ledger, writer: MeterWriter, clock: MutableClock
+) -> None:
+    mission = active_mission(ledger)
+    writer.reserve(reserve(mission.id, "e1", "10", ttl=60, clock=clock))
+    writer.reserve(reserve(mission.id, "e2", "10", ttl=60, clock=clock))
+    writer.report(executed(mission.id, "e2"))
+    assert due_meters(ledger.database, clock.now()) == []
+    assert due_meters(ledger.database, clock.now() + timedelta(seconds=60)) == [mission.id]
+    clock.advance(seconds=60)
+    assert writer.expire(mission.id) == 1
+    assert due_meters(ledger.database, clock.now()) == []
+
+
+def test_a_deadline_exists_exactly_when_its_reservation_committed(
+    ledger: Ledger, clock: MutableClock
+) -> None:
+    """A group that loses its race writes no deadline either (same transaction)."""
+    mission = active_mission(ledger)
+    writer = MeterWriter(ledger)
+    writer.apply([reserve(mission.id, "e1", "10", ttl=60, clock=clock)])
+    stale = MeterWriter(ledger)
+    stale.apply([reserve(mission.id, "e0", "1", ttl=60, clock=clock)])  # another replica
+    writer.apply([reserve(mission.id, "e2", "10", ttl=60, clock=clock)])  # conflicts, retries
+    assert writer.conflicts == 1
+    later = clock.now() + timedelta(seconds=60)
+    rows = ledger.database.fetchall(
+        "SELECT evaluation_id FROM reservation_deadlines ORDER BY evaluation_id"
+    )
+    assert [r["evaluation_id"] for r in rows] == ["e0", "e1", "e2"]
+    assert due_meters(ledger.database, later) == [mission.id]
+
+
+def test_a_replica_refuses_only_on_the_stores_current_state(
+    ledger: Ledger, replica: Ledger, clock: MutableClock
+) -> None:
+    """Budget released through one replica is spendable through the other at once, though
+    the other's copy of the Meter still shows it reserved."""
+    mission = active_mission(ledger)
+    with MeterWriter(ledger) as a, MeterWriter(replica) as b:
+        b.reserve(reserve(mission.id, "e1", "100.00", clock=clock))
+        a.report(
+            Report(
+                mission_id=mission.id,
+                evaluation_id="e1",
+                outcome="aborted",
+                amount=None,
+                actor=PEP,
+            )
+        )
+        b.reserve(reserve(mission.id, "e2", "100.00", clock=clock))
+    assert usage_of(ledger, mission.id).reserved == 100 * 10**18

@@ -1,0 +1,306 @@
+"""The Meter (SPEC 7.3 metering) without any store: reservation arithmetic, its invariant,
+and the decimal amounts it keeps exactly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, localcontext
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledger.domain.actors import Actor
+from ledger.domain.constraints import PARAMETER_VIOLATION, Violation
+from ledger.domain.errors import BudgetExceeded, InvalidRequest, NotFound, ReservationExpired
+from ledger.domain.metering import (
+    ABORTED,
+    EXECUTED,
+    EXPIRED,
+    MAX_BUDGET,
+    MAX_CALLS,
+    Bounds,
+    Meter,
+    MeteredCall,
+    bounds_of,
+    format_units,
+    metered_call,
+    parse_units,
+)
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+PEP = Actor(type="api_key", name="pep-1", role="pep")
+USD = Bounds(budget="1000.00", currency="USD")
+
+
+def meter(bounds: Bounds = USD) -> Meter:
+    return Meter.open(mission_id="msn_test", bounds=bounds, now=NOW)
+
+
+def spend(amount: str | None, call_class: str | None = None) -> MeteredCall:
+    return MeteredCall(
+        amount=amount, currency=None if amount is None else "USD", call_class=call_class
+    )
+
+
+def reserve(m: Meter, evaluation_id: str, call: MeteredCall, *, ttl: int = 300) -> None:
+    m.reserve(
+        call,
+        evaluation_id=evaluation_id,
+        expires_at=NOW + timedelta(seconds=ttl),
+        mandate_id=None,
+        now=NOW,
+    )
+
+
+def replayed(m: Meter) -> Meter:
+    """The Meter rebuilt from the events it recorded (what every replica would load)."""
+    rebuilt: Any = None
+    for event in m.collect_events():
+        rebuilt = event.mutate(rebuilt)
+    assert isinstance(rebuilt, Meter)
+    return rebuilt
+
+
+# ---------------------------------------------------------------------- the invariant
+
+
+def test_a_reservation_that_would_exceed_the_budget_is_refused() -> None:
+    m = meter()
+    reserve(m, "e1", spend("600.00"))
+    with pytest.raises(BudgetExceeded) as refused:
+        reserve(m, "e2", spend("400.01"))
+    assert refused.value.control == MAX_BUDGET
+    assert m.reserved == parse_units("600.00")
+
+
+def test_a_reservation_up_to_exactly_the_budget_is_accepted() -> None:
+    m = meter()
+    reserve(m, "e1", spend("600.00"))
+    reserve(m, "e2", spend("400"))
+    assert m.usage().remaining == 0
+
+
+def test_releasing_a_reservation_frees_its_amount() -> None:
+    m = meter()
+    reserve(m, "e1", spend("1000.00"))
+    m.report("e1", outcome=ABORTED, amount=None, actor=PEP, now=NOW)
+    reserve(m, "e2", spend("1000.00"))
+    assert m.spent == 0
+
+
+def test_committing_less_than_reserved_frees_the_difference() -> None:
+    m = meter()
+    reserve(m, "e1", spend("800.00"))
+    m.report("e1", outcome=EXECUTED, amount="300.25", actor=PEP, now=NOW)
+    assert format_units(m.spent, 2) == "300.25"
+    assert format_units(m.usage().remaining or 0, 2) == "699.75"
+
+
+def test_committing_more_than_reserved_is_refused() -> None:
+    m = meter()
+    reserve(m, "e1", spend("10.00"))
+    with pytest.raises(InvalidRequest, match=r"exceeds the reserved 10\.00"):
+        m.report("e1", outcome=EXECUTED, amount="10.01", actor=PEP, now=NOW)
+    assert m.spent == 0
+    assert "e1" in m.outstanding
+
+
+def test_a_second_report_answers_the_first_outcome_and_changes_nothing() -> None:
+    m = meter()
+    reserve(m, "e1", spend("10.00"))
+    m.report("e1", outcome=EXECUTED, amount="4", actor=PEP, now=NOW)
+    version = m.version
+    settlement, again = m.report("e1", outcome=ABORTED, amount=None, actor=PEP, now=NOW)
+    assert again is True
+    assert settlement.outcome == EXECUTED
+    assert m.version == version
+
+
+def test_an_unknown_reservation_is_not_found() -> None:
+    with pytest.raises(NotFound):
+        meter().report("nope", outcome=EXECUTED, amount=None, actor=PEP, now=NOW)
+
+
+def test_an_aborted_report_names_no_amount() -> None:
+    m = meter()
+    reserve(m, "e1", spend("10.00"))
+    with pytest.raises(InvalidRequest, match="aborted"):
+        m.report("e1", outcome=ABORTED, amount="1", actor=PEP, now=NOW)
+
+
+def test_a_reservation_in_another_currency_is_refused() -> None:
+    with pytest.raises(InvalidRequest, match="EUR is not comparable with the budget's USD"):
+        reserve(meter(), "e1", MeteredCall(amount="1", currency="EUR", call_class=None))
+
+
+def test_expiry_releases_each_due_reservation_once() -> None:
+    m = meter()
+    reserve(m, "short", spend("100"), ttl=10)
+    reserve(m, "long", spend("100"), ttl=600)
+    later = NOW + timedelta(seconds=10)
+    assert m.expire_due(later) == 1
+    assert m.expire_due(later) == 0
+    assert m.settled["short"].outcome == EXPIRED
+    assert list(m.outstanding) == ["long"]
+
+
+def test_a_report_after_expiry_is_refused_whether_or_not_the_release_was_recorded() -> None:
+    m = meter()
+    reserve(m, "e1", spend("100"), ttl=10)
+    later = NOW + timedelta(seconds=10)
+    with pytest.raises(ReservationExpired):
+        m.report("e1", outcome=EXECUTED, amount=None, actor=PEP, now=later)
+    m.expire_due(later)
+    with pytest.raises(ReservationExpired):
+        m.report("e1", outcome=EXECUTED, amount=None, actor=PEP, now=later)
+    assert m.spent == 0
+
+
+def test_max_calls_counts_committed_and_reserved_calls() -> None:
+    m = meter(Bounds(max_calls=2))
+    reserve(m, "e1", spend(None, "write"))
+    m.report("e1", outcome=EXECUTED, amount=None, actor=PEP, now=NOW)
+    reserve(m, "e2", spend(None))
+    with pytest.raises(BudgetExceeded) as refused:
+        reserve(m, "e3", spend(None))
+    assert refused.value.control == MAX_CALLS
+    m.report("e2", outcome=ABORTED, amount=None, actor=PEP, now=NOW)
+    reserve(m, "e3", spend(None))
+
+
+def test_a_call_class_limit_bounds_only_its_class() -> None:
+    m = meter(Bounds(class_limits={"write": 1}))
+    reserve(m, "w1", spend(None, "write"))
+    with pytest.raises(BudgetExceeded, match="'write'"):
+        reserve(m, "w2", spend(None, "write"))
+    reserve(m, "r1", spend(None, "read"))
+    reserve(m, "r2", spend(None))
+    assert m.usage().calls == 3
+
+
+# ---------------------------------------------------------------------- the property
+
+AMOUNTS = st.decimals(
+    min_value=Decimal(0), max_value=Decimal(400), places=2, allow_nan=False, allow_infinity=False
+)
+OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("reserve"), AMOUNTS, st.sampled_from([None, "write", "read"])),
+        st.tuples(st.just("commit"), st.integers(0, 40), st.integers(0, 100)),
+        st.tuples(st.just("abort"), st.integers(0, 40), st.none()),
+        st.tuples(st.just("tick"), st.integers(0, 200), st.none()),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(operations=OPERATIONS)
+def test_committed_plus_outstanding_never_exceeds_any_bound(
+    operations: list[tuple[str, Any, Any]],
+) -> None:
+    bounds = Bounds(budget="1000.00", currency="USD", max_calls=12, class_limits={"write": 4})
+    m = meter(bounds)
+    budget = parse_units("1000.00") or 0
+    now = NOW
+    committed = 0
+    made: list[str] = []
+    for kind, first, second in operations:
+        try:
+            if kind == "reserve":
+                eid = f"e{len(made)}"
+                m.reserve(
+                    MeteredCall(amount=str(first), currency="USD", call_class=second),
+                    evaluation_id=eid,
+                    expires_at=now + timedelta(seconds=60),
+                    mandate_id=None,
+                    now=now,
+                )
+                made.append(eid)
+            elif kind == "commit" and made:
+                eid = made[first % len(made)]
+                held = m.outstanding.get(eid)
+                amount = None
+                if held is not None:
+                    amount = format_units(held.units * second // 100)
+                settlement, again = m.report(
+                    eid, outcome=EXECUTED, amount=amount, actor=PEP, now=now
+                )
+                if not again:
+                    committed += settlement.units
+            elif kind == "abort" and made:
+                m.report(made[first % len(made)], outcome=ABORTED, amount=None, actor=PEP, now=now)
+            elif kind == "tick":
+                now += timedelta(seconds=first)
+                m.expire_due(now)
+        except (BudgetExceeded, ReservationExpired):
+            pass
+        assert m.spent + m.reserved <= budget
+        assert m.calls_committed + m.calls_reserved <= 12
+        assert m.class_calls.get("write", 0) <= 4
+        assert m.reserved == sum(h.units for h in m.outstanding.values())
+        assert m.spent == committed
+    rebuilt = replayed(m)
+    assert (rebuilt.spent, rebuilt.reserved) == (m.spent, m.reserved)
+    assert rebuilt.outstanding == m.outstanding
+
+
+@given(
+    st.decimals(
+        min_value=Decimal(0),
+        max_value=Decimal(10) ** 30,
+        places=18,
+        allow_nan=False,
+        allow_infinity=False,
+    )
+)
+def test_amounts_are_kept_exactly_whatever_their_digits(value: Decimal) -> None:
+    with localcontext() as exact:
+        exact.prec = 80
+        text = format(value, "f")
+        units = parse_units(text)
+        assert units is not None
+        assert Decimal(format_units(units)) == Decimal(text)
+        assert units == int(Decimal(text).scaleb(18))
+
+
+# ---------------------------------------------------------------------- bounds and calls
+
+
+def test_bounds_come_from_the_intents_controls() -> None:
+    bounds = bounds_of(
+        {
+            "max_budget": {"amount": "500.00", "currency": "EUR"},
+            "max_calls": [{"call_class": "write", "max": 3}],
+        }
+    )
+    assert bounds == Bounds(budget="500.00", currency="EUR", class_limits={"write": 3})
+    assert bounds_of({"max_calls": 7}) == Bounds(max_calls=7)
+    assert bounds_of({"acr": "x"}) is None
+
+
+def test_an_action_with_neither_amount_nor_call_class_is_not_metered() -> None:
+    assert metered_call(USD, {}, {"tool": "x"}, {}) is None
+
+
+def test_a_call_class_alone_makes_an_action_metered() -> None:
+    assert metered_call(USD, {"call_class": "write"}, {}, {}) == MeteredCall(None, None, "write")
+
+
+def test_an_amount_in_the_context_is_metered_like_one_in_the_action() -> None:
+    call = metered_call(USD, {}, {}, {"amount": "5.00", "currency": "USD"})
+    assert call == MeteredCall("5.00", "USD", None)
+
+
+def test_a_metered_amount_without_a_currency_is_a_parameter_violation() -> None:
+    found = metered_call(USD, {}, {"amount": "5.00"}, {})
+    assert isinstance(found, Violation)
+    assert (found.reason, found.constraint) == (PARAMETER_VIOLATION, MAX_BUDGET)
+
+
+def test_a_malformed_metered_amount_is_a_parameter_violation() -> None:
+    found = metered_call(USD, {}, {"amount": "5,00", "currency": "USD"}, {})
+    assert isinstance(found, Violation)
+    assert "not a decimal string" in found.detail
