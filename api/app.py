@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from api import errors
+from api.checkpoints import Checkpointer, HttpWitness
 from api.gc_policy import GcPolicy
 from api.middleware import BodyLimit, RequestId
 from api.oauth import OAuthVerifier
@@ -40,6 +41,7 @@ from api.sse_hub import SseHub
 from api.subject_tokens import SubjectTokenVerifier
 from api.tokens import TokenVerifier
 from ledger.clock import Clock, SystemClock
+from ledger.persistence.checkpoints import CheckpointStore
 from ledger.persistence.snapshots import StateCodec
 from ledger.persistence.store import open_ledger
 from ledger.settings import Settings, load_settings
@@ -111,11 +113,36 @@ def build_services(settings: Settings, clock: Clock) -> Services:
 
 def _maintain(services: Services, retention: Retention) -> None:
     """Every scheduler tick: pick up rotated signing keys, prune what outlived retention,
-    freeze long-lived objects."""
+    freeze long-lived objects, sign a checkpoint when one is due."""
     if services.gc is not None:
         services.gc.tick()  # first: needs no database
     services.keyring.refresh()
     retention.tick(services.clock.now())
+    if services.checkpoints is not None:
+        services.checkpoints.tick()
+
+
+def build_checkpointer(settings: Settings, services: Services) -> Checkpointer:
+    """The checkpoints of this replica and their witnesses (SPEC 7.4)."""
+    ledger = services.ledger
+    url = settings.checkpoint_witness_url
+    return Checkpointer(
+        CheckpointStore(ledger.database, ledger.event_log),
+        services.keyring,
+        services.clock,
+        issuer=settings.public_issuer,
+        alg=settings.signing_alg,
+        interval=timedelta(seconds=settings.checkpoint_interval_seconds),
+        directory=settings.checkpoint_dir,
+        http=None if url is None else HttpWitness(url),
+    )
+
+
+def _final_checkpoint(checkpointer: Checkpointer) -> None:
+    try:
+        checkpointer.stop()
+    except Exception:  # shutdown goes on; the next start's first tick signs the head
+        log.exception("the shutdown checkpoint failed")
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
@@ -140,6 +167,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             interval=resolved.scheduler_interval_seconds,
             on_tick=lambda: _maintain(services, retention),
         )
+        checkpointer = services.checkpoints = build_checkpointer(resolved, services)
+        checkpointer.start()
         scheduler.start()
         push = PushDelivery(services.ledger, follower=services.follower)
         push.start()
@@ -156,6 +185,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         finally:
             push.stop()
             scheduler.stop()
+            await run_in_threadpool(_final_checkpoint, checkpointer)
             if services.gc is not None:
                 services.gc.stop()
             services.follower.stop()

@@ -19,7 +19,7 @@ import typer
 from ledger.domain.actors import Actor
 from ledger.domain.errors import LedgerError
 from ledger.domain.roles import Role
-from ledger.persistence.chain import verify_chain
+from ledger.persistence.chain import ChainReport, verify_chain_against
 from ledger.persistence.migrations import MigrationError, migrate
 from ledger.settings import Settings, load_settings
 
@@ -34,7 +34,9 @@ app = typer.Typer(
     add_completion=False,
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys (shown once, stored hashed).")
-audit_app = typer.Typer(help="Verify the hash-chained ledger.")
+audit_app = typer.Typer(
+    help="Verify the hash-chained ledger, export evidence bundles and verify them offline."
+)
 projections_app = typer.Typer(help="Rebuild the read models.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
@@ -289,11 +291,25 @@ def keys_rotate_signing(
 
 @audit_app.command("verify")
 def audit_verify(
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoints",
+            help="A witness directory of signed checkpoints (<position>.jwt): also fail, "
+            "naming the file, when the store's chain no longer holds a checkpointed "
+            "(position, hash), as after a truncated tail or a recomputed chain.",
+            file_okay=False,
+            exists=True,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Verify the whole hash chain. Exit 0 when intact; otherwise exit 1 naming the first
-    bad position (an event altered, removed, inserted or reordered)."""
+    bad position (an event altered, removed, inserted or reordered) or, with --checkpoints,
+    each checkpoint the store no longer matches."""
+    from api.checkpoints import read_witness_directory  # noqa: PLC0415
     from ledger.persistence.store import open_ledger  # noqa: PLC0415
+    from ledger.signing.store import open_store, public_key_set  # noqa: PLC0415
 
     settings = _settings()
     try:
@@ -301,23 +317,53 @@ def audit_verify(
     except MigrationError as error:
         raise _fail(str(error)) from None
     try:
-        report = verify_chain(ledger.event_log.chain_rows())
+        witnessed = []
+        if checkpoints is not None:
+            stored_keys = open_store(settings, ledger.database).load()
+            try:
+                witnessed = read_witness_directory(
+                    checkpoints, lambda kids: public_key_set(stored_keys, kids)
+                )
+            except (OSError, ValueError) as error:
+                raise _fail(f"cannot read the checkpoints in {checkpoints}: {error}") from None
+        report, anchor_failures = verify_chain_against(
+            ledger.event_log.chain_rows(), [w.anchor for w in witnessed if w.anchor is not None]
+        )
     finally:
         ledger.close()
+    failures = [(str(w.path), None, w.problem) for w in witnessed if w.problem is not None]
+    failures += [(f.anchor.source, f.anchor.position, f.problem) for f in anchor_failures]
     if as_json:
-        typer.echo(
-            json.dumps(
-                {
-                    "intact": report.intact,
-                    "checked": report.checked,
-                    "head_position": report.head_position,
-                    "head_hash": report.head_hash.hex(),
-                    "first_bad_position": report.first_bad,
-                    "problem": report.problem,
-                }
-            )
-        )
-    elif report.intact:
+        document: dict[str, object] = {
+            "intact": report.intact,
+            "checked": report.checked,
+            "head_position": report.head_position,
+            "head_hash": report.head_hash.hex(),
+            "first_bad_position": report.first_bad,
+            "problem": report.problem,
+        }
+        if checkpoints is not None:
+            document["checkpoints"] = {
+                "checked": len(witnessed),
+                "failed": [
+                    {"file": name, "position": position, "problem": problem}
+                    for name, position, problem in failures
+                ],
+            }
+        typer.echo(json.dumps(document))
+    else:
+        _print_verify_report(report, checkpoints, len(witnessed), failures)
+    if not report.intact or failures:
+        raise typer.Exit(1)
+
+
+def _print_verify_report(
+    report: ChainReport,
+    checkpoints: Path | None,
+    witnessed: int,
+    failures: list[tuple[str, int | None, str | None]],
+) -> None:
+    if report.intact:
         typer.echo(
             f"intact: {report.checked} events verified, head position {report.head_position}, "
             f"head hash {report.head_hash.hex()}"
@@ -326,10 +372,16 @@ def audit_verify(
         typer.echo(
             f"BROKEN at position {report.first_bad}: {report.problem} "
             f"({report.checked} events verified before it)",
-            err=not as_json,
+            err=True,
         )
-    if not report.intact:
-        raise typer.Exit(1)
+    if checkpoints is None:
+        return
+    for name, _, problem in failures:
+        typer.echo(f"CHECKPOINT FAILED {name}: {problem}", err=True)
+    if not witnessed:
+        typer.echo(f"warning: no checkpoint files (*.jwt) in {checkpoints}", err=True)
+    elif not failures:
+        typer.echo(f"checkpoints: all {witnessed} in {checkpoints} match the store's chain")
 
 
 @projections_app.command("rebuild")

@@ -18,6 +18,7 @@ from projections.pdp import DecisionPoint
 from projections.signals import SignalLog
 
 if TYPE_CHECKING:
+    from api.checkpoints import Checkpointer
     from api.gc_policy import GcPolicy
     from api.oauth import OAuthVerifier
     from api.push import PushDelivery
@@ -47,6 +48,7 @@ class Services:
     subject_tokens: SubjectTokenVerifier
     push: PushDelivery | None = None  # set by the lifespan once started
     gc: GcPolicy | None = None  # set by the lifespan (settings.gc_freeze)
+    checkpoints: Checkpointer | None = None  # set by the lifespan once started
 
 
 async def get_services(request: Request) -> Services:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 GENESIS = bytes(32)
@@ -128,3 +128,88 @@ def _bad(
         first_bad=position,
         problem=problem,
     )
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A chain head signed earlier (a checkpoint): the store's chain must still hold
+    ``chain_hash`` at ``position``, with ``events`` events up to it. ``source`` names where
+    the anchor came from (a checkpoint file), for the report."""
+
+    position: int
+    chain_hash: bytes
+    events: int
+    source: str
+
+
+@dataclass(frozen=True)
+class AnchorFailure:
+    anchor: Anchor
+    problem: str
+
+
+class _Recorder:
+    """Passes chain rows through while noting, at each anchored position, the stored link
+    hash and the number of events up to it."""
+
+    def __init__(self, rows: Iterable[ChainRow], positions: set[int]) -> None:
+        self._rows = iter(rows)
+        self._wanted = positions
+        self._last_wanted = max(positions, default=0)
+        self.events = 0
+        self.last_position = 0
+        self.seen: dict[int, tuple[bytes | None, int]] = {}
+
+    def __iter__(self) -> Iterator[ChainRow]:
+        wanted = self._wanted
+        for row in self._rows:
+            if row.originator_id is not None:
+                self.events += 1
+            self.last_position = row.position
+            if row.position in wanted:
+                self.seen[row.position] = (row.chain_hash, self.events)
+            yield row
+
+    def drain(self) -> None:
+        """Read on past where the verifier stopped, up to the last anchored position."""
+        if self.last_position < self._last_wanted:
+            for _ in self:
+                if self.last_position >= self._last_wanted:
+                    return
+
+
+def verify_chain_against(
+    rows: Iterable[ChainRow], anchors: Iterable[Anchor]
+) -> tuple[ChainReport, list[AnchorFailure]]:
+    """``verify_chain``, and each anchor checked against the stored chain: a truncated tail
+    or a recomputed chain keeps the chain itself intact, but loses the anchored link."""
+    anchored = list(anchors)
+    recorder = _Recorder(rows, {a.position for a in anchored})
+    report = verify_chain(recorder)
+    recorder.drain()
+    failures = []
+    for anchor in anchored:
+        problem = _anchor_problem(anchor, recorder.seen.get(anchor.position))
+        if problem is not None:
+            failures.append(AnchorFailure(anchor, problem))
+    return report, failures
+
+
+def _anchor_problem(anchor: Anchor, seen: tuple[bytes | None, int] | None) -> str | None:
+    if seen is None or seen[0] is None:
+        return (
+            f"the store's chain has no event at position {anchor.position}, which the "
+            "checkpoint signed: the log was truncated or that event removed"
+        )
+    stored_hash, events = seen
+    if stored_hash != anchor.chain_hash:
+        return (
+            f"the store's chain hash at position {anchor.position} is {stored_hash.hex()}, "
+            f"the checkpoint signed {anchor.chain_hash.hex()}: the chain was rewritten since"
+        )
+    if events != anchor.events:
+        return (
+            f"the store holds {events} events up to position {anchor.position}, the "
+            f"checkpoint signed {anchor.events}: events were removed or inserted"
+        )
+    return None

@@ -11,7 +11,7 @@ from eventsourcing.persistence import Mapper, StoredEvent
 
 from ledger.domain.events import LedgerEvent
 from ledger.persistence.chain import ChainRow
-from ledger.persistence.database import Database, Dialect
+from ledger.persistence.database import Cursor, Database, Dialect
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,16 @@ class LoggedEvent:
     event: LedgerEvent
     topic: str
     chain_hash: bytes | None
+
+
+@dataclass(frozen=True)
+class HeadLink:
+    """The chain's head: the newest event's position and link hash, and a count of events
+    (over a range the caller chose)."""
+
+    position: int
+    chain_hash: bytes
+    counted: int
 
 
 class EventLog:
@@ -89,6 +99,34 @@ class EventLog:
     def position_of(self, originator_id: str, version: int) -> int | None:
         row = self._db.fetchone(self._position_sql, (originator_id, version))
         return None if row is None else int(row["position"])
+
+    def head_link(self, cur: Cursor, *, counted_after: int = 0) -> HeadLink | None:
+        """The newest event's position and link hash, and how many events lie after
+        ``counted_after`` up to it, read on ``cur`` (None for an empty log)."""
+        if self._db.dialect is Dialect.POSTGRES:
+            cur.execute(
+                "SELECT notification_id AS position, chain_hash FROM ledger_events "
+                "ORDER BY notification_id DESC LIMIT 1"
+            )
+            count_sql = (
+                "SELECT count(*) AS n FROM ledger_events "
+                "WHERE notification_id > %s AND notification_id <= %s"
+            )
+        else:
+            cur.execute(
+                "SELECT e.rowid AS position, c.hash AS chain_hash FROM stored_events e "
+                "LEFT JOIN stored_events_chain c ON c.notification_id = e.rowid "
+                "ORDER BY e.rowid DESC LIMIT 1"
+            )
+            count_sql = "SELECT count(*) AS n FROM stored_events WHERE rowid > %s AND rowid <= %s"
+        row = cur.fetchone()
+        if row is None or row["chain_hash"] is None:
+            return None
+        position = int(row["position"])
+        cur.execute(count_sql, (counted_after, position))
+        counted = cur.fetchone()
+        assert counted is not None
+        return HeadLink(position, bytes(row["chain_hash"]), int(counted["n"]))
 
     def chain_rows(self, batch: int = 1000) -> Iterator[ChainRow]:
         """Every position in order, events and links joined (a link without its event,
