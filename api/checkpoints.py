@@ -37,7 +37,7 @@ from ledger.domain.checkpoints import CHECKPOINT_TYP, MalformedCheckpoint, parse
 from ledger.persistence.chain import Anchor
 from ledger.persistence.checkpoints import CheckpointStore, Outcome, StoredCheckpoint, kid_of
 from ledger.persistence.private_files import write_atomically
-from ledger.signing.jwks import JwsRejected, JwksVerifier
+from ledger.signing.jwks import JwksVerifier, JwsRejected
 from ledger.signing.keyring import Keyring
 
 log = logging.getLogger("mission_ledger.checkpoints")

@@ -331,7 +331,9 @@ def audit_verify(
         )
     finally:
         ledger.close()
-    failures = [(str(w.path), None, w.problem) for w in witnessed if w.problem is not None]
+    failures: list[tuple[str, int | None, str]] = [
+        (str(w.path), None, w.problem) for w in witnessed if w.problem is not None
+    ]
     failures += [(f.anchor.source, f.anchor.position, f.problem) for f in anchor_failures]
     if as_json:
         document: dict[str, object] = {
@@ -361,7 +363,7 @@ def _print_verify_report(
     report: ChainReport,
     checkpoints: Path | None,
     witnessed: int,
-    failures: list[tuple[str, int | None, str | None]],
+    failures: list[tuple[str, int | None, str]],
 ) -> None:
     if report.intact:
         typer.echo(
@@ -382,6 +384,134 @@ def _print_verify_report(
         typer.echo(f"warning: no checkpoint files (*.jwt) in {checkpoints}", err=True)
     elif not failures:
         typer.echo(f"checkpoints: all {witnessed} in {checkpoints} match the store's chain")
+
+
+@audit_app.command("export")
+def audit_export(
+    out: Annotated[
+        Path, typer.Option("--out", help="The bundle file to write (a .tar; not overwritten).")
+    ],
+    mission: Annotated[
+        str | None, typer.Option("--mission", help="Export this Mission's evidence.")
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option("--from", help="Export the events recorded from this instant (RFC 3339)."),
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", help="... up to (not including) this instant.")
+    ] = None,
+) -> None:
+    """Write an evidence bundle (docs/evidence.md) of one Mission (--mission) or of a time
+    range (--from and --to): events with their chain links, Mandate tokens, SETs,
+    checkpoints, decision records, the keys that signed them and a signed manifest."""
+    from api.evidence import EvidenceExporter, ExportScope  # noqa: PLC0415
+    from ledger.domain.instants import parse_instant  # noqa: PLC0415
+    from ledger.persistence.store import open_ledger  # noqa: PLC0415
+    from ledger.signing.keyring import Keyring  # noqa: PLC0415
+
+    if out.exists():
+        raise _fail(f"{out} exists: a bundle is never overwritten; choose another --out")
+    try:
+        scope = ExportScope(
+            mission_id=mission,
+            start=None if start is None else parse_instant(start, "--from"),
+            end=None if end is None else parse_instant(end, "--to"),
+        )
+    except LedgerError as error:
+        raise _fail(error.detail, code=2) from None
+    settings = _settings()
+    try:
+        ledger = open_ledger(settings)
+    except MigrationError as error:
+        raise _fail(str(error)) from None
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        keyring = Keyring.open(settings, ledger.database)
+        keyring.ensure(settings.signing_alg, ledger.clock.now())
+        ledger.mandate_alg = settings.signing_alg
+        exporter = EvidenceExporter(
+            ledger, keyring, issuer=settings.public_issuer, alg=settings.signing_alg
+        )
+        with partial.open("xb") as handle:
+            manifest = exporter.export(scope, handle)
+        partial.replace(out)
+    except LedgerError as error:
+        raise _fail(error.detail) from None
+    except (OSError, RuntimeError, ValueError) as error:
+        raise _fail(f"cannot export: {error}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+        ledger.close()
+    covered = manifest["range"]
+    typer.echo(
+        f"wrote {out}: {covered['events']} events (positions {covered['first_position']} to "
+        f"{covered['last_position']}), manifest signed {manifest['created_at']}"
+    )
+
+
+@audit_app.command("verify-bundle")
+def audit_verify_bundle(
+    bundle: Annotated[Path, typer.Argument(help="An evidence bundle (.tar).", dir_okay=False)],
+    trusted_jwks: Annotated[
+        Path | None,
+        typer.Option(
+            "--trusted-jwks",
+            help="A JWK Set you trust (e.g. the ledger's /.well-known/jwks.json, kept with "
+            "retired keys): fail unless every key in the bundle is one of them.",
+            dir_okay=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check an evidence bundle offline (no database, no settings, no network): the
+    manifest's signature against the bundled keys, every file's digest, the hash chain's
+    continuity over the exported events, and every checkpoint, Mandate and SET signature.
+    Exit 0 when it verifies, 1 naming every problem found."""
+    from ledger.evidence.bundle import EVENTS  # noqa: PLC0415
+    from ledger.evidence.verify import verify_bundle  # noqa: PLC0415
+
+    trusted = None
+    if trusted_jwks is not None:
+        try:
+            trusted = json.loads(trusted_jwks.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise _fail(f"cannot read --trusted-jwks {trusted_jwks}: {error}", code=2) from None
+    report = verify_bundle(bundle, trusted=trusted)
+    manifest = report.manifest or {}
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "verified": report.ok,
+                    "problems": report.problems,
+                    "signer": report.signer,
+                    "issuer": manifest.get("issuer"),
+                    "created_at": manifest.get("created_at"),
+                    "range": manifest.get("range"),
+                    "lines": report.counts,
+                }
+            )
+        )
+    elif report.ok:
+        covered = manifest["range"]
+        what = (
+            f"Mission {covered['mission']}"
+            if covered["kind"] == "mission"
+            else f"events recorded from {covered['from']} to {covered['to']}"
+        )
+        counts = ", ".join(f"{n} {name}" for name, n in report.counts.items() if name != EVENTS)
+        typer.echo(
+            f"verified: {bundle}: {what}, {report.counts.get(EVENTS, 0)} events (positions "
+            f"{covered['first_position']} to {covered['last_position']}); {counts}; manifest "
+            f"signed by {manifest['issuer']} with key {report.signer} at {manifest['created_at']}"
+        )
+    else:
+        typer.echo(f"FAILED: {bundle} does not verify:", err=True)
+        for problem in report.problems:
+            typer.echo(f"  {problem}", err=True)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @projections_app.command("rebuild")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import Request
 
+from api.evidence import DecisionRecordSource, no_decision_records
 from ledger.application import Ledger
 from ledger.clock import Clock
 from ledger.settings import Settings
@@ -49,6 +50,8 @@ class Services:
     push: PushDelivery | None = None  # set by the lifespan once started
     gc: GcPolicy | None = None  # set by the lifespan (settings.gc_freeze)
     checkpoints: Checkpointer | None = None  # set by the lifespan once started
+    #: Decision records for evidence bundles (api/evidence.py); the decision log plugs in here.
+    decision_records: DecisionRecordSource = no_decision_records
 
 
 async def get_services(request: Request) -> Services:

@@ -59,7 +59,7 @@ class RawStore:
     def events(self) -> list[RawEvent]:
         with self.connection() as conn:
             rows = conn.execute(
-                f"SELECT {self.position}, originator_id, originator_version, topic, state "  # noqa: S608
+                f"SELECT {self.position}, originator_id, originator_version, topic, state "
                 f"FROM {self.table} ORDER BY {self.position}"
             ).fetchall()
         return [RawEvent(int(p), str(o), int(v), str(t), bytes(s)) for p, o, v, t, s in rows]
@@ -73,7 +73,7 @@ class RawStore:
         with self.connection() as conn:
             mark = "?" if self.embedded else "%s"
             conn.execute(
-                f"UPDATE {self.table} SET state = {mark} WHERE {self.position} = {mark}",  # noqa: S608
+                f"UPDATE {self.table} SET state = {mark} WHERE {self.position} = {mark}",
                 (state, position),
             )
 
@@ -81,7 +81,7 @@ class RawStore:
         """Remove the ``count`` newest events and their links; their positions."""
         doomed = [e.position for e in self.events()[-count:]]
         first = min(doomed)
-        statements = [f"DELETE FROM {self.table} WHERE {self.position} >= {first}"]  # noqa: S608
+        statements = [f"DELETE FROM {self.table} WHERE {self.position} >= {first}"]
         if self.embedded:
             statements.append(f"DELETE FROM stored_events_chain WHERE notification_id >= {first}")
         self.execute(*statements)
@@ -91,9 +91,9 @@ class RawStore:
         """Exchange the log positions of the events at ``a`` and ``b``."""
         p = self.position
         self.execute(
-            f"UPDATE {self.table} SET {p} = -1 WHERE {p} = {a}",  # noqa: S608
-            f"UPDATE {self.table} SET {p} = {a} WHERE {p} = {b}",  # noqa: S608
-            f"UPDATE {self.table} SET {p} = {b} WHERE {p} = -1",  # noqa: S608
+            f"UPDATE {self.table} SET {p} = -1 WHERE {p} = {a}",
+            f"UPDATE {self.table} SET {p} = {a} WHERE {p} = {b}",
+            f"UPDATE {self.table} SET {p} = {b} WHERE {p} = -1",
         )
 
     def recompute_chain(self) -> None:

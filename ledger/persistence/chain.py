@@ -196,12 +196,12 @@ def verify_chain_against(
 
 
 def _anchor_problem(anchor: Anchor, seen: tuple[bytes | None, int] | None) -> str | None:
-    if seen is None or seen[0] is None:
+    stored_hash, events = (None, 0) if seen is None else seen
+    if stored_hash is None:
         return (
             f"the store's chain has no event at position {anchor.position}, which the "
             "checkpoint signed: the log was truncated or that event removed"
         )
-    stored_hash, events = seen
     if stored_hash != anchor.chain_hash:
         return (
             f"the store's chain hash at position {anchor.position} is {stored_hash.hex()}, "

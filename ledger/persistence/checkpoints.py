@@ -97,9 +97,11 @@ class CheckpointStore:
             if self._db.dialect is Dialect.POSTGRES:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
             latest = self._latest(cur)
-            if latest is not None and interval is not None:
-                if now < latest.checkpoint.issued_at + interval:
-                    return IssueResult(Outcome.NOT_DUE, latest)
+            due = (
+                latest is None or interval is None or now >= latest.checkpoint.issued_at + interval
+            )
+            if not due:
+                return IssueResult(Outcome.NOT_DUE, latest)
             after = 0 if latest is None else latest.position
             head = self._log.head_link(cur, counted_after=after)
             if head is None:

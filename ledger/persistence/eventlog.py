@@ -3,14 +3,14 @@ events, per-aggregate history with positions and links, and the chain rows in or
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from eventsourcing.persistence import Mapper, StoredEvent
 
 from ledger.domain.events import LedgerEvent
-from ledger.persistence.chain import ChainRow
+from ledger.persistence.chain import GENESIS, ChainRow
 from ledger.persistence.database import Cursor, Database, Dialect
 
 
@@ -127,6 +127,40 @@ class EventLog:
         counted = cur.fetchone()
         assert counted is not None
         return HeadLink(position, bytes(row["chain_hash"]), int(counted["n"]))
+
+    def linked_rows(self, originator_ids: Iterable[str]) -> list[tuple[ChainRow, bytes]]:
+        """Every event of these aggregates in position order, each with its predecessor's
+        link hash (its ``chain_prev``'s; the genesis value for the first event), so that
+        each link can be recomputed on its own."""
+        wanted = sorted(set(originator_ids))
+        found: list[tuple[ChainRow, bytes]] = []
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ", ".join("%s" for _ in chunk)
+            for row in self._db.fetchall(self._linked_sql(marks), chunk):
+                link = _chain_row(row)
+                prev = _as_bytes(row["prev_hash"])
+                found.append((link, GENESIS if prev is None else prev))
+        found.sort(key=lambda pair: pair[0].position)
+        return found
+
+    def _linked_sql(self, marks: str) -> str:
+        if self._db.dialect is Dialect.POSTGRES:
+            return (
+                "SELECT e.notification_id AS position, e.originator_id, e.originator_version, "  # noqa: S608 - placeholders only
+                "e.topic, e.state, e.chain_prev, e.chain_hash, p.chain_hash AS prev_hash "
+                "FROM ledger_events e LEFT JOIN ledger_events p "
+                "ON p.notification_id = e.chain_prev "
+                f"WHERE e.originator_id IN ({marks})"
+            )
+        return (
+            "SELECT e.rowid AS position, e.originator_id, e.originator_version, e.topic, "  # noqa: S608 - placeholders only
+            "e.state, c.prev_id AS chain_prev, c.hash AS chain_hash, p.hash AS prev_hash "
+            "FROM stored_events e "
+            "LEFT JOIN stored_events_chain c ON c.notification_id = e.rowid "
+            "LEFT JOIN stored_events_chain p ON p.notification_id = c.prev_id "
+            f"WHERE e.originator_id IN ({marks})"
+        )
 
     def chain_rows(self, batch: int = 1000) -> Iterator[ChainRow]:
         """Every position in order, events and links joined (a link without its event,

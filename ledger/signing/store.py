@@ -21,7 +21,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -95,7 +94,9 @@ def open_store(settings: Settings, database: Database | None) -> KeyStore:
     return SqlKeyStore(database)
 
 
-def public_key_set(keys: Iterable[StoredKey], kids: Iterable[str]) -> dict[str, list[dict[str, str]]]:
+def public_key_set(
+    keys: Iterable[StoredKey], kids: Iterable[str]
+) -> dict[str, list[dict[str, str]]]:
     """A JWK Set of the stored public keys named by ``kids`` (published or not; unknown kids
     are left out), sorted by kid. Needs no key-encryption key."""
     wanted = set(kids)

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 from api.checkpoints import Checkpointer
 from api.cli import app as cli
 from ledger.application import Ledger
-from ledger.domain.states import Operation
 from ledger.domain.checkpoints import CHECKPOINT_TYP, parse_checkpoint_payload
+from ledger.domain.states import Operation
 from ledger.persistence.chain import verify_chain
 from ledger.persistence.checkpoints import CheckpointStore, StoredCheckpoint
 from ledger.persistence.store import open_ledger
@@ -55,7 +55,9 @@ def witness(tmp_path: Path) -> Path:
     return tmp_path / "witness"
 
 
-def _checkpointer(ledger: Ledger, keyring: Keyring, clock: MutableClock, witness: Path) -> Checkpointer:
+def _checkpointer(
+    ledger: Ledger, keyring: Keyring, clock: MutableClock, witness: Path
+) -> Checkpointer:
     checkpointer = Checkpointer(
         CheckpointStore(ledger.database, ledger.event_log),
         keyring,
@@ -219,7 +221,8 @@ def witnessed(ledger: Ledger, checkpointer: Checkpointer, clock: MutableClock) -
     _fill(ledger, missions=4)
     clock.advance(seconds=INTERVAL.total_seconds())
     second = checkpointer.tick()
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     assert second.position == ledger.head_position() >= 30
     ledger.close()
     witness = checkpointer.directory
