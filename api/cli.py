@@ -468,7 +468,13 @@ def audit_verify_bundle(
     manifest's signature against the bundled keys, every file's digest, the hash chain's
     continuity over the exported events, and every checkpoint, Mandate and SET signature.
     Exit 0 when it verifies, 1 naming every problem found."""
-    from ledger.evidence.bundle import EVENTS  # noqa: PLC0415
+    from ledger.evidence.bundle import (  # noqa: PLC0415
+        CHECKPOINTS,
+        DECISIONS,
+        EVENTS,
+        MANDATES,
+        SETS,
+    )
     from ledger.evidence.verify import verify_bundle  # noqa: PLC0415
 
     trusted = None
@@ -500,7 +506,15 @@ def audit_verify_bundle(
             if covered["kind"] == "mission"
             else f"events recorded from {covered['from']} to {covered['to']}"
         )
-        counts = ", ".join(f"{n} {name}" for name, n in report.counts.items() if name != EVENTS)
+        counts = ", ".join(
+            f"{report.counts.get(name, 0)} {what}"
+            for name, what in (
+                (MANDATES, "Mandate tokens"),
+                (SETS, "SETs"),
+                (CHECKPOINTS, "checkpoints"),
+                (DECISIONS, "decision records"),
+            )
+        )
         typer.echo(
             f"verified: {bundle}: {what}, {report.counts.get(EVENTS, 0)} events (positions "
             f"{covered['first_position']} to {covered['last_position']}); {counts}; manifest "

@@ -185,6 +185,20 @@ def test_swapping_the_key_set_fails_on_the_manifest_signature(bundle: Path, tmp_
     assert "not in the key set" in problems
 
 
+def test_a_bundle_verifies_against_the_trusted_published_keys(
+    evidence: Evidence, bundle: Path
+) -> None:
+    published = evidence.api.client.get("/.well-known/jwks.json").json()
+    assert verify_bundle(bundle, trusted=published).ok
+
+
+def test_a_bundle_signed_by_keys_outside_the_trusted_set_fails(bundle: Path) -> None:
+    other = {"keys": [public_jwk(generate_private_key("ES256"), "ES256")]}
+    problems = _failed(verify_bundle(bundle, trusted=other))
+    assert f"{JWKS}: key" in problems
+    assert "is not one of the trusted keys" in problems
+
+
 def test_an_operator_may_not_export_evidence(evidence: Evidence) -> None:
     response = evidence.export("operator", mission=evidence.mission_id)
     assert_problem(response, 403, "forbidden")
