@@ -176,10 +176,9 @@ class EventLog:
         snapshot a page at a time."""
         with self._db.snapshot() as cur:
             if self._db.dialect is Dialect.POSTGRES:
-                for p, oid, version, topic, state, prev, link in _pages(
-                    cur, _POSTGRES_CHAIN_PAGE, batch
-                ):
-                    yield ChainRow(p, oid, version, topic, _as_bytes(state), prev, _as_bytes(link))
+                # bytea arrives as bytes, and the trigger and NOT NULL columns keep every
+                # row whole: the columns are a ChainRow as they come.
+                yield from map(ChainRow._make, _pages(cur, _POSTGRES_CHAIN_PAGE, batch))
                 return
             # SQLite keeps the links in a side table: merge two position-ordered scans
             # (a UNION of both would be re-sorted for every page).

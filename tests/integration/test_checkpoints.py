@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from api.checkpoints import Checkpointer
@@ -26,28 +25,22 @@ from ledger.persistence.store import open_ledger
 from ledger.settings import Settings
 from ledger.signing.jwks import JwksVerifier
 from ledger.signing.keyring import Keyring
-from ledger.signing.sealing import KeyEncryptionKey
 from tests.builders import OPERATOR, active_mission
 from tests.conftest import MutableClock
 from tests.raw_store import RawStore
 
-KEK = KeyEncryptionKey.generate()
 INTERVAL = timedelta(seconds=60)
 ISSUER = "https://ledger.example"
 
 
 @pytest.fixture
-def settings(store_settings: Settings) -> Settings:
-    if store_settings.embedded:
-        return store_settings
-    return store_settings.model_copy(update={"key_encryption_key": SecretStr(KEK.to_text())})
+def settings(keyed_settings: Settings) -> Settings:
+    return keyed_settings
 
 
 @pytest.fixture
-def keyring(settings: Settings, ledger: Ledger, clock: MutableClock) -> Keyring:
-    keyring = Keyring.open(settings, ledger.database)
-    keyring.ensure("ES256", clock.now())
-    return keyring
+def keyring(signing_keyring: Keyring) -> Keyring:
+    return signing_keyring
 
 
 @pytest.fixture

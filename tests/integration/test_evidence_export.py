@@ -10,11 +10,11 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from api.cli import app as cli
@@ -24,12 +24,10 @@ from ledger.domain.missions import Mission
 from ledger.evidence.bundle import EVENTS, JWKS, MANDATES
 from ledger.settings import Settings
 from ledger.signing.keyring import Keyring
-from ledger.signing.sealing import KeyEncryptionKey
 from tests.builders import OPERATOR, active_mission
 from tests.conftest import MutableClock
 from tests.mandate_builders import delegable_authority, delegate, issue, mission_with
 
-KEK = KeyEncryptionKey.generate()
 NARROWER = [
     {
         "type": "mission_resource_access",
@@ -38,21 +36,6 @@ NARROWER = [
     }
 ]
 MISSION_LEDGER_BIN = Path(sys.executable).with_name("mission-ledger")
-
-
-@pytest.fixture
-def settings(store_settings: Settings) -> Settings:
-    if store_settings.embedded:
-        return store_settings
-    return store_settings.model_copy(update={"key_encryption_key": SecretStr(KEK.to_text())})
-
-
-@pytest.fixture
-def keyring(settings: Settings, ledger: Ledger, clock: MutableClock) -> Keyring:
-    keyring = Keyring.open(settings, ledger.database)
-    keyring.ensure("ES256", clock.now())
-    ledger.signer = keyring
-    return keyring
 
 
 def _cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,10 +50,32 @@ def _cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-def _export(settings: Settings, monkeypatch: pytest.MonkeyPatch, out: Path, *args: str) -> None:
-    _cli_env(settings, monkeypatch)
-    result = CliRunner().invoke(cli, ["audit", "export", *args, "--out", str(out)])
-    assert result.exit_code == 0, result.output
+@dataclass
+class Exports:
+    """Runs `mission-ledger audit export` on the test's store (signing keys ready)."""
+
+    ledger: Ledger
+    keyring: Keyring
+    directory: Path
+
+    def run(self, *args: str) -> Path:
+        out = self.directory / "bundle.tar"
+        out.unlink(missing_ok=True)
+        result = CliRunner().invoke(cli, ["audit", "export", *args, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        return out
+
+
+@pytest.fixture
+def exports(
+    ledger: Ledger,
+    signing_keyring: Keyring,
+    keyed_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> Exports:
+    _cli_env(keyed_settings, monkeypatch)
+    return Exports(ledger, signing_keyring, tmp_path)
 
 
 def _content(bundle: Path, name: str) -> bytes:
@@ -99,17 +104,13 @@ def _mission_with_mandates(ledger: Ledger) -> tuple[Mission, ExecutionMandate, E
 
 
 def test_a_mission_bundle_verifies_offline_in_a_process_without_database_settings(
-    ledger: Ledger,
-    keyring: Keyring,
-    settings: Settings,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
+    exports: Exports, tmp_path: Path
 ) -> None:
-    mission, _, _ = _mission_with_mandates(ledger)
-    _export(settings, monkeypatch, tmp_path / "bundle.tar", "--mission", mission.id)
+    mission, _, _ = _mission_with_mandates(exports.ledger)
+    bundle = exports.run("--mission", mission.id)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    shutil.copy(tmp_path / "bundle.tar", elsewhere / "bundle.tar")
+    shutil.copy(bundle, elsewhere / "bundle.tar")
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MISSION_LEDGER_", "PG"))}
     result = subprocess.run(
         [str(MISSION_LEDGER_BIN), "audit", "verify-bundle", "bundle.tar"],
@@ -126,29 +127,22 @@ def test_a_mission_bundle_verifies_offline_in_a_process_without_database_setting
 
 
 def test_a_mission_bundle_holds_every_event_of_its_aggregates_and_no_other(
-    ledger: Ledger,
-    keyring: Keyring,
-    settings: Settings,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
+    exports: Exports,
 ) -> None:
+    ledger = exports.ledger
     mission, root, child = _mission_with_mandates(ledger)
-    _export(settings, monkeypatch, tmp_path / "bundle.tar", "--mission", mission.id)
+    bundle = exports.run("--mission", mission.id)
     aggregates = {mission.submission_id, mission.id, f"mandates:{mission.id}", root.id, child.id}
     expected = sorted(e.position for aggregate in aggregates for e in ledger.history(aggregate))
-    events = _lines(tmp_path / "bundle.tar", EVENTS)
+    events = _lines(bundle, EVENTS)
     assert [e["position"] for e in events] == expected
     assert {e["originator_id"] for e in events} == aggregates
 
 
 def test_each_mandate_version_is_signed_by_the_key_active_when_it_was_issued(
-    ledger: Ledger,
-    keyring: Keyring,
-    settings: Settings,
-    clock: MutableClock,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
+    exports: Exports, clock: MutableClock
 ) -> None:
+    ledger, keyring = exports.ledger, exports.keyring
     mission = mission_with(ledger, delegable_authority())
     mandate = issue(ledger, mission)
     first_kid = keyring.active("ES256", clock.now()).kid
@@ -157,34 +151,25 @@ def test_each_mandate_version_is_signed_by_the_key_active_when_it_was_issued(
     ledger.narrow_mandate(
         actor=OPERATOR, mandate_id=mandate.id, authorization_details=NARROWER, reason="crm only"
     )
-    _export(settings, monkeypatch, tmp_path / "bundle.tar", "--mission", mission.id)
-    tokens = _lines(tmp_path / "bundle.tar", MANDATES)
+    bundle = exports.run("--mission", mission.id)
+    tokens = _lines(bundle, MANDATES)
     kids = [_header(t["token"])["kid"] for t in tokens]
     assert [(t["mandate_id"], t["mandate_version"]) for t in tokens] == [
         (mandate.id, 1),
         (mandate.id, 2),
     ]
     assert kids == [first_kid, second_kid]
-    jwks = json.loads(_content(tmp_path / "bundle.tar", JWKS))
+    jwks = json.loads(_content(bundle, JWKS))
     assert {k["kid"] for k in jwks["keys"]} >= {first_kid, second_kid}  # the retired one too
 
 
-def test_a_time_range_bundle_verifies(
-    ledger: Ledger,
-    keyring: Keyring,
-    settings: Settings,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-) -> None:
-    _mission_with_mandates(ledger)
-    out = tmp_path / "range.tar"
-    _export(
-        settings, monkeypatch, out, "--from", "2026-01-01T00:00:00Z", "--to", "2027-01-01T00:00:00Z"
-    )
-    result = CliRunner().invoke(cli, ["audit", "verify-bundle", str(out), "--json"])
+def test_a_time_range_bundle_verifies(exports: Exports) -> None:
+    _mission_with_mandates(exports.ledger)
+    bundle = exports.run("--from", "2026-01-01T00:00:00Z", "--to", "2027-01-01T00:00:00Z")
+    result = CliRunner().invoke(cli, ["audit", "verify-bundle", str(bundle), "--json"])
     report = json.loads(result.stdout)
     assert result.exit_code == 0, report["problems"]
-    assert report["lines"][EVENTS] == ledger.head_position()
+    assert report["lines"][EVENTS] == exports.ledger.head_position()
 
 
 def _header(token: str) -> dict[str, Any]:
