@@ -189,14 +189,14 @@ class Checkpointer:
 
     def _attempt(self, now: datetime, *, interval: timedelta | None) -> StoredCheckpoint | None:
         with self._lock:
+            # Whatever happens, the next attempt waits an interval (no retry every tick).
+            self._next_attempt = now + self._interval
             result = self._store.issue(
                 now=now, issuer=self._issuer, sign=self._sign(now), interval=interval
             )
             latest = result.latest
             if result.outcome in (Outcome.ISSUED, Outcome.NOT_DUE) and latest is not None:
                 self._next_attempt = latest.checkpoint.issued_at + self._interval
-            else:
-                self._next_attempt = now + self._interval
             if result.outcome is not Outcome.ISSUED:
                 return None
             assert latest is not None

@@ -20,7 +20,7 @@ from ledger.application import Ledger
 from ledger.domain.checkpoints import CHECKPOINT_TYP, parse_checkpoint_payload
 from ledger.domain.states import Operation
 from ledger.persistence.chain import verify_chain
-from ledger.persistence.checkpoints import CheckpointStore, StoredCheckpoint
+from ledger.persistence.checkpoints import CheckpointError, CheckpointStore, StoredCheckpoint
 from ledger.persistence.store import open_ledger
 from ledger.settings import Settings
 from ledger.signing.jwks import JwksVerifier
@@ -141,6 +141,23 @@ def test_shutdown_signs_the_head_before_the_interval_is_over(
     assert final is not None
     assert final.position == ledger.head_position()
     assert f"{final.position}.jwt" in _witness_files(witness)
+
+
+def test_a_log_cut_below_the_newest_checkpoint_is_refused_not_signed(
+    ledger: Ledger,
+    checkpointer: Checkpointer,
+    settings: Settings,
+    witness: Path,
+    clock: MutableClock,
+) -> None:
+    _fill(ledger, missions=3)
+    assert checkpointer.tick() is not None
+    RawStore(settings).delete_newest(5)
+    clock.advance(seconds=INTERVAL.total_seconds())
+    with pytest.raises(CheckpointError, match="behind the newest signed checkpoint"):
+        checkpointer.tick()
+    assert checkpointer.tick() is None  # not retried before the next interval
+    assert len(_witness_files(witness)) == 1
 
 
 @pytest.fixture
