@@ -10,14 +10,16 @@ from datetime import timedelta
 from importlib.metadata import version
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from api import errors
-from api.checkpoints import Checkpointer, HttpWitness
+from api.console import pages as console_pages
+from api.console.live import MissionWatch
+from api.console.web import HERE, STATIC_PREFIX, Console, ConsoleHeaders
 from api.gc_policy import GcPolicy
 from api.middleware import BodyLimit, RequestId
 from api.oauth import OAuthVerifier
-from api.push import PushDelivery
 from api.read_models import read_models
 from api.routes import (
     audit,
@@ -35,11 +37,13 @@ from api.routes import (
     ssf_sse,
     status,
 )
-from api.scheduler import Scheduler
 from api.services import Services
-from api.sse_hub import SseHub
 from api.subject_tokens import SubjectTokenVerifier
 from api.tokens import TokenVerifier
+from api.workers.checkpoints import Checkpointer, HttpWitness
+from api.workers.push import PushDelivery
+from api.workers.scheduler import Scheduler
+from api.workers.sse_hub import SseHub
 from ledger.clock import Clock, SystemClock
 from ledger.persistence.checkpoints import CheckpointStore
 from ledger.persistence.snapshots import StateCodec
@@ -68,10 +72,11 @@ def build_services(settings: Settings, clock: Clock) -> Services:
     keys = KeyDirectory()
     index = EvaluationIndex(codec)
     sse = SseHub(ledger.database, models.signals)
+    watch = MissionWatch()
     follower = LogFollower(
         ledger,
         durable=[models.proposals, models.missions, models.mandates],
-        live=[keys, index],
+        live=[keys, index, watch],
         # Writes do not wait for these (see api/consistency.py): with many SSF streams the
         # signal log's batch (a signed SET per stream) would hold up every write's answer.
         trailing_durable=[models.signals],
@@ -108,6 +113,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         pdp=pdp,
         sse=sse,
         subject_tokens=SubjectTokenVerifier(settings, clock),
+        console_watch=watch,
     )
 
 
@@ -154,6 +160,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await run_in_threadpool(build_services, resolved, the_clock)
         services.sse.attach(asyncio.get_running_loop())
+        services.console_watch.attach(asyncio.get_running_loop())
         retention = Retention(
             services.ledger.database,
             set_retention=timedelta(days=resolved.set_retention_days),
@@ -218,10 +225,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         ssf_poll.router,
         ssf_sse.router,
         audit.router,
+        console_pages.router,
     ):
         app.include_router(router)
+    app.mount(STATIC_PREFIX, StaticFiles(directory=HERE / "static"), name="console-static")
+    app.state.console = Console.create(resolved)
     # The last added is the outermost: the X-Request-ID echo wraps every answer, the
     # body limit's early 413/400 included.
     app.add_middleware(BodyLimit)
+    app.add_middleware(ConsoleHeaders)
     app.add_middleware(RequestId)
     return app

@@ -19,6 +19,7 @@ from ledger.domain.actors import Actor
 from ledger.domain.errors import Forbidden, NotAuthenticated, NotFound
 from ledger.domain.roles import STREAM_READERS, Role
 from ledger.domain.subjects import PrincipalIdentity
+from projections.key_directory import KeyEntry
 
 
 @dataclass(frozen=True)
@@ -127,22 +128,7 @@ async def authenticate_request(request: Request, services: Services) -> Principa
     """The caller of ``request`` (also used directly by hot paths that skip injection)."""
     token = _bearer(request)
     if token.startswith("mlk_"):
-        entry = services.keys.verify(token)
-        if entry is None and not services.keys.knows(token):
-            # Perhaps created a moment ago by the CLI in another process: catch up once.
-            await asyncio.to_thread(services.follower.wait, services.follower.head(), 0.5)
-            entry = services.keys.verify(token)
-        if entry is None:
-            raise NotAuthenticated(
-                "unknown or revoked API key", extensions={"error": "invalid_token"}
-            )
-        role = Role(entry.role)
-        return Principal(
-            kind="api_key",
-            name=entry.name,
-            roles=frozenset({role}),
-            client_id=entry.name if role is Role.AGENT else None,
-        )
+        return (await api_key_principal(token, services))[0]
     if services.oauth is None:
         raise NotAuthenticated(
             "unrecognised credential (API keys start with mlk_)",
@@ -159,6 +145,25 @@ async def authenticate_request(request: Request, services: Services) -> Principa
         issuer=verified.issuer,
         acr=verified.acr,
     )
+
+
+async def api_key_principal(token: str, services: Services) -> tuple[Principal, KeyEntry]:
+    """The principal of an API key (``mlk_...``), and the key's directory entry."""
+    entry = services.keys.verify(token)
+    if entry is None and token.startswith("mlk_") and not services.keys.knows(token):
+        # Perhaps created a moment ago by the CLI in another process: catch up once.
+        await asyncio.to_thread(services.follower.wait, services.follower.head(), 0.5)
+        entry = services.keys.verify(token)
+    if entry is None:
+        raise NotAuthenticated("unknown or revoked API key", extensions={"error": "invalid_token"})
+    role = Role(entry.role)
+    principal = Principal(
+        kind="api_key",
+        name=entry.name,
+        roles=frozenset({role}),
+        client_id=entry.name if role is Role.AGENT else None,
+    )
+    return principal, entry
 
 
 PrincipalDep = Annotated[Principal, Depends(authenticate)]

@@ -8,20 +8,30 @@ server is running.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ledger.domain.actors import Actor
-from ledger.domain.errors import LedgerError
+from ledger.domain.authority import parse_authority_set
+from ledger.domain.errors import InvalidRequest, LedgerError, NotFound
+from ledger.domain.events import TOPIC_PREFIX
+from ledger.domain.instants import format_instant, parse_as_of, parse_instant
+from ledger.domain.rendering import describe_authority
 from ledger.domain.roles import Role
 from ledger.persistence.chain import ChainReport, verify_chain_against
 from ledger.persistence.migrations import MigrationError, migrate
 from ledger.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from ledger.application import Ledger
 
 app = typer.Typer(
     name="mission-ledger",
@@ -35,7 +45,8 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys (shown once, stored hashed).")
 audit_app = typer.Typer(
-    help="Verify the hash-chained ledger, export evidence bundles and verify them offline."
+    help="Verify the hash-chained ledger, export evidence bundles and verify them offline; "
+    "replay a Mission's past."
 )
 projections_app = typer.Typer(help="Rebuild the read models.")
 app.add_typer(keys_app, name="keys")
@@ -57,6 +68,17 @@ def _settings(**overrides: object) -> Settings:
 def _fail(message: str, code: int = 1) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
+
+
+def _open_store() -> Ledger:
+    """The configured store's Ledger (migrated, or a message naming the pending migrations)."""
+    from ledger.persistence.store import open_ledger  # noqa: PLC0415
+
+    settings = _settings()
+    try:
+        return open_ledger(settings)
+    except MigrationError as error:
+        raise _fail(str(error)) from None
 
 
 @app.command()
@@ -145,13 +167,7 @@ def keys_create(
     ] = False,
 ) -> None:
     """Create an API key. The secret is printed once and stored only as a hash."""
-    from ledger.persistence.store import open_ledger  # noqa: PLC0415
-
-    settings = _settings()
-    try:
-        ledger = open_ledger(settings)
-    except MigrationError as error:
-        raise _fail(str(error)) from None
+    ledger = _open_store()
     try:
         issued = ledger.issue_api_key(name=name, role=role, actor=CLI_ACTOR)
     except LedgerError as error:
@@ -170,11 +186,9 @@ def keys_list(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
 ) -> None:
     """List active API keys (names and roles; secrets are never shown again)."""
-    from ledger.persistence.store import open_ledger  # noqa: PLC0415
     from projections.key_directory import KeyDirectory  # noqa: PLC0415
 
-    settings = _settings()
-    ledger = open_ledger(settings)
+    ledger = _open_store()
     try:
         directory = KeyDirectory()
         directory.bootstrap(ledger)
@@ -196,10 +210,7 @@ def keys_revoke(
     reason: Annotated[str | None, typer.Option(help="Why (recorded in the ledger).")] = None,
 ) -> None:
     """Revoke an API key. Every server stops accepting it as soon as it reads the log."""
-    from ledger.persistence.store import open_ledger  # noqa: PLC0415
-
-    settings = _settings()
-    ledger = open_ledger(settings)
+    ledger = _open_store()
     try:
         position = ledger.revoke_api_key(name=name, actor=CLI_ACTOR, reason=reason)
     except LedgerError as error:
@@ -307,15 +318,11 @@ def audit_verify(
     """Verify the whole hash chain. Exit 0 when intact; otherwise exit 1 naming the first
     bad position (an event altered, removed, inserted or reordered) or, with --checkpoints,
     each checkpoint the store no longer matches."""
-    from api.checkpoints import read_witness_directory  # noqa: PLC0415
-    from ledger.persistence.store import open_ledger  # noqa: PLC0415
+    from api.workers.checkpoints import read_witness_directory  # noqa: PLC0415
     from ledger.signing.store import open_store, public_key_set  # noqa: PLC0415
 
     settings = _settings()
-    try:
-        ledger = open_ledger(settings)
-    except MigrationError as error:
-        raise _fail(str(error)) from None
+    ledger = _open_store()
     try:
         witnessed = []
         if checkpoints is not None:
@@ -406,8 +413,6 @@ def audit_export(
     range (--from and --to): events with their chain links, Mandate tokens, SETs,
     checkpoints, decision records, the keys that signed them and a signed manifest."""
     from api.evidence import EvidenceExporter, ExportScope  # noqa: PLC0415
-    from ledger.domain.instants import parse_instant  # noqa: PLC0415
-    from ledger.persistence.store import open_ledger  # noqa: PLC0415
     from ledger.signing.keyring import Keyring  # noqa: PLC0415
 
     if out.exists():
@@ -421,10 +426,7 @@ def audit_export(
     except LedgerError as error:
         raise _fail(error.detail, code=2) from None
     settings = _settings()
-    try:
-        ledger = open_ledger(settings)
-    except MigrationError as error:
-        raise _fail(str(error)) from None
+    ledger = _open_store()
     partial = out.with_name(f".{out.name}.partial")
     try:
         keyring = Keyring.open(settings, ledger.database)
@@ -526,6 +528,130 @@ def audit_verify_bundle(
             typer.echo(f"  {problem}", err=True)
     if not report.ok:
         raise typer.Exit(1)
+
+
+@audit_app.command("replay")
+def audit_replay(
+    mission: Annotated[str, typer.Option("--mission", help="The Mission's id (msn_...).")],
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="An RFC 3339 instant with its offset, e.g. 2026-11-28T12:30:00Z "
+            "(default: now; never in the future).",
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print {mission, mandates, events}: the Mission and Mandate resources as "
+            "GET /v1/missions/{id}?as_of= and GET /v1/mandates/{id}?as_of= answer them.",
+        ),
+    ] = False,
+) -> None:
+    """The Mission at an instant: its state, Effective Authority Set, Mandates and usage,
+    with the events that led there, rebuilt from the stored events (no server needed). A
+    progress bar shows on a terminal while a long log is read."""
+    from api.replay import replay_mission  # noqa: PLC0415
+    from ledger.clock import SystemClock  # noqa: PLC0415
+
+    now = SystemClock().now()
+    try:
+        instant = now if as_of is None else parse_as_of(as_of, now)
+    except InvalidRequest as error:
+        raise typer.BadParameter(error.errors[0].message, param_hint="--as-of") from None
+    ledger = _open_store()
+    try:
+        with _progress_bar(f"Replaying {mission}") as progress:
+            replay = replay_mission(ledger, mission, instant, progress=progress)
+    except NotFound as error:
+        raise _fail(error.detail) from None
+    finally:
+        ledger.close()
+    if as_json:
+        typer.echo(json.dumps(replay))
+    else:
+        typer.echo("\n".join(_replay_lines(replay, instant)))
+
+
+@contextlib.contextmanager
+def _progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr, only when stderr is a terminal (never in pipes or logs);
+    it disappears when done."""
+    from rich.console import Console  # noqa: PLC0415
+    from rich.progress import (  # noqa: PLC0415
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("Mandates"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=not sys.stderr.isatty(),
+    )
+    with bar:
+        task = bar.add_task(label, total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield advance
+
+
+def _replay_lines(replay: dict[str, Any], instant: datetime) -> list[str]:
+    """The replay for a person: the Mission, its authority and usage, its Mandates, and the
+    events in log order."""
+    mission = replay["mission"]
+    subject = mission.get("subject", {})
+    lines = [
+        f"Mission {mission['id']} as of {format_instant(instant)}",
+        f"  state       {mission['state']} (version {mission['version']})",
+        f"  agent       {mission.get('client_id')}",
+        f"  subject     {subject.get('sub')} ({subject.get('iss')}, "
+        f"{mission.get('subject_provenance')})",
+        f"  expires_at  {mission.get('expires_at')}",
+        "Effective Authority Set:",
+    ]
+    effective = mission.get("effective_authorization_details") or []
+    rendered = describe_authority(parse_authority_set(effective)) if effective else []
+    lines += [f"  - {line}" for line in rendered] or ["  (none)"]
+    usage = mission.get("usage")
+    if usage is None:
+        lines.append("Usage: none recorded (the Mission has no meter)")
+    else:
+        lines.append("Usage: " + ", ".join(f"{k} {v}" for k, v in usage.items()))
+    lines.append(f"Mandates ({len(replay['mandates'])}):")
+    for mandate in replay["mandates"]:
+        holder = mandate["actor"]
+        reason = mandate.get("inactive_reason")
+        lines.append(
+            f"  {mandate['mandate_id']}  {mandate['state']}"
+            + (f" ({reason})" if reason else "")
+            + f"  held by {holder.get('client_id')}/{holder.get('instance_id')}"
+            f"  depth {mandate['depth']}  version {mandate['version']}"
+            f"  expires {mandate['expires_at']}"
+        )
+    lines.append(f"Events ({len(replay['events'])}):")
+    for event in replay["events"]:
+        data = event.get("data", {})
+        actor = data.get("actor") or {}
+        reason = data.get("reason")
+        lines.append(
+            f"  {event['position']:>8}  {event['recorded_at']}  "
+            f"{event['topic'].removeprefix(TOPIC_PREFIX)} v{event['version']}"
+            + (f"  by {actor.get('name')}" if actor else "")
+            + (f"  ({reason})" if reason else "")
+        )
+    return lines
 
 
 @projections_app.command("rebuild")

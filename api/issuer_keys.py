@@ -19,6 +19,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from joserfc import jwt
+from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from ledger.domain.errors import LedgerError
@@ -45,8 +47,25 @@ class IssuerKeys:
         self._issuer = issuer
         self._failure = failure
         self._keys: KeySet | None = None
+        self._metadata: dict[str, Any] | None = None
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
+
+    async def metadata(self) -> dict[str, Any]:
+        """The issuer's OpenID Provider metadata (fetched once; needs ``issuer``)."""
+        if self._metadata is None:
+            self._metadata = await asyncio.to_thread(self._discover)
+        return self._metadata
+
+    async def decode(self, token: str, algorithms: list[str]) -> jwt.Token:
+        """``token`` verified with a key of the issuer (its signature only: the caller
+        validates the claims); the keys are fetched again once for an unknown ``kid``."""
+        try:
+            return jwt.decode(token, await self.keys(), algorithms=algorithms)
+        except JoseError as error:
+            if error.error != "invalid_key_id" and "kid" not in str(error).lower():
+                raise
+        return jwt.decode(token, await self.keys(refresh=True), algorithms=algorithms)
 
     async def keys(self, *, refresh: bool = False) -> KeySet:
         """The cached set; with ``refresh`` fetched again unless fetched moments ago."""
@@ -63,13 +82,18 @@ class IssuerKeys:
         except (ValueError, TypeError, KeyError) as error:
             raise self._failure(f"the issuer's keys are not a usable JWKS: {error}") from None
 
-    def _locate(self) -> str:
-        if self._jwks_uri is not None:
-            return self._jwks_uri
-        assert self._issuer is not None
+    def _discover(self) -> dict[str, Any]:
+        if self._issuer is None:
+            raise self._failure("no issuer to discover")
         metadata = self._get(self._issuer.rstrip("/") + DISCOVERY_PATH)
         if not isinstance(metadata, dict) or metadata.get("issuer") != self._issuer:
             raise self._failure("the issuer's metadata does not name the issuer itself")
+        return metadata
+
+    def _locate(self) -> str:
+        if self._jwks_uri is not None:
+            return self._jwks_uri
+        metadata = self._metadata or self._discover()
         jwks_uri = metadata.get("jwks_uri")
         if not isinstance(jwks_uri, str) or not jwks_uri:
             raise self._failure("the issuer's metadata has no jwks_uri")

@@ -16,8 +16,8 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from api.scheduler import Scheduler
     from api.services import Services
+    from api.workers.scheduler import Scheduler
 
 PREFIX = "mission_ledger"
 

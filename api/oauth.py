@@ -13,6 +13,7 @@ cached and fetched again, at most every 30 seconds, when a token names an unknow
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,9 +51,7 @@ class OAuthVerifier:
         self._issuer = settings.oauth_issuer
         self._jwks_uri = settings.oauth_jwks_uri
         self._audience = settings.oauth_audience
-        self._role_scopes = {
-            scope: Role(role) for scope, role in settings.oauth_role_scopes.items()
-        }
+        self._role_scopes = role_scopes(settings)
         self._client_id_claim = settings.oauth_client_id_claim
         self._keys = IssuerKeys(jwks_uri=settings.oauth_jwks_uri, failure=_unreachable)
 
@@ -80,7 +79,7 @@ class OAuthVerifier:
         except JoseError as error:
             raise _invalid(f"token claims rejected: {error}") from None
         scopes = _scopes(claims)
-        roles = frozenset(self._role_scopes[s] for s in scopes if s in self._role_scopes)
+        roles = roles_of(scopes, self._role_scopes)
         client_id = claims.get(self._client_id_claim) or claims.get("azp")
         return VerifiedToken(
             issuer=str(claims["iss"]),
@@ -98,6 +97,16 @@ class OAuthVerifier:
 
     async def _keyset(self, *, force: bool) -> KeySet:
         return await self._keys.keys(refresh=force)
+
+
+def role_scopes(settings: Settings) -> dict[str, Role]:
+    """Scope (or role claim value) -> role, from ``Settings.oauth_role_scopes``."""
+    return {scope: Role(role) for scope, role in settings.oauth_role_scopes.items()}
+
+
+def roles_of(values: Iterable[str], mapping: Mapping[str, Role]) -> frozenset[Role]:
+    """The roles that scopes (or role claim values) grant; unknown values grant none."""
+    return frozenset(mapping[value] for value in values if value in mapping)
 
 
 def _kid_of(token: str) -> str | None:

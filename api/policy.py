@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from api.auth import Principal
+from ledger.domain.actors import Actor
 from ledger.domain.mandates import ExecutionMandate
 from ledger.domain.missions import Mission
 from ledger.domain.proposals import Proposal
@@ -79,6 +80,15 @@ READ_AUDIT_LOG = _gate(Role.AUDITOR)
 EXPORT_EVIDENCE = _gate(Role.AUDITOR)  # evidence bundles (signed tar of events, tokens, SETs)
 
 
+# Console (SPEC 7.5): pages for people
+INBOX = DECIDE_PROPOSAL
+CONSOLE_MISSION = _gate(Role.OPERATOR, Role.AUDITOR, Role.APPROVER)  # approvers: theirs
+CHAIN_STATUS = READ_AUDIT_LOG
+
+#: The roles of people: only credentials holding nothing else sign in to the console.
+PEOPLE = frozenset({Role.APPROVER, Role.OPERATOR, Role.AUDITOR, Role.ADMIN})
+
+
 def lifecycle_gate(operation: Operation) -> Gate:
     """Resuming a suspended Mission is the elevated operation (admin); the rest, operators."""
     return RESUME_MISSION if operation is Operation.RESUME else CHANGE_LIFECYCLE
@@ -112,6 +122,24 @@ def may_cancel_proposal(caller: Principal, proposal: Proposal) -> bool:
 def may_see_mission(caller: Principal, mission: Mission) -> bool:
     """Operators and auditors see every Mission; an agent, its own."""
     return caller.has(Role.OPERATOR, Role.AUDITOR) or caller.owns_client(mission.client_id)
+
+
+def approved(caller: Principal, mission: Mission) -> bool:
+    """The caller is the principal recorded as the Mission's approver."""
+    return Actor.from_json(mission.approver).key == caller.actor().key
+
+
+def may_see_mission_in_console(caller: Principal, mission: Mission) -> bool:
+    """In the console approvers also see the Missions they approved (SPEC 7.5)."""
+    return may_see_mission(caller, mission) or (
+        caller.has(Role.APPROVER) and approved(caller, mission)
+    )
+
+
+def may_sign_in_to_console(roles: frozenset[Role]) -> bool:
+    """Only people sign in: a credential with a role, every one a person's (an agent, PEP or
+    stream receiver credential is refused, whatever else it holds)."""
+    return bool(roles) and roles <= PEOPLE
 
 
 def may_propose_expansion(caller: Principal, mission: Mission) -> bool:

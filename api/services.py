@@ -19,13 +19,14 @@ from projections.pdp import DecisionPoint
 from projections.signals import SignalLog
 
 if TYPE_CHECKING:
-    from api.checkpoints import Checkpointer
+    from api.console.live import MissionWatch
     from api.gc_policy import GcPolicy
     from api.oauth import OAuthVerifier
-    from api.push import PushDelivery
-    from api.sse_hub import SseHub
     from api.subject_tokens import SubjectTokenVerifier
     from api.tokens import TokenVerifier
+    from api.workers.checkpoints import Checkpointer
+    from api.workers.push import PushDelivery
+    from api.workers.sse_hub import SseHub
     from ledger.signing.keyring import Keyring
 
 
@@ -47,6 +48,7 @@ class Services:
     pdp: DecisionPoint
     sse: SseHub
     subject_tokens: SubjectTokenVerifier
+    console_watch: MissionWatch
     push: PushDelivery | None = None  # set by the lifespan once started
     gc: GcPolicy | None = None  # set by the lifespan (settings.gc_freeze)
     checkpoints: Checkpointer | None = None  # set by the lifespan once started

@@ -56,14 +56,7 @@ class SubjectTokenVerifier:
         if keys is None:
             raise _unverified(f"{issuer!r} is not a trusted subject issuer")
         try:
-            try:
-                decoded = jwt.decode(token, await keys.keys(), algorithms=list(ALGORITHMS))
-            except JoseError as error:
-                if error.error != "invalid_key_id" and "kid" not in str(error).lower():
-                    raise
-                decoded = jwt.decode(
-                    token, await keys.keys(refresh=True), algorithms=list(ALGORITHMS)
-                )
+            decoded = await keys.decode(token, list(ALGORITHMS))
             registry = jwt.JWTClaimsRegistry(
                 now=epoch_seconds(self._clock.now()),
                 leeway=LEEWAY_SECONDS,

@@ -50,7 +50,11 @@ def proposal_view(proposal: Proposal, now: datetime) -> dict[str, Any]:
     )
 
 
-def mission_view(mission: Mission, now: datetime) -> dict[str, Any]:
+def mission_view(
+    mission: Mission, now: datetime, *, usage: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The Mission resource as of ``now`` (deadlines applied); ``usage`` when it has a meter
+    (``Ledger.mission_usage``)."""
     return _drop_none(
         {
             "id": mission.id,
@@ -70,6 +74,7 @@ def mission_view(mission: Mission, now: datetime) -> dict[str, Any]:
             "contained": mission.contained or None,
             "containment_version": mission.containment_version or None,
             "discharged": mission.discharged_entries() or None,
+            "usage": usage,
             "authority_hash": mission.authority_hash,
             "intent_hash": mission.intent_hash,
             "proposal_hash": mission.proposal_hash,

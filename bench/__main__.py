@@ -19,6 +19,7 @@ BENCHMARKS: list[str] = [
     "bench.revocation",
     "bench.pep",
     "bench.audit",
+    "bench.console",
 ]
 
 

@@ -45,7 +45,7 @@ import httpx
 import uvloop
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.sse_hub import frame
+from api.workers.sse_hub import frame
 from bench._fleet import (
     AsyncHttp,
     Es256Verifier,

@@ -172,6 +172,40 @@ class Settings(BaseSettings):
         "body is refused with 400 before any route reads it.",
     )
 
+    console_oidc_issuer: str | None = Field(
+        default=None,
+        description="OpenID Provider people sign in to the console with (authorization code "
+        "and PKCE; its metadata at /.well-known/openid-configuration).",
+    )
+    console_oidc_client_id: str | None = Field(
+        default=None, description="The console's client id at console_oidc_issuer."
+    )
+    console_oidc_client_secret: SecretStr | None = Field(
+        default=None,
+        description="The console's client secret (client_secret_basic); unset for a public "
+        "client (PKCE alone).",
+    )
+    console_oidc_roles_claim: str = Field(
+        default="roles",
+        description="ID token claim (a string or an array of strings) whose values map to "
+        "roles through oauth_role_scopes, as the scopes of API access tokens do.",
+    )
+    console_oidc_scopes: list[str] = Field(
+        default_factory=lambda: ["openid", "profile", "email"],
+        description="Scopes the console asks for (openid is always asked).",
+    )
+    console_api_key_signin: bool | None = Field(
+        default=None,
+        description="Whether people may sign in to the console with an API key (exchanged for "
+        "a server-side session). Default: only when no console_oidc_issuer is configured.",
+    )
+    console_idle_minutes: int = Field(
+        default=30, ge=1, le=24 * 60, description="A console session ends after this idle time."
+    )
+    console_session_hours: int = Field(
+        default=12, ge=1, le=7 * 24, description="A console session ends this long after sign-in."
+    )
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("database_url")
@@ -189,7 +223,17 @@ class Settings(BaseSettings):
         problem = self.oauth_problem()
         if problem is not None:
             raise ValueError(problem)
+        if bool(self.console_oidc_issuer) != bool(self.console_oidc_client_id):
+            msg = "console_oidc_issuer and console_oidc_client_id must be set together"
+            raise ValueError(msg)
         return self
+
+    @property
+    def console_key_signin(self) -> bool:
+        """Whether the console offers sign-in with an API key."""
+        if self.console_api_key_signin is not None:
+            return self.console_api_key_signin
+        return self.console_oidc_issuer is None
 
     def oauth_problem(self) -> str | None:
         """Why this OAuth configuration must not start, if it must not."""

@@ -101,6 +101,11 @@ class KeyDirectory:
             return None
         return entry
 
+    def current(self, key_id: str) -> KeyEntry | None:
+        """The live entry of ``key_id`` (None once revoked or replaced)."""
+        with self._lock:
+            return self._by_key_id.get(key_id)
+
     def knows(self, presented: str) -> bool:
         key_id = presented[4:].partition(".")[0] if presented.startswith("mlk_") else ""
         return key_id in self._by_key_id

@@ -12,7 +12,7 @@ from api.auth import PrincipalDep, hidden
 from api.idempotency import idempotency_for
 from api.routes.common import ServicesDep, finish_write
 from api.routes.gate import GatedRoute, allowed
-from api.routes.missions import _load
+from api.routes.missions import load_mission
 from api.schemas import CompletionEventIn
 from api.views import mission_view
 from ledger.domain.instants import parse_instant
@@ -34,7 +34,7 @@ async def report_completion_event(
 ) -> dict[str, Any]:
     """Discharge the entries whose ``terminal_when`` names ``event_type`` (operator, or the
     Mission's own agent); a repeated ``event_id`` changes nothing."""
-    mission = await _load(services, principal, mission_id)
+    mission = await load_mission(services, principal, mission_id)
     if not policy.may_report_completion_event(principal, mission):
         raise hidden("Mission", mission_id)
     occurred_at = parse_instant(body.occurred_at, "/occurred_at")

@@ -5,21 +5,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api import policy
 from api.auth import Principal, PrincipalDep, hidden
 from api.consistency import Fresh
 from api.idempotency import idempotency_for
-from api.mandate_views import introspection_view, issued_view, mandate_view
+from api.mandate_views import introspection_view, issued_view
+from api.replay import mandate_at, mandate_resource
 from api.routes.common import ServicesDep, finish_write, refuse_null_body, well_formed_id
 from api.routes.gate import GatedRoute, allowed
 from api.schemas import NAME_PATTERN, IntrospectIn, MandateIn, NarrowIn, RevokeIn
 from api.services import Services
-from api.views import event_view
 from ledger.domain.delegation import ActorRef
 from ledger.domain.errors import NotFound
+from ledger.domain.instants import parse_as_of
 from ledger.domain.mandate_claims import MANDATE_TYP
 from ledger.domain.mandates import ExecutionMandate
 from ledger.domain.missions import Mission
@@ -173,7 +174,9 @@ async def revoke_mandate(
         )
     )
     await finish_write(services, response, written, status_code=200)
-    return await run_in_threadpool(_inspect, services, written.value)
+    return await run_in_threadpool(
+        mandate_resource, services.ledger, written.value, services.clock.now()
+    )
 
 
 @router.post(
@@ -214,28 +217,22 @@ async def revoke_instance(
 
 @router.get("/v1/mandates/{mandate_id}", dependencies=[allowed(policy.READ_MANDATE), Fresh])
 async def get_mandate(
-    mandate_id: str, principal: PrincipalDep, services: ServicesDep
+    mandate_id: str,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    as_of: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
-    """Claims, state, delegation chain, history and a plain-language rendering."""
+    """Claims, state, delegation chain, history and a plain-language rendering; with
+    ``as_of`` (RFC 3339, not in the future) the same resource as it stood then, rebuilt from
+    the events recorded by then (404 before its issuance)."""
     mandate = await _mandate(services, mandate_id)
     if mandate is None or not policy.may_see_mandate(principal, mandate):
         raise hidden("Mandate", mandate_id)
-    return await run_in_threadpool(_inspect, services, mandate)
-
-
-def _inspect(services: Services, mandate: ExecutionMandate) -> dict[str, Any]:
-    ledger = services.ledger
     now = services.clock.now()
-    tree = ledger.get_tree(mandate.mission_id)
-    return mandate_view(
-        mandate,
-        validity=ledger.mandate_validity(mandate, now),
-        ancestors=ledger.ancestors_of(mandate),
-        children=[] if tree is None else tree.children(mandate.id),
-        history=ledger.history(mandate.id),
-        event_view=event_view,
-        now=now,
-    )
+    if as_of is None:
+        return await run_in_threadpool(mandate_resource, services.ledger, mandate, now)
+    instant = parse_as_of(as_of, now, "/as_of")
+    return await run_in_threadpool(mandate_at, services.ledger, mandate_id, instant)
 
 
 @router.post("/v1/mandates/introspect", dependencies=[allowed(policy.INTROSPECT_MANDATE), Fresh])

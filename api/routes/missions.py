@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -11,27 +12,36 @@ from api import policy
 from api.auth import Principal, PrincipalDep, hidden
 from api.consistency import Fresh
 from api.idempotency import idempotency_for
+from api.replay import mission_at, mission_resource
 from api.routes.common import ServicesDep, finish_write, optional_instant, well_formed_id
 from api.routes.gate import GatedRoute, allowed
 from api.schemas import NAME_PATTERN, PRINTABLE, ContainmentIn, ExpansionIn, LifecycleIn
 from api.services import Services
 from api.views import event_view, mission_view, proposal_view
+from ledger.application import Written
 from ledger.domain.errors import InvalidRequest, NotFound
-from ledger.domain.instants import parse_instant
+from ledger.domain.instants import parse_as_of
 from ledger.domain.missions import Mission
 from ledger.domain.states import MissionState, OnExpiry, Operation
 
 router = APIRouter(tags=["missions"], route_class=GatedRoute)
 
 
-async def _load(services: Services, principal: Principal, mission_id: str) -> Mission:
+async def load_mission(
+    services: Services,
+    principal: Principal,
+    mission_id: str,
+    visible: Callable[[Principal, Mission], bool] = policy.may_see_mission,
+) -> Mission:
+    """The Mission, if the caller may see it (``visible``); otherwise the 404 of an unknown
+    id."""
     mission = None
     if well_formed_id(mission_id, "msn"):
         try:
             mission = await run_in_threadpool(services.ledger.get_mission, mission_id)
         except NotFound:
             mission = None
-    if mission is None or not policy.may_see_mission(principal, mission):
+    if mission is None or not visible(principal, mission):
         raise hidden("Mission", mission_id)
     return mission
 
@@ -66,20 +76,14 @@ async def get_mission(
     services: ServicesDep,
     as_of: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
-    """The Mission now, or as it stood at ``as_of`` (RFC 3339), rebuilt from its events."""
-    mission = await _load(services, principal, mission_id)
+    """The Mission now, or as it stood at ``as_of`` (RFC 3339, not in the future): the same
+    resource, rebuilt from the events recorded by then (404 before its approval)."""
+    mission = await load_mission(services, principal, mission_id)
+    now = services.clock.now()
     if as_of is None:
-        return mission_view(mission, services.clock.now())
-    instant = parse_instant(as_of, "/as_of")
-    try:
-        past = await run_in_threadpool(
-            lambda: services.ledger.get_mission(mission_id, as_of=instant)
-        )
-    except NotFound:
-        raise NotFound(f"Mission {mission_id!r} did not exist at {as_of}") from None
-    view = mission_view(past, instant)
-    view["as_of"] = as_of
-    return view
+        return await run_in_threadpool(mission_resource, services.ledger, mission, now)
+    instant = parse_as_of(as_of, now, "/as_of")
+    return await run_in_threadpool(mission_at, services.ledger, mission_id, instant)
 
 
 @router.post(
@@ -95,13 +99,28 @@ async def change_lifecycle(
     services: ServicesDep,
 ) -> dict[str, Any]:
     """revoke / suspend / complete (operator) or resume (admin: the elevated operation)."""
+    written = await change_lifecycle_of(services, principal, mission_id, body, request=request)
+    await finish_write(services, response, written, status_code=200)
+    return mission_view(written.value, services.clock.now())
+
+
+async def change_lifecycle_of(
+    services: Services,
+    principal: Principal,
+    mission_id: str,
+    body: LifecycleIn,
+    *,
+    request: Request | None = None,
+) -> Written[Mission]:
+    """A lifecycle operation (API and console alike); ``request`` for its
+    ``Idempotency-Key``."""
     operation = Operation(body.operation)
     policy.lifecycle_gate(operation).check(principal)
-    await _load(services, principal, mission_id)
+    await load_mission(services, principal, mission_id)
     suspend_until = optional_instant(body.suspend_until, "/suspend_until")
     on_expiry = None if body.on_expiry is None else OnExpiry(body.on_expiry)
-    idempotency = await idempotency_for(request, principal, 200)
-    written = await run_in_threadpool(
+    idempotency = None if request is None else await idempotency_for(request, principal, 200)
+    return await run_in_threadpool(
         lambda: services.ledger.change_lifecycle(
             actor=principal.actor(),
             mission_id=mission_id,
@@ -114,8 +133,6 @@ async def change_lifecycle(
             idempotency=idempotency,
         )
     )
-    await finish_write(services, response, written, status_code=200)
-    return mission_view(written.value, services.clock.now())
 
 
 @router.post(
@@ -130,9 +147,24 @@ async def contain(
     services: ServicesDep,
 ) -> dict[str, Any]:
     """Remove capability from the Mission's effective authority (removal only)."""
-    await _load(services, principal, mission_id)
-    idempotency = await idempotency_for(request, principal, 200)
-    written = await run_in_threadpool(
+    written = await contain_mission(services, principal, mission_id, body, request=request)
+    await finish_write(services, response, written, status_code=200)
+    return mission_view(written.value, services.clock.now())
+
+
+async def contain_mission(
+    services: Services,
+    principal: Principal,
+    mission_id: str,
+    body: ContainmentIn,
+    *,
+    request: Request | None = None,
+) -> Written[Mission]:
+    """Containment (API and console alike); ``request`` for its ``Idempotency-Key``."""
+    policy.CONTAIN_MISSION.check(principal)
+    await load_mission(services, principal, mission_id)
+    idempotency = None if request is None else await idempotency_for(request, principal, 200)
+    return await run_in_threadpool(
         lambda: services.ledger.contain(
             actor=principal.actor(),
             mission_id=mission_id,
@@ -143,8 +175,6 @@ async def contain(
             idempotency=idempotency,
         )
     )
-    await finish_write(services, response, written, status_code=200)
-    return mission_view(written.value, services.clock.now())
 
 
 @router.post(
@@ -161,7 +191,7 @@ async def propose_expansion(
     services: ServicesDep,
 ) -> dict[str, Any]:
     """A successor proposal; when approved, this Mission becomes ``superseded``."""
-    mission = await _load(services, principal, mission_id)
+    mission = await load_mission(services, principal, mission_id)
     if not policy.may_propose_expansion(principal, mission):
         raise hidden("Mission", mission_id)
     idempotency = await idempotency_for(request, principal, 202)
@@ -186,6 +216,6 @@ async def mission_events(
     mission_id: str, principal: PrincipalDep, services: ServicesDep
 ) -> dict[str, Any]:
     """Every event of the Mission, in order, with positions and chain hashes."""
-    await _load(services, principal, mission_id)
+    await load_mission(services, principal, mission_id)
     history = await run_in_threadpool(services.ledger.history, mission_id)
     return {"data": [event_view(e) for e in history], "next_cursor": None}

@@ -22,14 +22,17 @@ from api.routes.gate import GatedRoute, allowed
 from api.schemas import ApproveIn, DecisionIn, ProposalIn
 from api.services import Services
 from api.views import mission_view, proposal_view
+from ledger.application import Written
 from ledger.domain.errors import Forbidden, InvalidRequest, NotFound
+from ledger.domain.missions import Mission
 from ledger.domain.proposals import Proposal
 from ledger.domain.states import ProposalStatus
 
 router = APIRouter(tags=["proposals"], route_class=GatedRoute)
 
 
-async def _load(services: Services, principal: Principal, proposal_id: str) -> Proposal:
+async def load_proposal(services: Services, principal: Principal, proposal_id: str) -> Proposal:
+    """The proposal, if the caller may see it; otherwise the 404 of an unknown id."""
     proposal = None
     if well_formed_id(proposal_id, "prp"):
         try:
@@ -101,7 +104,7 @@ async def list_proposals(
 async def get_proposal(
     proposal_id: str, principal: PrincipalDep, services: ServicesDep
 ) -> dict[str, Any]:
-    proposal = await _load(services, principal, proposal_id)
+    proposal = await load_proposal(services, principal, proposal_id)
     return proposal_view(proposal, services.clock.now())
 
 
@@ -120,11 +123,25 @@ async def approve_proposal(
 ) -> dict[str, Any]:
     """Approve: create the Mission (201), optionally narrower and shorter-lived."""
     await refuse_null_body(request, body)
-    body = body or ApproveIn()
-    await _load(services, principal, proposal_id)
+    written = await approve(services, principal, proposal_id, body or ApproveIn(), request=request)
+    await finish_write(services, response, written, status_code=201)
+    return mission_view(written.value, services.clock.now())
+
+
+async def approve(
+    services: Services,
+    principal: Principal,
+    proposal_id: str,
+    body: ApproveIn,
+    *,
+    request: Request | None = None,
+) -> Written[Mission]:
+    """The approval (API and console alike); ``request`` for its ``Idempotency-Key``."""
+    policy.DECIDE_PROPOSAL.check(principal)
+    await load_proposal(services, principal, proposal_id)
     expires_at = optional_instant(body.expires_at, "/expires_at")
-    idempotency = await idempotency_for(request, principal, 201)
-    written = await run_in_threadpool(
+    idempotency = None if request is None else await idempotency_for(request, principal, 201)
+    return await run_in_threadpool(
         lambda: services.ledger.approve_proposal(
             actor=principal.actor(),
             approver=principal.identity(services.settings.public_issuer),
@@ -135,8 +152,6 @@ async def approve_proposal(
             idempotency=idempotency,
         )
     )
-    await finish_write(services, response, written, status_code=201)
-    return mission_view(written.value, services.clock.now())
 
 
 @router.post("/v1/proposals/{proposal_id}/deny", dependencies=[allowed(policy.DECIDE_PROPOSAL)])
@@ -149,10 +164,24 @@ async def deny_proposal(
     body: DecisionIn | None = None,
 ) -> dict[str, Any]:
     await refuse_null_body(request, body)
-    body = body or DecisionIn()
-    await _load(services, principal, proposal_id)
-    idempotency = await idempotency_for(request, principal, 200)
-    written = await run_in_threadpool(
+    written = await deny(services, principal, proposal_id, body or DecisionIn(), request=request)
+    await finish_write(services, response, written, status_code=200)
+    return proposal_view(written.value, services.clock.now())
+
+
+async def deny(
+    services: Services,
+    principal: Principal,
+    proposal_id: str,
+    body: DecisionIn,
+    *,
+    request: Request | None = None,
+) -> Written[Proposal]:
+    """The denial (API and console alike); ``request`` for its ``Idempotency-Key``."""
+    policy.DECIDE_PROPOSAL.check(principal)
+    await load_proposal(services, principal, proposal_id)
+    idempotency = None if request is None else await idempotency_for(request, principal, 200)
+    return await run_in_threadpool(
         lambda: services.ledger.deny_proposal(
             actor=principal.actor(),
             proposal_id=proposal_id,
@@ -160,8 +189,6 @@ async def deny_proposal(
             idempotency=idempotency,
         )
     )
-    await finish_write(services, response, written, status_code=200)
-    return proposal_view(written.value, services.clock.now())
 
 
 @router.post("/v1/proposals/{proposal_id}/cancel", dependencies=[allowed(policy.CANCEL_PROPOSAL)])
@@ -175,7 +202,7 @@ async def cancel_proposal(
 ) -> dict[str, Any]:
     await refuse_null_body(request, body)
     body = body or DecisionIn()
-    proposal = await _load(services, principal, proposal_id)
+    proposal = await load_proposal(services, principal, proposal_id)
     if not policy.may_cancel_proposal(principal, proposal):
         raise hidden("proposal", proposal_id)
     idempotency = await idempotency_for(request, principal, 200)

@@ -18,7 +18,7 @@ from api.auth import Principal, PrincipalDep, hidden
 from api.json_body import JsonBodyRoute
 from api.routes.common import ServicesDep
 from api.services import Services
-from api.sse_hub import UNKNOWN_CURSOR
+from api.workers.sse_hub import UNKNOWN_CURSOR
 from ledger.domain.actors import Actor
 from ledger.domain.errors import InvalidRequest, NotFound
 from ledger.domain.streams import Stream

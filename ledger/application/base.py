@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
@@ -41,6 +42,7 @@ from ledger.application.contention import ESCALATE_AFTER, WriteGate, backoff
 from ledger.clock import Clock
 from ledger.domain.canonical import raw_digest
 from ledger.domain.errors import Conflict, IdempotencyConflict, NotFound, StaleVersion
+from ledger.domain.instants import format_instant
 from ledger.domain.missions import Mission
 from ledger.domain.proposals import Proposal
 from ledger.persistence.database import Database
@@ -227,19 +229,35 @@ class LedgerBase(Application[str]):
         return self._get(Proposal, proposal_id, "proposal")
 
     def get_mission(self, mission_id: str, *, as_of: datetime | None = None) -> Mission:
+        """The Mission now, or as it stood at ``as_of`` (``NotFound`` before its approval)."""
         if as_of is None:
             return self._get(Mission, mission_id, "Mission")
-        events = [e.event for e in self.event_log.history(mission_id) if e.event.timestamp <= as_of]
-        if not events or not isinstance(events[0], Mission.Approved):
-            raise NotFound(f"no Mission {mission_id!r} existed at that instant")
-        aggregate: Mission | None = None
-        for event in events:
-            aggregate = event.mutate(aggregate)
-        assert aggregate is not None
-        return aggregate
+        past = self.history(mission_id, as_of=as_of)
+        return self.rebuild_at(Mission, mission_id, "Mission", past, as_of)
 
-    def history(self, originator_id: str) -> list[LoggedEvent]:
-        return self.event_log.history(originator_id)
+    def history(self, originator_id: str, *, as_of: datetime | None = None) -> list[LoggedEvent]:
+        """An aggregate's events in version order, with positions and chain hashes; with
+        ``as_of``, the ones recorded by then: versions in order up to the first event
+        recorded later (timestamps are the writer's clock), so the prefix is a state the
+        aggregate really had."""
+        events = self.event_log.history(originator_id)
+        if as_of is None:
+            return events
+        return list(itertools.takewhile(lambda e: e.event.timestamp <= as_of, events))
+
+    def mission_usage(
+        self, mission: Mission, *, as_of: datetime | None = None
+    ) -> dict[str, Any] | None:
+        """METERING HOOK (SPEC 7.3): the Mission's ``usage`` ``{currency, spent, reserved,
+        remaining, calls}`` now, or at ``as_of``; None when the Mission has no meter.
+
+        No Mission has a meter yet: ``max_budget`` and ``max_calls`` are refused at
+        submission (``unsupported_control``) until metering is enforced. Metering answers
+        here, folding its recorded commits and reservations up to ``as_of``, and every
+        reader shows it: ``GET /v1/missions/{id}`` (and its ``as_of``) and
+        ``mission-ledger audit replay`` (``api/replay.py``)."""
+        del mission, as_of
+        return None
 
     def audit_log(self, after: int, limit: int) -> list[LoggedEvent]:
         """The ledger's events after position ``after``, in order, with their chain hashes."""
@@ -261,6 +279,25 @@ class LedgerBase(Application[str]):
                 aggregate = None
         if aggregate is None or not isinstance(aggregate, cls):
             raise NotFound(f"no {what} with id {aggregate_id!r}")
+        return aggregate
+
+    def rebuild_at(
+        self,
+        cls: type[A],
+        aggregate_id: str,
+        what: str,
+        past: Sequence[LoggedEvent],
+        as_of: datetime,
+    ) -> A:
+        """The aggregate as it stood at ``as_of``, rebuilt by the repository at the version
+        of the last of ``past`` (its ``history(aggregate_id, as_of=as_of)``). ``NotFound``
+        when nothing of it had been recorded by then."""
+        aggregate: BaseAggregate[str] | None = None
+        if past:
+            version = past[-1].event.originator_version
+            aggregate = self.repository.get(aggregate_id, version=version)
+        if aggregate is None or not isinstance(aggregate, cls):
+            raise NotFound(f"no {what} with id {aggregate_id!r} existed at {format_instant(as_of)}")
         return aggregate
 
     def execute(

@@ -20,13 +20,12 @@ from datetime import datetime
 from eventsourcing.domain import BaseAggregate
 
 from ledger.application.base import LedgerBase
+from ledger.application.replay import LedgerAt, MandateReads
 from ledger.domain.actors import Actor
 from ledger.domain.authority import AuthorityEntry
 from ledger.domain.delegation import parse_entries, restrict, without_contained
-from ledger.domain.errors import NotFound
-from ledger.domain.instances import AgentInstance, instance_id_of
-from ledger.domain.mandate_tree import MandateTree, tree_id
-from ledger.domain.mandates import ExecutionMandate, Validity, validity
+from ledger.domain.mandate_tree import tree_id
+from ledger.domain.mandates import ExecutionMandate
 from ledger.domain.missions import Mission, discharge_cause
 from ledger.domain.states import MissionState
 
@@ -43,53 +42,12 @@ class Effects:
             self.changed.append(aggregate)
 
 
-class MandateCascades(LedgerBase):
-    # ------------------------------------------------------------------ reads
+class MandateCascades(LedgerBase, MandateReads):
+    """Mandate reads (``MandateReads``) on the live ledger, and the cascades."""
 
-    def get_mandate(self, mandate_id: str) -> ExecutionMandate:
-        return self._get(ExecutionMandate, mandate_id, "Mandate")
-
-    def get_tree(self, mission_id: str) -> MandateTree | None:
-        try:
-            return self._get(MandateTree, tree_id(mission_id), "mandate tree")
-        except NotFound:
-            return None
-
-    def get_instance(self, client_id: str, instance_id: str) -> AgentInstance | None:
-        try:
-            return self._get(AgentInstance, instance_id_of(client_id, instance_id), "instance")
-        except NotFound:
-            return None
-
-    def ancestors_of(self, mandate: ExecutionMandate) -> list[ExecutionMandate]:
-        """Parent first, root last."""
-        chain: list[ExecutionMandate] = []
-        parent_id = mandate.parent_mandate_id
-        while parent_id is not None:
-            parent = self.get_mandate(parent_id)
-            chain.append(parent)
-            parent_id = parent.parent_mandate_id
-        return chain
-
-    def mandate_validity(
-        self, mandate: ExecutionMandate, now: datetime, *, mission: Mission | None = None
-    ) -> Validity:
-        """Whether the Mandate authorises anything at ``now`` (own state and expiry, its
-        Mission, every ancestor, the holder's instance)."""
-        mission = mission or self.get_mission(mandate.mission_id)
-        instance_id = mandate.holder.get("instance_id")
-        instance = (
-            None
-            if instance_id is None
-            else self.get_instance(str(mandate.holder["client_id"]), str(instance_id))
-        )
-        return validity(
-            mandate,
-            mission_state=mission.effective_state(now),
-            ancestors=self.ancestors_of(mandate),
-            instance_revoked=instance is not None and instance.revoked,
-            now=now,
-        )
+    def at(self, instant: datetime) -> LedgerAt:
+        """The ledger as it stood at ``instant`` (reads only), for replay and ``as_of``."""
+        return LedgerAt(self, instant)
 
     # ------------------------------------------------------------------ cascades
 

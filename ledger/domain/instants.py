@@ -47,6 +47,18 @@ def parse_instant(value: object, pointer: str = "") -> datetime:
     return parsed.astimezone(UTC)
 
 
+def parse_as_of(value: object, now: datetime, pointer: str = "") -> datetime:
+    """An instant to look back at (``as_of``): RFC 3339 as ``parse_instant``, and not after
+    ``now``: the ledger knows the past, and what a later instant will hold is not recorded
+    yet (deadlines applied to today's state would be a forecast shown as fact)."""
+    instant = parse_instant(value, pointer)
+    if instant > now:
+        raise InvalidRequest.at(
+            pointer, f"{value!r} is in the future (now is {format_instant(now)})"
+        )
+    return instant
+
+
 def format_instant(value: datetime) -> str:
     """Render a timezone-aware instant as RFC 3339 in UTC with a ``Z`` suffix."""
     if value.tzinfo is None:

@@ -54,7 +54,8 @@ def stream_aggregate_id(stream_id: str) -> str:
     return f"stream:{stream_id}"
 
 
-def _is_loopback(host: str | None) -> bool:
+def is_loopback(host: str | None) -> bool:
+    """``localhost`` or a loopback address."""
     if host is None:
         return False
     if host == "localhost":
@@ -90,7 +91,7 @@ def validate_receiver_config(
             )
         parts = urlsplit(url)
         secure = parts.scheme == "https"
-        local = parts.scheme == "http" and allow_http_loopback and _is_loopback(parts.hostname)
+        local = parts.scheme == "http" and allow_http_loopback and is_loopback(parts.hostname)
         if not parts.netloc or not (secure or local):
             raise InvalidRequest.at("/delivery/endpoint_url", "must be an https URL")
         normalised["endpoint_url"] = url

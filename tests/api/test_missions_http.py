@@ -1,15 +1,13 @@
 """Missions through HTTP (SPEC 3 "Proposals and Missions"): containment (removal only),
 expansion (a successor proposal; approving it supersedes the predecessor), the event
-history, the board (filters and cursor paging) and ``as_of`` reconstruction."""
+history and the board (filters and cursor paging); ``as_of`` is in test_as_of_http.py."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from ledger.domain.instants import format_instant
 from tests.api.conftest import Api, assert_problem, entry, pointers
 from tests.builders import ERP
 
@@ -293,67 +291,3 @@ def test_a_garbage_cursor_is_400(api: Api) -> None:
 @pytest.mark.parametrize("limit", ["0", "201", "ten"])
 def test_an_out_of_range_limit_is_400_not_422(api: Api, limit: str) -> None:
     assert_problem(_list(api, limit=limit), 400, "invalid_request")
-
-
-# ---------------------------------------------------------------------- as_of
-
-
-@pytest.mark.postgres_smoke
-def test_as_of_reconstructs_the_past_state(api: Api) -> None:
-    mission = api.mission()
-    approved_at = api.clock.now()
-    api.clock.advance(hours=1)
-    api.lifecycle(mission["id"], "suspend")
-    past = api.client.get(
-        f"/v1/missions/{mission['id']}",
-        params={"as_of": format_instant(approved_at + timedelta(minutes=30))},
-        headers=api.auth("auditor"),
-    )
-    assert past.status_code == 200, past.text
-    assert past.json()["state"] == "active"
-    assert past.json()["version"] == 1
-    assert past.json()["as_of"] == format_instant(approved_at + timedelta(minutes=30))
-    now = api.get_mission(mission["id"], who="auditor")
-    assert now["state"] == "suspended"
-    assert now["version"] == 2
-
-
-def test_as_of_accepts_an_rfc3339_offset(api: Api) -> None:
-    mission = api.mission()
-    api.clock.advance(hours=1)
-    response = api.client.get(
-        f"/v1/missions/{mission['id']}",
-        params={"as_of": "2026-11-28T13:30:00+01:00"},  # 12:30Z, after approval at 12:00Z
-        headers=api.auth("auditor"),
-    )
-    assert response.status_code == 200, response.text
-    assert response.json()["state"] == "active"
-
-
-@pytest.mark.parametrize("as_of", ["yesterday", "2026-11-28", "2026-11-28T12:00:00", ""])
-def test_a_bad_as_of_is_400(api: Api, as_of: str) -> None:
-    mission = api.mission()
-    response = api.client.get(
-        f"/v1/missions/{mission['id']}", params={"as_of": as_of}, headers=api.auth("auditor")
-    )
-    assert_problem(response, 400, "invalid_request")
-
-
-def test_as_of_before_the_mission_existed_is_404(api: Api) -> None:
-    mission = api.mission()
-    before = format_instant(api.clock.now() - timedelta(hours=1))
-    response = api.client.get(
-        f"/v1/missions/{mission['id']}", params={"as_of": before}, headers=api.auth("auditor")
-    )
-    assert_problem(response, 404, "not_found")
-
-
-def test_an_agent_reads_its_own_missions_past(api: Api) -> None:
-    mission = api.mission()
-    api.clock.advance(minutes=5)
-    response = api.client.get(
-        f"/v1/missions/{mission['id']}",
-        params={"as_of": format_instant(api.clock.now())},
-        headers=api.auth("agent"),
-    )
-    assert response.status_code == 200, response.text

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from api.checkpoints import Checkpointer
 from api.cli import app as cli
+from api.workers.checkpoints import Checkpointer
 from ledger.application import Ledger
 from ledger.domain.checkpoints import CHECKPOINT_TYP, parse_checkpoint_payload
 from ledger.domain.states import Operation

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from api.scheduler import Scheduler
+from api.workers.scheduler import Scheduler
 from ledger.application import Ledger
 from ledger.persistence.snapshots import StateCodec
 from projections.boards import MandateRegister, MissionBoard, ProposalBoard

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from api.sse_hub import SseHub
+from api.workers.sse_hub import SseHub
 from ledger.application import Ledger
 from ledger.persistence.database import Cursor, Database
 from ledger.settings import Settings

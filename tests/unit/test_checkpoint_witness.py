@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.checkpoints import HttpWitness, write_checkpoint_file
+from api.workers.checkpoints import HttpWitness, write_checkpoint_file
 from ledger.domain.checkpoints import Checkpoint
 from ledger.persistence.checkpoints import StoredCheckpoint
 

@@ -3,7 +3,7 @@ either gets every SET after its cursor from it or pages them from the store."""
 
 from __future__ import annotations
 
-from api.sse_hub import Channel, frame
+from api.workers.sse_hub import Channel, frame
 
 
 def rows(*seqs: int) -> list[tuple[int, bytes]]:

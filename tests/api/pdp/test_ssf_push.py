@@ -16,7 +16,7 @@ from typing import Any
 import jwt as pyjwt
 import pytest
 
-from api.push import SET_MEDIA_TYPE, Outcome, PushDelivery, backoff_seconds
+from api.workers.push import SET_MEDIA_TYPE, Outcome, PushDelivery, backoff_seconds
 from ledger.application import Ledger
 from ledger.domain.actors import Actor
 from ledger.domain.streams import LIFECYCLE_CHANGE, PUSH, STREAM_UPDATED, StreamStatus

@@ -1,0 +1,1 @@
+"""The console for people (SPEC 7.5): server-rendered pages under ``/console/``."""

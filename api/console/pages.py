@@ -1,0 +1,766 @@
+"""The console's pages (SPEC 7.5): sign-in, the approver inbox and decision pages, the
+operator's Missions, the auditor's chain status.
+
+Each page declares who may open it with ``signed_in(policy.X)`` (the route class checks the
+gate, and the CSRF token of every POST, before the handler runs). Writes call the same
+commands as the API routes (``api.routes.proposals.approve`` ...), so the ledger records the
+person's principal exactly as for an API write, and the same rules refuse the same things.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import HTMLResponse
+from sse_starlette import EventSourceResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+
+from api import policy
+from api.auth import Principal, api_key_principal
+from api.console import present
+from api.console.live import mission_changes
+from api.console.sessions import ATTEMPT_LIFETIME, Attempt, Session, new_token
+from api.console.web import (
+    PREFIX,
+    SESSION_SCOPE,
+    SESSION_TOKEN_SCOPE,
+    ConsoleRoute,
+    check_csrf,
+    console_of,
+    current_session,
+    render,
+    safe_next,
+    see_other,
+    services_of,
+    signed_in,
+)
+from api.routes.common import finish_write
+from api.routes.missions import change_lifecycle_of, contain_mission, load_mission
+from api.routes.proposals import approve, deny, load_proposal
+from api.schemas import ApproveIn, ContainmentIn, DecisionIn, LifecycleIn
+from api.services import Services
+from ledger.application import Written
+from ledger.domain.errors import Forbidden, InvalidRequest, NotAuthenticated
+from ledger.domain.instants import format_instant
+from ledger.domain.missions import Mission
+from ledger.domain.proposals import Proposal
+from ledger.domain.states import LEGAL_OPERATIONS, MissionState, Operation, ProposalStatus
+from ledger.persistence.chain import verify_chain
+
+router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+
+INBOX_PAGE = 25
+MISSIONS_PAGE = 50
+MANDATES_SHOWN = 200
+SSE_SEND_TIMEOUT = 10
+
+
+def _form(request: Request) -> FormData:
+    """The form the route class already read (to check its CSRF token)."""
+    form = getattr(request, "_form", None)
+    assert isinstance(form, FormData), "the console route class reads every POST's form"
+    return form
+
+
+def _text(form: FormData, name: str) -> str | None:
+    value = form.get(name)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return value.strip()
+
+
+def _home(principal: Principal) -> str:
+    if policy.INBOX.allows(principal):
+        return f"{PREFIX}/inbox"
+    if policy.LIST_MISSIONS.allows(principal):
+        return f"{PREFIX}/missions"
+    return f"{PREFIX}/audit/chain"
+
+
+# ---------------------------------------------------------------------- sign-in
+
+
+@router.get("/", response_model=None)
+async def start(request: Request) -> Response:
+    session = await current_session(request, touch=False)
+    if session is None:
+        return see_other(f"{PREFIX}/signin")
+    return see_other(_home(session.principal))
+
+
+def _begin(request: Request, response: Response, next_path: str) -> Attempt:
+    console = console_of(request)
+    token, attempt = console.sessions.begin(now=services_of(request).clock.now())
+    attempt.next_path = safe_next(next_path)
+    console.cookies.set(
+        response, console.cookies.attempt, token, int(ATTEMPT_LIFETIME.total_seconds())
+    )
+    return attempt
+
+
+def _attempt(request: Request) -> tuple[str, Attempt] | None:
+    console = console_of(request)
+    token = request.cookies.get(console.cookies.attempt)
+    if not token:
+        return None
+    attempt = console.sessions.attempt(token, now=services_of(request).clock.now())
+    return None if attempt is None else (token, attempt)
+
+
+def _signin_page(
+    request: Request, *, next_path: str, status_code: int = 200, message: str | None = None
+) -> HTMLResponse:
+    console = console_of(request)
+    response = HTMLResponse("")
+    attempt = _begin(request, response, next_path)
+    page = render(
+        request,
+        "signin.html",
+        status_code=status_code,
+        oidc=console.oidc is not None,
+        key_signin=console.key_signin,
+        attempt_csrf=attempt.csrf,
+        next=attempt.next_path,
+        message=message,
+        signed_out=request.query_params.get("signed_out") == "1",
+    )
+    page.raw_headers.extend(h for h in response.raw_headers if h[0] == b"set-cookie")
+    return page
+
+
+@router.get("/signin", response_model=None)
+async def signin(
+    request: Request, next: Annotated[str | None, Query(max_length=512)] = None
+) -> Response:
+    session = await current_session(request, touch=False)
+    if session is not None:
+        return see_other(safe_next(next) if next else _home(session.principal))
+    return _signin_page(request, next_path=next or f"{PREFIX}/")
+
+
+@router.get("/signin/oidc", response_model=None)
+async def signin_oidc(
+    request: Request, next: Annotated[str | None, Query(max_length=512)] = None
+) -> Response:
+    """Off to the OpenID Provider (a link, not a form: the CSP's form-action stays 'self')."""
+    console = console_of(request)
+    if console.oidc is None:
+        raise InvalidRequest("this console has no OpenID sign-in configured")
+    response = see_other("/")
+    attempt = _begin(request, response, next or f"{PREFIX}/")
+    url = await console.oidc.authorization_url(
+        state=attempt.state, nonce=attempt.nonce, verifier=attempt.verifier
+    )
+    response.headers["location"] = url
+    return response
+
+
+def _open_session(
+    request: Request,
+    principal: Principal,
+    *,
+    next_path: str,
+    method: str,
+    key_id: str | None = None,
+    display_name: str | None = None,
+) -> Response:
+    """A new session for ``principal`` (people only), and its cookie."""
+    if not policy.may_sign_in_to_console(principal.roles):
+        raise Forbidden(
+            "only people sign in to the console (roles approver, operator, auditor, admin); "
+            "agent and PEP credentials cannot"
+        )
+    console = console_of(request)
+    previous = request.cookies.get(console.cookies.session)
+    if previous:  # signing in again (perhaps as someone else) ends the session before
+        console.sessions.end(previous)
+    token = console.sessions.open(
+        principal,
+        now=services_of(request).clock.now(),
+        method=method,
+        key_id=key_id,
+        display_name=display_name,
+    )
+    response = see_other(next_path if next_path != f"{PREFIX}/" else _home(principal))
+    console.cookies.set(response, console.cookies.session, token)
+    console.cookies.clear(response, console.cookies.attempt)
+    return response
+
+
+@router.get("/auth/callback", response_model=None)
+async def oidc_callback(
+    request: Request,
+    code: Annotated[str | None, Query(max_length=4096)] = None,
+    state: Annotated[str | None, Query(max_length=512)] = None,
+    error: Annotated[str | None, Query(max_length=256)] = None,
+) -> Response:
+    console = console_of(request)
+    found = _attempt(request)
+    if console.oidc is None or found is None or state is None:
+        return _signin_page(
+            request,
+            next_path=f"{PREFIX}/",
+            status_code=400,
+            message="That sign-in link has expired or was not started here. Try again.",
+        )
+    token, attempt = found
+    console.sessions.finish(token)  # used once, whatever happens next
+    if not hmac.compare_digest(state.encode(), attempt.state.encode()):
+        return _signin_page(
+            request, next_path=attempt.next_path, status_code=400, message="Sign-in failed."
+        )
+    if error is not None or code is None:
+        return _signin_page(
+            request,
+            next_path=attempt.next_path,
+            status_code=401,
+            message=f"The identity provider did not sign you in ({error or 'no code'}).",
+        )
+    try:
+        person = await console.oidc.sign_in(
+            code=code,
+            verifier=attempt.verifier,
+            nonce=attempt.nonce,
+            now=services_of(request).clock.now(),
+        )
+    except NotAuthenticated as failure:
+        return _signin_page(
+            request, next_path=attempt.next_path, status_code=401, message=failure.detail
+        )
+    principal = Principal(
+        kind="oauth",
+        name=person.subject,
+        roles=person.roles,
+        client_id=None,  # a person is never an agent's client
+        issuer=person.issuer,
+        acr=person.acr,
+    )
+    return _open_session(
+        request,
+        principal,
+        next_path=attempt.next_path,
+        method="oidc",
+        display_name=person.name,
+    )
+
+
+@router.post("/signin/key", response_model=None)
+async def signin_key(request: Request) -> Response:
+    """An API key for a server-side session (the key itself is not kept anywhere)."""
+    console = console_of(request)
+    if not console.key_signin:
+        raise Forbidden("sign-in with an API key is turned off here")
+    found = _attempt(request)
+    if found is None:
+        raise Forbidden("the sign-in form has expired or was not opened here: reload the page")
+    token, attempt = found
+    await check_csrf(request, attempt.csrf)
+    console.sessions.finish(token)
+    key = (await request.form()).get("api_key")
+    if not isinstance(key, str) or not key.strip():
+        return _signin_page(
+            request, next_path=attempt.next_path, status_code=400, message="Enter an API key."
+        )
+    try:
+        principal, entry = await api_key_principal(key.strip(), services_of(request))
+    except NotAuthenticated:
+        return _signin_page(
+            request,
+            next_path=attempt.next_path,
+            status_code=401,
+            message="That API key is unknown or revoked.",
+        )
+    return _open_session(
+        request, principal, next_path=attempt.next_path, method="api_key", key_id=entry.key_id
+    )
+
+
+@router.post("/signout", response_model=None, dependencies=[signed_in()])
+async def signout(request: Request) -> Response:
+    console = console_of(request)
+    token = request.scope.get(SESSION_TOKEN_SCOPE)
+    if isinstance(token, str):
+        console.sessions.end(token)
+    response = see_other(f"{PREFIX}/signin?signed_out=1")
+    console.cookies.clear(response, console.cookies.session)
+    response.headers["Clear-Site-Data"] = '"cache"'
+    return response
+
+
+# ---------------------------------------------------------------------- approver
+
+
+@router.get("/inbox", response_model=None, dependencies=[signed_in(policy.INBOX)])
+async def inbox(
+    request: Request, cursor: Annotated[str | None, Query(max_length=128)] = None
+) -> Response:
+    """Pending proposals, oldest first, one page from the read model."""
+    services = services_of(request)
+    items, next_cursor = await run_in_threadpool(
+        services.proposals.page,
+        services.ledger.database,
+        filters={"status": ProposalStatus.PENDING.value},
+        cursor=cursor,
+        limit=INBOX_PAGE,
+    )
+    now = services.clock.now()
+    return render(
+        request,
+        "inbox.html",
+        items=[_inbox_item(p, now) for p in items],
+        next_cursor=next_cursor,
+        first_page=cursor is None,
+        done=request.query_params.get("done"),
+    )
+
+
+def _inbox_item(proposal: Proposal, now: Any) -> dict[str, Any]:
+    return {
+        "id": proposal.id,
+        "client_id": proposal.client_id,
+        "subject": proposal.subject,
+        "goal": str(proposal.intent.get("goal", "")),
+        "submitted_at": proposal.created_on,
+        "expires_at": proposal.expires_at,
+        "countdown": present.countdown(now, proposal.expires_at),
+        "status": proposal.effective_status(now),
+        "entries": present.entry_views(proposal.proposed_authority),
+    }
+
+
+async def _proposal(request: Request, proposal_id: str) -> tuple[Session, Proposal]:
+    session = request.scope[SESSION_SCOPE]
+    assert isinstance(session, Session)
+    proposal = await load_proposal(services_of(request), session.principal, proposal_id)
+    return session, proposal
+
+
+def _decision_context(
+    services: Services, proposal: Proposal, form: FormData | None
+) -> dict[str, Any]:
+    now = services.clock.now()
+    requested = present.parse_requested_expiry(proposal.intent)
+    return {
+        "p": proposal,
+        "status": proposal.effective_status(now),
+        "countdown": present.countdown(now, proposal.expires_at),
+        "submitted_by": present.actor_text(proposal.submitted_by),
+        "prose": present.agent_prose(proposal.intent),
+        "entries": present.entry_views(proposal.proposed_authority),
+        "terms": present.terms(requested, proposal.intent),
+        "requested_expiry": format_instant(requested),
+        "expiry_value": (
+            _expiry_field(form, requested) if form is not None else present.expiry_input(requested)
+        ),
+        "expiry_max": present.expiry_input(requested),
+        "approval_id": (_text(form, "approval_event_id") if form else None) or new_token(),
+        "form": form,
+    }
+
+
+def _expiry_field(form: FormData, requested: Any) -> str:
+    return _text(form, "expires_at") or present.expiry_input(requested)
+
+
+@router.get("/proposals/{proposal_id}", response_model=None, dependencies=[signed_in(policy.INBOX)])
+async def proposal_page(request: Request, proposal_id: str) -> Response:
+    _, proposal = await _proposal(request, proposal_id)
+    return render(
+        request, "proposal.html", **_decision_context(services_of(request), proposal, None)
+    )
+
+
+def _approval(proposal: Proposal, form: FormData) -> ApproveIn:
+    if not proposal.proposed_authority:
+        raise InvalidRequest.at(
+            "/authorization_details",
+            "this proposal carries no authority: write the Authority Set through the API",
+        )
+    granted = present.narrowed_authority(proposal.proposed_authority, form)
+    requested = present.parse_requested_expiry(proposal.intent)
+    return ApproveIn(
+        authorization_details=granted,
+        expires_at=present.chosen_expiry(form, requested),
+        approval_event_id=_text(form, "approval_event_id"),
+    )
+
+
+@router.post(
+    "/proposals/{proposal_id}/review",
+    response_model=None,
+    dependencies=[signed_in(policy.INBOX)],
+)
+async def review(request: Request, proposal_id: str) -> Response:
+    """The approval before it is given: asked for and granted side by side (no write)."""
+    _, proposal = await _proposal(request, proposal_id)
+    form = _form(request)
+    body = _approval(proposal, form)
+    assert body.authorization_details is not None
+    context = _decision_context(services_of(request), proposal, form)
+    return render(
+        request,
+        "review.html",
+        granted=present.entry_views(body.authorization_details),
+        changes=present.changes(proposal.proposed_authority or [], body.authorization_details),
+        chosen_expiry=body.expires_at,
+        ticked={
+            (i, a)
+            for i, raw in enumerate(proposal.proposed_authority or [])
+            for a in raw.get("actions", [])
+            if a in form.getlist(f"e{i}.action")
+        },
+        amounts={i: _text(form, f"e{i}.max_amount") for i in range(len(context["entries"]))},
+        **context,
+    )
+
+
+@router.post(
+    "/proposals/{proposal_id}/approve",
+    response_model=None,
+    dependencies=[signed_in(policy.DECIDE_PROPOSAL)],
+)
+async def approve_page(request: Request, proposal_id: str) -> Response:
+    session, proposal = await _proposal(request, proposal_id)
+    written = await approve(
+        services_of(request), session.principal, proposal_id, _approval(proposal, _form(request))
+    )
+    return await _written(request, written, f"{PREFIX}/missions/{written.value.id}?approved=1")
+
+
+async def _written(request: Request, written: Written[Any], then: str) -> Response:
+    """After a write: on to ``then`` once this replica's pages include it."""
+    response = see_other(then)
+    await finish_write(services_of(request), response, written, status_code=303)
+    return response
+
+
+@router.post(
+    "/proposals/{proposal_id}/deny",
+    response_model=None,
+    dependencies=[signed_in(policy.DECIDE_PROPOSAL)],
+)
+async def deny_page(request: Request, proposal_id: str) -> Response:
+    session, _ = await _proposal(request, proposal_id)
+    services = services_of(request)
+    reason = _text(_form(request), "reason")
+    if reason is None:
+        raise InvalidRequest.at("/reason", "say why you deny the request")
+    written = await deny(services, session.principal, proposal_id, DecisionIn(reason=reason))
+    return await _written(request, written, f"{PREFIX}/inbox?done=denied")
+
+
+# ---------------------------------------------------------------------- operator
+
+
+@router.get("/missions", response_model=None, dependencies=[signed_in(policy.LIST_MISSIONS)])
+async def missions(
+    request: Request,
+    state: Annotated[str | None, Query(max_length=32)] = None,
+    agent: Annotated[str | None, Query(max_length=128)] = None,
+    subject: Annotated[str | None, Query(max_length=256)] = None,
+    cursor: Annotated[str | None, Query(max_length=128)] = None,
+) -> Response:
+    services = services_of(request)
+    state = state or None
+    if state is not None and state not in {s.value for s in MissionState}:
+        raise InvalidRequest.at("/state", f"must be one of {[s.value for s in MissionState]}")
+    filters = {
+        "state": state,
+        "client_id": (agent or "").strip() or None,
+        "subject_sub": (subject or "").strip() or None,
+    }
+    items, next_cursor = await run_in_threadpool(
+        services.missions.page,
+        services.ledger.database,
+        filters=filters,
+        cursor=cursor,
+        limit=MISSIONS_PAGE,
+    )
+    now = services.clock.now()
+    return render(
+        request,
+        "missions.html",
+        items=[(m, m.effective_state(now)) for m in items],
+        states=[s.value for s in MissionState],
+        state=state or "",
+        agent=filters["client_id"] or "",
+        subject=filters["subject_sub"] or "",
+        next_cursor=next_cursor,
+        first_page=cursor is None,
+    )
+
+
+async def _mission(request: Request, mission_id: str) -> tuple[Session, Mission]:
+    session = request.scope[SESSION_SCOPE]
+    assert isinstance(session, Session)
+    mission = await load_mission(
+        services_of(request), session.principal, mission_id, policy.may_see_mission_in_console
+    )
+    return session, mission
+
+
+async def _mission_context(request: Request, session: Session, mission: Mission) -> dict[str, Any]:
+    services = services_of(request)
+    now = services.clock.now()
+    state = mission.effective_state(now)
+    principal = session.principal
+    history = (
+        await run_in_threadpool(services.ledger.history, mission.id)
+        if policy.READ_MISSION_EVENTS.allows(principal)
+        else None
+    )
+    mandates = await run_in_threadpool(
+        services.mandates.page,
+        services.ledger.database,
+        filters={"mission_id": mission.id},
+        cursor=None,
+        limit=MANDATES_SHOWN,
+    )
+    operations = [
+        op.value
+        for op, (allowed_from, _) in LEGAL_OPERATIONS.items()
+        if state in allowed_from and policy.lifecycle_gate(op).allows(principal)
+    ]
+    return {
+        "m": mission,
+        "state": state,
+        "countdown": present.countdown(now, mission.expires_at),
+        "approver": present.actor_text(mission.approver),
+        "prose": present.agent_prose(mission.intent),
+        "effective": present.entry_views(mission.effective_authority()),
+        "granted": present.entry_views(mission.authority_set),
+        "proposed": present.entry_views(mission.proposed_authority),
+        "narrowed": mission.proposed_authority != mission.authority_set,
+        "terms": present.terms(mission.expires_at, mission.intent),
+        "contained": mission.contained,
+        "mandates": present.mandate_tree(mandates[0], now),
+        "more_mandates": mandates[1] is not None,
+        "timeline": None if history is None else present.timeline(history),
+        "operations": operations,
+        "may_contain": policy.CONTAIN_MISSION.allows(principal) and state in _CONTAINABLE,
+        "nonce": new_token(),
+        "approved": request.query_params.get("approved") == "1",
+    }
+
+
+_CONTAINABLE = frozenset({MissionState.ACTIVE.value, MissionState.SUSPENDED.value})
+
+
+@router.get(
+    "/missions/{mission_id}",
+    response_model=None,
+    dependencies=[signed_in(policy.CONSOLE_MISSION)],
+)
+async def mission_page(request: Request, mission_id: str) -> Response:
+    session, mission = await _mission(request, mission_id)
+    return render(request, "mission.html", **await _mission_context(request, session, mission))
+
+
+@router.get(
+    "/missions/{mission_id}/panel",
+    response_model=None,
+    dependencies=[signed_in(policy.CONSOLE_MISSION, passive=True)],
+)
+async def mission_panel(request: Request, mission_id: str) -> Response:
+    """The live part of the Mission page (fetched again on every change)."""
+    session, mission = await _mission(request, mission_id)
+    return render(
+        request, "mission_panel.html", **await _mission_context(request, session, mission)
+    )
+
+
+@router.get(
+    "/missions/{mission_id}/live",
+    response_model=None,
+    dependencies=[signed_in(policy.CONSOLE_MISSION, passive=True)],
+)
+async def mission_live(
+    request: Request,
+    mission_id: str,
+    version: Annotated[int, Query(ge=0, le=2**62)] = 0,
+) -> Response:
+    """Server-Sent Events for one Mission page: ``changed`` when it changes (only for a
+    Mission this person may see; the stream ends when the session does)."""
+    session, mission = await _mission(request, mission_id)
+    services = services_of(request)
+    token = request.scope.get(SESSION_TOKEN_SCOPE)
+    console = console_of(request)
+
+    async def changed_since_page() -> bool:
+        current = await run_in_threadpool(services.ledger.get_mission, mission.id)
+        return current.version != version
+
+    def still_signed_in() -> bool:
+        if not isinstance(token, str):
+            return False
+        live = console.sessions.find(token, now=services.clock.now())
+        return live is session and (
+            session.key_id is None or services.keys.current(session.key_id) is not None
+        )
+
+    return EventSourceResponse(
+        mission_changes(
+            services.console_watch,
+            mission.id,
+            changed_since_page=changed_since_page,
+            signed_in=still_signed_in,
+            recheck_seconds=services.settings.sse_credential_recheck_seconds,
+        ),
+        ping=services.settings.sse_heartbeat_seconds,
+        send_timeout=SSE_SEND_TIMEOUT,
+        headers={"X-Accel-Buffering": "no"},
+    )
+
+
+@dataclass(frozen=True)
+class Guard:
+    """What every change of a Mission carries: the reason, the form's nonce (a second
+    submission changes nothing) and the version the person saw (409 if it moved on)."""
+
+    reason: str
+    nonce: str | None
+    expected_version: int | None
+
+    @classmethod
+    def of(cls, form: FormData) -> Guard:
+        version = _text(form, "expected_version")
+        return cls(
+            reason=_text(form, "reason") or "",
+            nonce=_text(form, "nonce"),
+            expected_version=int(version) if version and version.isdigit() else None,
+        )
+
+
+async def _confirmed(
+    request: Request,
+    mission: Mission,
+    *,
+    operation: str,
+    fields: dict[str, str],
+    guard: Guard,
+    contained: dict[str, Any] | None,
+    write: Callable[[], Awaitable[Written[Mission]]],
+) -> Response:
+    """The confirmation page (nothing written), or with ``confirmed=yes`` the change."""
+    if _form(request).get("confirmed") != "yes":
+        return render(
+            request,
+            "confirm.html",
+            m=mission,
+            operation=operation,
+            action=request.url.path,
+            fields={
+                **fields,
+                "reason": guard.reason,
+                "nonce": guard.nonce or new_token(),
+                "expected_version": str(guard.expected_version or mission.version),
+            },
+            contained=contained,
+        )
+    return await _written(request, await write(), f"{PREFIX}/missions/{mission.id}")
+
+
+@router.post(
+    "/missions/{mission_id}/lifecycle",
+    response_model=None,
+    dependencies=[signed_in(policy.CHANGE_LIFECYCLE)],
+)
+async def lifecycle(request: Request, mission_id: str) -> Response:
+    """Suspend, resume (admin), revoke or complete: first a confirmation page, then (with
+    ``confirmed``) the change."""
+    session, mission = await _mission(request, mission_id)
+    form = _form(request)
+    operation = _text(form, "operation") or ""
+    if operation not in {o.value for o in Operation}:
+        raise InvalidRequest.at("/operation", "choose suspend, resume, revoke or complete")
+    policy.lifecycle_gate(Operation(operation)).check(session.principal)
+    guard = Guard.of(form)
+    body = LifecycleIn(
+        operation=operation,  # type: ignore[arg-type]
+        reason=guard.reason,
+        nonce=guard.nonce,
+        expected_version=guard.expected_version,
+    )
+    return await _confirmed(
+        request,
+        mission,
+        operation=operation,
+        fields={"operation": operation},
+        guard=guard,
+        contained=None,
+        write=lambda: change_lifecycle_of(
+            services_of(request), session.principal, mission.id, body
+        ),
+    )
+
+
+@router.post(
+    "/missions/{mission_id}/containment",
+    response_model=None,
+    dependencies=[signed_in(policy.CONTAIN_MISSION)],
+)
+async def containment(request: Request, mission_id: str) -> Response:
+    """Remove actions on one resource (and below) from the Mission: confirm, then apply."""
+    session, mission = await _mission(request, mission_id)
+    form = _form(request)
+    resource = _text(form, "resource") or ""
+    actions = [a for a in form.getlist("action") if isinstance(a, str) and a]
+    item: dict[str, Any] = {"resource": resource}
+    if actions:
+        item["actions"] = actions
+    guard = Guard.of(form)
+    body = ContainmentIn(
+        contained=[item],
+        reason=guard.reason,
+        nonce=guard.nonce,
+        expected_version=guard.expected_version,
+    )
+    return await _confirmed(
+        request,
+        mission,
+        operation="contain",
+        fields={"resource": resource},
+        guard=guard,
+        contained=item,
+        write=lambda: contain_mission(services_of(request), session.principal, mission.id, body),
+    )
+
+
+# ---------------------------------------------------------------------- auditor
+
+
+@router.get("/audit/chain", response_model=None, dependencies=[signed_in(policy.CHAIN_STATUS)])
+async def chain(
+    request: Request, verify: Annotated[str | None, Query(max_length=8)] = None
+) -> Response:
+    """The hash chain: its head, the newest events, and (on request) a full verification."""
+    services = services_of(request)
+    head = await run_in_threadpool(services.ledger.head_position)
+    recent = await run_in_threadpool(services.ledger.audit_log, max(0, head - 20), 20)
+    report = None
+    if verify == "1":
+        report = await run_in_threadpool(
+            lambda: verify_chain(services.ledger.event_log.chain_rows())
+        )
+    return render(
+        request,
+        "chain.html",
+        head=head,
+        recent=[
+            {
+                "position": e.position,
+                "type": type(e.event).__qualname__,
+                "originator": e.event.originator_id,
+                "at": format_instant(e.event.timestamp),
+                "actor": present.actor_text(getattr(e.event, "actor", None)),
+                "hash": None if e.chain_hash is None else e.chain_hash.hex(),
+            }
+            for e in reversed(recent)
+        ],
+        report=report,
+    )
