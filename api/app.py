@@ -42,12 +42,14 @@ from api.routes import (
 from api.services import Services
 from api.subject_tokens import SubjectTokenVerifier
 from api.tokens import TokenVerifier
+from api.workers.checkpoints import Checkpointer, HttpWitness
 from api.workers.push import PushDelivery
 from api.workers.scheduler import Scheduler
 from api.workers.sse_hub import SseHub
 from ledger.application.metering import MeterWriter
 from ledger.clock import Clock, SystemClock
 from ledger.domain.access_binding import APPROVAL_STATE_TYP
+from ledger.persistence.checkpoints import CheckpointStore
 from ledger.persistence.snapshots import StateCodec
 from ledger.persistence.store import open_ledger
 from ledger.settings import Settings, load_settings
@@ -135,11 +137,36 @@ def build_services(settings: Settings, clock: Clock) -> Services:
 
 def _maintain(services: Services, retention: Retention) -> None:
     """Every scheduler tick: pick up rotated signing keys, prune what outlived retention,
-    freeze long-lived objects."""
+    freeze long-lived objects, sign a checkpoint when one is due."""
     if services.gc is not None:
         services.gc.tick()  # first: needs no database
     services.keyring.refresh()
     retention.tick(services.clock.now())
+    if services.checkpoints is not None:
+        services.checkpoints.tick()
+
+
+def build_checkpointer(settings: Settings, services: Services) -> Checkpointer:
+    """The checkpoints of this replica and their witnesses (SPEC 7.4)."""
+    ledger = services.ledger
+    url = settings.checkpoint_witness_url
+    return Checkpointer(
+        CheckpointStore(ledger.database, ledger.event_log),
+        services.keyring,
+        services.clock,
+        issuer=settings.public_issuer,
+        alg=settings.signing_alg,
+        interval=timedelta(seconds=settings.checkpoint_interval_seconds),
+        directory=settings.checkpoint_dir,
+        http=None if url is None else HttpWitness(url),
+    )
+
+
+def _final_checkpoint(checkpointer: Checkpointer) -> None:
+    try:
+        checkpointer.stop()
+    except Exception:  # shutdown goes on; the next start's first tick signs the head
+        log.exception("the shutdown checkpoint failed")
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
@@ -167,6 +194,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             on_tick=lambda: _maintain(services, retention),
             meters=services.meters,
         )
+        checkpointer = services.checkpoints = build_checkpointer(resolved, services)
+        checkpointer.start()
         scheduler.start()
         push = PushDelivery(services.ledger, follower=services.follower)
         push.start()
@@ -183,6 +212,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         finally:
             push.stop()
             scheduler.stop()
+            await run_in_threadpool(_final_checkpoint, checkpointer)
             services.meters.stop()
             if services.gc is not None:
                 services.gc.stop()

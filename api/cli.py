@@ -23,10 +23,10 @@ from ledger.domain.actors import Actor
 from ledger.domain.authority import parse_authority_set
 from ledger.domain.errors import InvalidRequest, LedgerError, NotFound
 from ledger.domain.events import TOPIC_PREFIX
-from ledger.domain.instants import format_instant, parse_as_of
+from ledger.domain.instants import format_instant, parse_as_of, parse_instant
 from ledger.domain.rendering import describe_authority
 from ledger.domain.roles import Role
-from ledger.persistence.chain import verify_chain
+from ledger.persistence.chain import ChainReport, verify_chain_against
 from ledger.persistence.migrations import MigrationError, migrate
 from ledger.settings import Settings, load_settings
 
@@ -44,7 +44,10 @@ app = typer.Typer(
     add_completion=False,
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys (shown once, stored hashed).")
-audit_app = typer.Typer(help="Verify the hash-chained ledger; replay a Mission's past.")
+audit_app = typer.Typer(
+    help="Verify the hash-chained ledger, export evidence bundles and verify them offline; "
+    "replay a Mission's past."
+)
 projections_app = typer.Typer(help="Rebuild the read models.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
@@ -299,29 +302,77 @@ def keys_rotate_signing(
 
 @audit_app.command("verify")
 def audit_verify(
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoints",
+            help="A witness directory of signed checkpoints (<position>.jwt): also fail, "
+            "naming the file, when the store's chain no longer holds a checkpointed "
+            "(position, hash), as after a truncated tail or a recomputed chain.",
+            file_okay=False,
+            exists=True,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Verify the whole hash chain. Exit 0 when intact; otherwise exit 1 naming the first
-    bad position (an event altered, removed, inserted or reordered)."""
+    bad position (an event altered, removed, inserted or reordered) or, with --checkpoints,
+    each checkpoint the store no longer matches."""
+    from api.workers.checkpoints import read_witness_directory  # noqa: PLC0415
+    from ledger.signing.store import open_store, public_key_set  # noqa: PLC0415
+
+    settings = _settings()
     ledger = _open_store()
     try:
-        report = verify_chain(ledger.event_log.chain_rows())
+        witnessed = []
+        if checkpoints is not None:
+            stored_keys = open_store(settings, ledger.database).load()
+            try:
+                witnessed = read_witness_directory(
+                    checkpoints, lambda kids: public_key_set(stored_keys, kids)
+                )
+            except (OSError, ValueError) as error:
+                raise _fail(f"cannot read the checkpoints in {checkpoints}: {error}") from None
+        report, anchor_failures = verify_chain_against(
+            ledger.event_log.chain_rows(), [w.anchor for w in witnessed if w.anchor is not None]
+        )
     finally:
         ledger.close()
+    failures: list[tuple[str, int | None, str]] = [
+        (str(w.path), None, w.problem) for w in witnessed if w.problem is not None
+    ]
+    failures += [(f.anchor.source, f.anchor.position, f.problem) for f in anchor_failures]
     if as_json:
-        typer.echo(
-            json.dumps(
-                {
-                    "intact": report.intact,
-                    "checked": report.checked,
-                    "head_position": report.head_position,
-                    "head_hash": report.head_hash.hex(),
-                    "first_bad_position": report.first_bad,
-                    "problem": report.problem,
-                }
-            )
-        )
-    elif report.intact:
+        document: dict[str, object] = {
+            "intact": report.intact,
+            "checked": report.checked,
+            "head_position": report.head_position,
+            "head_hash": report.head_hash.hex(),
+            "first_bad_position": report.first_bad,
+            "problem": report.problem,
+        }
+        if checkpoints is not None:
+            document["checkpoints"] = {
+                "checked": len(witnessed),
+                "failed": [
+                    {"file": name, "position": position, "problem": problem}
+                    for name, position, problem in failures
+                ],
+            }
+        typer.echo(json.dumps(document))
+    else:
+        _print_verify_report(report, checkpoints, len(witnessed), failures)
+    if not report.intact or failures:
+        raise typer.Exit(1)
+
+
+def _print_verify_report(
+    report: ChainReport,
+    checkpoints: Path | None,
+    witnessed: int,
+    failures: list[tuple[str, int | None, str]],
+) -> None:
+    if report.intact:
         typer.echo(
             f"intact: {report.checked} events verified, head position {report.head_position}, "
             f"head hash {report.head_hash.hex()}"
@@ -330,9 +381,152 @@ def audit_verify(
         typer.echo(
             f"BROKEN at position {report.first_bad}: {report.problem} "
             f"({report.checked} events verified before it)",
-            err=not as_json,
+            err=True,
         )
-    if not report.intact:
+    if checkpoints is None:
+        return
+    for name, _, problem in failures:
+        typer.echo(f"CHECKPOINT FAILED {name}: {problem}", err=True)
+    if not witnessed:
+        typer.echo(f"warning: no checkpoint files (*.jwt) in {checkpoints}", err=True)
+    elif not failures:
+        typer.echo(f"checkpoints: all {witnessed} in {checkpoints} match the store's chain")
+
+
+@audit_app.command("export")
+def audit_export(
+    out: Annotated[
+        Path, typer.Option("--out", help="The bundle file to write (a .tar; not overwritten).")
+    ],
+    mission: Annotated[
+        str | None, typer.Option("--mission", help="Export this Mission's evidence.")
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option("--from", help="Export the events recorded from this instant (RFC 3339)."),
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", help="... up to (not including) this instant.")
+    ] = None,
+) -> None:
+    """Write an evidence bundle (docs/evidence.md) of one Mission (--mission) or of a time
+    range (--from and --to): events with their chain links, Mandate tokens, SETs,
+    checkpoints, decision records, the keys that signed them and a signed manifest."""
+    from api.evidence import EvidenceExporter, ExportScope  # noqa: PLC0415
+    from ledger.signing.keyring import Keyring  # noqa: PLC0415
+
+    if out.exists():
+        raise _fail(f"{out} exists: a bundle is never overwritten; choose another --out")
+    try:
+        scope = ExportScope(
+            mission_id=mission,
+            start=None if start is None else parse_instant(start, "--from"),
+            end=None if end is None else parse_instant(end, "--to"),
+        )
+    except LedgerError as error:
+        raise _fail(error.detail, code=2) from None
+    settings = _settings()
+    ledger = _open_store()
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        keyring = Keyring.open(settings, ledger.database)
+        keyring.ensure(settings.signing_alg, ledger.clock.now())
+        ledger.mandate_alg = settings.signing_alg
+        exporter = EvidenceExporter(
+            ledger, keyring, issuer=settings.public_issuer, alg=settings.signing_alg
+        )
+        with partial.open("xb") as handle:
+            manifest = exporter.export(scope, handle)
+        partial.replace(out)
+    except LedgerError as error:
+        raise _fail(error.detail) from None
+    except (OSError, RuntimeError, ValueError) as error:
+        raise _fail(f"cannot export: {error}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+        ledger.close()
+    covered = manifest["range"]
+    typer.echo(
+        f"wrote {out}: {covered['events']} events (positions {covered['first_position']} to "
+        f"{covered['last_position']}), manifest signed {manifest['created_at']}"
+    )
+
+
+@audit_app.command("verify-bundle")
+def audit_verify_bundle(
+    bundle: Annotated[Path, typer.Argument(help="An evidence bundle (.tar).", dir_okay=False)],
+    trusted_jwks: Annotated[
+        Path | None,
+        typer.Option(
+            "--trusted-jwks",
+            help="A JWK Set you trust (e.g. the ledger's /.well-known/jwks.json, kept with "
+            "retired keys): fail unless every key in the bundle is one of them.",
+            dir_okay=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check an evidence bundle offline (no database, no settings, no network): the
+    manifest's signature against the bundled keys, every file's digest, the hash chain's
+    continuity over the exported events, and every checkpoint, Mandate and SET signature.
+    Exit 0 when it verifies, 1 naming every problem found."""
+    from ledger.evidence.bundle import (  # noqa: PLC0415
+        CHECKPOINTS,
+        DECISIONS,
+        EVENTS,
+        MANDATES,
+        SETS,
+    )
+    from ledger.evidence.verify import verify_bundle  # noqa: PLC0415
+
+    trusted = None
+    if trusted_jwks is not None:
+        try:
+            trusted = json.loads(trusted_jwks.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise _fail(f"cannot read --trusted-jwks {trusted_jwks}: {error}", code=2) from None
+    report = verify_bundle(bundle, trusted=trusted)
+    manifest = report.manifest or {}
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "verified": report.ok,
+                    "problems": report.problems,
+                    "signer": report.signer,
+                    "issuer": manifest.get("issuer"),
+                    "created_at": manifest.get("created_at"),
+                    "range": manifest.get("range"),
+                    "lines": report.counts,
+                }
+            )
+        )
+    elif report.ok:
+        covered = manifest["range"]
+        what = (
+            f"Mission {covered['mission']}"
+            if covered["kind"] == "mission"
+            else f"events recorded from {covered['from']} to {covered['to']}"
+        )
+        counts = ", ".join(
+            f"{report.counts.get(name, 0)} {what}"
+            for name, what in (
+                (MANDATES, "Mandate tokens"),
+                (SETS, "SETs"),
+                (CHECKPOINTS, "checkpoints"),
+                (DECISIONS, "decision records"),
+            )
+        )
+        typer.echo(
+            f"verified: {bundle}: {what}, {report.counts.get(EVENTS, 0)} events (positions "
+            f"{covered['first_position']} to {covered['last_position']}); {counts}; manifest "
+            f"signed by {manifest['issuer']} with key {report.signer} at {manifest['created_at']}"
+        )
+    else:
+        typer.echo(f"FAILED: {bundle} does not verify:", err=True)
+        for problem in report.problems:
+            typer.echo(f"  {problem}", err=True)
+    if not report.ok:
         raise typer.Exit(1)
 
 

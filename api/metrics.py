@@ -158,6 +158,19 @@ class ServiceCollector(Collector):
                 "Full collections of everything, frozen objects included.",
                 services.gc.full_collections,
             )
+        if services.checkpoints is not None:
+            checkpoints = services.checkpoints.counters()
+            yield _counter(
+                "checkpoints_issued", "Checkpoints signed by this process.", checkpoints["issued"]
+            )
+            witness_failures = CounterMetricFamily(
+                f"{PREFIX}_checkpoint_witness_failures",
+                "Checkpoints a witness did not take (write error, HTTP error, full queue).",
+                labels=["witness"],
+            )
+            witness_failures.add_metric(["dir"], checkpoints["dir_failures"])
+            witness_failures.add_metric(["http"], checkpoints["http_failures"])
+            yield witness_failures
         if self._scheduler is not None:
             yield _counter(
                 "scheduled_transitions",

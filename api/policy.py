@@ -79,6 +79,7 @@ REPORT_USAGE = _gate(Role.PEP)  # the outcome of a metered permit (POST /v1/usag
 READ_MISSION_STATUS = _gate(Role.PEP, Role.OPERATOR, Role.AUDITOR, Role.AGENT)  # agents: own
 READ_METRICS = _gate(Role.OPERATOR, Role.AUDITOR)
 READ_AUDIT_LOG = _gate(Role.AUDITOR)
+EXPORT_EVIDENCE = _gate(Role.AUDITOR)  # evidence bundles (signed tar of events, tokens, SETs)
 
 
 # Console (SPEC 7.5): pages for people

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import Request
 
+from api.evidence import DecisionRecordSource, no_decision_records
 from ledger.application import Ledger
 from ledger.application.metering import MeterWriter
 from ledger.clock import Clock
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from api.oauth import OAuthVerifier
     from api.subject_tokens import SubjectTokenVerifier
     from api.tokens import TokenVerifier
+    from api.workers.checkpoints import Checkpointer
     from api.workers.push import PushDelivery
     from api.workers.sse_hub import SseHub
     from ledger.signing.keyring import Keyring
@@ -52,6 +54,9 @@ class Services:
     console_watch: MissionWatch
     push: PushDelivery | None = None  # set by the lifespan once started
     gc: GcPolicy | None = None  # set by the lifespan (settings.gc_freeze)
+    checkpoints: Checkpointer | None = None  # set by the lifespan once started
+    #: Decision records for evidence bundles (api/evidence.py); the decision log plugs in here.
+    decision_records: DecisionRecordSource = no_decision_records
 
 
 async def get_services(request: Request) -> Services:

@@ -181,6 +181,24 @@ class Settings(BaseSettings):
         description="Accept http:// push endpoints on loopback hosts (local development, tests).",
     )
 
+    checkpoint_interval_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=86_400,
+        description="How often one replica signs a checkpoint of the hash chain's head "
+        "(and once more at shutdown); none is made while the log has not moved.",
+    )
+    checkpoint_dir: Path | None = Field(
+        default=None,
+        description="Witness directory outside the database: each checkpoint is written "
+        "there as <position>.jwt (a compact JWS). Shared by the replicas (or use the URL).",
+    )
+    checkpoint_witness_url: str | None = Field(
+        default=None,
+        description="Optional HTTP witness: each checkpoint is POSTed there as "
+        "application/jwt (failures are logged and counted, never retried or waited for).",
+    )
+
     json_max_depth: int = Field(
         default=64,
         ge=2,

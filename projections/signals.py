@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 import orjson
 from eventsourcing.domain import BaseAggregate
@@ -43,7 +44,7 @@ from ledger.domain.sets import (
     stream_signal,
 )
 from ledger.domain.streams import STREAM_UPDATED, Stream, StreamStatus
-from ledger.persistence.database import Cursor, Dialect
+from ledger.persistence.database import Cursor, Database, Dialect
 from ledger.persistence.snapshots import StateCodec
 from ledger.signing.keyring import Keyring
 from projections.aggregate_tables import event_topics, micros
@@ -373,3 +374,34 @@ def _announced_status(set_jwt: str) -> str | None:
     except (IndexError, KeyError, TypeError, ValueError, binascii.Error):
         return None
     return status if isinstance(status, str) else None
+
+
+def sets_caused_between(
+    database: Database, first: int, last: int, *, positions: Collection[int] | None = None
+) -> Iterator[dict[str, Any]]:
+    """The SETs still in the log whose cause lies at positions ``first`` to ``last`` (only
+    at ``positions``, when given), in cause, stream and ``seq`` order, read a page at a
+    time: ``{stream_id, seq, jti, event_type, cause_position, set}`` (evidence bundles)."""
+    after: tuple[int, str, int] = (first - 1, "", 0)
+    while True:
+        rows = database.fetchall(
+            "SELECT stream_id, seq, jti, event_type, cause_position, set_jwt FROM set_log "
+            "WHERE cause_position <= %s AND (cause_position > %s OR (cause_position = %s "
+            "AND (stream_id > %s OR (stream_id = %s AND seq > %s)))) "
+            "ORDER BY cause_position, stream_id, seq LIMIT 1000",
+            (last, after[0], after[0], after[1], after[1], after[2]),
+        )
+        for row in rows:
+            if positions is None or int(row["cause_position"]) in positions:
+                yield {
+                    "stream_id": str(row["stream_id"]),
+                    "seq": int(row["seq"]),
+                    "jti": str(row["jti"]),
+                    "event_type": str(row["event_type"]),
+                    "cause_position": int(row["cause_position"]),
+                    "set": str(row["set_jwt"]),
+                }
+        if len(rows) < 1000:
+            return
+        tail = rows[-1]
+        after = (int(tail["cause_position"]), str(tail["stream_id"]), int(tail["seq"]))

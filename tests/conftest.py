@@ -32,11 +32,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from pydantic import SecretStr
 
 from ledger.application import Ledger
 from ledger.persistence.migrations import migrate
 from ledger.persistence.store import open_ledger
 from ledger.settings import Settings
+from ledger.signing.keyring import Keyring
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -260,3 +262,30 @@ def ledger(store_settings: Settings, clock: MutableClock) -> Iterator[Ledger]:
     app = open_ledger(store_settings, clock=clock)
     yield app
     app.close()
+
+
+# ---------------------------------------------------------------------- signing keys
+
+TEST_KEK = SecretStr("lWcOZs6m3ZbD1gE0Lw3tQkYpZ4I2pM5ZuCCvXbSyUbA")
+
+
+def with_kek(settings: Settings) -> Settings:
+    """PostgreSQL keeps signing keys encrypted with a configured key; embedded makes one."""
+    if settings.embedded:
+        return settings
+    return settings.model_copy(update={"key_encryption_key": TEST_KEK})
+
+
+@pytest.fixture
+def keyed_settings(store_settings: Settings) -> Settings:
+    """``store_settings`` able to open the signing keys (a key-encryption key on PostgreSQL)."""
+    return with_kek(store_settings)
+
+
+@pytest.fixture
+def signing_keyring(keyed_settings: Settings, ledger: Ledger, clock: MutableClock) -> Keyring:
+    """The store's signing keys with an active ES256 key, signing the ledger's Mandates."""
+    keyring = Keyring.open(keyed_settings, ledger.database)
+    keyring.ensure("ES256", clock.now())
+    ledger.signer = keyring
+    return keyring

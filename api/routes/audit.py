@@ -1,19 +1,28 @@
-"""The audit surface (SPEC 7.4): the ordered, hash-chained log of every event."""
+"""The audit surface (SPEC 7.4): the ordered, hash-chained log of every event, and
+evidence bundles."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from api import policy
+from api.evidence import EvidenceExporter, ExportScope
 from api.routes.common import ServicesDep
 from api.routes.gate import GatedRoute, allowed
+from api.services import Services
 from api.views import audit_entry_view
+from ledger.domain.instants import parse_instant
 
 router = APIRouter(tags=["audit"], route_class=GatedRoute)
 
+TAR_MEDIA_TYPE = "application/x-tar"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1_000
 
@@ -30,3 +39,55 @@ async def audit_log(
     page = await run_in_threadpool(services.ledger.audit_log, after, limit)
     next_after = page[-1].position if len(page) == limit else None
     return {"data": [audit_entry_view(e) for e in page], "next_after": next_after}
+
+
+@router.get(
+    "/v1/audit/export",
+    dependencies=[allowed(policy.EXPORT_EVIDENCE)],
+    response_class=FileResponse,
+    responses={200: {"content": {TAR_MEDIA_TYPE: {}}, "description": "An evidence bundle"}},
+)
+async def audit_export(
+    services: ServicesDep,
+    mission: Annotated[str | None, Query(max_length=128)] = None,
+    start: Annotated[str | None, Query(alias="from", max_length=64)] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=64)] = None,
+) -> FileResponse:
+    """An evidence bundle (a tar with a signed manifest, ``docs/evidence.md``) of one
+    Mission, or of the events recorded from ``from`` up to ``to`` (RFC 3339). Check it
+    offline with ``mission-ledger audit verify-bundle FILE``."""
+    scope = ExportScope(
+        mission_id=mission,
+        start=None if start is None else parse_instant(start, "/from"),
+        end=None if end is None else parse_instant(end, "/to"),
+    )
+    path = await run_in_threadpool(_export_to_temporary_file, services, scope)
+    name = f"evidence-{mission}.tar" if mission else "evidence.tar"
+    return FileResponse(
+        path,
+        media_type=TAR_MEDIA_TYPE,
+        filename=name,
+        background=BackgroundTask(path.unlink, missing_ok=True),
+    )
+
+
+def _export_to_temporary_file(services: Services, scope: ExportScope) -> Path:
+    handle = tempfile.NamedTemporaryFile(prefix="ml-export-", suffix=".tar", delete=False)  # noqa: SIM115
+    path = Path(handle.name)
+    try:
+        with handle:
+            exporter(services).export(scope, handle)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def exporter(services: Services) -> EvidenceExporter:
+    return EvidenceExporter(
+        services.ledger,
+        services.keyring,
+        issuer=services.settings.public_issuer,
+        alg=services.settings.signing_alg,
+        decisions=services.decision_records,
+    )

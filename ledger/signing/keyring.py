@@ -59,6 +59,7 @@ from ledger.signing.store import (
     NewKey,
     StoredKey,
     open_store,
+    public_key_set,
 )
 
 log = logging.getLogger("mission_ledger.signing")
@@ -392,6 +393,12 @@ class Keyring:
             if entry.published(now, self.retention)
         ]
         return {"keys": keys}
+
+    def public_jwks(self, kids: Iterable[str]) -> dict[str, list[dict[str, str]]]:
+        """A JWK Set of the public keys named by ``kids``, whether or not they are still
+        published (evidence keeps verifying after a key's retention ends); unknown kids
+        are left out. Sorted by kid."""
+        return public_key_set((e.record for e in self._snapshot.by_kid.values()), kids)
 
     # ------------------------------------------------------------------ JWS
 

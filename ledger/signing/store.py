@@ -21,8 +21,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,7 +30,11 @@ from typing import Any, Final, Protocol
 
 from ledger.domain.instants import format_instant
 from ledger.persistence.database import Database, Dialect
-from ledger.persistence.private_files import PRIVATE_FILE_MODE, make_private_dir
+from ledger.persistence.private_files import (
+    PRIVATE_FILE_MODE,
+    make_private_dir,
+    write_atomically,
+)
 from ledger.settings import Settings
 
 KEYS_FILE_NAME: Final = "signing-keys.json"
@@ -89,6 +92,16 @@ def open_store(settings: Settings, database: Database | None) -> KeyStore:
         msg = "the PostgreSQL signing-key store needs the ledger's Database"
         raise ValueError(msg)
     return SqlKeyStore(database)
+
+
+def public_key_set(
+    keys: Iterable[StoredKey], kids: Iterable[str]
+) -> dict[str, list[dict[str, str]]]:
+    """A JWK Set of the stored public keys named by ``kids`` (published or not; unknown kids
+    are left out), sorted by kid. Needs no key-encryption key."""
+    wanted = set(kids)
+    chosen = sorted((k for k in keys if k.kid in wanted), key=lambda k: k.kid)
+    return {"keys": [dict(k.public_jwk) for k in chosen]}
 
 
 def _blocks(existing: list[StoredKey], key: NewKey, unless_active_at: datetime | None) -> bool:
@@ -174,22 +187,7 @@ class FileKeyStore:
     def _write(self, keys: list[StoredKey]) -> None:
         document = {"format": FILE_FORMAT, "keys": [_key_to_json(k) for k in keys]}
         data = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8")
-        temp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(8)}.tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, self.path)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(self.data_dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomically(self.path, data)
 
     def _parse(self, raw: bytes) -> list[StoredKey]:
         try:

@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
-from pydantic import SecretStr
 
 from api.app import create_app
 from ledger.domain.actors import Actor
@@ -28,7 +27,7 @@ from ledger.domain.instants import format_instant
 from ledger.domain.roles import Role
 from ledger.settings import Settings
 from tests.builders import ERP, SUBJECT
-from tests.conftest import T0, MutableClock
+from tests.conftest import T0, MutableClock, with_kek
 
 # who -> key name (an agent key's name is its client_id)
 ROLES = {
@@ -41,7 +40,6 @@ ROLES = {
     "pep": "pep-1",
 }
 PROBLEM_PREFIX = "urn:mission-ledger:problem:"
-TEST_KEK = SecretStr("lWcOZs6m3ZbD1gE0Lw3tQkYpZ4I2pM5ZuCCvXbSyUbA")
 
 
 def entry(resource: str = ERP, actions: list[str] | None = None, **members: Any) -> dict[str, Any]:
@@ -152,13 +150,6 @@ class Api:
         )
         assert response.status_code == 200, response.text
         return list(response.json()["data"])
-
-
-def with_kek(settings: Settings) -> Settings:
-    """PostgreSQL keeps signing keys encrypted with a configured key; embedded makes one."""
-    if settings.embedded:
-        return settings
-    return settings.model_copy(update={"key_encryption_key": TEST_KEK})
 
 
 def issue_keys(client: TestClient) -> dict[str, str]:

@@ -65,6 +65,7 @@ GATES = [
     (policy.READ_MISSION_STATUS, {"pep", "operator", "auditor", "agent"}),
     (policy.READ_METRICS, {"operator", "auditor"}),
     (policy.READ_AUDIT_LOG, {"auditor"}),
+    (policy.EXPORT_EVIDENCE, {"auditor"}),
 ]
 
 
