@@ -76,6 +76,14 @@ class ServiceCollector(Collector):
             applying.add_metric([name], timing.apply_seconds)
             waiting.add_metric([name], timing.lock_wait_seconds)
         yield from (batches, applying, waiting)
+        yield from self._decisions()
+        yield from self._metering()
+        yield from self._signals()
+        yield from self._workers()
+        yield from self._process.collect()
+
+    def _decisions(self) -> Iterator[Metric]:
+        services = self._services
         stats = services.index.stats()
         yield _gauge("index_missions", "Missions in the evaluation index.", stats["missions"])
         yield _gauge("index_mandates", "Mandates in the evaluation index.", stats["mandates"])
@@ -96,7 +104,9 @@ class ServiceCollector(Collector):
         for reason, count in sorted(services.pdp.denials.items()):
             denials.add_metric([reason], count)
         yield denials
-        meters = services.meters
+
+    def _metering(self) -> Iterator[Metric]:
+        meters = self._services.meters
         yield _counter(
             "metering_groups",
             "Groups of metering operations the Meter writer saved (one transaction each).",
@@ -122,6 +132,9 @@ class ServiceCollector(Collector):
             "Metering groups retried because another replica wrote a Meter first.",
             meters.conflicts,
         )
+
+    def _signals(self) -> Iterator[Metric]:
+        services = self._services
         yield _gauge("sse_subscribers", "Open SSE subscriptions.", services.sse.subscribers)
         sent = services.sse.sent_waits
         outcomes = CounterMetricFamily(
@@ -140,6 +153,9 @@ class ServiceCollector(Collector):
             "SSE subscribers (outcomes sent and timeout).",
             sent.durations,
         )
+
+    def _workers(self) -> Iterator[Metric]:
+        services = self._services
         if services.push is not None:
             push = services.push.counters()
             yield _counter("push_delivered", "SETs pushed and answered 202.", push["delivered"])
@@ -177,7 +193,6 @@ class ServiceCollector(Collector):
                 "Clock-driven transitions recorded by this process.",
                 self._scheduler.recorded,
             )
-        yield from self._process.collect()
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
