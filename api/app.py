@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from api import errors
+from api.decision_writer import DecisionWriter
 from api.gc_policy import GcPolicy
 from api.middleware import BodyLimit, RequestId
 from api.oauth import OAuthVerifier
@@ -44,6 +45,7 @@ from ledger.persistence.snapshots import StateCodec
 from ledger.persistence.store import open_ledger
 from ledger.settings import Settings, load_settings
 from ledger.signing.keyring import Keyring
+from projections.decision_log import DecisionLog
 from projections.evaluation_index import EvaluationIndex
 from projections.follower import LogFollower
 from projections.key_directory import KeyDirectory
@@ -89,6 +91,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         require_proof=settings.require_proof,
     )
     oauth = OAuthVerifier(settings) if settings.oauth_issuer else None
+    decision_log = DecisionLog(ledger.database)
     return Services(
         settings=settings,
         clock=clock,
@@ -106,6 +109,13 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         pdp=pdp,
         sse=sse,
         subject_tokens=SubjectTokenVerifier(settings, clock),
+        decision_log=decision_log,
+        decisions=DecisionWriter(
+            decision_log,
+            mode=settings.decision_log_mode,
+            flush_ms=settings.decision_log_flush_ms,
+            queue_size=settings.decision_log_queue_size,
+        ),
     )
 
 
@@ -127,10 +137,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await run_in_threadpool(build_services, resolved, the_clock)
         services.sse.attach(asyncio.get_running_loop())
+        services.decisions.attach(asyncio.get_running_loop())
+        services.decisions.start()
         retention = Retention(
             services.ledger.database,
             set_retention=timedelta(days=resolved.set_retention_days),
             idempotency_retention=timedelta(hours=resolved.idempotency_retention_hours),
+            decision_log=services.decision_log,
+            decision_retention=timedelta(days=resolved.decision_log_retention_days),
         )
         scheduler = Scheduler(
             services.ledger,
@@ -156,6 +170,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         finally:
             push.stop()
             scheduler.stop()
+            # Every decision answered is recorded before the store closes.
+            await run_in_threadpool(services.decisions.stop)
             if services.gc is not None:
                 services.gc.stop()
             services.follower.stop()

@@ -76,6 +76,7 @@ DECIDE_ACCESS = _gate(Role.PEP)  # AuthZEN evaluation(s) and search
 READ_MISSION_STATUS = _gate(Role.PEP, Role.OPERATOR, Role.AUDITOR, Role.AGENT)  # agents: own
 READ_METRICS = _gate(Role.OPERATOR, Role.AUDITOR)
 READ_AUDIT_LOG = _gate(Role.AUDITOR)
+READ_DECISION_LOG = _gate(Role.AUDITOR)
 
 
 def lifecycle_gate(operation: Operation) -> Gate:

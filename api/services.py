@@ -11,6 +11,7 @@ from ledger.application import Ledger
 from ledger.clock import Clock
 from ledger.settings import Settings
 from projections.boards import MandateRegister, MissionBoard, ProposalBoard
+from projections.decision_log import DecisionLog
 from projections.evaluation_index import EvaluationIndex
 from projections.follower import LogFollower
 from projections.key_directory import KeyDirectory
@@ -18,6 +19,7 @@ from projections.pdp import DecisionPoint
 from projections.signals import SignalLog
 
 if TYPE_CHECKING:
+    from api.decision_writer import DecisionWriter
     from api.gc_policy import GcPolicy
     from api.oauth import OAuthVerifier
     from api.push import PushDelivery
@@ -45,6 +47,8 @@ class Services:
     pdp: DecisionPoint
     sse: SseHub
     subject_tokens: SubjectTokenVerifier
+    decision_log: DecisionLog
+    decisions: DecisionWriter
     push: PushDelivery | None = None  # set by the lifespan once started
     gc: GcPolicy | None = None  # set by the lifespan (settings.gc_freeze)
 

@@ -76,10 +76,15 @@ class Evaluation:
     context: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     decision: bool
     context: dict[str, Any]
+    #: Evidence for the decision log, never sent: the Mandate the decision was about (one
+    #: the index holds), the index position it was answered from, the approval it honoured.
+    mandate_id: str | None = None
+    position: int | None = None
+    approval_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"decision": self.decision, "context": self.context}
@@ -128,12 +133,18 @@ class DecisionPoint:
         self.denials: Counter[str] = Counter()  # by context.reason
 
     def evaluate(self, request: Evaluation, now: datetime) -> Decision:
-        decision = self._evaluate(request, now)
-        if decision.decision:
+        position = self._index.position
+        decided = self._evaluate(request, now)
+        if decided.decision:
             self.permits += 1
         else:
-            self.denials[str(decision.context.get("reason"))] += 1
-        return decision
+            self.denials[str(decided.context.get("reason"))] += 1
+        return Decision(decided.decision, decided.context, decided.mandate_id, position)
+
+    @property
+    def position(self) -> int:
+        """The position of the ledger the index holds now."""
+        return self._index.position
 
     def fresh(self) -> bool:
         """The index confirmed, within the staleness bound, that it holds the whole store."""
@@ -192,6 +203,7 @@ class DecisionPoint:
                 evaluation_id,
                 MISSION_BINDING_FAILED,
                 "the Mandate is bound to a different Mission",
+                mandate_id=mandate_id,
             )
         mission = self._index.mission(mandate.mission_id)
         verdict = validity(
@@ -204,16 +216,18 @@ class DecisionPoint:
             now=now,
         )
         if not verdict.active:
-            return _invalid(evaluation_id, verdict, mission)
+            return _invalid(evaluation_id, verdict, mission, mandate.mandate_id)
         assert mission is not None
         actor = _actor_problem(request.subject, mandate.client_id, mandate.instance_id)
         if actor is not None:
-            return _deny(evaluation_id, ACTOR_INVALID, actor, mission=mission)
+            return _deny(
+                evaluation_id, ACTOR_INVALID, actor, mission=mission, mandate_id=mandate_id
+            )
         key = self._key_problem(
             request.context.get("proof"), mandate.jkt, now, required=not _is_token(reference)
         )
         if key is not None:
-            return _deny(evaluation_id, KEY_MISMATCH, key, mission=mission)
+            return _deny(evaluation_id, KEY_MISMATCH, key, mission=mission, mandate_id=mandate_id)
         return self._authority(
             request, mandate.entries, mission, now, evaluation_id, budget, mandate=mandate
         )
@@ -308,6 +322,7 @@ class DecisionPoint:
     ) -> Decision:
         uri = request.resource.id
         action = request.action.name
+        mandate_id = None if mandate is None else mandate.mandate_id
         target = parse_request(uri)
         covering = [e for e in entries if e.covers(target, action)] if is_concrete(action) else []
         if not covering:
@@ -316,6 +331,7 @@ class DecisionPoint:
                 OUT_OF_AUTHORITY,
                 f"{action!r} on {uri!r} is outside the granted authority",
                 mission=mission,
+                mandate_id=mandate_id,
             )
         if not any(e.covers(target, action) for e in mission.entries) or any(
             c.covers(target, action) for c in mission.contained
@@ -325,6 +341,7 @@ class DecisionPoint:
                 AUTHORITY_CONTAINED,
                 f"{action!r} on {uri!r} has been contained on the Mission",
                 mission=mission,
+                mandate_id=mandate_id,
             )
         facts = Facts(
             action_properties=request.action.properties,
@@ -344,6 +361,7 @@ class DecisionPoint:
             violation.detail,
             mission=mission,
             constraint=violation.constraint,
+            mandate_id=mandate_id,
         )
 
 
@@ -352,7 +370,9 @@ def _is_token(reference: object) -> bool:
     return isinstance(reference, str) and reference.count(".") == 2
 
 
-def _invalid(evaluation_id: str, verdict: Validity, mission: MissionEntry | None) -> Decision:
+def _invalid(
+    evaluation_id: str, verdict: Validity, mission: MissionEntry | None, mandate_id: str
+) -> Decision:
     """The denial for a Mandate that the domain's validity rule finds invalid."""
     reason = verdict.reason or ""
     if reason.startswith("mission_"):
@@ -361,9 +381,11 @@ def _invalid(evaluation_id: str, verdict: Validity, mission: MissionEntry | None
             if reason == "mission_inactive"
             else f"the Mission is {reason.removeprefix('mission_')}"
         )
-        return _deny(evaluation_id, MISSION_INACTIVE, detail, mission=mission)
+        return _deny(
+            evaluation_id, MISSION_INACTIVE, detail, mission=mission, mandate_id=mandate_id
+        )
     detail = _CREDENTIAL_DETAILS.get(reason) or f"the Mandate is {verdict.state}"
-    return _deny(evaluation_id, CREDENTIAL_INVALID, detail)
+    return _deny(evaluation_id, CREDENTIAL_INVALID, detail, mandate_id=mandate_id)
 
 
 _CREDENTIAL_DETAILS = {
@@ -409,9 +431,10 @@ def _permit(
         "mission": {"id": mission.mission.id, "version": mission.version},
         "valid_until": _instant(bound),
     }
-    if mandate is not None:
-        context["mandate"] = {"id": mandate.mandate_id, "version": mandate.token_version}
-    return Decision(decision=True, context=context)
+    if mandate is None:
+        return Decision(decision=True, context=context)
+    context["mandate"] = {"id": mandate.mandate_id, "version": mandate.token_version}
+    return Decision(decision=True, context=context, mandate_id=mandate.mandate_id)
 
 
 def _instant(ts: float) -> str:
@@ -427,6 +450,7 @@ def _deny(
     mission: MissionEntry | None = None,
     constraint: str | None = None,
     next_action: str | None = None,
+    mandate_id: str | None = None,
 ) -> Decision:
     context: dict[str, Any] = {
         "evaluation_id": evaluation_id,
@@ -439,13 +463,16 @@ def _deny(
         context["mission"] = {"id": mission.mission.id, "version": mission.version}
     if constraint is not None:
         context["constraint"] = constraint
-    return Decision(decision=False, context=context)
+    return Decision(decision=False, context=context, mandate_id=mandate_id)
 
 
 def stale(evaluation_id: str, position: int, requested: int) -> Decision:
-    return _deny(
+    """The denial of a request demanding a position this replica has not reached in time
+    (``position``: the one it is at)."""
+    denial = _deny(
         evaluation_id,
         STALE_STATE,
         f"this replica is at position {position}, behind the requested {requested}; retry",
         next_action=RETRY,
     )
+    return Decision(denial.decision, denial.context, position=position)

@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 import rfc8785
 
 DIGEST_PREFIX = "sha-256:"
@@ -31,12 +32,60 @@ def _plain(value: object) -> object:
     return value
 
 
+#: The largest integer magnitude I-JSON (RFC 7493) allows, which JCS serialises exactly.
+_SAFE_INTEGER = 2**53 - 1
+
+
+def _sorted_orjson_is_jcs(value: object) -> bool:
+    """Whether orjson's sorted-keys output of ``value`` is exactly its JCS form.
+
+    It is for plain dicts with ASCII keys (sorted by UTF-16 code units in JCS, by bytes in
+    orjson: the same order for ASCII), lists, strings (both escape only ``"``, ``\\`` and
+    control characters, in the same notation, and write everything else as UTF-8), booleans,
+    null and integers within the I-JSON range. Floats (JCS writes them the ECMAScript way,
+    e.g. ``1`` for ``1.0``) and anything else take the reference implementation.
+    """
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is int:
+            if -_SAFE_INTEGER <= item <= _SAFE_INTEGER:  # type: ignore[operator]
+                continue
+            return False
+        if kind is dict:
+            assert isinstance(item, dict)
+            for key in item:
+                if type(key) is not str or not key.isascii():
+                    return False
+            pending.extend(item.values())
+            continue
+        if kind is list:
+            assert isinstance(item, list)
+            pending.extend(item)
+            continue
+        return False
+    return True
+
+
 def jcs(value: object) -> bytes:
     """The RFC 8785 canonical UTF-8 bytes of a JSON value.
+
+    Values orjson serialises exactly as JCS does (see ``_sorted_orjson_is_jcs``; a request on
+    the decision path) are serialised by orjson, about five times faster; everything else by
+    the reference implementation ``rfc8785`` (tests/unit/test_canonical.py holds the two to
+    the same output).
 
     Raises ``rfc8785.CanonicalizationError`` (and its subclasses) for values JCS cannot
     represent: non-finite floats, integers outside the I-JSON range, non-string keys.
     """
+    if _sorted_orjson_is_jcs(value):
+        try:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:
+            pass  # a lone surrogate: the reference implementation says what is wrong
     plain: Any = _plain(value)  # rfc8785 types its input as a JSON-value union
     encoded: bytes = rfc8785.dumps(plain)
     return encoded

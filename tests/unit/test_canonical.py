@@ -7,6 +7,9 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
+import rfc8785
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ledger.domain.canonical import (
     DIGEST_PREFIX,
@@ -143,3 +146,48 @@ def test_issuer_changes_the_anchor() -> None:
 def test_typ_changes_the_anchor() -> None:
     value = [{"type": "mission_resource_access"}]
     assert authority_hash("https://a.example", value) != proposal_hash("https://a.example", value)
+
+
+def _json_values(scalars: st.SearchStrategy[Any], keys: st.SearchStrategy[str]) -> Any:
+    return st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4),
+        max_leaves=12,
+    )
+
+
+_EXACT_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    | st.text(st.characters(exclude_categories=["Cs"]), max_size=8)
+)
+_ANY_KEYS = st.text(st.characters(exclude_categories=["Cs"]), max_size=4)
+
+
+@given(_json_values(_EXACT_SCALARS, _ANY_KEYS))
+def test_jcs_is_the_reference_serialisation_for_every_json_value(value: Any) -> None:
+    """The orjson fast path and the reference implementation agree (non-ASCII keys, which
+    JCS sorts by UTF-16 code units, take the reference path)."""
+    assert jcs(value) == rfc8785.dumps(value)
+
+
+@given(
+    _json_values(
+        _EXACT_SCALARS | st.floats(allow_nan=False, allow_infinity=False),
+        st.text(st.characters(max_codepoint=127), max_size=4),
+    )
+)
+def test_jcs_writes_floats_the_ecmascript_way(value: Any) -> None:
+    assert jcs(value) == rfc8785.dumps(value)
+
+
+def test_jcs_sorts_keys_outside_the_basic_plane_by_utf16_code_units() -> None:
+    # U+1F600 is D83D DE00 in UTF-16, before U+FF61; in UTF-8 (and code points) after it.
+    assert jcs({"\uff61": 1, "\U0001f600": 2}) == rfc8785.dumps({"\uff61": 1, "\U0001f600": 2})
+    assert jcs({"\uff61": 1, "\U0001f600": 2}).index("\U0001f600".encode()) < 4
+
+
+def test_jcs_refuses_integers_outside_the_i_json_range() -> None:
+    with pytest.raises(rfc8785.CanonicalizationError):
+        jcs({"n": 2**53})
