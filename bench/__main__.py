@@ -18,6 +18,7 @@ BENCHMARKS: list[str] = [
     "bench.replica_lag",
     "bench.revocation",
     "bench.pep",
+    "bench.decision_log",
 ]
 
 

@@ -45,29 +45,26 @@ def _sorted_orjson_is_jcs(value: object) -> bool:
     null and integers within the I-JSON range. Floats (JCS writes them the ECMAScript way,
     e.g. ``1`` for ``1.0``) and anything else take the reference implementation.
     """
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        kind = type(item)
-        if kind is str or kind is bool or item is None:
-            continue
-        if kind is int:
-            if -_SAFE_INTEGER <= item <= _SAFE_INTEGER:  # type: ignore[operator]
-                continue
-            return False
-        if kind is dict:
-            assert isinstance(item, dict)
-            for key in item:
-                if type(key) is not str or not key.isascii():
-                    return False
-            pending.extend(item.values())
-            continue
-        if kind is list:
-            assert isinstance(item, list)
-            pending.extend(item)
-            continue
-        return False
-    return True
+    kind = type(value)
+    if kind is str:
+        return True
+    if kind is dict:
+        assert isinstance(value, dict)
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii():
+                return False
+            if type(item) is not str and not _sorted_orjson_is_jcs(item):
+                return False
+        return True
+    if kind is list:
+        assert isinstance(value, list)
+        return all(map(_sorted_orjson_is_jcs, value))
+    if kind is bool or value is None:
+        return True
+    if kind is int:
+        assert isinstance(value, int)
+        return -_SAFE_INTEGER <= value <= _SAFE_INTEGER
+    return False
 
 
 def jcs(value: object) -> bytes:
