@@ -14,8 +14,9 @@ record not yet committed is older than the flush window (the store is slow or un
 or the queue is full, ``record`` returns a future and the answer waits for the writer to
 catch up (backpressure). Records are never dropped: a failed batch is written again, with
 growing pauses, until it is stored (``ON CONFLICT DO NOTHING``: a batch whose commit
-outcome was unknown is not stored twice). So a crash loses at most the records of
-decisions answered within the last flush window.
+outcome was unknown is not stored twice); after a few failures row by row, a record the
+store cannot hold being stored without the request's members. So a crash loses at most
+the records of decisions answered within the last flush window.
 
 ``DECISION_LOG_MODE=sync``: each answer waits until its records are committed (batches are
 then taken at once; decisions answered together still share a commit). ``off`` records
@@ -46,6 +47,9 @@ Mode = Literal["async", "sync", "off"]
 BATCH_SIZE = 5_000
 #: Pauses between attempts to write a failed batch: doubling from the first to the last.
 RETRY_FIRST, RETRY_LAST = 0.05, 2.0
+#: After this many failed attempts a batch is written row by row (``write_separately``): a
+#: record the store cannot hold must not hold up every decision after it.
+SEPARATELY_AFTER = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,15 +240,18 @@ class DecisionWriter:
         """Store the batch, however many attempts it takes; False only when abandoned at
         shutdown."""
         pause = RETRY_FIRST
-        repeated = False
+        attempts = 0
         while True:
             try:
-                self._store.write(rows, repeated=repeated)
+                if attempts < SEPARATELY_AFTER:
+                    self._store.write(rows, repeated=attempts > 0)
+                else:
+                    self._store.write_separately(rows)
                 return True
             except Exception:
                 self.failed_attempts += 1
                 log.exception("decision log: writing %d records failed; trying again", len(rows))
-            repeated = True
+            attempts += 1
             if self._abandon.wait(pause):
                 log.error(
                     "decision log: %d records not written at shutdown (the store is unreachable)",

@@ -108,8 +108,7 @@ class DecisionRecord:
             _member(request, "subject"),
             _member(request, "action"),
             _member(request, "resource"),
-            # Request data in a text column: PostgreSQL text cannot hold NUL.
-            agent.replace("\x00", "\ufffd") if isinstance(agent, str) else None,
+            _agent(agent),
             request_digest(self.request),
             decided.mandate_id,
             mission_id,
@@ -119,6 +118,19 @@ class DecisionRecord:
             context.get("reason"),
             decided.approval_id,
         )
+
+
+#: Longer ``subject.id`` values are not indexed for the agent filter (a btree entry must fit
+#: a third of a page); the record's ``subject`` keeps them whole.
+MAX_AGENT_LENGTH = 500
+
+
+def _agent(value: object) -> str | None:
+    """``subject.id`` for the agent column: request data, so made storable (PostgreSQL text
+    holds neither NUL nor lone surrogates)."""
+    if not isinstance(value, str) or len(value) > MAX_AGENT_LENGTH:
+        return None
+    return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
 def _json_text(value: object) -> str:
@@ -284,6 +296,17 @@ class DecisionLog:
                 self._days = None  # perhaps a partition was dropped: look again
             raise
 
+    def write_separately(self, rows: Sequence[Row]) -> None:
+        """The last resort for a batch that keeps failing: each row in a transaction of its
+        own, and a row the store refuses (a value it cannot hold) in its minimal form,
+        without the request's members, so that its evaluation id is still recorded."""
+        for row in rows:
+            try:
+                self.write([row], repeated=True)
+            except Exception:
+                log.exception("decision log: record %s stored without its request", row[1])
+                self.write([_minimal(row)], repeated=True)
+
     def _ensure_days(self, days: Iterable[date]) -> None:
         with self._lock:
             if self._days is None:
@@ -390,6 +413,37 @@ class DecisionLog:
         if dropped:
             log.info("decision log retention: dropped the partitions of %s", dropped)
         return len(dropped)
+
+
+def _minimal(row: Row) -> Row:
+    """``row`` without what came from the request (subject, action, resource, agent) and with
+    only values of the expected types."""
+    fields = dict(zip(COLUMNS, row, strict=True))
+    position = fields["index_position"]
+
+    def small(value: object) -> int | None:
+        return value if type(value) is int and -(2**31) < value < 2**31 else None
+
+    def text(value: object) -> str | None:
+        return value if isinstance(value, str) and value.isprintable() else None
+
+    return (
+        fields["evaluated_at"],
+        fields["evaluation_id"],
+        fields["principal"],
+        None,
+        None,
+        None,
+        None,
+        text(fields["request_digest"]),
+        text(fields["mandate_id"]),
+        text(fields["mission_id"]),
+        small(fields["mission_version"]),
+        position if type(position) is int and 0 <= position < 2**63 else 0,
+        bool(fields["decision"]),
+        text(fields["reason"]),
+        text(fields["approval_id"]),
+    )
 
 
 def _create_partition(cur: Cursor, day: date) -> None:

@@ -164,6 +164,14 @@ def test_a_batch_item_that_is_not_an_object_is_recorded_without_members(
     assert stored.request_digest == raw_digest("not an object")
 
 
+def test_a_subject_id_too_long_to_index_is_kept_in_the_subject(store: DecisionLog) -> None:
+    long_agent = "é" * 3000  # 6,000 bytes: more than a btree entry may hold
+    _write(store, [_record(agent=long_agent)])
+    [stored], _ = store.page(DecisionFilter(), cursor=None, limit=10)
+    assert stored.subject["id"] == long_agent
+    assert _all(store, DecisionFilter(agent=long_agent)) == []
+
+
 # ---------------------------------------------------------------------- retention
 
 
@@ -287,6 +295,9 @@ class FlakyStore:
             raise psycopg.OperationalError(msg)
         self.store.write(rows, repeated=repeated)
 
+    def write_separately(self, rows: Sequence[Row]) -> None:
+        self.write(rows, repeated=True)
+
 
 def _run(coroutine: Awaitable[Any]) -> Any:
     async def main() -> Any:
@@ -342,7 +353,7 @@ def test_shutdown_writes_every_queued_record(
 def test_answers_wait_while_the_writer_is_behind_and_no_record_is_dropped(
     store: DecisionLog, writers: list[DecisionWriter]
 ) -> None:
-    flaky = FlakyStore(store, failures=3)  # ~0.35 s of retries with a 1 ms window
+    flaky = FlakyStore(store, failures=2)  # ~0.15 s of retries with a 1 ms window
     records = [_record() for _ in range(20)]
 
     async def scenario() -> list[bool]:
@@ -362,6 +373,26 @@ def test_answers_wait_while_the_writer_is_behind_and_no_record_is_dropped(
     assert any(held)
     assert flaky.repeated[:2] == [False, True]  # after a failure, written as a repeat
     assert sorted(_all(store)) == sorted(_id(r) for r in records)
+
+
+def test_a_record_the_store_cannot_hold_is_stored_without_its_request_and_the_rest_whole(
+    store: DecisionLog, writers: list[DecisionWriter]
+) -> None:
+    fine = _record()
+    poison = _record()
+    poison.decision.context["mission"]["version"] = 2**70  # fits no integer column
+
+    async def scenario() -> None:
+        writer = _writer(store, writers, flush_ms=10_000)
+        writer.record([fine, poison])
+        await asyncio.to_thread(writer.stop)
+
+    _run(scenario())
+    stored = {r.evaluation_id: r for r in store.page(DecisionFilter(), cursor=None, limit=10)[0]}
+    assert stored[_id(fine)].subject == _request()["subject"]
+    assert stored[_id(poison)].subject is None
+    assert stored[_id(poison)].request_digest == raw_digest(_request())
+    assert stored[_id(poison)].mission_id == "msn_1"
 
 
 def test_a_full_queue_holds_answers_back(store: DecisionLog, writers: list[DecisionWriter]) -> None:
