@@ -91,14 +91,26 @@ class DecisionRecord:
     decision: Decision
 
     def row(self) -> Row:
-        """The table row (the work the writer does, off the decision path)."""
+        """The table row (the work the writer does, off the decision path); should the
+        request defeat that, the row without the request's members."""
+        try:
+            return self._row()
+        except Exception:
+            log.exception("decision log: record of %s kept without its request", self.evaluation_id)
+            return _minimal(self._row(bare=True))
+
+    @property
+    def evaluation_id(self) -> str:
+        return str(self.decision.context["evaluation_id"])
+
+    def _row(self, *, bare: bool = False) -> Row:
         decided = self.decision
         context = decided.context
         mission = context.get("mission")
         mission_id = mission_version = None
         if isinstance(mission, dict):
             mission_id, mission_version = mission.get("id"), mission.get("version")
-        request = self.request if isinstance(self.request, dict) else {}
+        request = self.request if isinstance(self.request, dict) and not bare else {}
         subject = request.get("subject")
         agent = subject.get("id") if isinstance(subject, dict) else None
         return (
@@ -109,7 +121,7 @@ class DecisionRecord:
             _member(request, "action"),
             _member(request, "resource"),
             _agent(agent),
-            request_digest(self.request),
+            None if bare else request_digest(self.request),
             decided.mandate_id,
             mission_id,
             mission_version,

@@ -172,6 +172,20 @@ def test_a_subject_id_too_long_to_index_is_kept_in_the_subject(store: DecisionLo
     assert _all(store, DecisionFilter(agent=long_agent)) == []
 
 
+def test_a_request_that_cannot_be_serialised_leaves_a_record_without_it(
+    store: DecisionLog,
+) -> None:
+    record = _record(request={"subject": {"id": object()}})  # no JSON value
+    _write(store, [record])
+    [stored], _ = store.page(DecisionFilter(), cursor=None, limit=10)
+    assert (stored.evaluation_id, stored.subject, stored.request_digest) == (
+        _id(record),
+        None,
+        None,
+    )
+    assert (stored.mission_id, stored.decision) == ("msn_1", True)
+
+
 # ---------------------------------------------------------------------- retention
 
 
