@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import logging
 import re
@@ -116,7 +117,7 @@ class DecisionRecord:
         return (
             micros(self.evaluated_at),
             context["evaluation_id"],
-            _json_text(self.principal.to_json()),
+            _principal(self.principal),
             _member(request, "subject"),
             _member(request, "action"),
             _member(request, "resource"),
@@ -143,6 +144,12 @@ def _agent(value: object) -> str | None:
     if not isinstance(value, str) or len(value) > MAX_AGENT_LENGTH:
         return None
     return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
+@functools.lru_cache(maxsize=1024)
+def _principal(actor: Actor) -> str:
+    """The caller's JSON (a PEP makes many decisions under one credential)."""
+    return _json_text(actor.to_json())
 
 
 def _json_text(value: object) -> str:
@@ -276,6 +283,34 @@ _INSERT_IGNORING_DUPLICATES = (
     f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) "  # noqa: S608 - constants only
     f"VALUES ({', '.join('%s' for _ in COLUMNS)}) ON CONFLICT DO NOTHING"
 )
+#: Rows per multi-row INSERT on SQLite, largest first (so few distinct statements exist).
+_CHUNKS = (128, 32, 8, 1)
+
+
+@functools.lru_cache(maxsize=2 * len(_CHUNKS))
+def _insert_many(rows: int, *, ignoring_duplicates: bool) -> str:
+    one = "(" + ", ".join("%s" for _ in COLUMNS) + ")"
+    return (
+        f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES "  # noqa: S608 - constants only
+        + ", ".join([one] * rows)
+        + (" ON CONFLICT DO NOTHING" if ignoring_duplicates else "")
+    )
+
+
+def _insert_sqlite(cur: Cursor, rows: Sequence[Row], *, ignoring_duplicates: bool) -> None:
+    """Multi-row INSERTs: the sqlite3 module lets other threads run during each statement
+    and takes the interpreter lock back after it; with ``executemany`` that is once per row,
+    and a busy event loop makes each take-back wait up to the switch interval (5 ms): a
+    batch of hundreds of rows would take seconds and hold every decision back."""
+    done = 0
+    for size in _CHUNKS:
+        while len(rows) - done >= size:
+            part = rows[done : done + size]
+            cur.execute(
+                _insert_many(size, ignoring_duplicates=ignoring_duplicates),
+                [value for row in part for value in row],
+            )
+            done += size
 
 
 class DecisionLog:
@@ -299,7 +334,9 @@ class DecisionLog:
             self._ensure_days({_day_of(row[0]) for row in rows})
         try:
             with self._database.transaction() as cur:
-                if repeated:
+                if not self._partitioned:
+                    _insert_sqlite(cur, rows, ignoring_duplicates=repeated)
+                elif repeated:
                     cur.executemany(_INSERT_IGNORING_DUPLICATES, rows)
                 else:
                     cur.copy_in(TABLE, COLUMNS, rows)

@@ -113,6 +113,12 @@ def test_a_record_reads_back_with_the_evidence_it_was_written_with(store: Decisi
     )
 
 
+def test_a_batch_of_any_size_is_stored_whole(store: DecisionLog) -> None:
+    records = [_record() for _ in range(173)]  # 128 + 32 + 8 + 5 on SQLite
+    _write(store, records)
+    assert sorted(_all(store)) == sorted(_id(r) for r in records)
+
+
 def test_a_batch_written_again_after_an_unknown_outcome_is_stored_once(
     store: DecisionLog,
 ) -> None:
