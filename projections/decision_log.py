@@ -22,6 +22,7 @@ import functools
 import json
 import logging
 import re
+import sqlite3
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -283,8 +284,9 @@ _INSERT_IGNORING_DUPLICATES = (
     f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) "  # noqa: S608 - constants only
     f"VALUES ({', '.join('%s' for _ in COLUMNS)}) ON CONFLICT DO NOTHING"
 )
-#: Rows per multi-row INSERT on SQLite, largest first (so few distinct statements exist).
-_CHUNKS = (128, 32, 8, 1)
+#: Rows per multi-row INSERT on SQLite, largest first (few distinct statements, few per
+#: batch); SQLite before 3.32 allows only 999 parameters per statement.
+_CHUNKS = (512, 128, 32, 8, 1) if sqlite3.sqlite_version_info >= (3, 32) else (64, 8, 1)
 
 
 @functools.lru_cache(maxsize=2 * len(_CHUNKS))
