@@ -8,8 +8,9 @@ server, PostgreSQL).
   by holding answers back while the oldest unwritten record is older than the window.
 * ``DECISION_LOG_MODE=sync``: no record of an answer received is lost.
 
-Each run prints the count lost and the window. Measured 2026-12-05 (2-vCPU VM): see
-bench/README.md ("The decision log").
+Each run prints the count lost and the window. On 2026-12-04 (2-vCPU VM), three runs: async
+lost 7, 54 and 17 records of ~2,500 answers, all within 42 ms of the last answer; sync lost
+none (bench/README.md, "The decision log").
 """
 
 from __future__ import annotations
