@@ -17,6 +17,7 @@ from api import errors
 from api.console import pages as console_pages
 from api.console.live import MissionWatch
 from api.console.web import HERE, STATIC_PREFIX, Console, ConsoleHeaders
+from api.evidence import decision_log_records
 from api.gc_policy import GcPolicy
 from api.middleware import BodyLimit, RequestId
 from api.oauth import OAuthVerifier
@@ -43,6 +44,7 @@ from api.services import Services
 from api.subject_tokens import SubjectTokenVerifier
 from api.tokens import TokenVerifier
 from api.workers.checkpoints import Checkpointer, HttpWitness
+from api.workers.decision_writer import DecisionWriter
 from api.workers.push import PushDelivery
 from api.workers.scheduler import Scheduler
 from api.workers.sse_hub import SseHub
@@ -54,6 +56,7 @@ from ledger.persistence.snapshots import StateCodec
 from ledger.persistence.store import open_ledger
 from ledger.settings import Settings, load_settings
 from ledger.signing.keyring import Keyring
+from projections.decision_log import DecisionLog
 from projections.evaluation_index import EvaluationIndex
 from projections.follower import LogFollower
 from projections.key_directory import KeyDirectory
@@ -112,6 +115,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         ),
     )
     oauth = OAuthVerifier(settings) if settings.oauth_issuer else None
+    decision_log = DecisionLog(ledger.database)
     return Services(
         settings=settings,
         clock=clock,
@@ -132,6 +136,14 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         subject_tokens=SubjectTokenVerifier(settings, clock),
         meters=meters,
         console_watch=watch,
+        decision_log=decision_log,
+        decision_records=decision_log_records(decision_log),
+        decisions=DecisionWriter(
+            decision_log,
+            mode=settings.decision_log_mode,
+            flush_ms=settings.decision_log_flush_ms,
+            queue_size=settings.decision_log_queue_size,
+        ),
     )
 
 
@@ -179,10 +191,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         services = await run_in_threadpool(build_services, resolved, the_clock)
         services.sse.attach(asyncio.get_running_loop())
         services.console_watch.attach(asyncio.get_running_loop())
+        services.decisions.attach(asyncio.get_running_loop())
+        services.decisions.start()
         retention = Retention(
             services.ledger.database,
             set_retention=timedelta(days=resolved.set_retention_days),
             idempotency_retention=timedelta(hours=resolved.idempotency_retention_hours),
+            decision_log=services.decision_log,
+            decision_retention=timedelta(days=resolved.decision_log_retention_days),
         )
         scheduler = Scheduler(
             services.ledger,
@@ -212,6 +228,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         finally:
             push.stop()
             scheduler.stop()
+            # Every decision answered is recorded before the store closes.
+            await run_in_threadpool(services.decisions.stop)
             await run_in_threadpool(_final_checkpoint, checkpointer)
             services.meters.stop()
             if services.gc is not None:

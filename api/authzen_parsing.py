@@ -117,11 +117,13 @@ def evaluation_of(body: Mapping[str, Any]) -> Evaluation:
 @dataclass(frozen=True)
 class Batch:
     """An Access Evaluations request: per-item requests (merged with the defaults, or the
-    error that makes that item a ``false`` decision) and the semantic."""
+    error that makes that item a ``false`` decision) and the semantic. ``requests`` holds
+    each item's request as submitted (merged with the defaults), for the decision log."""
 
     items: list[Evaluation | AuthZenBadRequest]
     semantic: str
     single: bool
+    requests: list[object]
 
 
 def batch_of(body: Mapping[str, Any]) -> Batch:
@@ -138,7 +140,7 @@ def batch_of(body: Mapping[str, Any]) -> Batch:
         semantic = str(chosen)
     evaluations = body.get("evaluations")
     if evaluations is None or evaluations == []:
-        return Batch(items=[evaluation_of(body)], semantic=semantic, single=True)
+        return Batch(items=[evaluation_of(body)], semantic=semantic, single=True, requests=[body])
     if not isinstance(evaluations, list):
         msg = "evaluations must be an array"
         raise AuthZenBadRequest(msg)
@@ -146,19 +148,22 @@ def batch_of(body: Mapping[str, Any]) -> Batch:
         msg = f"at most {MAX_EVALUATIONS} evaluations per request"
         raise AuthZenBadRequest(msg)
     items: list[Evaluation | AuthZenBadRequest] = []
+    requests: list[object] = []
     for index, item in enumerate(evaluations):
         if not isinstance(item, dict):
             items.append(AuthZenBadRequest(f"evaluations[{index}] must be an object"))
+            requests.append(item)
             continue
         merged = {
             key: item[key] if key in item else body.get(key)
             for key in ("subject", "action", "resource", "context")
         }
+        requests.append({key: value for key, value in merged.items() if value is not None})
         try:
             items.append(evaluation_of(merged))
         except AuthZenBadRequest as error:
             items.append(error)
-    return Batch(items=items, semantic=semantic, single=False)
+    return Batch(items=items, semantic=semantic, single=False, requests=requests)
 
 
 @dataclass(frozen=True)

@@ -412,8 +412,9 @@ def audit_export(
     """Write an evidence bundle (docs/evidence.md) of one Mission (--mission) or of a time
     range (--from and --to): events with their chain links, Mandate tokens, SETs,
     checkpoints, decision records, the keys that signed them and a signed manifest."""
-    from api.evidence import EvidenceExporter, ExportScope  # noqa: PLC0415
+    from api.evidence import EvidenceExporter, ExportScope, decision_log_records  # noqa: PLC0415
     from ledger.signing.keyring import Keyring  # noqa: PLC0415
+    from projections.decision_log import DecisionLog  # noqa: PLC0415
 
     if out.exists():
         raise _fail(f"{out} exists: a bundle is never overwritten; choose another --out")
@@ -433,7 +434,11 @@ def audit_export(
         keyring.ensure(settings.signing_alg, ledger.clock.now())
         ledger.mandate_alg = settings.signing_alg
         exporter = EvidenceExporter(
-            ledger, keyring, issuer=settings.public_issuer, alg=settings.signing_alg
+            ledger,
+            keyring,
+            issuer=settings.public_issuer,
+            alg=settings.signing_alg,
+            decisions=decision_log_records(DecisionLog(ledger.database)),
         )
         with partial.open("xb") as handle:
             manifest = exporter.export(scope, handle)

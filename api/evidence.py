@@ -32,6 +32,7 @@ from typing import IO, Any, Protocol, cast
 
 import orjson
 
+from api.views import decision_record_view
 from ledger.application import Ledger
 from ledger.domain.errors import InvalidRequest
 from ledger.domain.instants import format_instant
@@ -54,6 +55,7 @@ from ledger.evidence.bundle import (
 from ledger.persistence.chain import GENESIS, ChainRow
 from ledger.persistence.checkpoints import CheckpointStore, StoredCheckpoint, kid_of
 from ledger.signing.keyring import Keyring, NoActiveSigningKey
+from projections.decision_log import DecisionFilter, DecisionLog
 from projections.signals import sets_caused_between
 
 #: Mandate events after which the token has a new version (the ones a holder received).
@@ -153,9 +155,27 @@ class DecisionRecordSource(Protocol):
 
 
 def no_decision_records(scope: ExportScope, events: EventRange) -> Iterable[Mapping[str, Any]]:
-    """The default ``DecisionRecordSource``: this release records no decisions yet."""
+    """A ``DecisionRecordSource`` with none (a service built without a decision log)."""
     del scope, events
     return ()
+
+
+def decision_log_records(log: DecisionLog, *, page: int = 1000) -> DecisionRecordSource:
+    """The ``DecisionRecordSource`` of the decision log: the records about the scope's
+    Mission, or made within its time range, in decision order, as ``GET /v1/audit/decisions``
+    shows them."""
+
+    def records(scope: ExportScope, events: EventRange) -> Iterator[Mapping[str, Any]]:
+        del events
+        where = DecisionFilter(mission=scope.mission_id, since=scope.start, until=scope.end)
+        cursor: str | None = None
+        while True:
+            found, cursor = log.page(where, cursor=cursor, limit=page)
+            yield from (decision_record_view(record) for record in found)
+            if cursor is None:
+                return
+
+    return records
 
 
 class EvidenceExporter:

@@ -104,6 +104,25 @@ class ServiceCollector(Collector):
         for reason, count in sorted(services.pdp.denials.items()):
             denials.add_metric([reason], count)
         yield denials
+        writer = services.decisions
+        yield _counter(
+            "decision_log_written", "Decision records committed by this process.", writer.written
+        )
+        yield _gauge(
+            "decision_log_unwritten",
+            "Decision records handed to the writer and not yet committed.",
+            writer.unwritten,
+        )
+        yield _counter(
+            "decision_log_held_back",
+            "Answers that waited because the decision log writer was behind.",
+            writer.held_back,
+        )
+        yield _counter(
+            "decision_log_failed_attempts",
+            "Batches of decision records that failed and were written again.",
+            writer.failed_attempts,
+        )
 
     def _metering(self) -> Iterator[Metric]:
         meters = self._services.meters

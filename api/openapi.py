@@ -298,6 +298,11 @@ COMPONENTS: dict[str, Schema] = {
                     "total": {"type": "integer"},
                 },
             },
+            "context": {
+                "type": "object",
+                "description": "evaluation_id: the call's record in the decision log; on a "
+                "stale replica also the stale_state reason",
+            },
         },
     },
 }

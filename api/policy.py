@@ -98,6 +98,7 @@ READ_ACCESS_REQUEST_TASK = _gate(  # a portable handle (may_see_task)
 CANCEL_ACCESS_REQUEST = _gate(Role.PEP, Role.AGENT)  # the requester
 LIST_ACCESS_REQUESTS = _gate(Role.APPROVER, Role.OPERATOR, Role.AUDITOR)
 DECIDE_ACCESS_REQUEST = _gate(Role.APPROVER)  # approve, deny
+READ_DECISION_LOG = _gate(Role.AUDITOR)
 
 
 def lifecycle_gate(operation: Operation) -> Gate:

@@ -13,6 +13,7 @@ from ledger.application.metering import MeterWriter
 from ledger.clock import Clock
 from ledger.settings import Settings
 from projections.boards import AccessRequestBoard, MandateRegister, MissionBoard, ProposalBoard
+from projections.decision_log import DecisionLog
 from projections.evaluation_index import EvaluationIndex
 from projections.follower import LogFollower
 from projections.key_directory import KeyDirectory
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from api.subject_tokens import SubjectTokenVerifier
     from api.tokens import TokenVerifier
     from api.workers.checkpoints import Checkpointer
+    from api.workers.decision_writer import DecisionWriter
     from api.workers.push import PushDelivery
     from api.workers.sse_hub import SseHub
     from ledger.signing.keyring import Keyring
@@ -52,6 +54,8 @@ class Services:
     subject_tokens: SubjectTokenVerifier
     meters: MeterWriter
     console_watch: MissionWatch
+    decision_log: DecisionLog
+    decisions: DecisionWriter
     push: PushDelivery | None = None  # set by the lifespan once started
     gc: GcPolicy | None = None  # set by the lifespan (settings.gc_freeze)
     checkpoints: Checkpointer | None = None  # set by the lifespan once started

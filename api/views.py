@@ -14,6 +14,7 @@ from ledger.domain.missions import Mission
 from ledger.domain.proposals import Proposal
 from ledger.domain.rendering import describe_authority
 from ledger.persistence.eventlog import LoggedEvent
+from projections.decision_log import StoredDecision
 
 
 def _instant(value: datetime | None) -> str | None:
@@ -157,4 +158,24 @@ def audit_entry_view(logged: LoggedEvent) -> dict[str, Any]:
         "recorded_at": format_instant(event.timestamp),
         "actor": _json_value(actor) if actor is not None else None,
         "chain_hash": None if logged.chain_hash is None else logged.chain_hash.hex(),
+    }
+
+
+def decision_record_view(record: StoredDecision) -> dict[str, Any]:
+    """One record of ``GET /v1/audit/decisions``: exactly the members of SPEC 7.4."""
+    return {
+        "evaluation_id": record.evaluation_id,
+        "evaluated_at": format_instant(record.evaluated_at),
+        "principal": record.principal,
+        "subject": record.subject,
+        "action": record.action,
+        "resource": record.resource,
+        "request_digest": record.request_digest,
+        "mandate_id": record.mandate_id,
+        "mission_id": record.mission_id,
+        "mission_version": record.mission_version,
+        "index_position": record.index_position,
+        "decision": record.decision,
+        "reason": record.reason,
+        "approval_id": record.approval_id,
     }

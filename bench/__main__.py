@@ -20,6 +20,7 @@ BENCHMARKS: list[str] = [
     "bench.pep",
     "bench.audit",
     "bench.console",
+    "bench.decision_log",
 ]
 
 

@@ -15,6 +15,10 @@ Run: ``python -m bench.evaluate`` (``--help`` for options).
    one; target >= 0.5), both against the decisions above; requestable denials
    (``out_of_authority``, with a signed ``binding_token``) against plain denials
    (``parameter_violation``; target >= 0.7).
+   The server records every decision in its decision log (the default,
+   ``DECISION_LOG_MODE=async``); a second server on the same store runs with the log off, and
+   the same decisions sent to it, in the same rounds, give the cost of the log: decisions
+   with the log on as a ratio to the same run with it off (target >= 0.9).
 2. Index memory per active Mandate (tracemalloc around a bootstrap; target <= 2 KiB).
 3. Index bootstrap time for M Mandates (default 100,000).
 """
@@ -410,21 +414,26 @@ def merge(results: list[LoadResult]) -> LoadResult:
 
 def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int) -> dict[str, Any]:
     server = Server(seeded.settings)
+    unlogged = Server(seeded.settings, {"MISSION_LEDGER_DECISION_LOG_MODE": "off"})
     try:
         check_permits(seeded, server.port)
+        check_permits(seeded, unlogged.port)
         evaluations = evaluation_requests(seeded, server.port, sample=2000)
         plain = evaluation_requests(seeded, server.port, sample=2000, amount="5000.00")
         requestable = evaluation_requests(seeded, server.port, sample=2000, action="invoices.void")
         check_denials(seeded, server.port)
         metered = metered_requests(seeded, server.port)
         follow = usage_report(seeded, server.port)
+        unlogged_evaluations = evaluation_requests(seeded, unlogged.port, sample=2000)
         ceiling = [build_request("GET", "/healthz", f"127.0.0.1:{server.port}")]
-        progress("  warming up (verifies every sampled token once)")
+        progress("  warming up (verifies every sampled token once, on both servers)")
         drive("127.0.0.1", server.port, evaluations, connections=4, seconds=3)
+        drive("127.0.0.1", unlogged.port, unlogged_evaluations, connections=4, seconds=3)
         out: dict[str, Any] = {}
         for connections in (1, 16):
             ceil_runs: list[LoadResult] = []
             eval_runs: list[LoadResult] = []
+            off_runs: list[LoadResult] = []
             dpop_runs: list[LoadResult] = []
             plain_runs: list[LoadResult] = []
             requestable_runs: list[LoadResult] = []
@@ -437,15 +446,15 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int
                         "127.0.0.1", server.port, ceiling, connections=connections, seconds=seconds
                     )
                 )
-                eval_runs.append(
-                    drive(
-                        "127.0.0.1",
-                        server.port,
-                        evaluations,
-                        connections=connections,
-                        seconds=seconds,
+                # The log off, then on, then off again in the next round (ABBA): drift hits both.
+                logged_phase = (server.port, evaluations, eval_runs)
+                off_phase = (unlogged.port, unlogged_evaluations, off_runs)
+                for port, requests, runs in (
+                    (off_phase, logged_phase) if round_no % 2 == 0 else (logged_phase, off_phase)
+                ):
+                    runs.append(
+                        drive("127.0.0.1", port, requests, connections=connections, seconds=seconds)
                     )
-                )
                 # Proofs are made just before their phase (iat must be within 60 s).
                 proofs = dpop_requests(seeded, server.port, dpop_count)
                 dpop_runs.append(
@@ -485,7 +494,12 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int
             ceil, ev, dp = merge(ceil_runs), merge(eval_runs), merge(dpop_runs)
             pl, rq = merge(plain_runs), merge(requestable_runs)
             me = merge(metered_runs)
+            off = merge(off_runs)
             out[str(connections)] = {
+                "log_off_rps": off.rps,
+                "log_ratio": ev.rps / off.rps if off.rps else 0.0,
+                "log_off_server_p99_ms": percentile(off.server_ms, 99),
+                "log_errors": off.errors,
                 "ceiling_rps": ceil.rps,
                 "decisions_rps": ev.rps,
                 "ratio": ev.rps / ceil.rps if ceil.rps else 0.0,
@@ -522,6 +536,7 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int
         return out
     finally:
         server.stop()
+        unlogged.stop()
 
 
 def measure_index(settings: Settings, count: int) -> dict[str, float]:
@@ -632,6 +647,21 @@ def render(http: dict[str, Any], index: dict[str, float], boot: dict[str, float]
             f"{'>=0.7 ' + verdict:>8} {row['plain_server_p50_ms']:>14.3f}ms "
             f"{row['requestable_server_p50_ms']:>9.3f}ms "
             f"{row['requestable_server_p99_ms']:>8.3f}ms {row['denial_errors']:>6}"
+        )
+    lines += [
+        "",
+        "Decisions with the decision log on (the server above, DECISION_LOG_MODE=async) vs the "
+        "same decisions on a second server of the same store with the log off, same rounds:",
+        "",
+        f"{'conns':>5} {'log off/s':>10} {'log on/s':>9} {'ratio':>6} {'target':>8} "
+        f"{'server p99 off':>14} {'on':>9}",
+    ]
+    for connections, row in http.items():
+        verdict = "PASS" if row["log_ratio"] >= 0.9 else "BELOW"
+        lines.append(
+            f"{connections:>5} {row['log_off_rps']:>10.0f} {row['decisions_rps']:>9.0f} "
+            f"{row['log_ratio']:>6.2f} {'>=0.9 ' + verdict:>8} "
+            f"{row['log_off_server_p99_ms']:>12.3f}ms {row['server_p99_ms']:>7.3f}ms"
         )
     worst = max(row["server_p99_ms"] for row in http.values())
     lines += [

@@ -198,6 +198,33 @@ class Settings(BaseSettings):
         description="Optional HTTP witness: each checkpoint is POSTed there as "
         "application/jwt (failures are logged and counted, never retried or waited for).",
     )
+    decision_log_mode: Literal["async", "sync", "off"] = Field(
+        default="async",
+        description="async: decisions are answered at once and their records written in "
+        "batches within decision_log_flush_ms (a crash loses at most that window); sync: "
+        "each answer waits until its record is committed; off: nothing is recorded "
+        "(benchmark baselines and development only).",
+    )
+    decision_log_flush_ms: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="A decision's record is committed within this many milliseconds; while "
+        "the writer is further behind, answers wait for it.",
+    )
+    decision_log_queue_size: int = Field(
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="Records of decisions waiting to be written, at most; beyond this, "
+        "answers wait for the writer.",
+    )
+    decision_log_retention_days: int = Field(
+        default=400,
+        ge=1,
+        le=36_500,
+        description="Decision records are kept this long (PostgreSQL: whole days, by partition).",
+    )
 
     json_max_depth: int = Field(
         default=64,

@@ -32,7 +32,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -135,10 +135,15 @@ class PendingReservation:
     valid_until: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     decision: bool
     context: dict[str, Any]
+    #: Evidence for the decision log, never sent: the Mandate the decision was about (one
+    #: the index holds), the index position it was answered from, the approval it honoured.
+    mandate_id: str | None = None
+    position: int | None = None
+    approval_id: str | None = None
     #: A permit under an approval: the use to record before answering it.
     use: ApprovalUse | None = None
     #: What to answer instead when that use cannot be recorded (none left).
@@ -213,7 +218,8 @@ class DecisionPoint:
 
     def evaluate(self, request: Evaluation, now: datetime) -> Decision:
         """The answer, or a pending metered permit (``Decision.pending``) to ``settle``."""
-        decision = self._evaluate(request, now)
+        position = self._index.position
+        decision = replace(self._evaluate(request, now), position=position)
         if decision.pending is None:
             self._count(decision)
         return decision
@@ -229,9 +235,11 @@ class DecisionPoint:
         if refusal is None:
             context["valid_until"] = _instant(min(pending.valid_until, expires_at.timestamp()))
             context["reservation_expires_at"] = _instant(expires_at.timestamp())
-            final = Decision(decision=True, context=context)
+            final = replace(decision, decision=True, context=context, pending=None)
         else:
-            final = Decision(decision=False, context=_refused(context, refusal))
+            final = replace(
+                decision, decision=False, context=_refused(context, refusal), pending=None
+            )
         self._count(final)
         return final
 
@@ -240,6 +248,11 @@ class DecisionPoint:
             self.permits += 1
         else:
             self.denials[str(decision.context.get("reason"))] += 1
+
+    @property
+    def position(self) -> int:
+        """The position of the ledger the index holds now."""
+        return self._index.position
 
     def fresh(self) -> bool:
         """The index confirmed, within the staleness bound, that it holds the whole store."""
@@ -308,6 +321,7 @@ class DecisionPoint:
                 evaluation_id,
                 MISSION_BINDING_FAILED,
                 "the Mandate is bound to a different Mission",
+                mandate_id=mandate_id,
             )
         mission = self._index.mission(mandate.mission_id)
         verdict = validity(
@@ -320,16 +334,18 @@ class DecisionPoint:
             now=now,
         )
         if not verdict.active:
-            return _invalid(evaluation_id, verdict, mission)
+            return _invalid(evaluation_id, verdict, mission, mandate.mandate_id)
         assert mission is not None
         actor = _actor_problem(request.subject, mandate.client_id, mandate.instance_id)
         if actor is not None:
-            return _deny(evaluation_id, ACTOR_INVALID, actor, mission=mission)
+            return _deny(
+                evaluation_id, ACTOR_INVALID, actor, mission=mission, mandate_id=mandate_id
+            )
         key = self._key_problem(
             request.context.get("proof"), mandate.jkt, now, required=not _is_token(reference)
         )
         if key is not None:
-            return _deny(evaluation_id, KEY_MISMATCH, key, mission=mission)
+            return _deny(evaluation_id, KEY_MISMATCH, key, mission=mission, mandate_id=mandate_id)
         return self._authority(
             request, mandate.entries, mission, now, evaluation_id, budget, mandate=mandate
         )
@@ -424,6 +440,7 @@ class DecisionPoint:
     ) -> Decision:
         uri = request.resource.id
         action = request.action.name
+        mandate_id = None if mandate is None else mandate.mandate_id
         target = parse_request(uri)
         covering = [e for e in entries if e.covers(target, action)] if is_concrete(action) else []
         if not covering:
@@ -432,6 +449,7 @@ class DecisionPoint:
                 OUT_OF_AUTHORITY,
                 f"{action!r} on {uri!r} is outside the granted authority",
                 mission=mission,
+                mandate_id=mandate_id,
             )
         if not any(e.covers(target, action) for e in mission.entries) or any(
             c.covers(target, action) for c in mission.contained
@@ -441,6 +459,7 @@ class DecisionPoint:
                 AUTHORITY_CONTAINED,
                 f"{action!r} on {uri!r} has been contained on the Mission",
                 mission=mission,
+                mandate_id=mandate_id,
             )
         facts = Facts(
             action_properties=request.action.properties,
@@ -474,6 +493,7 @@ class DecisionPoint:
             violation.detail,
             mission=mission,
             constraint=violation.constraint,
+            mandate_id=mandate_id,
         )
 
     # ------------------------------------------------------------------ requestable
@@ -577,6 +597,7 @@ class DecisionPoint:
         return Decision(
             decision=True,
             context=context,
+            approval_id=claims["approval_id"],
             use=ApprovalUse(task_id=claims["task_id"], approval_id=claims["approval_id"]),
             fallback=expired,
         )
@@ -656,7 +677,9 @@ def _is_token(reference: object) -> bool:
     return isinstance(reference, str) and reference.count(".") == 2
 
 
-def _invalid(evaluation_id: str, verdict: Validity, mission: MissionEntry | None) -> Decision:
+def _invalid(
+    evaluation_id: str, verdict: Validity, mission: MissionEntry | None, mandate_id: str
+) -> Decision:
     """The denial for a Mandate that the domain's validity rule finds invalid."""
     reason = verdict.reason or ""
     if reason.startswith("mission_"):
@@ -665,9 +688,11 @@ def _invalid(evaluation_id: str, verdict: Validity, mission: MissionEntry | None
             if reason == "mission_inactive"
             else f"the Mission is {reason.removeprefix('mission_')}"
         )
-        return _deny(evaluation_id, MISSION_INACTIVE, detail, mission=mission)
+        return _deny(
+            evaluation_id, MISSION_INACTIVE, detail, mission=mission, mandate_id=mandate_id
+        )
     detail = _CREDENTIAL_DETAILS.get(reason) or f"the Mandate is {verdict.state}"
-    return _deny(evaluation_id, CREDENTIAL_INVALID, detail)
+    return _deny(evaluation_id, CREDENTIAL_INVALID, detail, mandate_id=mandate_id)
 
 
 _CREDENTIAL_DETAILS = {
@@ -710,9 +735,10 @@ def _permit(
         "mission": {"id": mission.mission.id, "version": mission.version},
         "valid_until": _instant(_valid_until(mission, mandate, now, budget)),
     }
-    if mandate is not None:
-        context["mandate"] = {"id": mandate.mandate_id, "version": mandate.token_version}
-    return Decision(decision=True, context=context)
+    if mandate is None:
+        return Decision(decision=True, context=context)
+    context["mandate"] = {"id": mandate.mandate_id, "version": mandate.token_version}
+    return Decision(decision=True, context=context, mandate_id=mandate.mandate_id)
 
 
 def _pending(
@@ -784,6 +810,7 @@ def _deny(
     mission: MissionEntry | None = None,
     constraint: str | None = None,
     next_action: str | None = None,
+    mandate_id: str | None = None,
 ) -> Decision:
     context: dict[str, Any] = {
         "evaluation_id": evaluation_id,
@@ -796,13 +823,16 @@ def _deny(
         context["mission"] = {"id": mission.mission.id, "version": mission.version}
     if constraint is not None:
         context["constraint"] = constraint
-    return Decision(decision=False, context=context)
+    return Decision(decision=False, context=context, mandate_id=mandate_id)
 
 
 def stale(evaluation_id: str, position: int, requested: int) -> Decision:
-    return _deny(
+    """The denial of a request demanding a position this replica has not reached in time
+    (``position``: the one it is at)."""
+    denial = _deny(
         evaluation_id,
         STALE_STATE,
         f"this replica is at position {position}, behind the requested {requested}; retry",
         next_action=RETRY,
     )
+    return Decision(denial.decision, denial.context, position=position)

@@ -7,6 +7,9 @@
   does not see them again.
 * Idempotency records live ``idempotency_retention_hours``: a retry with the same key
   after that is a new request.
+* Decision records live ``decision_log_retention_days`` (``projections.decision_log``:
+  on PostgreSQL whole daily partitions are dropped, by one replica at a time, and the
+  partitions of the next days created; on SQLite the rows are deleted).
 
 The event log itself is never pruned: it is the audit record. Every replica may prune;
 the deletes are idempotent, so running them twice does no harm.
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ledger.persistence.database import Database
+from projections.decision_log import DecisionLog
 
 log = logging.getLogger("mission_ledger.retention")
 
@@ -35,12 +39,21 @@ def _micros(instant: datetime) -> int:
 class Pruned:
     sets: int
     idempotency_records: int
+    #: Decision records deleted (SQLite) or daily partitions dropped (PostgreSQL).
+    decisions: int = 0
 
 
 def prune(
-    database: Database, now: datetime, *, set_retention: timedelta, idempotency_retention: timedelta
+    database: Database,
+    now: datetime,
+    *,
+    set_retention: timedelta,
+    idempotency_retention: timedelta,
+    decision_log: DecisionLog | None = None,
+    decision_retention: timedelta = timedelta(days=400),
 ) -> Pruned:
-    """Delete SETs and idempotency records older than their retention periods."""
+    """Delete SETs, idempotency records and decision records older than their retention
+    periods."""
     sets = database.execute(
         "DELETE FROM set_log WHERE created_at < %s", (_micros(now - set_retention),)
     )
@@ -48,7 +61,8 @@ def prune(
         "DELETE FROM idempotency_records WHERE created_at < %s",
         (int((now - idempotency_retention).timestamp()),),
     )
-    return Pruned(sets=max(sets, 0), idempotency_records=max(records, 0))
+    decisions = 0 if decision_log is None else decision_log.prune(now, decision_retention)
+    return Pruned(sets=max(sets, 0), idempotency_records=max(records, 0), decisions=decisions)
 
 
 class Retention:
@@ -60,11 +74,15 @@ class Retention:
         *,
         set_retention: timedelta,
         idempotency_retention: timedelta,
+        decision_log: DecisionLog | None = None,
+        decision_retention: timedelta = timedelta(days=400),
         every: float = PRUNE_EVERY_SECONDS,
     ) -> None:
         self._database = database
         self._set_retention = set_retention
         self._idempotency_retention = idempotency_retention
+        self._decision_log = decision_log
+        self._decision_retention = decision_retention
         self._every = every
         self._last: float | None = None
 
@@ -78,11 +96,15 @@ class Retention:
             now,
             set_retention=self._set_retention,
             idempotency_retention=self._idempotency_retention,
+            decision_log=self._decision_log,
+            decision_retention=self._decision_retention,
         )
-        if pruned.sets or pruned.idempotency_records:
+        if pruned.sets or pruned.idempotency_records or pruned.decisions:
             log.info(
-                "retention: pruned %d SETs and %d idempotency records",
+                "retention: pruned %d SETs, %d idempotency records and %d decision records "
+                "or partitions",
                 pruned.sets,
                 pruned.idempotency_records,
+                pruned.decisions,
             )
         return pruned

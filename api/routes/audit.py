@@ -1,11 +1,13 @@
-"""The audit surface (SPEC 7.4): the ordered, hash-chained log of every event, and
-evidence bundles."""
+"""The audit surface (SPEC 7.4): the ordered, hash-chained log of every event, the
+decision log (every AuthZEN decision, with the evidence it was made on), and evidence
+bundles."""
 
 from __future__ import annotations
 
 import tempfile
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
@@ -14,17 +16,22 @@ from starlette.concurrency import run_in_threadpool
 
 from api import policy
 from api.evidence import EvidenceExporter, ExportScope
-from api.routes.common import ServicesDep
+from api.routes.common import ServicesDep, optional_instant
 from api.routes.gate import GatedRoute, allowed
+from api.schemas import PRINTABLE
 from api.services import Services
-from api.views import audit_entry_view
+from api.views import audit_entry_view, decision_record_view
+from ledger.domain.errors import InvalidRequest
 from ledger.domain.instants import parse_instant
+from projections.decision_log import DecisionFilter
 
 router = APIRouter(tags=["audit"], route_class=GatedRoute)
 
 TAR_MEDIA_TYPE = "application/x-tar"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1_000
+#: Ids and names are matched exactly; printable text only (PostgreSQL cannot compare NUL).
+_FILTER = Query(max_length=4096, pattern=PRINTABLE)
 
 
 @router.get("/v1/audit/log", dependencies=[allowed(policy.READ_AUDIT_LOG)])
@@ -91,3 +98,37 @@ def exporter(services: Services) -> EvidenceExporter:
         alg=services.settings.signing_alg,
         decisions=services.decision_records,
     )
+
+
+@router.get("/v1/audit/decisions", dependencies=[allowed(policy.READ_DECISION_LOG)])
+async def decision_log(
+    services: ServicesDep,
+    mission: Annotated[str | None, _FILTER] = None,
+    mandate: Annotated[str | None, _FILTER] = None,
+    agent: Annotated[str | None, _FILTER] = None,
+    decision: Literal["permit", "deny"] | None = None,
+    from_: Annotated[str | None, Query(alias="from", max_length=64)] = None,
+    to: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: Annotated[str | None, Query(max_length=8192)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> dict[str, Any]:
+    """Recorded decisions in the order they were made (``evaluated_at``, then
+    ``evaluation_id``), filtered by Mission, Mandate, agent (``subject.id``), outcome and
+    time (``from`` inclusive, ``to`` exclusive, RFC 3339); ``next_cursor`` is null after the
+    last page. Records reach the log within ``DECISION_LOG_FLUSH_MS`` of their decision."""
+    since: datetime | None = optional_instant(from_, "/from")
+    until: datetime | None = optional_instant(to, "/to")
+    if since is not None and until is not None and until < since:
+        raise InvalidRequest.at("/to", "must not be before from")
+    where = DecisionFilter(
+        mission=mission,
+        mandate=mandate,
+        agent=agent,
+        decision=None if decision is None else decision == "permit",
+        since=since,
+        until=until,
+    )
+    records, next_cursor = await run_in_threadpool(
+        services.decision_log.page, where, cursor=cursor, limit=limit
+    )
+    return {"data": [decision_record_view(r) for r in records], "next_cursor": next_cursor}

@@ -6,6 +6,12 @@ which the Meter writer records (grouped with the others arriving at the same tim
 the permit is answered. A request may demand an index at least as fresh as a log position
 (``context.consistency.min_position`` or ``Ledger-Min-Position``): the PDP waits briefly,
 else denies with reason ``stale_state``.
+
+Every decision with an ``evaluation_id`` (each batch item, each search call) is handed
+to the decision log before it is answered (``api/workers/decision_writer.py``: the answer waits
+only in sync mode or while the writer is behind). A search call is recorded as a
+decision that is true when it found anything; its answer carries the
+``context.evaluation_id`` under which it was recorded.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from api import policy
-from api.auth import PrincipalDep, authenticate_request
+from api.auth import Principal, PrincipalDep, authenticate_request
 from api.authzen_parsing import (
     AuthZenBadRequest,
     action_of,
@@ -46,6 +52,7 @@ from ledger.application.metering import Reserve
 from ledger.domain.access_binding import access_request_endpoint
 from ledger.domain.errors import ApprovalUnusable, Conflict, InvalidRequest, LedgerError, NotFound
 from projections import search
+from projections.decision_log import DecisionRecord
 from projections.pdp import Decision, Evaluation, new_evaluation_id, stale
 
 router = APIRouter(tags=["authzen"], route_class=JsonBodyRoute)
@@ -129,6 +136,19 @@ async def _decide(services: Services, item: Evaluation, now: datetime) -> Decisi
     return services.pdp.settle(decision, refusal, expires_at)
 
 
+async def _recorded(
+    services: Services, principal: Principal, now: datetime, answered: list[tuple[object, Decision]]
+) -> None:
+    """Hand the decisions of one answer (with the requests they answered) to the decision
+    log; returns once the answer may go out."""
+    actor = principal.actor()
+    waiter = services.decisions.record(
+        [DecisionRecord(now, actor, request, decision) for request, decision in answered]
+    )
+    if waiter is not None:
+        await waiter
+
+
 async def evaluation(request: Request) -> Response:
     """Access Evaluation: one decision.
 
@@ -145,9 +165,13 @@ async def evaluation(request: Request) -> Response:
         behind = await _fresh(services, request, item.context)
     except (AuthZenBadRequest, InvalidRequest) as error:
         return _bad(error)
+    now = services.clock.now()
     if behind is not None:
-        return _json(stale(new_evaluation_id(), services.follower.core_position, behind).to_json())
-    decision = await _settled(services, await _decide(services, item, services.clock.now()))
+        decision = stale(new_evaluation_id(), services.follower.core_position, behind)
+        await _recorded(services, principal, now, [(body, decision)])
+        return _json(decision.to_json())
+    decision = await _settled(services, await _decide(services, item, now))
+    await _recorded(services, principal, now, [(body, decision)])
     return _json(decision.to_json(), started)
 
 
@@ -194,22 +218,24 @@ async def evaluations(request: Request, principal: PrincipalDep, services: Servi
                     "reason": "invalid_request",
                     "error": {"status": 400, "message": str(item)},
                 },
+                position=services.pdp.position,
             )
         if behind is not None:
             return stale(new_evaluation_id(), services.follower.core_position, behind)
         return await _decide(services, item, now)
 
-    if batch.single:
-        return _json((await _settled(services, await decide(batch.items[0]))).to_json())
-    results: list[dict[str, Any]] = []
-    for item in batch.items:
+    answered: list[tuple[object, Decision]] = []
+    for item, item_request in zip(batch.items, batch.requests, strict=True):
         decision = await _settled(services, await decide(item))
-        results.append(decision.to_json())
+        answered.append((item_request, decision))
         if batch.semantic == "deny_on_first_deny" and not decision.decision:
             break
         if batch.semantic == "permit_on_first_permit" and decision.decision:
             break
-    return _json({"evaluations": results})
+    await _recorded(services, principal, now, answered)
+    if batch.single:
+        return _json(answered[0][1].to_json())
+    return _json({"evaluations": [decision.to_json() for _, decision in answered]})
 
 
 def _paged(body: Mapping[str, Any], kind: str, results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -256,19 +282,31 @@ def _paged(body: Mapping[str, Any], kind: str, results: list[dict[str, Any]]) ->
 
 async def _search(
     request: Request,
+    principal: Principal,
     kind: str,
-    run: Callable[[Mapping[str, Any]], list[dict[str, Any]]],
+    run: Callable[[Mapping[str, Any], datetime], list[dict[str, Any]]],
 ) -> Response:
     services: Services = request.app.state.services
+    now = services.clock.now()
+    evaluation_id = new_evaluation_id()
     try:
         body = await _body(request)
-        results = run(body)
+        position = services.pdp.position
+        results = run(body, now)
         if not services.pdp.fresh():
             # Fails closed like a decision: a stale index may still list revoked authority.
-            return _json({"results": [], "context": services.pdp.stale_context()})
-        return _json(_paged(body, kind, results))
+            context = services.pdp.stale_context(evaluation_id)
+            decision = Decision(decision=False, context=context, position=position)
+            answer: dict[str, Any] = {"results": [], "context": context}
+        else:
+            decision = Decision(
+                decision=bool(results), context={"evaluation_id": evaluation_id}, position=position
+            )
+            answer = {**_paged(body, kind, results), "context": decision.context}
     except (AuthZenBadRequest, InvalidRequest) as error:
         return _bad(error)
+    await _recorded(services, principal, now, [(body, decision)])
+    return _json(answer)
 
 
 @router.post("/access/v1/search/subject", response_model=None)
@@ -278,7 +316,7 @@ async def search_subject(
     """Which agents may perform the action on the resource (``subject.id`` is ignored)."""
     policy.DECIDE_ACCESS.check(principal)
 
-    def run(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def run(body: Mapping[str, Any], now: datetime) -> list[dict[str, Any]]:
         subject = subject_of(body, need_id=False)
         action = action_of(body)
         resource = resource_of(body)
@@ -287,10 +325,10 @@ async def search_subject(
             subject_type=subject.type,
             action=action.name,
             uri=resource.id,
-            now=services.clock.now(),
+            now=now,
         )
 
-    return await _search(request, "subject", run)
+    return await _search(request, principal, "subject", run)
 
 
 @router.post("/access/v1/search/resource", response_model=None)
@@ -300,7 +338,7 @@ async def search_resource(
     """Which resources the agent may perform the action on."""
     policy.DECIDE_ACCESS.check(principal)
 
-    def run(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def run(body: Mapping[str, Any], now: datetime) -> list[dict[str, Any]]:
         subject = subject_of(body)
         action = action_of(body)
         resource = resource_of(body, need_id=False)
@@ -312,10 +350,10 @@ async def search_resource(
             instance_id=subject.properties.get("instance_id"),
             action=action.name,
             resource_type=resource.type,
-            now=services.clock.now(),
+            now=now,
         )
 
-    return await _search(request, "resource", run)
+    return await _search(request, principal, "resource", run)
 
 
 @router.post("/access/v1/search/action", response_model=None)
@@ -325,7 +363,7 @@ async def search_action(
     """Which actions the agent may perform on the resource."""
     policy.DECIDE_ACCESS.check(principal)
 
-    def run(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def run(body: Mapping[str, Any], now: datetime) -> list[dict[str, Any]]:
         subject = subject_of(body)
         resource = resource_of(body)
         if subject.type != "agent":
@@ -335,10 +373,10 @@ async def search_action(
             subject_id=subject.id,
             instance_id=subject.properties.get("instance_id"),
             uri=resource.id,
-            now=services.clock.now(),
+            now=now,
         )
 
-    return await _search(request, "action", run)
+    return await _search(request, principal, "action", run)
 
 
 @router.get("/.well-known/authzen-configuration")

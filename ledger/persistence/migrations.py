@@ -72,8 +72,11 @@ def load_migrations(dialect: Dialect) -> list[Migration]:
             raise MigrationError(msg)
         found.append(Migration(int(match[1]), path.name, path.read_text(encoding="utf-8")))
     versions = [m.version for m in found]
-    if versions != list(range(1, len(found) + 1)):
-        msg = f"migrations in {folder} must be numbered 0001, 0002, ... without gaps"
+    if len(set(versions)) != len(versions) or 0 in versions:
+        # Numbers are handed out ahead to branches developed in parallel, so one may land
+        # before a lower one: a gap is allowed (and the lower file applied when it lands),
+        # two files with one number are not.
+        msg = f"migrations in {folder} must have distinct numbers from 0001 up"
         raise MigrationError(msg)
     return found
 

@@ -187,3 +187,14 @@ def test_values_outside_the_fast_paths_subset_are_canonicalised_by_rfc8785(
             jcs(value)
     else:
         assert jcs(value) == expected
+
+
+def test_jcs_sorts_keys_outside_the_basic_plane_by_utf16_code_units() -> None:
+    # U+1F600 is D83D DE00 in UTF-16, before U+FF61; in UTF-8 (and code points) after it.
+    assert jcs({"\uff61": 1, "\U0001f600": 2}) == rfc8785.dumps({"\uff61": 1, "\U0001f600": 2})
+    assert jcs({"\uff61": 1, "\U0001f600": 2}).index("\U0001f600".encode()) < 4
+
+
+def test_jcs_refuses_integers_outside_the_i_json_range() -> None:
+    with pytest.raises(rfc8785.CanonicalizationError):
+        jcs({"n": 2**53})
