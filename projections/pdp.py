@@ -541,7 +541,7 @@ class DecisionPoint:
             "expires_at": claims["denial_expires_at"],
             "binding_token": token,
         }
-        return Decision(decision=False, context=context)
+        return replace(decision, decision=False, context=context)
 
     def _reevaluate(
         self,
@@ -669,7 +669,7 @@ def _reject(decision: Decision, reason: str, detail: str) -> Decision:
     if NEXT_ACTIONS[reason] != "request":
         context.pop("access_request", None)
         context.pop("evaluated_at", None)
-    return Decision(decision=False, context=context)
+    return replace(decision, decision=False, context=context, use=None, fallback=None)
 
 
 def _is_token(reference: object) -> bool:
