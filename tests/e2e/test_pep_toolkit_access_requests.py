@@ -1,0 +1,127 @@
+"""The PEP toolkit's access-request helpers against the real service (issue 15, using the
+access-request feature of issue 12): a requestable denial becomes an access request through
+``PdpClient.request_access``, a person approves it over the API, ``wait_for_task`` sees the
+approval and ``reevaluate`` permits exactly once (a single-use approval)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from mission_ledger_pep import PdpClient
+
+from tests.e2e.server import ServerProcess, create_key, store_env
+from tests.mandate_builders import proof_of
+
+pytestmark = [pytest.mark.slow]
+
+AGENT = "agent-tk"
+ERP = "https://erp.example.com"
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    env = store_env(data_dir=tmp_path / "data")
+    keys = {
+        role: create_key(env, role, AGENT if role == "agent" else f"{role}-tk")
+        for role in ("agent", "approver", "pep")
+    }
+    server = ServerProcess(env, tmp_path / "server.log").start()
+    try:
+        yield server.url, keys
+    finally:
+        server.stop()
+
+
+def _post(url: str, key: str, path: str, body: dict[str, Any], status: int) -> dict[str, Any]:
+    answer = httpx.post(
+        url + path, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=20.0
+    )
+    assert answer.status_code == status, (path, answer.text)
+    return dict(answer.json())
+
+
+def _gated_mandate(url: str, keys: dict[str, str]) -> str:
+    """A Mission whose one action needs a person's approval each time, and a Mandate on it."""
+    proposal = _post(
+        url,
+        keys["agent"],
+        "/v1/proposals",
+        {
+            "intent": {
+                "goal": "pay invoices",
+                "resources": [ERP],
+                "expires_at": "2099-01-01T00:00:00Z",
+            },
+            "authorization_details": [
+                {
+                    "type": "mission_resource_access",
+                    "resource": ERP,
+                    "resource_match": "prefix",
+                    "actions": ["invoices.pay"],
+                    "constraints": {"requires_action_approval": True},
+                }
+            ],
+            "subject": {"iss": "https://idp.example.com", "sub": "alice"},
+            "client_id": AGENT,
+        },
+        202,
+    )
+    mission = _post(
+        url, keys["approver"], f"/v1/proposals/{proposal['submission_id']}/approve", {}, 201
+    )["id"]
+    jkt = base64.urlsafe_b64encode(hashlib.sha256(mission.encode()).digest()).decode().rstrip("=")
+    return str(
+        _post(
+            url,
+            keys["agent"],
+            f"/v1/missions/{mission}/mandates",
+            {
+                "actor": {"client_id": AGENT, "instance_id": "i-1"},
+                "cnf": {"jkt": jkt},
+                "ttl_seconds": 3600,
+            },
+            201,
+        )["token"]
+    )
+
+
+def test_a_requestable_denial_becomes_a_permit_through_the_toolkits_access_request_helpers(
+    service: tuple[str, dict[str, str]],
+) -> None:
+    url, keys = service
+    token = _gated_mandate(url, keys)
+    request = {
+        "subject": {"type": "agent", "id": AGENT, "properties": {"instance_id": "i-1"}},
+        "action": {"name": "invoices.pay", "properties": {"amount": "10", "currency": "EUR"}},
+        "resource": {"type": "api", "id": f"{ERP}/invoices/7"},
+        "context": {"mandate": token, "proof": proof_of(token)},
+    }
+    with PdpClient(url, api_key=keys["pep"]) as pdp:
+        denied = pdp.evaluate(request)
+        assert (denied.allowed, denied.reason) == (False, "approval_required")
+        assert "access_request" in denied.context
+
+        submitted = pdp.request_access(denied, justification="supplier is waiting")
+        assert submitted["task"]["status"] == "pending"
+        task_id = submitted["task"]["id"]
+        _post(
+            url,
+            keys["approver"],
+            f"/v1/access-requests/{task_id}/approve",
+            {"max_uses": 1, "reason": "month-end run"},
+            200,
+        )
+
+        approved = pdp.wait_for_task(submitted, initial=0.05, cap=0.5, max_wait=20.0)
+        assert approved["task"]["status"] == "approved"
+        first = pdp.reevaluate(request, approved)
+        second = pdp.reevaluate(request, approved)
+
+    assert first.allowed is True
+    assert second.allowed is False
