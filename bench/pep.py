@@ -149,7 +149,11 @@ class Api:
         return str(issued["mandate_id"]), str(issued["token"])
 
     def stream(self) -> str:
-        body = {"delivery": {"method": SSE_DELIVERY}, "description": "bench.pep"}
+        body = {
+            "delivery": {"method": SSE_DELIVERY},
+            "description": "bench.pep",
+            "resources": [RESOURCE],
+        }
         return str(self.post("pep", "/ssf/streams", body)["stream_id"])
 
     def close(self) -> None:

@@ -47,6 +47,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.sse_hub import frame
 from bench._fleet import (
+    RESOURCE,
     AsyncHttp,
     Es256Verifier,
     Fleet,
@@ -620,7 +621,11 @@ def prepare(the_fleet: Fleet, args: argparse.Namespace) -> tuple[list[str], list
             client = on_a if i % 2 == 0 else on_b
             created = client.post(
                 "/ssf/streams",
-                json={"delivery": {"method": SSE_METHOD}, "description": f"bench {i}"},
+                json={
+                    "delivery": {"method": SSE_METHOD},
+                    "description": f"bench {i}",
+                    "resources": [RESOURCE],
+                },
                 headers=the_fleet.auth("pep"),
             )
             if created.status_code != 201:

@@ -10,7 +10,8 @@ in one table. Nothing below this module knows about HTTP.
     │   └── ApprovalNotAllowed    this approver may not approve this proposal (403)
     ├── InvalidRequest            malformed or out-of-range input (400)
     │   ├── AuthorityExceeded     a narrowing/delegation that would widen authority (400)
-    │   └── SubjectUnverified     a subject_token that does not verify, or none when required
+    │   ├── SubjectUnverified     a subject_token that does not verify, or none when required
+    │   └── StreamResourcesRequired  a PEP's SSF stream without ``resources``
     ├── NotFound                  unknown, or outside the caller's view (404)
     ├── Conflict                  illegal in the current state (409 ``conflict``)
     │   ├── StaleVersion          ``expected_version`` no longer current (409)
@@ -107,6 +108,14 @@ class UnsupportedControl(InvalidRequest):
 class SubjectUnverified(InvalidRequest):
     code = "subject_unverified"
     title = "Subject not verified"
+
+
+class StreamResourcesRequired(InvalidRequest):
+    """An SSF stream a PEP creates or reconfigures must name the ``resources`` it guards
+    (SPEC 7.3 "signal scoping"); only an admin may run an unscoped stream."""
+
+    code = "stream_resources_required"
+    title = "Stream resources required"
 
 
 class NotFound(LedgerError):

@@ -18,7 +18,7 @@ narrowed or ended) carries the same ``txn``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,6 +27,7 @@ from ledger.domain.events import LedgerEvent
 from ledger.domain.instants import epoch_seconds, format_instant
 from ledger.domain.mandates import ExecutionMandate
 from ledger.domain.missions import Mission, discharge_cause
+from ledger.domain.resources import EXACT
 from ledger.domain.streams import (
     LIFECYCLE_CHANGE,
     SESSION_REVOKED,
@@ -49,6 +50,9 @@ class Signal:
     occurred_at: datetime
     #: Names the write that caused it when the position alone does not (see ``txn_of``).
     cause: str | None = None
+    #: The ``(resource, resource_match)`` sets of the authority it concerns (what a
+    #: stream scoped to ``resources`` is matched against).
+    touched: tuple[tuple[str, str], ...] = ()
 
 
 def txn_of(issuer: str, position: int, cause: str | None = None) -> str:
@@ -81,6 +85,16 @@ def set_claims(
         "sub_id": signal.sub_id,
         "events": {signal.event_type: signal.payload},
     }
+
+
+def touched_by(*authorities: Iterable[Mapping[str, Any]]) -> tuple[tuple[str, str], ...]:
+    """The distinct ``(resource, resource_match)`` of Authority Set entries."""
+    pairs = (
+        (str(entry.get("resource")), str(entry.get("resource_match", EXACT)))
+        for entries in authorities
+        for entry in entries
+    )
+    return tuple(dict.fromkeys(pairs))
 
 
 def _initiating_entity(actor: Mapping[str, Any] | None, *, cascaded: bool = False) -> str:
@@ -133,6 +147,8 @@ def mission_signal(event: LedgerEvent, mission: Mission) -> Signal | None:
         sub_id={"format": "opaque", "id": mission.id},
         occurred_at=event.timestamp,
         cause=cause,
+        # The Authority Set as approved (discharge and containment only take from it).
+        touched=touched_by(mission.authority_set),
     )
 
 
@@ -148,9 +164,16 @@ def mandate_subject(mandate: ExecutionMandate) -> dict[str, Any]:
     }
 
 
-def mandate_signal(event: LedgerEvent, mandate: ExecutionMandate) -> Signal | None:
-    """CAEP ``session-revoked`` / ``token-claims-change`` (``mandate`` is the state after)."""
+def mandate_signal(
+    event: LedgerEvent,
+    mandate: ExecutionMandate,
+    prior: Sequence[Mapping[str, Any]] = (),
+) -> Signal | None:
+    """CAEP ``session-revoked`` / ``token-claims-change`` (``mandate`` is the state after,
+    ``prior`` its ``authorization_details`` before: a narrowing concerns what it took away
+    as much as what it left)."""
     common: dict[str, Any] = {"event_timestamp": epoch_seconds(event.timestamp)}
+    touched = touched_by(prior, mandate.authorization_details)
     if isinstance(event, ExecutionMandate.Narrowed):
         return Signal(
             event_type=TOKEN_CLAIMS_CHANGE,
@@ -170,6 +193,7 @@ def mandate_signal(event: LedgerEvent, mandate: ExecutionMandate) -> Signal | No
             sub_id=mandate_subject(mandate),
             occurred_at=event.timestamp,
             cause=_cause_key(event.caused_by),
+            touched=touched,
         )
     if isinstance(
         event, ExecutionMandate.Revoked | ExecutionMandate.Expired | ExecutionMandate.Cascaded
@@ -188,6 +212,7 @@ def mandate_signal(event: LedgerEvent, mandate: ExecutionMandate) -> Signal | No
             sub_id=mandate_subject(mandate),
             occurred_at=event.timestamp,
             cause=_cause_key(event.cause) if isinstance(event, ExecutionMandate.Cascaded) else None,
+            touched=touched,
         )
     return None
 

@@ -21,7 +21,7 @@ from joserfc.jwk import ECKey
 from mission_ledger_pep import SignalSubscriber
 
 from tests.e2e.conftest import launch
-from tests.e2e.server import ServerProcess, cli, create_key, proposal_body
+from tests.e2e.server import PEP_SCOPE, ServerProcess, cli, create_key, proposal_body
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +79,7 @@ class Ledger:
         self.post("operator", f"/v1/mandates/{mandate_id}/revoke", {"reason": "pep e2e"})
 
     def stream(self) -> str:
-        body = {"delivery": {"method": "urn:mission-ledger:delivery:sse"}}
+        body = {"delivery": {"method": "urn:mission-ledger:delivery:sse"}, "resources": PEP_SCOPE}
         return str(self.post("pep", "/ssf/streams", body)["stream_id"])
 
     def agent_headers(self, token: str) -> dict[str, str]:
@@ -216,9 +216,11 @@ def test_poll_subscriber_receives_a_revocation_and_acknowledges_it(
     ledger: Ledger, tmp_path: Path
 ) -> None:
     stream_id = str(
-        ledger.post("pep", "/ssf/streams", {"delivery": {"method": "urn:ietf:rfc:8936"}})[
-            "stream_id"
-        ]
+        ledger.post(
+            "pep",
+            "/ssf/streams",
+            {"delivery": {"method": "urn:ietf:rfc:8936"}, "resources": PEP_SCOPE},
+        )["stream_id"]
     )
     revoked: list[str] = []
     running = subscriber(
