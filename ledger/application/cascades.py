@@ -173,7 +173,6 @@ class MandateCascades(LedgerBase):
                     reason=reason,
                     actor=actor,
                     now=now,
-                    caused_by=cause,
                 )
             effects.add(mandate)
         return effects
