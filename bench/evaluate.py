@@ -171,12 +171,21 @@ class Server:
             self.process.kill()
 
 
-def evaluation_requests(seeded: Seeded, port: int, sample: int) -> list[bytes]:
+SAMPLE = 2000
+
+
+def sampled(seeded: Seeded, sample: int = SAMPLE) -> list[tuple[str, str]]:
+    """The Mandates (token, instance) both decision phases present: the same tokens, so
+    the two differ only in the proof (the server verifies each token's signature once)."""
+    step = max(1, len(seeded.mandates) // sample)
+    return seeded.mandates[::step][:sample]
+
+
+def evaluation_requests(seeded: Seeded, port: int) -> list[bytes]:
     host = f"127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {seeded.pep_key}"}
     out = []
-    step = max(1, len(seeded.mandates) // sample)
-    for token, instance in seeded.mandates[::step][:sample]:
+    for token, instance in sampled(seeded):
         body = {
             "subject": {
                 "type": "agent",
@@ -208,9 +217,10 @@ def dpop_bodies(seeded: Seeded, count: int) -> list[dict[str, Any]]:
     jwk = seeded.holder.as_dict(private=False)
     htu = f"{RESOURCE}/invoices/42"
     rng = random.Random()
+    mandates = sampled(seeded)
     out = []
     for n in range(count):
-        token, instance = seeded.mandates[rng.randrange(len(seeded.mandates))]
+        token, instance = mandates[rng.randrange(len(mandates))]
         claims = {"htm": "POST", "htu": htu, "iat": int(time.time()), "jti": f"j{n}-{rng.random()}"}
         proof = jws.serialize_compact(
             {"alg": "ES256", "typ": "dpop+jwt", "jwk": jwk},
@@ -297,7 +307,7 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int
     server = Server(seeded.settings)
     try:
         check_permits(seeded, server.port)
-        evaluations = evaluation_requests(seeded, server.port, sample=2000)
+        evaluations = evaluation_requests(seeded, server.port)
         ceiling = [build_request("GET", "/healthz", f"127.0.0.1:{server.port}")]
         progress("  warming up (verifies every sampled token once)")
         drive("127.0.0.1", server.port, evaluations, connections=4, seconds=3)
