@@ -22,7 +22,12 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from ledger.domain.streams import DELIVERY_METHODS, STREAM_ALGS, StreamStatus
+from ledger.domain.streams import (
+    DELIVERY_METHODS,
+    MAX_STREAM_RESOURCES,
+    STREAM_ALGS,
+    StreamStatus,
+)
 
 JSON = "application/json"
 PROBLEM_JSON = "application/problem+json"
@@ -56,6 +61,17 @@ def _nullable(schema: Schema) -> Schema:
 
 def _string(max_length: int, *, min_length: int = 0) -> Schema:
     return {"type": "string", "minLength": min_length, "maxLength": max_length}
+
+
+_STREAM_RESOURCES: Schema = {
+    "type": "array",
+    "description": "The resources a PEP's stream guards (required unless the caller is an "
+    "admin): absolute URIs, each covering itself and everything below it. The stream "
+    "carries only Missions and Mandates whose authority touches one of them.",
+    "minItems": 1,
+    "maxItems": MAX_STREAM_RESOURCES,
+    "items": _string(2048, min_length=1),
+}
 
 
 def _status(reason: Schema) -> Schema:
@@ -113,6 +129,7 @@ COMPONENTS: dict[str, Schema] = {
             ),
             "description": _nullable(_string(1024)),
             "signing_alg": {"enum": list(STREAM_ALGS)},
+            "resources": _nullable(_STREAM_RESOURCES),
         },
     },
     "SsfStreamChange": {
@@ -145,6 +162,7 @@ COMPONENTS: dict[str, Schema] = {
             "description": _TEXT,
             "min_verification_interval": {"type": "integer", "minimum": 0},
             "signing_alg": {"enum": list(STREAM_ALGS)},
+            "resources": _STREAM_RESOURCES,
         },
     },
     "SsfStatus": _status(_TEXT),

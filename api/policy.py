@@ -11,7 +11,7 @@ Two kinds of rule, both pure (no I/O), and ``admin`` passes every one:
   (``may_submit_for``: 403).
 
 The SSF stream rules (``pep`` role, ``ssf.manage`` scope, stream ownership) live with the
-SSF routes.
+SSF routes, except which streams may go unscoped (``may_run_unscoped_stream``).
 """
 
 from __future__ import annotations
@@ -217,3 +217,12 @@ def may_see_task(caller: Principal, task: AccessRequest) -> bool:
 def may_cancel_task(caller: Principal, task: AccessRequest) -> bool:
     """Only the principal that requested the access withdraws it (admins: any)."""
     return caller.is_admin or caller.scope == task.requester_scope
+
+
+# ---------------------------------------------------------------------- SSF streams
+
+
+def may_run_unscoped_stream(caller: Principal) -> bool:
+    """A stream without ``resources`` carries every Mission and Mandate: only an admin may
+    run one; a PEP's stream names the resources it guards (SPEC 7.3 "signal scoping")."""
+    return caller.is_admin

@@ -213,6 +213,16 @@ class Server:
             self.process.kill()
 
 
+SAMPLE = 2000
+
+
+def sampled(seeded: Seeded, sample: int = SAMPLE) -> list[tuple[str, str]]:
+    """The Mandates (token, instance) both decision phases present: the same tokens, so
+    the two differ only in the proof (the server verifies each token's signature once)."""
+    step = max(1, len(seeded.mandates) // sample)
+    return seeded.mandates[::step][:sample]
+
+
 def evaluation_body(
     token: str, instance: str, *, action: str = "invoices.pay", amount: str = "250.00"
 ) -> dict[str, Any]:
@@ -239,8 +249,7 @@ def evaluation_requests(
     host = f"127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {seeded.pep_key}"}
     out = []
-    step = max(1, len(seeded.mandates) // sample)
-    for token, instance in seeded.mandates[::step][:sample]:
+    for token, instance in sampled(seeded, sample):
         body = evaluation_body(token, instance, action=action, amount=amount)
         out.append(
             build_request(
@@ -297,9 +306,10 @@ def dpop_bodies(seeded: Seeded, count: int) -> list[dict[str, Any]]:
     jwk = seeded.holder.as_dict(private=False)
     htu = f"{RESOURCE}/invoices/42"
     rng = random.Random()
+    mandates = sampled(seeded)
     out = []
     for n in range(count):
-        token, instance = seeded.mandates[rng.randrange(len(seeded.mandates))]
+        token, instance = mandates[rng.randrange(len(mandates))]
         claims = {"htm": "POST", "htu": htu, "iat": int(time.time()), "jti": f"j{n}-{rng.random()}"}
         proof = jws.serialize_compact(
             {"alg": "ES256", "typ": "dpop+jwt", "jwk": jwk},

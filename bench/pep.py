@@ -187,7 +187,11 @@ class Api:
         return out
 
     def stream(self) -> str:
-        body = {"delivery": {"method": SSE_DELIVERY}, "description": "bench.pep"}
+        body = {
+            "delivery": {"method": SSE_DELIVERY},
+            "description": "bench.pep",
+            "resources": [RESOURCE],
+        }
         return str(self.post("pep", "/ssf/streams", body)["stream_id"])
 
     def close(self) -> None:

@@ -47,6 +47,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.workers.sse_hub import frame
 from bench._fleet import (
+    RESOURCE,
     AsyncHttp,
     Es256Verifier,
     Fleet,
@@ -58,7 +59,7 @@ from bench._fleet import (
 )
 from bench._load import percentile
 from bench._support import PostgresUnavailable, load_average, machine_description, table
-from ledger.domain.sets import SET_TYP, txn_of
+from ledger.domain.sets import SET_TYP, write_txn
 from ledger.domain.streams import LIFECYCLE_CHANGE
 
 TARGET_P99_MS = 250.0
@@ -81,7 +82,8 @@ class Trials:
         self.trial_of: dict[str, int] = {}
         self.arrivals: dict[int, dict[int, float]] = {}
         self.tokens: dict[int, dict[int, str]] = {}
-        self.txns: dict[int, set[str]] = {}
+        #: (txn, Mission version) of the SETs each trial's revocation raised.
+        self.txns: dict[int, set[tuple[str, int]]] = {}
         self.deadline_hit: dict[int, int] = {}
         self._done: dict[int, asyncio.Event] = {}
 
@@ -96,7 +98,16 @@ class Trials:
     def done(self, trial: int) -> asyncio.Event:
         return self._done[trial]
 
-    def arrived(self, trial: int, subscriber: int, at: float, token: str, txn: str) -> None:
+    def one_txn(self, trial: int, mission: str, issuer: str) -> bool:
+        """Every SET of the trial carries the revocation's ``txn`` (that of the write whose
+        first event is the Mission's version the SETs report)."""
+        return len(self.txns[trial]) <= 1 and all(
+            txn == write_txn(issuer, mission, version) for txn, version in self.txns[trial]
+        )
+
+    def arrived(
+        self, trial: int, subscriber: int, at: float, token: str, txn: tuple[str, int]
+    ) -> None:
         arrivals = self.arrivals[trial]
         if subscriber in arrivals:
             return  # a duplicate: counted by the inbox, the first arrival stands
@@ -159,7 +170,8 @@ class Inbox:
         ):
             self.unexpected += 1
             return
-        self.trials.arrived(trial, self.index, at, data, str(claims.get("txn")))
+        version = int(payload.get("version", -1))
+        self.trials.arrived(trial, self.index, at, data, (str(claims.get("txn")), version))
 
 
 class SseConnection(asyncio.Protocol):
@@ -447,8 +459,8 @@ class Bench:
         self.next_trial += 1
         return trial, self.missions[trial]
 
-    async def revoke(self, trial: int, mission: str) -> tuple[float, float, int]:
-        """Revoke through A: (t0, response time in ms, Ledger-Position)."""
+    async def revoke(self, trial: int, mission: str) -> tuple[float, float]:
+        """Revoke through A: (t0, response time in ms)."""
         t0 = time.perf_counter()
         answer = await self.http_a.request(
             "POST",
@@ -457,28 +469,25 @@ class Bench:
             headers=self.fleet.auth("operator"),
         )
         elapsed = (time.perf_counter() - t0) * 1000
-        if answer.status == 200:
-            position = int(answer.headers["ledger-position"])
-        elif answer.status == 503 and answer.json().get("code") == "stale_state":
+        if answer.status == 503 and answer.json().get("code") == "stale_state":
             # Committed, but A's read models (the SET log among them) did not include it
             # within read_your_writes_timeout_seconds: the answer says so.
             self.stale_answers += 1
-            position = int(answer.json()["position"])
-        else:
+        elif answer.status != 200:
             msg = f"revoke of {mission}: HTTP {answer.status} {answer.body[:300]!r}"
             raise RuntimeError(msg)
         self.revoked.append(mission)
-        return t0, elapsed, position
+        return t0, elapsed
 
     async def server_trial(self) -> TrialResult:
         trial, mission = self.take_mission()
         done = self.trials.expect(trial, mission)
-        t0, response_ms, position = await self.revoke(trial, mission)
+        t0, response_ms = await self.revoke(trial, mission)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), self.args.seconds)
         result = _summarise(self.trials, trial, t0, "server", lambda i: self.on_a[i])
         result.response_ms = response_ms
-        result.txn_ok = self.trials.txns[trial] <= {txn_of(self.fleet.issuer, position)}
+        result.txn_ok = self.trials.one_txn(trial, mission, self.fleet.issuer)
         return result
 
     async def floor_trial(self, trial: int) -> TrialResult:
@@ -559,7 +568,7 @@ async def storm(bench: Bench, connections: list[SseConnection | None]) -> StormR
     await asyncio.sleep(0)  # the connects are under way
     live_trial, live_mission = bench.take_mission()
     live_done = bench.trials.expect(live_trial, live_mission)
-    t0, response_ms, position = await bench.revoke(live_trial, live_mission)
+    t0, response_ms = await bench.revoke(live_trial, live_mission)
     new, report = await reconnecting
     connections[:] = new
     with contextlib.suppress(TimeoutError):
@@ -569,7 +578,7 @@ async def storm(bench: Bench, connections: list[SseConnection | None]) -> StormR
             await asyncio.wait_for(bench.trials.done(trial).wait(), 5.0)
     live = _summarise(bench.trials, live_trial, t0, "server", lambda i: bench.on_a[i])
     live.response_ms = response_ms
-    live.txn_ok = bench.trials.txns[live_trial] <= {txn_of(bench.fleet.issuer, position)}
+    live.txn_ok = bench.trials.one_txn(live_trial, live_mission, bench.fleet.issuer)
     catch_up = [
         at for trial in [*storm_trials, live_trial] for at in bench.trials.arrivals[trial].values()
     ]
@@ -620,7 +629,11 @@ def prepare(the_fleet: Fleet, args: argparse.Namespace) -> tuple[list[str], list
             client = on_a if i % 2 == 0 else on_b
             created = client.post(
                 "/ssf/streams",
-                json={"delivery": {"method": SSE_METHOD}, "description": f"bench {i}"},
+                json={
+                    "delivery": {"method": SSE_METHOD},
+                    "description": f"bench {i}",
+                    "resources": [RESOURCE],
+                },
                 headers=the_fleet.auth("pep"),
             )
             if created.status_code != 201:

@@ -2,7 +2,8 @@
 
 A durable projection (tracking in the same transaction as its rows): for each ledger
 event that is a signal (``ledger.domain.sets``) it signs one SET per stream that
-carries it (event type delivered, subject not removed, stream not disabled) and
+carries it (event type delivered, subject not removed, stream not disabled, and for a
+stream scoped to ``resources`` an authority that touches one of them) and
 appends it to ``set_log`` under that stream's next ``seq``. Paused streams still
 receive rows (held); delivery methods deliver them once the stream is enabled
 again. Every delivery method (SSE, poll, push) reads this one log.
@@ -202,12 +203,15 @@ class SignalLog(DurableProjection):
         if item.topic in STREAM_TOPICS:
             self._apply_stream(cur, item)
             return
-        aggregate = self._fold(cur, item.event)
+        folded = self._fold(cur, item.event)
+        if folded is None:
+            return
+        aggregate, prior = folded
         signal: Signal | None
         if isinstance(aggregate, Mission):
             signal = mission_signal(item.event, aggregate)
         elif isinstance(aggregate, ExecutionMandate):
-            signal = mandate_signal(item.event, aggregate)
+            signal = mandate_signal(item.event, aggregate, prior)
         elif isinstance(aggregate, AccessRequest):
             signal = access_request_signal(item.event, aggregate)
         else:
@@ -215,7 +219,7 @@ class SignalLog(DurableProjection):
         if signal is None:
             return
         for stream_id, stream in self._streams.items():
-            if stream.carries(signal.event_type, signal.sub_id):
+            if stream.carries(signal.event_type, signal.sub_id, signal.touched):
                 self._append(stream_id, stream, signal, item.position)
 
     def _apply_stream(self, cur: Cursor, item: Item) -> None:
@@ -264,8 +268,11 @@ class SignalLog(DurableProjection):
             self._streams.pop(stream_id, None)
             self._dirty.discard(stream_id)
 
-    def _fold(self, cur: Cursor, event: LedgerEvent) -> BaseAggregate[str] | None:
-        """The aggregate's state after ``event``, from this projection's own copy."""
+    def _fold(
+        self, cur: Cursor, event: LedgerEvent
+    ) -> tuple[BaseAggregate[str], list[dict[str, Any]]] | None:
+        """The aggregate's state after ``event``, from this projection's own copy, and
+        (for a Mandate) its ``authorization_details`` before it."""
         if isinstance(event, LedgerCreated):
             aggregate = cast("BaseAggregate[str] | None", event.mutate(None))
             assert aggregate is not None
@@ -273,7 +280,7 @@ class SignalLog(DurableProjection):
                 "INSERT INTO signal_state (aggregate_id, snapshot) VALUES (%s, %s)",
                 (aggregate.id, self._codec.freeze(aggregate)),
             )
-            return aggregate
+            return aggregate, []
         cur.execute(
             "SELECT snapshot FROM signal_state WHERE aggregate_id = %s", (event.originator_id,)
         )
@@ -283,12 +290,15 @@ class SignalLog(DurableProjection):
         aggregate = self._codec.thaw(bytes(row["snapshot"]))
         if event.originator_version <= aggregate.version:
             return None
+        prior = (
+            list(aggregate.authorization_details) if isinstance(aggregate, ExecutionMandate) else []
+        )
         event.mutate(aggregate)
         cur.execute(
             "UPDATE signal_state SET snapshot = %s WHERE aggregate_id = %s",
             (self._codec.freeze(aggregate), aggregate.id),
         )
-        return aggregate
+        return aggregate, prior
 
     def _append(self, stream_id: str, stream: Stream, signal: Signal, position: int) -> None:
         claims = set_claims(

@@ -10,8 +10,11 @@ Wire rules (OpenID SSF 1.0 section 8, reference/standards.md 3.3-3.6):
 
 * create ``POST /ssf/streams`` answers 201 with the whole configuration; the body holds
   the receiver-supplied members (``delivery``, ``events_requested``, ``description``
-  and our ``signing_alg`` extension); transmitter-supplied and unknown members are
-  ignored; no ``delivery`` means poll, answered with the transmitter's ``endpoint_url``;
+  and our ``signing_alg`` and ``resources`` extensions); transmitter-supplied and unknown
+  members are ignored; no ``delivery`` means poll, answered with the transmitter's
+  ``endpoint_url``. A stream carries only the Missions and Mandates whose authority
+  touches its ``resources``; a non-admin caller (a PEP) must give them, on create and on
+  every update or replace, else 400 ``stream_resources_required``;
 * read ``GET /ssf/streams[?stream_id=]`` answers one configuration, or without
   ``stream_id`` a JSON array of the caller's live streams (possibly ``[]``);
 * update ``PATCH`` changes only the receiver members present (``null`` removes one);
@@ -37,6 +40,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from api import policy
 from api.auth import Principal, PrincipalDep, hidden
 from api.consistency import POSITION_HEADER, FreshSignals
 from api.idempotency import idempotency_for
@@ -45,7 +49,7 @@ from api.routes.common import ServicesDep, finish_write
 from api.routes.ssf_sse import owned_stream
 from api.services import Services
 from ledger.application import Written
-from ledger.domain.errors import Gone, InvalidRequest
+from ledger.domain.errors import FieldError, Gone, InvalidRequest, StreamResourcesRequired
 from ledger.domain.streams import (
     DELIVERY_METHODS,
     EVENTS_SUPPORTED,
@@ -109,6 +113,8 @@ def config_view(services: Services, stream: Stream) -> dict[str, Any]:
     view["events_delivered"] = stream.events_delivered
     if config.get("description") is not None:
         view["description"] = config["description"]
+    if config.get("resources") is not None:
+        view["resources"] = list(config["resources"])
     view["min_verification_interval"] = int(
         services.ledger.min_verification_interval.total_seconds()
     )
@@ -197,12 +203,21 @@ def _receiver_members(value: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in value.items() if k in RECEIVER_MEMBERS and v is not None}
 
 
-async def _checked_config(services: Services, receiver_config: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate the receiver members (400 before anything is written), then make sure a
-    key of the stream's signing algorithm exists before any SET needs it."""
+async def _checked_config(
+    services: Services, principal: Principal, receiver_config: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Validate the receiver members (400 before anything is written; a stream without
+    ``resources`` only for an admin), then make sure a key of the stream's signing
+    algorithm exists before any SET needs it."""
     config = validate_receiver_config(
         receiver_config, allow_http_loopback=services.ledger.allow_http_loopback_push
     )
+    if "resources" not in config and not policy.may_run_unscoped_stream(principal):
+        raise StreamResourcesRequired(
+            "/resources: a PEP's stream names the resources it guards (an array of resource "
+            "URIs; each covers itself and everything below it)",
+            errors=(FieldError("/resources", "is required"),),
+        )
     await run_in_threadpool(services.keyring.ensure, config["signing_alg"], services.clock.now())
     return config
 
@@ -257,7 +272,7 @@ async def create_stream(
     """Create a stream for the caller (``aud`` = its principal name)."""
     principal.require_stream_management()
     body = await json_object(request)
-    config = await _checked_config(services, _receiver_members(body))
+    config = await _checked_config(services, principal, _receiver_members(body))
     idempotency = await idempotency_for(request, principal, 201)
     actor = principal.actor()
     written, headers = await _write(
@@ -313,7 +328,7 @@ async def _reconfigure(
         merged = _receiver_members(stream.config)
         merged.update({name: body[name] for name in RECEIVER_MEMBERS & set(body)})
         merged = _receiver_members(merged)
-    config = await _checked_config(services, merged)
+    config = await _checked_config(services, principal, merged)
     actor = principal.actor()
     written, headers = await _write(
         services,

@@ -14,6 +14,10 @@ its remaining attempts alone among this process's commands
 (``ledger.application.contention``), so a wide command such as a cascading revoke
 cannot be starved by narrow ones issued through the same process.
 
+One write, one cause: before saving, every event of the write that can name its cause
+names the write's first event (``ledger.domain.events.name_the_write``), so everything a
+cascade does shares one identity (the ``txn`` of the SETs it raises).
+
 Idempotency: an ``IdempotencyRequest`` makes the write's record part of the same
 transaction (``ledger.persistence.idempotency``); a retry with the same key and the
 same request gets the original result, a different request gets
@@ -42,6 +46,7 @@ from ledger.application.contention import ESCALATE_AFTER, WriteGate, backoff
 from ledger.clock import Clock
 from ledger.domain.canonical import raw_digest
 from ledger.domain.errors import Conflict, IdempotencyConflict, NotFound, StaleVersion
+from ledger.domain.events import name_the_write
 from ledger.domain.instants import format_instant
 from ledger.domain.metering import Meter, bounds_of, empty_usage, meter_id
 from ledger.domain.missions import Mission
@@ -367,6 +372,7 @@ class LedgerBase(Application[str]):
         assert isinstance(result, result_type)
         if not any(a.pending_events for a in changes.changed):
             return Written(value=result, position=None)
+        name_the_write(changes.changed, result)
         record = None
         if idempotency is not None:
             record = IdempotencyRecord(

@@ -131,7 +131,6 @@ class MandateCascades(LedgerBase, MandateReads):
                     reason=reason,
                     actor=actor,
                     now=now,
-                    caused_by=cause,
                 )
             effects.add(mandate)
         return effects

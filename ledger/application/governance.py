@@ -24,6 +24,7 @@ from ledger.domain.actors import SCHEDULER, Actor
 from ledger.domain.authority import parse_authority_set, parse_containment, set_within
 from ledger.domain.canonical import authority_hash, intent_hash, proposal_hash
 from ledger.domain.errors import Conflict, InvalidRequest, NotFound
+from ledger.domain.events import name_the_write
 from ledger.domain.intent import parse_intent, refuse_unenforced_controls, resource_in_intent
 from ledger.domain.mandate_tree import tree_id
 from ledger.domain.missions import Mission, MissionRecord
@@ -460,6 +461,7 @@ class GovernanceUseCases(MandateCascades):
                 return None
             if not any(a.pending_events for a in changed):
                 return None
+            name_the_write(changed, changed[-1])  # the Mission, proposal or Mandate itself
             recordings = self.save(*changed, expect=expect or None)
         except (IntegrityError, NotFound):
             return None  # another process recorded it first (or it is gone)

@@ -12,7 +12,8 @@ in one table. Nothing below this module knows about HTTP.
     │   ├── AuthorityExceeded     a narrowing/delegation that would widen authority (400)
     │   ├── SubjectUnverified     a subject_token that does not verify, or none when required
     │   ├── NotRequestable        an access request for a denial no approval can lift (400)
-    │   └── InvalidDenialBinding  a binding_token that does not bind this request (400)
+    │   ├── InvalidDenialBinding  a binding_token that does not bind this request (400)
+    │   └── StreamResourcesRequired  a PEP's SSF stream without ``resources``
     ├── NotFound                  unknown, or outside the caller's view (404)
     │   └── UnknownTask           an access-request task (404 ``unknown_task``)
     ├── Conflict                  illegal in the current state (409 ``conflict``)
@@ -120,6 +121,14 @@ class UnsupportedControl(InvalidRequest):
 class SubjectUnverified(InvalidRequest):
     code = "subject_unverified"
     title = "Subject not verified"
+
+
+class StreamResourcesRequired(InvalidRequest):
+    """An SSF stream a PEP creates or reconfigures must name the ``resources`` it guards
+    (SPEC 7.3 "signal scoping"); only an admin may run an unscoped stream."""
+
+    code = "stream_resources_required"
+    title = "Stream resources required"
 
 
 class NotFound(LedgerError):

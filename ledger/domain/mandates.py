@@ -138,8 +138,9 @@ class ExecutionMandate(BaseAggregate[str]):
         cause: str
         reason: str | None
         actor: dict[str, Any]
-        #: The ledger change that caused it, when another aggregate's (e.g. a discharge:
-        #: ``{"kind": "discharge", "id": mission_id, "event_id": ...}``); absent before.
+        #: The write that recorded it (``ledger.domain.events.name_the_write``). Recorded
+        #: before release 2 by a discharge only, as ``{"kind": "discharge", "id":
+        #: mission_id, "event_id": ...}``; absent from other events recorded then.
         caused_by: dict[str, Any] | None = None
 
         def apply(self, aggregate: ExecutionMandate) -> None:
@@ -153,6 +154,8 @@ class ExecutionMandate(BaseAggregate[str]):
         TOPIC = TOPIC_PREFIX + "ExecutionMandate.Revoked"
         reason: str | None
         actor: dict[str, Any]
+        #: The write that recorded it (``ledger.domain.events.name_the_write``).
+        caused_by: dict[str, Any] | None = None
 
         def apply(self, aggregate: ExecutionMandate) -> None:
             aggregate.state = MandateState.REVOKED.value
@@ -166,6 +169,8 @@ class ExecutionMandate(BaseAggregate[str]):
         cause: dict[str, Any]
         reason: str | None
         actor: dict[str, Any]
+        #: The write that recorded it (``ledger.domain.events.name_the_write``).
+        caused_by: dict[str, Any] | None = None
 
         def apply(self, aggregate: ExecutionMandate) -> None:
             aggregate.state = MandateState.CASCADED.value
@@ -176,6 +181,8 @@ class ExecutionMandate(BaseAggregate[str]):
         TOPIC = TOPIC_PREFIX + "ExecutionMandate.Expired"
         deadline: datetime
         actor: dict[str, Any]
+        #: The write that recorded it (``ledger.domain.events.name_the_write``).
+        caused_by: dict[str, Any] | None = None
 
         def apply(self, aggregate: ExecutionMandate) -> None:
             aggregate.state = MandateState.EXPIRED.value
@@ -280,7 +287,6 @@ class ExecutionMandate(BaseAggregate[str]):
         reason: str | None,
         actor: Actor,
         now: datetime,
-        caused_by: Mapping[str, Any] | None = None,
     ) -> bool:
         """Replace the authority by a narrower one: every new entry lies within the current
         authority (``AuthorityExceeded`` naming the first that does not: narrowing only
@@ -296,7 +302,6 @@ class ExecutionMandate(BaseAggregate[str]):
             cause=cause,
             reason=reason,
             actor=actor.to_json(),
-            caused_by=None if caused_by is None else dict(caused_by),
         )
         return True
 

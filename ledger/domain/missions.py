@@ -14,7 +14,7 @@ clock: every command takes ``now``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -80,6 +80,9 @@ class Mission(BaseAggregate[str]):
     @dataclass(frozen=True)
     class Event(LedgerEvent):
         TOPIC = TOPIC_PREFIX + "Mission.Event"
+        #: The write that recorded it (``ledger.domain.events.name_the_write``); absent
+        #: from events recorded before release 2.
+        caused_by: dict[str, Any] | None = field(default=None, kw_only=True)
 
     @dataclass(frozen=True)
     class Approved(Event, LedgerCreated):

@@ -236,6 +236,25 @@ def resource_covers(entry_resource: str, entry_match: str, request_uri: str) -> 
     return ResourceMatcher.of(entry_resource, entry_match).covers(_parts(request_uri))
 
 
+def resources_meet(a_uri: str, a_match: str, b_uri: str, b_match: str) -> bool:
+    """Whether two resource sets (each a URI with its match mode) share at least one URI:
+    equal, or one lies within the other's prefix. Unparseable input, or an unknown match
+    mode, never meets anything."""
+    if a_match not in MATCH_MODES or b_match not in MATCH_MODES:
+        return False
+    a, b = parse_request(a_uri), parse_request(b_uri)
+    if a is None or b is None:
+        return False
+    if a.text() == b.text():
+        return True
+    return (a_match == PREFIX and _extends(a, b)) or (b_match == PREFIX and _extends(b, a))
+
+
+def is_hierarchical(uri: str) -> bool:
+    """``scheme://authority[/path]`` without a query: a URI that can have anything below it."""
+    return _HIERARCHICAL.match(uri) is not None
+
+
 def resource_within(cand_uri: str, cand_match: str, ceil_uri: str, ceil_match: str) -> bool:
     """Whether the candidate's resource set lies inside the ceiling's.
 

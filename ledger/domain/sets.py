@@ -11,26 +11,30 @@
   approval_id?}``, for streams that request that event type.
 
 Claims follow RFC 8417 as profiled by SSF: ``iss``, ``iat``, ``jti``, ``aud``, ``txn``,
-``sub_id``, exactly one event; never ``sub`` or ``exp``. ``jti`` and ``txn`` are derived
-from the stream and the log position, so a rebuilt SET log repeats the same ids. A
-change that names its cause (a discharge: the completion event) takes its ``txn`` from
-that cause instead, so every SET of the one write (the Mission's and each Mandate's it
-narrowed or ended) carries the same ``txn``.
+``sub_id``, exactly one event; never ``sub`` or ``exp``. ``jti`` is derived from the
+stream and the log position, ``txn`` from the ledger write that caused the SET: the
+write's first event, which every event of that write names (``caused_by``, see
+``ledger.domain.events.name_the_write``). Every SET of one write — a Mission revoked and
+each Mandate its cascade ended, a discharge and every Mandate it narrowed — therefore
+carries the same ``txn`` on every stream, and a rebuilt SET log repeats the same ids.
+Events recorded before they named their write keep the ``txn`` they can derive: a
+discharge's from its completion event, any other from the event itself.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from ledger.domain.access_requests import AccessRequest
-from ledger.domain.events import LedgerEvent
+from ledger.domain.events import LedgerEvent, written_by
 from ledger.domain.instants import epoch_seconds, format_instant
 from ledger.domain.mandates import ExecutionMandate
 from ledger.domain.missions import Mission, discharge_cause
+from ledger.domain.resources import EXACT
 from ledger.domain.streams import (
     ACCESS_REQUEST_CHANGE,
     LIFECYCLE_CHANGE,
@@ -52,22 +56,51 @@ class Signal:
     payload: dict[str, Any]
     sub_id: dict[str, Any]
     occurred_at: datetime
-    #: Names the write that caused it when the position alone does not (see ``txn_of``).
+    #: Names the write that caused it (``txn_key``); None: the log position does.
     cause: str | None = None
+    #: The ``(resource, resource_match)`` sets of the authority it concerns (what a
+    #: stream scoped to ``resources`` is matched against).
+    touched: tuple[tuple[str, str], ...] = ()
 
 
 def txn_of(issuer: str, position: int, cause: str | None = None) -> str:
     """The transaction id shared by every SET one ledger change causes: from the change's
-    named cause when it has one, else from its log position."""
+    cause when it names one (``txn_key``), else (a stream's own SETs) its log position."""
     key = str(position) if cause is None else f"cause|{cause}"
     return hashlib.sha256(f"{issuer}|txn|{key}".encode()).hexdigest()[:32]
 
 
-def _cause_key(cause: Mapping[str, Any] | None) -> str | None:
-    """The write a Mandate change names as its cause (only discharges name one so far)."""
+def write_txn(issuer: str, originator_id: str, version: int) -> str:
+    """The ``txn`` of every SET caused by the write whose first event is
+    (``originator_id``, ``version``): e.g. a Mission's version after a revocation."""
+    return txn_of(issuer, 0, _write_key(originator_id, version))
+
+
+def _write_key(originator_id: object, version: object) -> str:
+    return f"write|{originator_id}|{version}"
+
+
+def _discharge_key(cause: Mapping[str, Any] | None) -> str | None:
+    """How a discharge recorded before events named their write names its cause."""
     if cause is None or cause.get("kind") != "discharge":
         return None
     return f"discharge|{cause.get('id')}|{cause.get('event_id')}"
+
+
+def txn_key(event: LedgerEvent) -> str:
+    """What the SETs of one write share: the write the event names; for a discharge
+    recorded before events named it, the completion event; else the event itself."""
+    write = written_by(event)
+    if write is not None:
+        return _write_key(write.get("id"), write.get("version"))
+    legacy: str | None = None
+    if isinstance(event, Mission.EntryDischarged):
+        legacy = _discharge_key(discharge_cause(event))
+    elif isinstance(event, ExecutionMandate.Narrowed):
+        legacy = _discharge_key(event.caused_by)
+    elif isinstance(event, ExecutionMandate.Cascaded):
+        legacy = _discharge_key(event.cause)
+    return legacy or _write_key(event.originator_id, event.originator_version)
 
 
 def jti_of(stream_id: str, position: int, event_type: str) -> str:
@@ -86,6 +119,16 @@ def set_claims(
         "sub_id": signal.sub_id,
         "events": {signal.event_type: signal.payload},
     }
+
+
+def touched_by(*authorities: Iterable[Mapping[str, Any]]) -> tuple[tuple[str, str], ...]:
+    """The distinct ``(resource, resource_match)`` of Authority Set entries."""
+    pairs = (
+        (str(entry.get("resource")), str(entry.get("resource_match", EXACT)))
+        for entries in authorities
+        for entry in entries
+    )
+    return tuple(dict.fromkeys(pairs))
 
 
 def _initiating_entity(actor: Mapping[str, Any] | None, *, cascaded: bool = False) -> str:
@@ -128,16 +171,16 @@ def mission_signal(event: LedgerEvent, mission: Mission) -> Signal | None:
         payload["successor"] = mission.successor
     if mission.containment_version:
         payload["containment_version"] = mission.containment_version
-    cause = None
     if isinstance(event, Mission.EntryDischarged):
         payload["discharged_entry"] = event.entry_digest
-        cause = _cause_key(discharge_cause(event))
     return Signal(
         event_type=LIFECYCLE_CHANGE,
         payload=payload,
         sub_id={"format": "opaque", "id": mission.id},
         occurred_at=event.timestamp,
-        cause=cause,
+        cause=txn_key(event),
+        # The Authority Set as approved (discharge and containment only take from it).
+        touched=touched_by(mission.authority_set),
     )
 
 
@@ -153,9 +196,16 @@ def mandate_subject(mandate: ExecutionMandate) -> dict[str, Any]:
     }
 
 
-def mandate_signal(event: LedgerEvent, mandate: ExecutionMandate) -> Signal | None:
-    """CAEP ``session-revoked`` / ``token-claims-change`` (``mandate`` is the state after)."""
+def mandate_signal(
+    event: LedgerEvent,
+    mandate: ExecutionMandate,
+    prior: Sequence[Mapping[str, Any]] = (),
+) -> Signal | None:
+    """CAEP ``session-revoked`` / ``token-claims-change`` (``mandate`` is the state after,
+    ``prior`` its ``authorization_details`` before: a narrowing concerns what it took away
+    as much as what it left)."""
     common: dict[str, Any] = {"event_timestamp": epoch_seconds(event.timestamp)}
+    touched = touched_by(prior, mandate.authorization_details)
     if isinstance(event, ExecutionMandate.Narrowed):
         return Signal(
             event_type=TOKEN_CLAIMS_CHANGE,
@@ -174,7 +224,8 @@ def mandate_signal(event: LedgerEvent, mandate: ExecutionMandate) -> Signal | No
             },
             sub_id=mandate_subject(mandate),
             occurred_at=event.timestamp,
-            cause=_cause_key(event.caused_by),
+            cause=txn_key(event),
+            touched=touched,
         )
     if isinstance(
         event, ExecutionMandate.Revoked | ExecutionMandate.Expired | ExecutionMandate.Cascaded
@@ -192,7 +243,8 @@ def mandate_signal(event: LedgerEvent, mandate: ExecutionMandate) -> Signal | No
             },
             sub_id=mandate_subject(mandate),
             occurred_at=event.timestamp,
-            cause=_cause_key(event.cause) if isinstance(event, ExecutionMandate.Cascaded) else None,
+            cause=txn_key(event),
+            touched=touched,
         )
     return None
 

@@ -5,14 +5,16 @@ A stream is configured by its receiver (``delivery``, ``events_requested``,
 ``events_supported``, ``events_delivered``, poll/SSE ``endpoint_url``). Its status is
 ``enabled`` (deliver), ``paused`` (hold, deliver in order on re-enable) or
 ``disabled`` (neither deliver nor hold). Subjects narrow or widen what it carries
-(default: every Mission and Mandate). Being events in the ledger, stream changes are
-audited and reach every replica through the same log as everything else.
+(default: every Mission and Mandate). A stream with ``resources`` (SPEC 7.3 "signal
+scoping") carries only the Missions and Mandates whose authority touches one of them.
+Being events in the ledger, stream changes are audited and reach every replica through
+the same log as everything else.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -24,6 +26,13 @@ from eventsourcing.domain import BaseAggregate
 from ledger.domain.actors import Actor
 from ledger.domain.errors import Conflict, Gone, InvalidRequest, TooManyRequests
 from ledger.domain.events import TOPIC_PREFIX, LedgerCreated, LedgerEvent
+from ledger.domain.resources import (
+    EXACT,
+    PREFIX,
+    is_hierarchical,
+    resources_meet,
+    validate_resource,
+)
 
 PUSH = "urn:ietf:rfc:8935"
 POLL = "urn:ietf:rfc:8936"
@@ -43,7 +52,10 @@ EVENTS_BY_DEFAULT = (LIFECYCLE_CHANGE, SESSION_REVOKED, TOKEN_CLAIMS_CHANGE)
 EVENTS_SUPPORTED = (*EVENTS_BY_DEFAULT, ACCESS_REQUEST_CHANGE)
 STREAM_ALGS = ("ES256", "EdDSA", "RS256")
 
-RECEIVER_MEMBERS = frozenset({"delivery", "events_requested", "description", "signing_alg"})
+RECEIVER_MEMBERS = frozenset(
+    {"delivery", "events_requested", "description", "signing_alg", "resources"}
+)
+MAX_STREAM_RESOURCES = 256
 TRANSMITTER_MEMBERS = frozenset(
     {"stream_id", "iss", "aud", "events_supported", "events_delivered", "min_verification_interval"}
 )
@@ -126,7 +138,39 @@ def validate_receiver_config(
     if alg not in STREAM_ALGS:
         raise InvalidRequest.at("/signing_alg", f"must be one of {', '.join(STREAM_ALGS)}")
     config["signing_alg"] = alg
+    resources = value.get("resources")
+    if resources is not None:
+        config["resources"] = _validate_scope(resources)
     return config
+
+
+def _validate_scope(value: object) -> list[str]:
+    """The ``resources`` member: a non-empty array of absolute resource URIs (duplicates
+    dropped, order kept)."""
+    if not isinstance(value, list) or not value or len(value) > MAX_STREAM_RESOURCES:
+        raise InvalidRequest.at(
+            "/resources", f"must be an array of 1 to {MAX_STREAM_RESOURCES} resource URIs"
+        )
+    checked = [
+        validate_resource(item, f"/resources/{index}", hierarchical=False)
+        for index, item in enumerate(value)
+    ]
+    return list(dict.fromkeys(checked))
+
+
+def scope_touches(scope: Sequence[str], touched: Iterable[tuple[str, str]]) -> bool:
+    """Whether any of the ``(resource, resource_match)`` sets an authority names shares a
+    URI with a stream's ``resources``. Each stream resource stands for itself and, when
+    hierarchical (``scheme://authority/path``), everything below it; an authority entry
+    over a prefix that contains a stream resource touches it too (that authority could
+    act on it), so a PEP hears about every Mission and Mandate that could reach what it
+    guards."""
+    pairs = list(touched)
+    return any(
+        resources_meet(base, PREFIX if is_hierarchical(base) else EXACT, resource, match)
+        for base in scope
+        for resource, match in pairs
+    )
 
 
 def validate_subject(value: object, pointer: str = "/subject") -> dict[str, Any]:
@@ -359,11 +403,27 @@ class Stream(BaseAggregate[str]):
             return list(EVENTS_BY_DEFAULT)
         return [e for e in EVENTS_SUPPORTED if e in requested]
 
-    def carries(self, event_type: str, subject: Mapping[str, Any]) -> bool:
-        """Whether an event of this type about this subject goes into this stream now."""
+    @property
+    def resources(self) -> list[str] | None:
+        """The resources the stream is scoped to (None: every Mission and Mandate)."""
+        scope: list[str] | None = self.config.get("resources")
+        return scope
+
+    def carries(
+        self,
+        event_type: str,
+        subject: Mapping[str, Any],
+        touched: Iterable[tuple[str, str]] = (),
+    ) -> bool:
+        """Whether an event of this type about this subject goes into this stream now;
+        ``touched`` are the ``(resource, resource_match)`` sets of the authority the event
+        concerns (a scoped stream carries it only when one meets its ``resources``)."""
         if self.deleted or self.status == StreamStatus.DISABLED.value:
             return False
         if event_type not in self.events_delivered:
+            return False
+        scope = self.resources
+        if scope is not None and not scope_touches(scope, touched):
             return False
         # Every subject is in by default ("ALL"); a removed subject is out until re-added.
         return not any(subject_matches(subject, s) for s in self.excluded)

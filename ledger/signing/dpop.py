@@ -18,17 +18,30 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
+import orjson
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from joserfc import jws
 from joserfc.errors import JoseError, UnsupportedAlgorithmError
-from joserfc.jwk import GuestProtocol, Key
+from joserfc.jwa import JWSAlgModel
+from joserfc.jwk import Key
+from joserfc.util import urlsafe_b64decode
 
-from ledger.signing.algorithms import SUPPORTED_ALGS, jose_verification_key, jwk_thumbprint
+from ledger.signing.algorithms import (
+    EDDSA,
+    ES256,
+    SUPPORTED_ALGS,
+    jose_verification_key,
+    jwk_thumbprint,
+)
 from ledger.signing.algorithms import jws_registry as _registry
 
 DPOP_TYP: Final = "dpop+jwt"
@@ -37,6 +50,10 @@ MAX_PROOF_BYTES: Final = 8_192
 MAX_JTI_LENGTH: Final = 256
 
 _REGISTRY = _registry(SUPPORTED_ALGS)
+# A proof's header carries the holder's public key: an RSA 2048 JWK alone is larger than
+# joserfc's default header bound (512 bytes), which refused every RS256 proof. The whole
+# proof is bounded by MAX_PROOF_BYTES before anything is decoded.
+_REGISTRY.max_header_length = MAX_PROOF_BYTES
 
 
 class ProofInvalid(ValueError):
@@ -50,6 +67,7 @@ class VerifiedProof:
     iat: float
 
 
+@lru_cache(maxsize=1_024)
 def normalise_htu(value: str) -> str:
     """RFC 9449 section 4.3: compare ``htu`` without query and fragment (scheme and host
     case-insensitive)."""
@@ -63,31 +81,17 @@ def verify_dpop(token: object, *, htm: object, htu: object, now: float) -> Verif
         raise ProofInvalid("context.proof.dpop must be a compact JWS")
     if not isinstance(htm, str) or not htm or not isinstance(htu, str) or not htu:
         raise ProofInvalid("context.proof needs htm and htu: the request the proof was sent with")
-    proven: list[str] = []
-
-    def holder_key(guest: GuestProtocol) -> Key:
-        header = guest.headers()
-        if header.get("typ") != DPOP_TYP:
-            raise ProofInvalid(f"a DPoP proof has typ {DPOP_TYP!r}")
-        jwk = header.get("jwk")
-        if not isinstance(jwk, dict) or "d" in jwk or not isinstance(jwk.get("kty"), str):
-            raise ProofInvalid("a DPoP proof carries its public key (jwk) in the header")
-        key, jkt = _key(jwk)
-        proven.append(jkt)
-        return key
-
+    header_segment, payload_segment, signature_segment = token.split(".")
+    holder = _holder(header_segment)
     try:
-        verified = jws.deserialize_compact(
-            token, holder_key, algorithms=SUPPORTED_ALGS, registry=_REGISTRY
-        )
-        claims: Any = json.loads(verified.payload)
-    except ProofInvalid:
-        raise
-    except UnsupportedAlgorithmError as error:
-        msg = f"DPoP alg must be one of {', '.join(SUPPORTED_ALGS)}"
-        raise ProofInvalid(msg) from error
-    except (JoseError, ValueError, TypeError, KeyError, UnicodeError) as error:
-        raise ProofInvalid("the DPoP proof's signature does not verify") from error
+        signing_input = f"{header_segment}.{payload_segment}".encode("ascii")
+        signature = urlsafe_b64decode(signature_segment.encode("ascii"))
+        valid = holder.verifies(signing_input, signature)
+        claims: Any = orjson.loads(urlsafe_b64decode(payload_segment.encode("ascii")))
+    except (JoseError, ValueError, TypeError, UnicodeError) as error:
+        raise ProofInvalid(_BAD_SIGNATURE) from error
+    if not valid:
+        raise ProofInvalid(_BAD_SIGNATURE)
     if not isinstance(claims, dict):
         raise ProofInvalid("the DPoP proof's payload is not a JSON object")
     if claims.get("htm") != htm:
@@ -103,7 +107,93 @@ def verify_dpop(token: object, *, htm: object, htu: object, now: float) -> Verif
     jti = claims.get("jti")
     if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_LENGTH:
         raise ProofInvalid("the DPoP proof has no usable jti")
-    return VerifiedProof(jkt=proven[0], jti=jti, iat=float(iat))
+    return VerifiedProof(jkt=holder.jkt, jti=jti, iat=float(iat))
+
+
+_BAD_SIGNATURE: Final = "the DPoP proof's signature does not verify"
+
+
+Verifier = Callable[[bytes, bytes], bool]  # (signing input, signature) -> valid
+
+
+@dataclass(frozen=True)
+class _Holder:
+    """What a proof's protected header says, checked: how to verify its signature with the
+    public key it carries (imported once), and that key's RFC 7638 thumbprint."""
+
+    verifies: Verifier
+    jkt: str
+
+
+def _verifier(alg: JWSAlgModel, key: Key) -> Verifier:
+    """Signature verification for ``alg`` with ``key``, whose fitness for it (type, curve,
+    ``use``, ``alg``, ``key_ops``) is already checked. ES256 and EdDSA go straight to
+    ``cryptography`` on the key object (RFC 7518 3.4: ``r || s``, 32 bytes each, for P-256);
+    anything else through joserfc's algorithm."""
+    native = key.get_op_key("verify")
+    if alg.name == ES256 and isinstance(native, ec.EllipticCurvePublicKey):
+        ecdsa = ec.ECDSA(hashes.SHA256())
+
+        def es256(signing_input: bytes, signature: bytes) -> bool:
+            if len(signature) != _P256_SIGNATURE_BYTES:
+                return False
+            r = int.from_bytes(signature[:32], "big")
+            s = int.from_bytes(signature[32:], "big")
+            try:
+                native.verify(encode_dss_signature(r, s), signing_input, ecdsa)
+            except InvalidSignature:
+                return False
+            return True
+
+        return es256
+    if alg.name == EDDSA and isinstance(native, ed25519.Ed25519PublicKey):
+
+        def ed25519_verifies(signing_input: bytes, signature: bytes) -> bool:
+            try:
+                native.verify(signature, signing_input)
+            except InvalidSignature:
+                return False
+            return True
+
+        return ed25519_verifies
+    return lambda signing_input, signature: alg.verify(signing_input, signature, key)
+
+
+_P256_SIGNATURE_BYTES: Final = 64
+
+
+@lru_cache(maxsize=4_096)
+def _holder(header_segment: str) -> _Holder:
+    """The checked header of a proof, remembered by its exact (base64url) text: an agent
+    sends the same header with every proof, so each is parsed, checked and its key imported
+    once. The text is the whole header (key members included), so a proof whose header
+    names another key — even under the same ``kid`` — is another entry; a header that
+    fails a check raises and is not remembered."""
+    try:
+        # The header alone, as joserfc reads a compact JWS (size, base64url, JSON, alg).
+        compact = f"{header_segment}..".encode("ascii")
+        header = jws.extract_compact(compact, registry=_REGISTRY).headers()
+        _REGISTRY.check_header(header)  # crit, and the registered members' types
+    except (JoseError, ValueError, TypeError, UnicodeError) as error:
+        raise ProofInvalid("the DPoP proof's header is not a JWS header") from error
+    if header.get("typ") != DPOP_TYP:
+        raise ProofInvalid(f"a DPoP proof has typ {DPOP_TYP!r}")
+    try:
+        alg = _REGISTRY.get_alg(str(header["alg"]))
+    except UnsupportedAlgorithmError as error:
+        msg = f"DPoP alg must be one of {', '.join(SUPPORTED_ALGS)}"
+        raise ProofInvalid(msg) from error
+    if "crit" in header or header.get("b64", True) is not True:
+        raise ProofInvalid("a DPoP proof is a JWT: no crit, its payload base64url-encoded")
+    jwk = header.get("jwk")
+    if not isinstance(jwk, dict) or "d" in jwk or not isinstance(jwk.get("kty"), str):
+        raise ProofInvalid("a DPoP proof carries its public key (jwk) in the header")
+    try:
+        key, jkt = _key(jwk)
+        alg.check_key(key)  # key type, curve, "use" and "alg" of the key fit the algorithm
+        return _Holder(verifies=_verifier(alg, key), jkt=jkt)  # key_ops must allow verify
+    except (JoseError, ValueError, TypeError, KeyError) as error:
+        raise ProofInvalid(_BAD_SIGNATURE) from error
 
 
 @lru_cache(maxsize=4_096)

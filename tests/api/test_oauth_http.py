@@ -159,6 +159,10 @@ def test_a_write_records_the_token_subject_and_issuer_as_the_actor(oauth: OAuthA
     assert (actor["type"], actor["name"], actor["iss"]) == ("oauth", "user-7", ISSUER)
 
 
+#: A PEP's stream names the resources it guards (SPEC 7.3 signal scoping).
+SCOPED = {"resources": ["https://erp.example.com"]}
+
+
 def test_the_ssf_read_scope_lists_streams(oauth: OAuthApi) -> None:
     response = oauth.api.client.get("/ssf/streams", headers=oauth.with_scope("ssf.read"))
     assert response.status_code == 200, response.text
@@ -174,7 +178,7 @@ def test_the_ssf_read_scope_cannot_create_a_stream(oauth: OAuthApi) -> None:
 
 def test_the_ssf_manage_scope_creates_a_stream(oauth: OAuthApi) -> None:
     response = oauth.api.client.post(
-        "/ssf/streams", json={}, headers=oauth.with_scope("ssf.manage")
+        "/ssf/streams", json=SCOPED, headers=oauth.with_scope("ssf.manage")
     )
     assert response.status_code == 201, response.text
     assert response.json()["aud"] == "user-7"
@@ -212,7 +216,9 @@ def test_the_ssf_read_scope_gets_no_decisions_search_or_introspection(
 def test_the_ssf_read_scope_reads_and_polls_a_stream_its_subject_created(
     oauth: OAuthApi,
 ) -> None:
-    created = oauth.api.client.post("/ssf/streams", json={}, headers=oauth.with_scope("ssf.manage"))
+    created = oauth.api.client.post(
+        "/ssf/streams", json=SCOPED, headers=oauth.with_scope("ssf.manage")
+    )
     stream_id = created.json()["stream_id"]
     reader = oauth.with_scope("ssf.read")
     client = oauth.api.client
@@ -225,7 +231,9 @@ def test_the_ssf_read_scope_reads_and_polls_a_stream_its_subject_created(
 
 
 def test_the_ssf_read_scope_cannot_change_a_stream_status(oauth: OAuthApi) -> None:
-    created = oauth.api.client.post("/ssf/streams", json={}, headers=oauth.with_scope("ssf.manage"))
+    created = oauth.api.client.post(
+        "/ssf/streams", json=SCOPED, headers=oauth.with_scope("ssf.manage")
+    )
     head = oauth.api.head()
     response = oauth.api.client.post(
         "/ssf/status",

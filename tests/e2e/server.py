@@ -39,6 +39,11 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+#: What a test PEP's SSF stream guards (the resource of ``proposal_body``; a PEP's stream
+#: must name its ``resources``, SPEC 7.3 signal scoping).
+PEP_SCOPE = ["https://erp.example.com"]
+
+
 def proposal_body(
     goal: str, client_id: str, actions: tuple[str, ...] = ("invoices.read",)
 ) -> dict[str, object]:

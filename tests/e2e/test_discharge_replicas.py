@@ -20,7 +20,7 @@ import pytest
 from ledger.domain.streams import LIFECYCLE_CHANGE, SESSION_REVOKED, TOKEN_CLAIMS_CHANGE
 from tests.discharge_builders import INVOICES, JOURNAL, RECONCILED, discharge_authority
 from tests.e2e.conftest import launch
-from tests.e2e.server import ServerProcess, create_key, store_env
+from tests.e2e.server import PEP_SCOPE, ServerProcess, create_key, store_env
 from tests.mandate_builders import proof_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -126,7 +126,8 @@ def test_a_completion_event_ends_exactly_its_entry_on_both_replicas(
 
 
 def _discharge_on_two_replicas(a: Replica, b: Replica) -> None:
-    stream = a.post("/ssf/streams", {"delivery": {"method": "urn:ietf:rfc:8936"}}, "pep", 201)
+    body = {"delivery": {"method": "urn:ietf:rfc:8936"}, "resources": PEP_SCOPE}
+    stream = a.post("/ssf/streams", body, "pep", 201)
     stream_id = stream.json()["stream_id"]
     mission = _mission(a)
     whole = _mandate(a, mission, "whole")  # every entry: narrows

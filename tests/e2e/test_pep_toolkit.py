@@ -25,7 +25,7 @@ from mission_ledger_pep.jwks import JwksCache
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import launch
-from tests.e2e.server import ServerProcess, cli, create_key, proposal_body
+from tests.e2e.server import PEP_SCOPE, ServerProcess, cli, create_key, proposal_body
 
 pytestmark = pytest.mark.slow
 
@@ -98,7 +98,7 @@ class Ledger:
         self.post("operator", f"/v1/mandates/{mandate_id}/revoke", {"reason": "pep e2e"})
 
     def stream(self) -> str:
-        body = {"delivery": {"method": "urn:mission-ledger:delivery:sse"}}
+        body = {"delivery": {"method": "urn:mission-ledger:delivery:sse"}, "resources": PEP_SCOPE}
         return str(self.post("pep", "/ssf/streams", body)["stream_id"])
 
     def agent_headers(self, token: str) -> dict[str, str]:
@@ -267,9 +267,11 @@ def test_poll_subscriber_receives_a_revocation_and_acknowledges_it(
     ledger: Ledger, tmp_path: Path
 ) -> None:
     stream_id = str(
-        ledger.post("pep", "/ssf/streams", {"delivery": {"method": "urn:ietf:rfc:8936"}})[
-            "stream_id"
-        ]
+        ledger.post(
+            "pep",
+            "/ssf/streams",
+            {"delivery": {"method": "urn:ietf:rfc:8936"}, "resources": PEP_SCOPE},
+        )["stream_id"]
     )
     revoked: list[str] = []
     running = subscriber(

@@ -11,7 +11,14 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import launch
-from tests.e2e.server import ServerProcess, cli, create_key, proposal_body, settings_of
+from tests.e2e.server import (
+    PEP_SCOPE,
+    ServerProcess,
+    cli,
+    create_key,
+    proposal_body,
+    settings_of,
+)
 from tests.read_model_dump import dump
 
 pytestmark = pytest.mark.slow
@@ -29,7 +36,8 @@ def test_read_models_equal_a_rebuild_after_a_crash(
     operator = {"Authorization": "Bearer " + create_key(server_env, "operator", "operator-c")}
     pep = {"Authorization": "Bearer " + create_key(server_env, "pep", "pep-c")}
     server = launch(servers, server_env, tmp_path)
-    assert httpx.post(server.url + "/ssf/streams", json={}, headers=pep).status_code == 201
+    scoped = {"resources": PEP_SCOPE}
+    assert httpx.post(server.url + "/ssf/streams", json=scoped, headers=pep).status_code == 201
     stop = threading.Event()
 
     def write(worker: int) -> None:

@@ -26,7 +26,7 @@ from jwcrypto import jwk as jwcrypto_jwk
 from jwcrypto import jws as jwcrypto_jws
 
 from tests.conftest import BACKENDS, PostgresServer
-from tests.e2e.server import ServerProcess, create_key, proposal_body, store_env
+from tests.e2e.server import PEP_SCOPE, ServerProcess, create_key, proposal_body, store_env
 
 pytestmark = pytest.mark.slow
 
@@ -129,7 +129,11 @@ def _drive(url: str, env: dict[str, str]) -> Run:
     configs = {
         alg: driver.post(
             "/ssf/streams",
-            {"delivery": {"method": "urn:ietf:rfc:8936"}, "signing_alg": alg},
+            {
+                "delivery": {"method": "urn:ietf:rfc:8936"},
+                "signing_alg": alg,
+                "resources": PEP_SCOPE,
+            },
             "pep",
             201,
         )

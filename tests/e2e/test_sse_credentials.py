@@ -18,7 +18,7 @@ from ledger.domain.actors import Actor
 from ledger.persistence.store import open_ledger
 from tests.api.test_oauth_http import AUDIENCE, ISSUER, Issuer
 from tests.e2e.conftest import launch
-from tests.e2e.server import ServerProcess, create_key, settings_of
+from tests.e2e.server import PEP_SCOPE, ServerProcess, create_key, settings_of
 from tests.e2e.test_sse_resume import Fleet
 
 pytestmark = pytest.mark.slow
@@ -111,7 +111,9 @@ def test_a_jwt_stream_ends_at_the_token_exp(
     issuer = Issuer(key)
     manage = {"Authorization": "Bearer " + issuer.token(scope="mission_ledger.pep")}
     created = httpx.post(
-        server.url + "/ssf/streams", json={"delivery": {"method": SSE}}, headers=manage
+        server.url + "/ssf/streams",
+        json={"delivery": {"method": SSE}, "resources": PEP_SCOPE},
+        headers=manage,
     )
     assert created.status_code == 201, created.text
     url = f"{server.url}/ssf/streams/{created.json()['stream_id']}/events"
@@ -130,7 +132,9 @@ def test_a_last_event_id_that_is_not_an_event_id_gets_a_resync(
     server = launch(servers, server_env, tmp_path)
     pep = {"Authorization": "Bearer " + create_key(server_env, "pep", "pep-resync")}
     created = httpx.post(
-        server.url + "/ssf/streams", json={"delivery": {"method": SSE}}, headers=pep
+        server.url + "/ssf/streams",
+        json={"delivery": {"method": SSE}, "resources": PEP_SCOPE},
+        headers=pep,
     )
     assert created.status_code == 201, created.text
     url = f"{server.url}/ssf/streams/{created.json()['stream_id']}/events"

@@ -17,7 +17,7 @@ import pytest
 from requests_sse import EventSource
 
 from tests.e2e.conftest import launch
-from tests.e2e.server import ServerProcess, create_key, proposal_body, store_env
+from tests.e2e.server import PEP_SCOPE, ServerProcess, create_key, proposal_body, store_env
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,10 @@ class Fleet:
         body = proposal_body("sse", "agent-sse")
         stream = httpx.post(
             url + "/ssf/streams",
-            json={"delivery": {"method": "urn:mission-ledger:delivery:sse"}},
+            json={
+                "delivery": {"method": "urn:mission-ledger:delivery:sse"},
+                "resources": PEP_SCOPE,
+            },
             headers=self.auth["pep"],
         )
         assert stream.status_code == 201, stream.text

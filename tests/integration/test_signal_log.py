@@ -144,7 +144,7 @@ def test_narrowing_is_token_claims_change_with_the_new_claims(signals: Signals) 
     assert event["claims"]["mandate_version"] == 2
 
 
-def test_cascades_share_nothing_but_each_has_its_own_txn(signals: Signals) -> None:
+def test_every_set_of_a_cascade_has_its_own_jti(signals: Signals) -> None:
     stream = signals.stream()
     mission = mission_with(signals.ledger, delegable_authority())
     for instance in ("i-1", "i-2"):

@@ -6,8 +6,10 @@ import json
 
 import pytest
 from joserfc import jws
-from joserfc.jwk import ECKey, OctKey
+from joserfc.jwk import ECKey, Key, OctKey, OKPKey, RSAKey
+from joserfc.util import urlsafe_b64decode, urlsafe_b64encode
 
+from ledger.signing.algorithms import jws_registry
 from ledger.signing.dpop import ProofInvalid, ReplayCache, VerifiedProof, verify_dpop
 
 NOW = 1_800_000_000.0
@@ -96,3 +98,90 @@ def test_a_full_replay_cache_refuses_rather_than_forgets() -> None:
     assert cache.first_use(VerifiedProof("k", "b", NOW), NOW)
     assert cache.first_use(VerifiedProof("k", "c", NOW), NOW) is False
     assert cache.first_use(VerifiedProof("k", "a", NOW), NOW) is False
+
+
+# ---------------------------------------------------------------------- the header cache
+
+
+def signed(key: Key, header: dict[str, object] | None = None, signer: Key | None = None) -> str:
+    """A proof whose header carries ``key`` (public) and is signed by ``signer`` (``key``)."""
+    alg = {"EC": "ES256", "OKP": "EdDSA", "RSA": "RS256"}[str(key.key_type)]
+    protected = {"alg": alg, "typ": "dpop+jwt", "jwk": key.as_dict(private=False)}
+    protected.update(header or {})
+    body = {"htm": "POST", "htu": "https://api.example.com/x", "iat": NOW, "jti": "j-1"}
+    return jws.serialize_compact(
+        protected, json.dumps(body).encode(), signer or key, registry=jws_registry([alg])
+    )
+
+
+def tampered(token: str) -> str:
+    """The same proof with its signature's first byte changed."""
+    head, _, signature = token.rpartition(".")
+    raw = bytearray(urlsafe_b64decode(signature.encode()))
+    raw[0] ^= 0x01
+    return f"{head}.{urlsafe_b64encode(bytes(raw)).decode()}"
+
+
+def test_a_key_under_the_same_kid_as_a_cached_one_is_its_own_key() -> None:
+    first = ECKey.generate_key("P-256", parameters={"kid": "agent-key"})
+    second = ECKey.generate_key("P-256", parameters={"kid": "agent-key"})
+    assert check(signed(first)).jkt == first.thumbprint()
+    assert check(signed(second)).jkt == second.thumbprint()
+
+
+def test_a_cached_key_never_verifies_a_proof_another_key_signed() -> None:
+    holder = ECKey.generate_key("P-256", parameters={"kid": "agent-key"})
+    forger = ECKey.generate_key("P-256", parameters={"kid": "agent-key"})
+    check(signed(holder))  # the holder's header is now cached
+    with pytest.raises(ProofInvalid, match="signature"):
+        check(signed(holder, signer=forger))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [ECKey.generate_key("P-256"), OKPKey.generate_key("Ed25519"), RSAKey.generate_key(2048)],
+    ids=["ES256", "EdDSA", "RS256"],
+)
+def test_every_supported_algorithm_verifies_and_refuses_a_tampered_signature(key: Key) -> None:
+    token = signed(key)
+    assert check(token).jkt == key.thumbprint()
+    with pytest.raises(ProofInvalid, match="signature"):
+        check(tampered(token))
+
+
+def test_an_es256_signature_of_the_wrong_length_is_refused() -> None:
+    head, _, signature = proof().rpartition(".")
+    longer = urlsafe_b64encode(urlsafe_b64decode(signature.encode()) + b"\0").decode()
+    with pytest.raises(ProofInvalid, match="signature"):
+        check(f"{head}.{longer}")
+
+
+@pytest.mark.parametrize(
+    "members",
+    [{"use": "enc"}, {"alg": "ES384"}, {"key_ops": ["sign"]}],
+    ids=["use-enc", "other-alg", "no-verify-op"],
+)
+def test_a_key_not_meant_for_verifying_this_algorithm_is_refused(
+    members: dict[str, object],
+) -> None:
+    key = ECKey.generate_key("P-256")
+    jwk = {**key.as_dict(private=False), **members}
+    with pytest.raises(ProofInvalid, match="signature"):
+        check(signed(key, {"jwk": jwk}))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [{"crit": ["b64"], "b64": True}, {"b64": False, "crit": ["b64"]}],
+    ids=["crit", "unencoded-payload"],
+)
+def test_a_header_with_extensions_is_refused(header: dict[str, object]) -> None:
+    with pytest.raises(ProofInvalid, match="no crit"):
+        check(signed(ECKey.generate_key("P-256"), header))
+
+
+def test_a_refused_header_is_refused_every_time() -> None:
+    token = proof({"typ": "JWT"})
+    for _ in range(2):
+        with pytest.raises(ProofInvalid, match="typ"):
+            check(token)

@@ -87,7 +87,11 @@ def stream_id_for(ledger_url: str, pep_key: str, state_dir: Path) -> str:
         return remembered.read_text().strip()
     response = httpx.post(
         ledger_url + "/ssf/streams",
-        json={"delivery": {"method": SSE_DELIVERY}, "description": "example gateway"},
+        json={
+            "delivery": {"method": SSE_DELIVERY},
+            "description": "example gateway",
+            "resources": [ERP],  # only Missions and Mandates over the ERP reach this stream
+        },
         headers={"Authorization": f"Bearer {pep_key}"},
     )
     response.raise_for_status()

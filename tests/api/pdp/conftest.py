@@ -141,4 +141,7 @@ def _started(settings: Settings, clock: MutableClock) -> Iterator[Harness]:
             ).secret
             for who, name in ROLES.items()
         }
+        # The keys are written straight to the ledger: wait until this app's key directory
+        # holds them (a loaded machine's first request could otherwise outrun it: 401).
+        assert app.state.services.follower.wait(ledger.head_position(), 10)
         yield Harness(client=client, keys=keys, clock=clock)

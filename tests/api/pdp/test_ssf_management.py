@@ -36,8 +36,12 @@ def issuer(h: Harness) -> str:
     return str(h.client.app.state.services.settings.public_issuer)  # type: ignore[attr-defined]
 
 
+#: The resources a PEP's stream is scoped to (required for it: SPEC 7.3 signal scoping).
+SCOPE = {"resources": ["https://api.example.com/"]}
+
+
 def create(h: Harness, body: dict[str, Any] | None = None, who: str = "pep") -> dict[str, Any]:
-    response = h.client.post("/ssf/streams", json=body or {}, headers=h.auth(who))
+    response = h.client.post("/ssf/streams", json={**SCOPE, **(body or {})}, headers=h.auth(who))
     assert response.status_code == 201, response.text
     return dict(response.json())
 
@@ -77,11 +81,11 @@ Call = tuple[str, str, dict[str, str] | None, dict[str, Any] | None]
 def calls(stream_id: str) -> dict[str, Call]:
     sid = {"stream_id": stream_id}
     return {
-        "create": ("POST", "/ssf/streams", None, {}),
+        "create": ("POST", "/ssf/streams", None, {**SCOPE}),
         "read": ("GET", "/ssf/streams", sid, None),
         "list": ("GET", "/ssf/streams", None, None),
         "update": ("PATCH", "/ssf/streams", None, {**sid, "description": "d"}),
-        "replace": ("PUT", "/ssf/streams", None, {**sid}),
+        "replace": ("PUT", "/ssf/streams", None, {**sid, **SCOPE}),
         "delete": ("DELETE", "/ssf/streams", sid, None),
         "status-read": ("GET", "/ssf/status", sid, None),
         "status-update": ("POST", "/ssf/status", None, {**sid, "status": "paused"}),
@@ -150,6 +154,7 @@ def test_create_answers_201_with_the_full_configuration(harness: Harness) -> Non
         "delivery": {"method": POLL},
         "events_requested": [SESSION_REVOKED, LIFECYCLE_CHANGE],
         "description": "PEP gateway eu-1",
+        **SCOPE,
     }
     response = harness.client.post("/ssf/streams", json=body, headers=harness.auth("pep"))
     assert response.status_code == 201, response.text
@@ -170,6 +175,7 @@ def test_create_answers_201_with_the_full_configuration(harness: Harness) -> Non
     assert config["description"] == "PEP gateway eu-1"
     assert config["min_verification_interval"] == 10
     assert config["signing_alg"] == "ES256"
+    assert config["resources"] == SCOPE["resources"]
 
 
 def test_create_without_delivery_is_poll_with_the_transmitter_endpoint_url(
@@ -233,7 +239,9 @@ def test_create_with_an_unsupported_configuration_is_400_and_writes_nothing(
 ) -> None:
     head = harness.head()
     for body in UNSUPPORTED:
-        response = harness.client.post("/ssf/streams", json=body, headers=harness.auth("pep"))
+        response = harness.client.post(
+            "/ssf/streams", json={**SCOPE, **body}, headers=harness.auth("pep")
+        )
         assert response.status_code == 400, (body, response.text)
         assert_problem(response, 400)
     assert harness.head() == head
@@ -250,8 +258,9 @@ def test_an_rs256_stream_gets_an_rs256_key_in_the_jwks(harness: Harness) -> None
 @pytest.mark.postgres_smoke
 def test_create_honours_idempotency_keys(harness: Harness) -> None:
     headers = {**harness.auth("pep"), "Idempotency-Key": "stream-1"}
-    first = harness.client.post("/ssf/streams", json={"description": "a"}, headers=headers)
-    again = harness.client.post("/ssf/streams", json={"description": "a"}, headers=headers)
+    body = {"description": "a", **SCOPE}
+    first = harness.client.post("/ssf/streams", json=body, headers=headers)
+    again = harness.client.post("/ssf/streams", json=body, headers=headers)
     assert (first.status_code, again.status_code) == (201, 201)
     assert first.json()["stream_id"] == again.json()["stream_id"]
     assert len(harness.client.get("/ssf/streams", headers=harness.auth("pep")).json()) == 1
@@ -394,7 +403,9 @@ def test_put_removes_the_receiver_members_left_out(harness: Harness) -> None:
         },
     )
     response = harness.client.put(
-        "/ssf/streams", json={"stream_id": created["stream_id"]}, headers=harness.auth("pep")
+        "/ssf/streams",
+        json={"stream_id": created["stream_id"], **SCOPE},
+        headers=harness.auth("pep"),
     )
     assert response.status_code == 200, response.text
     assert response.headers["cache-control"] == "no-store"
@@ -415,6 +426,7 @@ def test_put_sets_the_receiver_members_given(harness: Harness) -> None:
             "delivery": {"method": SSE},
             "events_requested": [LIFECYCLE_CHANGE],
             "description": "new",
+            **SCOPE,
         },
         headers=harness.auth("pep"),
     )
@@ -445,7 +457,12 @@ def test_a_transmitter_member_different_from_its_value_is_400_and_writes_nothing
     created = create(harness, {"description": "kept"})
     head = harness.head()
     for member, value in WRONG_TRANSMITTER_MEMBERS:
-        body = {"stream_id": created["stream_id"], "description": "changed", member: value}
+        body = {
+            "stream_id": created["stream_id"],
+            "description": "changed",
+            **SCOPE,
+            member: value,
+        }
         response = harness.client.request(
             method, "/ssf/streams", json=body, headers=harness.auth("pep")
         )

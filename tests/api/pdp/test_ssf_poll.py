@@ -29,7 +29,8 @@ AUTHORITY = [
 
 
 def create(h: Harness, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    response = h.client.post("/ssf/streams", json=body or {}, headers=h.auth("pep"))
+    scoped = {"resources": ["https://erp.example.com"], **(body or {})}
+    response = h.client.post("/ssf/streams", json=scoped, headers=h.auth("pep"))
     assert response.status_code == 201, response.text
     return dict(response.json())
 

@@ -151,13 +151,21 @@ def ledger_of(h: Harness) -> Ledger:
     return ledger
 
 
-def push_stream(h: Harness, url: str, authorization: str | None = None) -> str:
+def push_stream(
+    h: Harness,
+    url: str,
+    authorization: str | None = None,
+    resources: list[str] | None = None,
+) -> str:
     ledger = ledger_of(h)
     ledger.allow_http_loopback_push = True
     delivery = {"method": PUSH, "endpoint_url": url}
     if authorization is not None:
         delivery["authorization_header"] = authorization
-    written = ledger.create_stream(actor=PEP, aud="pep-1", receiver_config={"delivery": delivery})
+    config: dict[str, Any] = {"delivery": delivery}
+    if resources is not None:
+        config["resources"] = resources
+    written = ledger.create_stream(actor=PEP, aud="pep-1", receiver_config=config)
     return written.value.stream_id
 
 
@@ -263,6 +271,20 @@ def test_the_pushed_set_verifies_against_the_jwks(harness: Harness, receiver: Re
     assert claims["sub_id"] == {"format": "opaque", "id": mission}
     assert list(claims["events"]) == [LIFECYCLE_CHANGE]
     assert [claims["jti"]] == logged(harness, stream)
+
+
+def test_a_scoped_stream_is_pushed_only_the_sets_of_its_resources(
+    harness: Harness, receiver: Receiver
+) -> None:
+    elsewhere = [{**AUTHORITY[0], "resource": "https://crm.example.com/contacts"}]
+    stream = push_stream(harness, receiver.url("s"), resources=[AUTHORITY[0]["resource"]])
+    harness.mission(elsewhere)  # raised first: pushed first, were it carried
+    mission = harness.mission(AUTHORITY)
+    pump(harness, lambda: len(receiver.seen()) >= 1)
+    settle(harness)
+    pushed = [pyjwt.decode(r.body, options={"verify_signature": False}) for r in receiver.seen()]
+    assert [c["sub_id"] for c in pushed] == [{"format": "opaque", "id": mission}]
+    assert [c["jti"] for c in pushed] == logged(harness, stream)
 
 
 @pytest.mark.postgres_smoke
