@@ -20,6 +20,7 @@ from ledger.evidence.verify import BundleReport, verify_bundle
 from ledger.settings import Settings
 from ledger.signing.algorithms import generate_private_key, public_jwk
 from tests.api.conftest import Api, _started, assert_problem
+from tests.builders import ERP
 from tests.conftest import T0, MutableClock
 from tests.mandate_builders import jkt
 
@@ -57,7 +58,7 @@ def evidence(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Evidence]:
         api.services.decision_records = _decision_records
         stream = api.client.post(
             "/ssf/streams",
-            json={"delivery": {"method": "urn:ietf:rfc:8936"}},
+            json={"delivery": {"method": "urn:ietf:rfc:8936"}, "resources": [ERP]},
             headers=api.auth("pep"),
         )
         assert stream.status_code == 201, stream.text
