@@ -93,7 +93,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         poll_interval=min(1.0, settings.mission_max_stale_seconds / 4),
     )
     follower.start()
-    meters = MeterWriter(ledger).start()
+    meters = MeterWriter(ledger, lease_seconds=settings.metering_lease_seconds).start()
     tokens = TokenVerifier(keyring, clock)
     pdp = DecisionPoint(
         index,

@@ -63,7 +63,7 @@ def status_of(error: LedgerError) -> int:
     return 500
 
 
-def problem(
+def problem_json(
     status: int,
     code: str,
     title: str,
@@ -71,9 +71,9 @@ def problem(
     *,
     errors: tuple[FieldError, ...] = (),
     extensions: Mapping[str, Any] | None = None,
-    headers: Mapping[str, str] | None = None,
     problem_type: str | None = None,
-) -> JSONResponse:
+) -> dict[str, Any]:
+    """The members of a problem+json body (RFC 9457)."""
     body: dict[str, Any] = {
         "type": problem_type or TYPE_PREFIX + code,
         "title": title,
@@ -85,6 +85,42 @@ def problem(
         body["errors"] = [e.to_json() for e in errors]
     for key, value in (extensions or {}).items():
         body.setdefault(key, value)
+    return body
+
+
+def problem_body(error: LedgerError) -> dict[str, Any]:
+    """The problem+json members of ``error`` (an item of a multi-part answer)."""
+    return problem_json(
+        status_of(error),
+        error.code,
+        error.title,
+        error.detail,
+        errors=error.errors,
+        extensions={k: v for k, v in error.extensions.items() if k != "error"},
+        problem_type=error.problem_type,
+    )
+
+
+def problem(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    *,
+    errors: tuple[FieldError, ...] = (),
+    extensions: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+    problem_type: str | None = None,
+) -> JSONResponse:
+    body = problem_json(
+        status,
+        code,
+        title,
+        detail,
+        errors=errors,
+        extensions=extensions,
+        problem_type=problem_type,
+    )
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 

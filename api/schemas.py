@@ -107,6 +107,12 @@ class UsageIn(Body):
     amount: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
 
 
+class UsageReportsIn(Body):
+    """Many usage reports in one request (a PEP toolkit flushing what it gathered)."""
+
+    reports: Annotated[list[UsageIn], Field(min_length=1, max_length=1000)]
+
+
 class CompletionEventIn(Body):
     event_type: Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=PRINTABLE)]
     event_id: Short

@@ -95,6 +95,14 @@ class Settings(BaseSettings):
         description="How long a metered permit's reservation waits for its usage report "
         "(POST /v1/usage) before it is released (SPEC 7.3).",
     )
+    metering_lease_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="Lifetime of a replica's budget lease on a metered Mission (decision "
+        "0019): metered permits are reserved from the lease in memory and recorded in the "
+        "background. 0 turns leases off (a durable reservation before every metered permit).",
+    )
     read_your_writes_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     idempotency_retention_hours: int = Field(default=24, ge=24, le=24 * 90)
     policy_version: str = "mission-ledger/1"

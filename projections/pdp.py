@@ -133,6 +133,12 @@ class PendingReservation:
     mandate_id: str | None
     #: The permit's ``valid_until`` before the reservation's expiry bounds it (epoch s).
     valid_until: float
+    #: The request and instant decided (a refusal is a requestable ``budget_exceeded``).
+    request: Evaluation
+    now: datetime
+    #: Under an approved ``mission_budget_increase``: the approval whose use the permit
+    #: spends (first) and that raises the bound by what the call needs (then).
+    approval_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,11 +241,23 @@ class DecisionPoint:
         if refusal is None:
             context["valid_until"] = _instant(min(pending.valid_until, expires_at.timestamp()))
             context["reservation_expires_at"] = _instant(expires_at.timestamp())
-            final = replace(decision, decision=True, context=context, pending=None)
+            final = replace(
+                decision, decision=True, context=context, pending=None, use=None, fallback=None
+            )
         else:
             final = replace(
-                decision, decision=False, context=_refused(context, refusal), pending=None
+                decision,
+                decision=False,
+                context=_refused(context, refusal),
+                pending=None,
+                use=None,
+                fallback=None,
+                approval_id=None,
             )
+            access = self._access
+            if isinstance(refusal, BudgetExceeded) and access is not None:
+                # Requestable (SPEC 7.1 ``mission_budget_increase``).
+                final = self._requestable(pending.request, final, access, pending.now)
         self._count(final)
         return final
 
@@ -484,7 +502,7 @@ class DecisionPoint:
             if isinstance(metered, Violation):
                 violation = metered
             elif metered is not None:
-                return _pending(evaluation_id, mission, mandate, now, budget, metered)
+                return _pending(evaluation_id, mission, mandate, now, budget, metered, request)
         if violation is None:
             return _permit(evaluation_id, mission, mandate, now, budget)
         return _deny(
@@ -570,6 +588,9 @@ class DecisionPoint:
                 OUT_OF_SCOPE,
                 "the approval is for another subject, resource, action or context",
             )
+        pending = decision.pending
+        if pending is not None and claims["reason"] == BUDGET_EXCEEDED:
+            return self._raising(decision, pending, claims, request, access, now)
         if decision.decision:
             return decision  # permitted without it: nothing to spend
         if decision.context.get("reason") != claims["reason"]:
@@ -600,6 +621,47 @@ class DecisionPoint:
             approval_id=claims["approval_id"],
             use=ApprovalUse(task_id=claims["task_id"], approval_id=claims["approval_id"]),
             fallback=expired,
+        )
+
+    def _raising(
+        self,
+        decision: Decision,
+        pending: PendingReservation,
+        claims: Mapping[str, Any],
+        request: Evaluation,
+        access: AccessRequests,
+        now: datetime,
+    ) -> Decision:
+        """A metered request under an approved ``mission_budget_increase``: a pending permit
+        that first spends a use of the approval (``Decision.use``; none left: ``fallback``),
+        then reserves with the Meter's bound raised by exactly what it needs."""
+        denial = replace(
+            decision,
+            decision=False,
+            pending=None,
+            context={
+                "evaluation_id": decision.context["evaluation_id"],
+                "reason": BUDGET_EXCEEDED,
+                "reason_admin": {"en": "the approved increase is spent"},
+                "mission": decision.context["mission"],
+            },
+        )
+        expired = _reject(
+            self._requestable(request, denial, access, now),
+            APPROVAL_EXPIRED,
+            "the approval is past its approved_until or its uses are spent",
+        )
+        if now.timestamp() >= claims["exp"]:
+            return expired
+        context = dict(decision.context)
+        context["approval"] = {"id": claims["approval_id"], "max_uses": claims["max_uses"]}
+        return replace(
+            decision,
+            context=context,
+            approval_id=claims["approval_id"],
+            use=ApprovalUse(task_id=claims["task_id"], approval_id=claims["approval_id"]),
+            fallback=expired,
+            pending=replace(pending, approval_id=claims["approval_id"]),
         )
 
     def _budget(self) -> float:
@@ -669,7 +731,9 @@ def _reject(decision: Decision, reason: str, detail: str) -> Decision:
     if NEXT_ACTIONS[reason] != "request":
         context.pop("access_request", None)
         context.pop("evaluated_at", None)
-    return replace(decision, decision=False, context=context, use=None, fallback=None)
+    return replace(
+        decision, decision=False, context=context, use=None, fallback=None, pending=None
+    )
 
 
 def _is_token(reference: object) -> bool:
@@ -748,6 +812,7 @@ def _pending(
     now: datetime,
     budget: float,
     call: MeteredCall,
+    request: Evaluation,
 ) -> Decision:
     """A metered permit waiting for its reservation. Its ``evaluation_id`` names the Mission,
     so a usage report reaching any replica finds the Meter without a lookup."""
@@ -764,6 +829,8 @@ def _pending(
             call=call,
             mandate_id=None if mandate is None else mandate.mandate_id,
             valid_until=_valid_until(mission, mandate, now, budget),
+            request=request,
+            now=now,
         ),
     )
 

@@ -1,9 +1,11 @@
 """OpenID AuthZEN Authorization API 1.0: evaluation, evaluations, search, PDP metadata.
 
 Decisions come from this replica's in-memory evaluation index; nothing on the
-decision path touches the database, except a metered permit's reservation (SPEC 7.3),
-which the Meter writer records (grouped with the others arriving at the same time) before
-the permit is answered. A request may demand an index at least as fresh as a log position
+decision path touches the database. A metered permit (SPEC 7.3) reserves from this
+replica's budget lease in memory (the Meter writer records it in the background); only when
+the lease cannot cover it does the Meter writer record the reservation (grouped with the
+others arriving at the same time, taking a new lease) before the permit is answered.
+A request may demand an index at least as fresh as a log position
 (``context.consistency.min_position`` or ``Ledger-Min-Position``): the PDP waits briefly,
 else denies with reason ``stale_state``.
 
@@ -108,13 +110,29 @@ async def _body(request: Request) -> dict[str, Any]:
 
 
 async def _decide(services: Services, item: Evaluation, now: datetime) -> Decision:
-    """The PDP's answer; a metered permit only once its reservation is recorded."""
+    """The PDP's answer; a metered permit once its reservation is taken: from this
+    replica's budget lease, in memory (recorded in the background), else durably by the
+    Meter writer. Under an approved budget increase, the approval's use is spent first."""
     decision = services.pdp.evaluate(item, now)
     pending = decision.pending
     if pending is None:
         return decision
     ttl = timedelta(seconds=services.settings.reservation_ttl_seconds)
     expires_at = (now + ttl).replace(microsecond=0)
+    evaluation_id = str(decision.context["evaluation_id"])
+    if pending.approval_id is None and services.meters.draw(
+        mission_id=pending.mission_id,
+        call=pending.call,
+        evaluation_id=evaluation_id,
+        mandate_id=pending.mandate_id,
+        expires_at=expires_at,
+        now=now,
+    ):
+        return services.pdp.settle(decision, None, expires_at)
+    if pending.approval_id is not None:
+        spent = await _settled(services, decision)
+        if spent is not decision:
+            return spent  # no use left: the fallback denial
     refusal: BaseException | None = None
     try:
         outcome = await asyncio.wrap_future(
@@ -123,9 +141,10 @@ async def _decide(services: Services, item: Evaluation, now: datetime) -> Decisi
                     mission_id=pending.mission_id,
                     bounds=pending.bounds,
                     call=pending.call,
-                    evaluation_id=str(decision.context["evaluation_id"]),
+                    evaluation_id=evaluation_id,
                     mandate_id=pending.mandate_id,
                     expires_at=expires_at,
+                    approval_id=pending.approval_id,
                 )
             )
         )

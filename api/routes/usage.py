@@ -1,4 +1,11 @@
-"""Usage reports: the outcome of a metered permit commits or releases its reservation."""
+"""Usage reports: the outcome of a metered permit commits or releases its reservation.
+
+One report (``{evaluation_id, outcome, amount?}``) or many (``{"reports": [...]}``, each
+answered on its own): the Meter writer saves those arriving together in one transaction.
+A permit answered from another replica's budget lease is recorded by that replica a few
+milliseconds after it was answered (decision 0019), so a report that finds no reservation
+is tried again for a moment before it is answered 404.
+"""
 
 from __future__ import annotations
 
@@ -9,39 +16,92 @@ from fastapi import APIRouter
 
 from api import policy
 from api.auth import PrincipalDep
+from api.errors import problem_body
 from api.routes.common import ServicesDep, well_formed_id
 from api.routes.gate import GatedRoute, allowed
-from api.schemas import UsageIn
+from api.schemas import UsageIn, UsageReportsIn
+from api.services import Services
 from api.views import usage_report_view
 from ledger.application.metering import Report, Reported
+from ledger.domain.actors import Actor
 from ledger.domain.errors import LedgerError, NotFound
 from ledger.domain.metering import mission_of_evaluation
 
 router = APIRouter(tags=["usage"], route_class=GatedRoute)
 
+#: Pauses before a report that found no reservation is tried again (seconds).
+UNKNOWN_RETRIES = (0.05, 0.1, 0.2, 0.4)
+
 
 @router.post("/v1/usage", dependencies=[allowed(policy.REPORT_USAGE)])
 async def report_usage(
-    body: UsageIn, principal: PrincipalDep, services: ServicesDep
+    body: UsageIn | UsageReportsIn, principal: PrincipalDep, services: ServicesDep
 ) -> dict[str, Any]:
     """``executed`` commits the permit's reservation (for ``amount`` when it is lower than
     the reserved amount), ``aborted`` releases it. Reporting the same ``evaluation_id`` again
-    answers with the first outcome and changes nothing."""
-    mission_id = mission_of_evaluation(body.evaluation_id)
-    if mission_id is None or not well_formed_id(mission_id, "msn"):
-        raise NotFound(f"no reservation for evaluation {body.evaluation_id!r}")
-    outcome = await asyncio.wrap_future(
-        services.meters.submit(
-            Report(
-                mission_id=mission_id,
-                evaluation_id=body.evaluation_id,
-                outcome=body.outcome,
-                amount=body.amount,
-                actor=principal.actor(),
+    answers with the first outcome and changes nothing. Many reports: 200 with one answer
+    per report, in order (``status`` 200 and the report's outcome, or a problem)."""
+    actor = principal.actor()
+    if isinstance(body, UsageIn):
+        outcome = (await _reported(services, [body], actor))[0]
+        if isinstance(outcome, LedgerError):
+            raise outcome
+        return outcome
+    outcomes = await _reported(services, body.reports, actor)
+    return {
+        "reports": [
+            {"status": 200, **outcome}
+            if not isinstance(outcome, LedgerError)
+            else {"evaluation_id": report.evaluation_id, **problem_body(outcome)}
+            for report, outcome in zip(body.reports, outcomes, strict=True)
+        ]
+    }
+
+
+async def _reported(
+    services: Services, reports: list[UsageIn], actor: Actor
+) -> list[dict[str, Any] | LedgerError]:
+    """Each report's answer view or refusal; reports for no known reservation are tried
+    again after each pause of ``UNKNOWN_RETRIES``."""
+    answers: list[dict[str, Any] | LedgerError] = []
+    todo: list[int] = []
+    for index, report in enumerate(reports):
+        mission_id = mission_of_evaluation(report.evaluation_id)
+        if mission_id is None or not well_formed_id(mission_id, "msn"):
+            answers.append(NotFound(f"no reservation for evaluation {report.evaluation_id!r}"))
+        else:
+            answers.append(NotFound(""))
+            todo.append(index)
+    for pause in (0.0, *UNKNOWN_RETRIES):
+        if not todo:
+            break
+        if pause:
+            await asyncio.sleep(pause)
+        outcomes = await asyncio.gather(*(_one(services, reports[i], actor) for i in todo))
+        for index, outcome in zip(todo, outcomes, strict=True):
+            answers[index] = outcome
+        todo = [i for i, o in zip(todo, outcomes, strict=True) if isinstance(o, NotFound)]
+    return answers
+
+
+async def _one(services: Services, report: UsageIn, actor: Actor) -> dict[str, Any] | LedgerError:
+    mission_id = mission_of_evaluation(report.evaluation_id)
+    assert mission_id is not None
+    try:
+        outcome = await asyncio.wrap_future(
+            services.meters.submit(
+                Report(
+                    mission_id=mission_id,
+                    evaluation_id=report.evaluation_id,
+                    outcome=report.outcome,
+                    amount=report.amount,
+                    actor=actor,
+                )
             )
         )
-    )
+    except LedgerError as error:
+        return error
     if isinstance(outcome, LedgerError):
-        raise outcome
+        return outcome
     assert isinstance(outcome, Reported)
-    return usage_report_view(body.evaluation_id, mission_id, outcome)
+    return usage_report_view(report.evaluation_id, mission_id, outcome)

@@ -25,34 +25,48 @@ decision path. ``MeterWriter`` keeps that write cheap:
 
 Outcomes are per operation: a reservation refused for ``budget_exceeded`` does not stop
 the others of its group.
+
+**Budget leases** (decision 0019): the writer takes, with the first metered permit of a
+Mission, a slice of what remains of its bounds in one event (``LeaseGranted``, this replica
+its holder) and reserves that permit from it. Later permits reserve from the slice in memory
+(``draw``: no database, no waiting) and are answered at once; the writer records them
+(``Reserved`` under the lease) with its next group, so a usage report reaching any replica
+finds them a few milliseconds later. A permit the lease cannot cover goes the durable way:
+its group returns the lease (every draw made from it is recorded first) and takes a new one.
+A lease is renewed in the background when it runs low, returned when idle, at shutdown, and
+used only until ``LEASE_MARGIN`` before its expiry, when the Meter itself ends it (a crashed
+holder's unused slice, and the unrecorded draws in it, come back exactly once).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import secrets
 import threading
 import time
 from collections import ChainMap, OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Literal
 
 from eventsourcing.persistence import IntegrityError
 
 from ledger.application.base import LedgerBase
 from ledger.application.contention import backoff
-from ledger.domain.actors import Actor
+from ledger.domain.actors import SCHEDULER, Actor
 from ledger.domain.errors import BudgetExceeded, Conflict, LedgerError, NotFound, Unavailable
 from ledger.domain.metering import (
     EXPIRED,
     Bounds,
+    Lease,
     Meter,
     MeteredCall,
     Settlement,
     meter_id,
+    parse_units,
 )
 from ledger.persistence.reservations import ReservationDeadlines, micros
 
@@ -61,6 +75,15 @@ log = logging.getLogger("mission_ledger.metering")
 MAX_ATTEMPTS = 32
 MAX_GROUP = 1024
 CACHED_METERS = 4096
+
+#: A lease takes 1/LEASE_SHARE of what remains of each bound (at least the permit's need).
+LEASE_SHARE = 8
+#: A lease is used until this long before its expiry (time to record its last draws).
+LEASE_MARGIN = timedelta(seconds=10)
+#: A lease nobody drew from for this long is returned.
+LEASE_IDLE_SECONDS = 2.0
+#: How often the writer looks for leases to return when nothing else wakes it.
+HOUSEKEEPING_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -73,6 +96,95 @@ class Reserve:
     evaluation_id: str
     mandate_id: str | None
     expires_at: datetime
+    #: An approved ``mission_budget_increase`` whose use this permit spends: the bounds are
+    #: raised by what the call needs (never under a lease).
+    approval_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Draw:
+    """A permit already answered from this replica's lease ``lease_id``: record it."""
+
+    mission_id: str
+    lease_id: str
+    call: MeteredCall
+    evaluation_id: str
+    mandate_id: str | None
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class ReturnLease:
+    """This replica no longer draws from ``lease_id``: give back what it still holds."""
+
+    mission_id: str
+    lease_id: str
+
+
+@dataclass(frozen=True)
+class Renew:
+    """Replace the Mission's lease ``lease_id`` (it runs low or old) by a fresh one; no
+    waiter."""
+
+    mission_id: str
+    lease_id: str
+    bounds: Bounds
+
+
+@dataclass
+class HeldLease:
+    """This replica's lease on one Meter, as the decision path draws from it (in memory)."""
+
+    mission_id: str
+    lease_id: str
+    bounds: Bounds
+    currency: str | None
+    units: int | None
+    calls: int | None
+    classes: dict[str, int]
+    #: Drawn from until then (the lease's expiry minus a margin), renewed after.
+    use_until: datetime
+    renew_after: datetime
+    #: The slice as granted, to tell when it runs low.
+    granted_units: int | None
+    granted_calls: int | None
+    last_used: float = field(default_factory=time.monotonic)
+    renewing: bool = False
+
+    def take(self, call: MeteredCall) -> bool:
+        """Take ``call`` from the slice when it fits (False: it does not)."""
+        units = 0
+        if self.units is not None and call.amount is not None:
+            if call.currency != self.currency:
+                return False
+            units = parse_units(call.amount) or 0
+            if units > self.units:
+                return False
+        if self.calls is not None and self.calls < 1:
+            return False
+        klass = call.call_class
+        if klass is not None and klass in self.classes and self.classes[klass] < 1:
+            return False
+        if self.units is not None:
+            self.units -= units
+        if self.calls is not None:
+            self.calls -= 1
+        if klass is not None and klass in self.classes:
+            self.classes[klass] -= 1
+        self.last_used = time.monotonic()
+        return True
+
+    def low(self) -> bool:
+        """A quarter or less of the slice is left (time to renew in the background)."""
+        return (
+            self.units is not None
+            and self.granted_units is not None
+            and self.units * 4 <= self.granted_units
+        ) or (
+            self.calls is not None
+            and self.granted_calls is not None
+            and self.calls * 4 <= self.granted_calls
+        )
 
 
 @dataclass(frozen=True)
@@ -93,7 +205,7 @@ class Expire:
     mission_id: str
 
 
-Operation = Reserve | Report | Expire
+Operation = Reserve | Report | Expire | Draw | ReturnLease | Renew
 
 
 @dataclass(frozen=True)
@@ -116,21 +228,41 @@ class _Refresh(Exception):  # control flow: a refusal to check against the store
 class MeterWriter:
     """The one writer of Meters in this process (see the module docstring)."""
 
-    def __init__(self, ledger: LedgerBase, *, max_group: int = MAX_GROUP) -> None:
+    def __init__(
+        self,
+        ledger: LedgerBase,
+        *,
+        max_group: int = MAX_GROUP,
+        lease_seconds: float = 0,
+        holder: str | None = None,
+    ) -> None:
         self._ledger = ledger
         self._max_group = max_group
+        #: Lease lifetime (0: no leases, a durable reservation per permit).
+        self._lease_ttl = timedelta(seconds=lease_seconds)
+        self._margin = min(LEASE_MARGIN, self._lease_ttl / 3)
+        self.holder = holder or "rpl_" + secrets.token_hex(6)
         self._cond = threading.Condition()
-        self._queue: list[tuple[Operation, Future[Outcome]]] = []
+        self._queue: list[tuple[Operation, Future[Outcome] | None]] = []
         self._stopping = False
         self._thread: threading.Thread | None = None
         #: Meters as last saved or read from the store (never a working copy).
         self._meters: OrderedDict[str, Meter] = OrderedDict()
+        #: This replica's leases by Mission, and the draws not yet handed to a group.
+        self._leases: dict[str, HeldLease] = {}
+        self._draws: list[Draw] = []
+        self._returning: list[ReturnLease] = []
         #: Counters for the metrics endpoint.
         self.groups = 0
         self.operations = 0
         self.conflicts = 0
+        self.drawn = 0  # permits answered from a lease, without waiting
         self.apply_seconds = 0.0  # applying groups, their saves included
         self.save_seconds = 0.0  # in the store's write transaction
+
+    @property
+    def leasing(self) -> bool:
+        return self._lease_ttl > timedelta(0)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -140,6 +272,7 @@ class MeterWriter:
         return self
 
     def stop(self) -> None:
+        """Record every draw, return every lease, then stop."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -148,7 +281,8 @@ class MeterWriter:
         with self._cond:
             waiting, self._queue = self._queue, []
         for _, future in waiting:
-            future.set_exception(Conflict("the service is shutting down; try again"))
+            if future is not None:
+                future.set_exception(Conflict("the service is shutting down; try again"))
 
     def __enter__(self) -> MeterWriter:
         return self.start()
@@ -168,6 +302,40 @@ class MeterWriter:
             self._queue.append((operation, future))
             self._cond.notify()
         return future
+
+    def draw(
+        self,
+        *,
+        mission_id: str,
+        call: MeteredCall,
+        evaluation_id: str,
+        mandate_id: str | None,
+        expires_at: datetime,
+        now: datetime,
+    ) -> bool:
+        """Reserve ``call`` from this replica's lease on the Mission, in memory: True when
+        the lease covered it (the permit may be answered now; the writer records it with its
+        next group), False when the permit must be reserved the durable way (``submit``)."""
+        with self._cond:
+            lease = self._leases.get(mission_id)
+            if self._stopping or lease is None or now >= lease.use_until or not lease.take(call):
+                return False
+            self._draws.append(
+                Draw(
+                    mission_id=mission_id,
+                    lease_id=lease.lease_id,
+                    call=call,
+                    evaluation_id=evaluation_id,
+                    mandate_id=mandate_id,
+                    expires_at=expires_at,
+                )
+            )
+            self.drawn += 1
+            if not lease.renewing and (lease.low() or now >= lease.renew_after):
+                lease.renewing = True
+                self._queue.append((Renew(mission_id, lease.lease_id, lease.bounds), None))
+            self._cond.notify()
+            return True
 
     def reserve(self, operation: Reserve, timeout: float = 30.0) -> None:
         """Reserve and wait (raises the refusal)."""
@@ -189,15 +357,72 @@ class MeterWriter:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._stopping:
-                    self._cond.wait()
-                if self._stopping and not self._queue:
+                while not (self._queue or self._draws or self._returning or self._stopping):
+                    if self._leases:
+                        self._cond.wait(HOUSEKEEPING_SECONDS)
+                        if self._retire_unused():
+                            break
+                    else:
+                        self._cond.wait()
+                stopping = self._stopping
+                if stopping and not (
+                    self._queue or self._draws or self._returning or self._leases
+                ):
                     return
-                group = self._queue[: self._max_group]
-                del self._queue[: self._max_group]
-            self._settle(group)
+                group = self._group()
+            if group:
+                self._settle(group)
 
-    def _settle(self, group: list[tuple[Operation, Future[Outcome]]]) -> None:
+    def _group(self) -> list[tuple[Operation, Future[Outcome] | None]]:
+        """The next group (under the lock): every draw made so far, then the leases this
+        group returns (each after its draws), then the waiting operations. A permit that
+        waited for the durable way is drawn from a lease installed meanwhile when it fits;
+        a Mission whose permit does not fit its lease, or that asks for a renewal, has its
+        lease retired here: from now on nothing draws from it."""
+        now = self._ledger.clock.now()
+        taken = self._queue[: self._max_group]
+        del self._queue[: self._max_group]
+        ops: list[tuple[Operation, Future[Outcome] | None]] = []
+        for operation, future in taken:
+            lease = self._leases.get(operation.mission_id)
+            if isinstance(operation, Renew):
+                if lease is None or lease.lease_id != operation.lease_id:
+                    continue  # replaced already
+                self._retire(operation.mission_id)
+            elif isinstance(operation, Reserve) and operation.approval_id is None and lease:
+                if now < lease.use_until and lease.take(operation.call):
+                    self._draws.append(_drawn(operation, lease.lease_id))
+                    self.drawn += 1
+                    assert future is not None
+                    future.set_result(None)
+                    continue
+                self._retire(operation.mission_id)
+            ops.append((operation, future))
+        if self._stopping:
+            for mission_id in list(self._leases):
+                self._retire(mission_id)
+        draws: list[tuple[Operation, Future[Outcome] | None]] = [(d, None) for d in self._draws]
+        returns: list[tuple[Operation, Future[Outcome] | None]] = [
+            (r, None) for r in self._returning
+        ]
+        self._draws, self._returning = [], []
+        return [*draws, *returns, *ops]
+
+    def _retire(self, mission_id: str) -> None:
+        lease = self._leases.pop(mission_id)
+        self._returning = [*self._returning, ReturnLease(mission_id, lease.lease_id)]
+
+    def _retire_unused(self) -> bool:
+        """Retire leases idle for ``LEASE_IDLE_SECONDS`` or past their use (under the lock);
+        True when there is something to record."""
+        now = self._ledger.clock.now()
+        idle = time.monotonic() - LEASE_IDLE_SECONDS
+        for mission_id, lease in list(self._leases.items()):
+            if lease.last_used < idle or now >= lease.use_until:
+                self._retire(mission_id)
+        return bool(self._returning)
+
+    def _settle(self, group: list[tuple[Operation, Future[Outcome] | None]]) -> None:
         try:
             outcomes = self.apply([operation for operation, _ in group])
         except Exception as error:  # the store failed: every caller of the group hears it
@@ -208,10 +433,16 @@ class MeterWriter:
                 else Unavailable(f"the metering write did not complete ({type(error).__name__})")
             )
             for _, future in group:
-                future.set_exception(refusal)
+                if future is not None:
+                    future.set_exception(refusal)
             return
-        for (_, future), outcome in zip(group, outcomes, strict=True):
-            future.set_result(outcome)
+        for (operation, future), outcome in zip(group, outcomes, strict=True):
+            if future is not None:
+                future.set_result(outcome)
+            elif isinstance(outcome, LedgerError) and not isinstance(operation, Renew):
+                # A draw the Meter refused was answered as a permit already: its lease
+                # covered it, and still does until the lease expires.
+                log.error("metering %s refused: %s", type(operation).__name__, outcome.detail)
 
     # ------------------------------------------------------------------ one group
 
@@ -254,6 +485,7 @@ class MeterWriter:
     def _attempt(self, operations: Sequence[Operation], refreshed: set[str]) -> list[Outcome]:
         now = self._ledger.clock.now()
         copies: dict[str, Meter | None] = {}
+        grants: dict[str, str] = {}  # Mission -> the lease this attempt granted it
         outcomes: list[Outcome] = []
         for operation in operations:
             key = meter_id(operation.mission_id)
@@ -264,11 +496,11 @@ class MeterWriter:
                     copy.expire_due(now)
                 copies[key] = copy
             try:
-                outcomes.append(self._one(operation, key, copies, now))
+                outcomes.append(self._one(operation, key, copies, grants, now))
             except (NotFound, BudgetExceeded) as error:
                 # Refusals are decided on the store's current state: the copy held here may
                 # miss what another replica wrote (a reservation, a release).
-                if key not in refreshed:
+                if key not in refreshed and not isinstance(operation, Draw | Renew):
                     raise _Refresh(key) from None
                 outcomes.append(error)
             except LedgerError as error:
@@ -283,26 +515,69 @@ class MeterWriter:
         for key, meter in copies.items():
             if meter is not None:
                 self._remember(key, _joined(meter))
+        self._install(grants, copies)
         return outcomes
 
-    @staticmethod
     def _one(
-        operation: Operation, key: str, copies: dict[str, Meter | None], now: datetime
+        self,
+        operation: Operation,
+        key: str,
+        copies: dict[str, Meter | None],
+        grants: dict[str, str],
+        now: datetime,
     ) -> Outcome:
         meter = copies[key]
-        if isinstance(operation, Reserve):
+        if isinstance(operation, Reserve | Renew):
             if meter is None:
                 meter = Meter.open(
                     mission_id=operation.mission_id, bounds=operation.bounds, now=now
                 )
                 copies[key] = meter
+            if isinstance(operation, Renew):
+                self._lease(meter, operation.mission_id, None, grants, now)
+                return None
+            target = meter
+
+            def reserve(lease_id: str | None = None, approval_id: str | None = None) -> None:
+                target.reserve(
+                    operation.call,
+                    evaluation_id=operation.evaluation_id,
+                    expires_at=operation.expires_at,
+                    mandate_id=operation.mandate_id,
+                    now=now,
+                    lease_id=lease_id,
+                    approval_id=approval_id,
+                )
+
+            if operation.approval_id is not None or not self.leasing:
+                reserve(approval_id=operation.approval_id)
+                return None
+            granted = grants.get(operation.mission_id)
+            if granted is not None:
+                try:  # a lease granted earlier in this group may have room
+                    reserve(lease_id=granted)
+                    return None
+                except BudgetExceeded:
+                    pass
+            reserve(lease_id=self._lease(meter, operation.mission_id, operation.call, grants, now))
+            return None
+        if isinstance(operation, Draw):
+            if meter is None:
+                raise NotFound(f"no Meter for lease {operation.lease_id!r}")
             meter.reserve(
                 operation.call,
                 evaluation_id=operation.evaluation_id,
                 expires_at=operation.expires_at,
                 mandate_id=operation.mandate_id,
                 now=now,
+                lease_id=operation.lease_id,
             )
+            return None
+        if isinstance(operation, ReturnLease):
+            if meter is not None:
+                meter.return_lease(
+                    operation.lease_id, outcome="returned", actor=SCHEDULER, now=now
+                )
             return None
         if isinstance(operation, Report):
             if meter is None:
@@ -323,6 +598,63 @@ class MeterWriter:
             for event in meter.pending_events
             if isinstance(event, Meter.Released) and event.outcome == EXPIRED
         )
+
+    def _lease(
+        self,
+        meter: Meter,
+        mission_id: str,
+        call: MeteredCall | None,
+        grants: dict[str, str],
+        now: datetime,
+    ) -> str:
+        """Grant this replica a fresh lease on ``meter`` (returning the one this attempt
+        granted before, if any); refused when ``call`` (or, for a renewal, one call) does
+        not fit."""
+        earlier = grants.pop(mission_id, None)
+        if earlier is not None:
+            meter.return_lease(earlier, outcome="returned", actor=SCHEDULER, now=now)
+        lease_id = "lse_" + secrets.token_hex(8)
+        meter.grant_lease(
+            call or MeteredCall(amount=None, currency=None, call_class=None),
+            lease_id=lease_id,
+            holder=self.holder,
+            expires_at=now + self._lease_ttl,
+            share=LEASE_SHARE,
+            now=now,
+        )
+        grants[mission_id] = lease_id
+        return lease_id
+
+    def _install(self, grants: dict[str, str], copies: dict[str, Meter | None]) -> None:
+        """After the save: the leases granted become what the decision path draws from."""
+        if not grants:
+            return
+        with self._cond:
+            for mission_id, lease_id in grants.items():
+                meter = copies[meter_id(mission_id)]
+                lease: Lease | None = None if meter is None else meter.leases.get(lease_id)
+                if lease is None:
+                    continue
+                if self._stopping or mission_id in self._leases:
+                    # Nothing may draw from it (stopping, or a lease installed meanwhile).
+                    self._returning = [*self._returning, ReturnLease(mission_id, lease_id)]
+                    self._cond.notify()
+                    continue
+                assert meter is not None
+                use_until = lease.expires_at - self._margin
+                self._leases[mission_id] = HeldLease(
+                    mission_id=mission_id,
+                    lease_id=lease_id,
+                    bounds=meter.bounds,
+                    currency=meter.bounds.currency,
+                    units=lease.units,
+                    calls=lease.calls,
+                    classes=dict(lease.classes),
+                    use_until=use_until,
+                    renew_after=use_until - (self._lease_ttl - self._margin) / 2,
+                    granted_units=lease.units,
+                    granted_calls=lease.calls,
+                )
 
     # ------------------------------------------------------------------ the Meters held
 
@@ -365,6 +697,17 @@ class MeterWriter:
             self._meters.pop(key, None)
 
 
+def _drawn(operation: Reserve, lease_id: str) -> Draw:
+    return Draw(
+        mission_id=operation.mission_id,
+        lease_id=lease_id,
+        call=operation.call,
+        evaluation_id=operation.evaluation_id,
+        mandate_id=operation.mandate_id,
+        expires_at=operation.expires_at,
+    )
+
+
 def _deadlines(meters: Sequence[Meter]) -> ReservationDeadlines:
     """The deadline rows the pending events of ``meters`` add and remove (written in the
     same transaction: ``ledger.persistence.reservations``)."""
@@ -376,6 +719,10 @@ def _deadlines(meters: Sequence[Meter]) -> ReservationDeadlines:
                 added.append((event.evaluation_id, event.originator_id, micros(event.expires_at)))
             elif isinstance(event, Meter.UsageCommitted | Meter.Released):
                 removed.append(event.evaluation_id)
+            elif isinstance(event, Meter.LeaseGranted):  # a lease expires like a reservation
+                added.append((event.lease_id, event.originator_id, micros(event.expires_at)))
+            elif isinstance(event, Meter.LeaseReturned):
+                removed.append(event.lease_id)
     return ReservationDeadlines(added=tuple(added), removed=tuple(removed))
 
 

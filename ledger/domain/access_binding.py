@@ -24,6 +24,9 @@ from ledger.domain.canonical import jcs, sha256_b64url
 REQUESTABLE: Mapping[str, str] = {
     "approval_required": "mission_gate",
     "out_of_authority": "mission_broadening",
+    # Approving raises the Mission's metered bound by exactly what the denied call needs,
+    # once per use (``ledger.domain.metering.Meter.BoundRaised``; decision 0019).
+    "budget_exceeded": "mission_budget_increase",
 }
 
 #: Context members that matter for authorization, in this order: the credential, the

@@ -24,7 +24,7 @@ are exact however many digits an amount has. Nothing here reads the clock: comma
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -229,6 +229,18 @@ class Reservation:
 
 
 @dataclass(frozen=True)
+class Lease:
+    """A slice of a Meter's bounds held by one replica (``holder``) until ``expires_at``:
+    what is left of it to reserve in memory (``None``: that bound is not metered)."""
+
+    holder: str
+    units: int | None
+    calls: int | None
+    classes: Mapping[str, int]
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
 class Settlement:
     """How a reservation ended; ``units`` is what was committed (0 unless executed), and
     ``amount`` the committed amount as reported (None unless executed)."""
@@ -248,11 +260,21 @@ class Usage:
     calls_committed: int
     calls_reserved: int
     class_calls: Mapping[str, int]
+    #: Held by replicas' budget leases and not yet reserved (outstanding, like reservations).
+    leased: int = 0
+    leased_calls: int = 0
+    leased_class: Mapping[str, int] = field(default_factory=dict)
+    #: What approved ``mission_budget_increase`` requests added to the bounds.
+    raised: int = 0
+    raised_calls: int = 0
+    raised_class: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def remaining(self) -> int | None:
         budget = self.bounds.budget_units
-        return None if budget is None else budget - self.spent - self.reserved
+        if budget is None:
+            return None
+        return budget + self.raised - self.spent - self.reserved - self.leased
 
     @property
     def calls(self) -> int:
@@ -271,28 +293,42 @@ class Usage:
                 "currency": bounds.currency,
                 "budget": bounds.budget,
                 "spent": format_units(self.spent, scale),
-                "reserved": format_units(self.reserved, scale),
+                "reserved": format_units(self.reserved + self.leased, scale),
                 "remaining": format_units(self.remaining or 0, scale),
             }
+            if self.leased:  # held by replicas' leases (included in reserved)
+                view["leased"] = format_units(self.leased, scale)
+            if self.raised:  # approved budget increases (included in remaining)
+                view["raised"] = format_units(self.raised, scale)
         view["calls"] = self.calls
         if bounds.max_calls is not None:
-            view["max_calls"] = bounds.max_calls
-            view["calls_remaining"] = bounds.max_calls - self.calls
+            limit = bounds.max_calls + self.raised_calls
+            view["max_calls"] = limit
+            if self.raised_calls:
+                view["calls_raised"] = self.raised_calls
+            view["calls_remaining"] = limit - self.calls - self.leased_calls
         if bounds.class_limits:
             view["call_classes"] = [
-                {
-                    "call_class": name,
-                    "max": limit,
-                    "calls": self.class_calls.get(name, 0),
-                    "remaining": limit - self.class_calls.get(name, 0),
-                }
-                for name, limit in sorted(bounds.class_limits.items())
+                self._class_view(name, limit) for name, limit in sorted(bounds.class_limits.items())
             ]
+        return view
+
+    def _class_view(self, name: str, limit: int) -> dict[str, Any]:
+        raised = self.raised_class.get(name, 0)
+        calls = self.class_calls.get(name, 0)
+        view: dict[str, Any] = {
+            "call_class": name,
+            "max": limit + raised,
+            "calls": calls,
+            "remaining": limit + raised - calls - self.leased_class.get(name, 0),
+        }
+        if raised:
+            view["raised"] = raised
         return view
 
 
 class Meter(BaseAggregate[str]):
-    """The reservations and committed usage of one Mission."""
+    """The reservations, budget leases, raises and committed usage of one Mission."""
 
     TOPIC = TOPIC_PREFIX + "Meter"
 
@@ -325,10 +361,19 @@ class Meter(BaseAggregate[str]):
             aggregate.class_calls = {}
             aggregate.outstanding = {}
             aggregate.settled = {}
+            aggregate.leases = {}
+            aggregate.leased = 0
+            aggregate.leased_calls = 0
+            aggregate.leased_class = {}
+            aggregate.raised = 0
+            aggregate.raised_calls = 0
+            aggregate.raised_class = {}
+            aggregate.raises = {}
 
     @dataclass(frozen=True)
     class Reserved(Event):
-        """A permit reserved ``amount`` (``None``: no amount) and one call."""
+        """A permit reserved ``amount`` (``None``: no amount) and one call; under a budget
+        lease (``lease_id``) it was taken from the lease's slice."""
 
         TOPIC = TOPIC_PREFIX + "Meter.Reserved"
         evaluation_id: str
@@ -336,9 +381,12 @@ class Meter(BaseAggregate[str]):
         call_class: str | None
         expires_at: datetime
         mandate_id: str | None
+        lease_id: str | None = None
 
         def apply(self, aggregate: Meter) -> None:
             units = 0 if self.amount is None else parse_units(self.amount) or 0
+            if self.lease_id is not None:
+                aggregate._draw(self.lease_id, units, self.call_class)
             aggregate.outstanding[self.evaluation_id] = Reservation(
                 units=units, call_class=self.call_class, expires_at=self.expires_at
             )
@@ -391,6 +439,76 @@ class Meter(BaseAggregate[str]):
                 aggregate.class_calls[held.call_class] -= 1
             return Settlement(EXPIRED if self.outcome == EXPIRED else ABORTED, 0)
 
+    @dataclass(frozen=True)
+    class LeaseGranted(Event):
+        """A replica (``holder``) took a slice of the bounds to reserve from in memory until
+        ``expires_at``: ``amount`` of the budget, ``calls`` metered calls, ``call_limits``
+        calls per class (``None``/absent: not metered). Outstanding until reserved or
+        returned."""
+
+        TOPIC = TOPIC_PREFIX + "Meter.LeaseGranted"
+        lease_id: str
+        holder: str
+        amount: str | None
+        calls: int | None
+        call_limits: dict[str, int]
+        expires_at: datetime
+
+        def apply(self, aggregate: Meter) -> None:
+            units = None if self.amount is None else parse_units(self.amount) or 0
+            aggregate.leases[self.lease_id] = Lease(
+                holder=self.holder,
+                units=units,
+                calls=self.calls,
+                classes=dict(self.call_limits),
+                expires_at=self.expires_at,
+            )
+            aggregate.leased += units or 0
+            aggregate.leased_calls += self.calls or 0
+            for name, count in self.call_limits.items():
+                aggregate.leased_class[name] = aggregate.leased_class.get(name, 0) + count
+
+    @dataclass(frozen=True)
+    class LeaseReturned(Event):
+        """A lease ended: what it still held goes back to the Meter (``returned`` by its
+        holder, or ``expired``). Reservations made under it stay until they end."""
+
+        TOPIC = TOPIC_PREFIX + "Meter.LeaseReturned"
+        lease_id: str
+        outcome: str
+        amount: str | None
+        calls: int | None
+        call_limits: dict[str, int]
+        actor: dict[str, Any]
+
+        def apply(self, aggregate: Meter) -> None:
+            lease = aggregate.leases.pop(self.lease_id)
+            aggregate.leased -= lease.units or 0
+            aggregate.leased_calls -= lease.calls or 0
+            for name, count in lease.classes.items():
+                aggregate.leased_class[name] -= count
+
+    @dataclass(frozen=True)
+    class BoundRaised(Event):
+        """An approved ``mission_budget_increase`` request raised the bounds by exactly what
+        the denied request needed (``amount``, one call, one call of ``call_class``), for the
+        permit ``evaluation_id`` that spends the approval's use."""
+
+        TOPIC = TOPIC_PREFIX + "Meter.BoundRaised"
+        approval_id: str
+        evaluation_id: str
+        amount: str | None
+        calls: int
+        call_class: str | None
+
+        def apply(self, aggregate: Meter) -> None:
+            aggregate.raised += 0 if self.amount is None else parse_units(self.amount) or 0
+            aggregate.raised_calls += self.calls
+            if self.call_class is not None:
+                counts = aggregate.raised_class
+                counts[self.call_class] = counts.get(self.call_class, 0) + 1
+            aggregate.raises[self.evaluation_id] = self.approval_id
+
     if TYPE_CHECKING:
         mission_id: str
         bounds: Bounds
@@ -401,6 +519,14 @@ class Meter(BaseAggregate[str]):
         class_calls: dict[str, int]
         outstanding: dict[str, Reservation]
         settled: dict[str, Settlement]
+        leases: dict[str, Lease]
+        leased: int
+        leased_calls: int
+        leased_class: dict[str, int]
+        raised: int
+        raised_calls: int
+        raised_class: dict[str, int]
+        raises: dict[str, str]
 
     # ----------------------------------------------------------------- commands
 
@@ -422,45 +548,36 @@ class Meter(BaseAggregate[str]):
         expires_at: datetime,
         mandate_id: str | None,
         now: datetime,
+        lease_id: str | None = None,
+        approval_id: str | None = None,
     ) -> None:
         """Reserve ``call``, or refuse (``BudgetExceeded``) when committed plus outstanding
-        would exceed a bound; a mismatched currency is refused as invalid."""
+        (reservations and leases) would exceed a bound; a mismatched currency is refused as
+        invalid. Under ``lease_id`` the call is taken from that lease's slice (refused when
+        the lease has ended or lacks room). With ``approval_id`` (an approved
+        ``mission_budget_increase`` whose use this permit spends) the bounds are first raised
+        by exactly what the call needs (``BoundRaised``), so it always fits."""
         if evaluation_id in self.outstanding or evaluation_id in self.settled:
             raise Conflict(f"evaluation {evaluation_id!r} already holds a reservation")
         if expires_at <= now:
             raise InvalidRequest("a reservation must expire after it is made")
-        bounds = self.bounds
-        budget = bounds.budget_units
-        amount = None if budget is None else call.amount
-        units = 0
-        if amount is not None:
-            units = require_units(amount, "/amount")
-            if call.currency != bounds.currency:
-                raise InvalidRequest(
-                    f"currency {call.currency} is not comparable with the budget's "
-                    f"{bounds.currency} (no conversion)"
-                )
-        if budget is not None and self.spent + self.reserved + units > budget:
-            raise BudgetExceeded(
-                f"{format_units(units, scale_of(bounds.budget or ''))} {bounds.currency} "
-                f"would exceed the Mission's max_budget: "
-                f"{self._shown(budget - self.spent - self.reserved)} {bounds.currency} remain",
-                control=MAX_BUDGET,
+        units, amount, klass = self._need(call)
+        if approval_id is not None:
+            if lease_id is not None:
+                raise InvalidRequest("a raise is reserved centrally, never under a lease")
+            self.trigger_event(
+                self.BoundRaised,
+                timestamp=now,
+                approval_id=approval_id,
+                evaluation_id=evaluation_id,
+                amount=amount,
+                calls=1 if self.bounds.max_calls is not None else 0,
+                call_class=klass if klass in self.bounds.class_limits else None,
             )
-        if bounds.max_calls is not None and self.calls_committed + self.calls_reserved >= (
-            bounds.max_calls
-        ):
-            raise BudgetExceeded(
-                f"the Mission's max_calls ({bounds.max_calls}) are used or reserved",
-                control=MAX_CALLS,
-            )
-        klass = call.call_class
-        limit = None if klass is None else bounds.class_limits.get(klass)
-        if klass is not None and limit is not None and self.class_calls.get(klass, 0) >= limit:
-            raise BudgetExceeded(
-                f"the Mission's max_calls for call class {klass!r} ({limit}) are used or reserved",
-                control=MAX_CALLS,
-            )
+        if lease_id is None:
+            self._check_room(units, klass, need_calls=1)
+        else:
+            self._check_lease(lease_id, units, klass, now)
         self.trigger_event(
             self.Reserved,
             timestamp=now,
@@ -469,7 +586,70 @@ class Meter(BaseAggregate[str]):
             call_class=klass,
             expires_at=expires_at,
             mandate_id=mandate_id,
+            lease_id=lease_id,
         )
+
+    def grant_lease(
+        self,
+        call: MeteredCall,
+        *,
+        lease_id: str,
+        holder: str,
+        expires_at: datetime,
+        share: int,
+        now: datetime,
+    ) -> Lease:
+        """Lease ``holder`` a slice of what remains of each bound: ``1/share`` of it, at least
+        what ``call`` needs (refused with ``BudgetExceeded`` when even that does not fit), at
+        most all of it."""
+        if lease_id in self.leases:
+            raise Conflict(f"lease {lease_id!r} exists")
+        if expires_at <= now:
+            raise InvalidRequest("a lease must expire after it is granted")
+        units, _, klass = self._need(call)
+        self._check_room(units, klass, need_calls=1)
+        bounds = self.bounds
+        left = self._room()
+        amount: str | None = None
+        if bounds.budget is not None:
+            room = left[MAX_BUDGET] or 0
+            amount = self._shown(min(room, max(units, room // share)))
+        calls: int | None = None
+        if bounds.max_calls is not None:
+            room = left[MAX_CALLS] or 0
+            calls = min(room, max(1, room // share))
+        limits: dict[str, int] = {}
+        for name in bounds.class_limits:
+            room = left[name] or 0
+            limits[name] = min(room, max(1 if name == klass else 0, room // share))
+        self.trigger_event(
+            self.LeaseGranted,
+            timestamp=now,
+            lease_id=lease_id,
+            holder=holder,
+            amount=amount,
+            calls=calls,
+            call_limits=limits,
+            expires_at=expires_at,
+        )
+        return self.leases[lease_id]
+
+    def return_lease(self, lease_id: str, *, outcome: str, actor: Actor, now: datetime) -> bool:
+        """End a lease (its unused slice goes back); False when it has already ended."""
+        lease = self.leases.get(lease_id)
+        if lease is None:
+            return False
+        self.trigger_event(
+            self.LeaseReturned,
+            timestamp=now,
+            lease_id=lease_id,
+            outcome=outcome,
+            amount=None if lease.units is None else self._shown(lease.units),
+            calls=lease.calls,
+            call_limits=dict(lease.classes),
+            actor=actor.to_json(),
+        )
+        return True
 
     def report(
         self,
@@ -521,7 +701,9 @@ class Meter(BaseAggregate[str]):
         return self.settled[evaluation_id], False
 
     def expire_due(self, now: datetime) -> int:
-        """Release every reservation whose expiry has come; returns how many."""
+        """Release every reservation whose expiry has come, and end every lease whose
+        expiry has come (its holder stopped using it well before); returns how many
+        reservations."""
         due = [eid for eid, held in self.outstanding.items() if held.expires_at <= now]
         for evaluation_id in due:
             self.trigger_event(
@@ -531,7 +713,101 @@ class Meter(BaseAggregate[str]):
                 outcome=EXPIRED,
                 actor=SCHEDULER.to_json(),
             )
+        for lease_id in [k for k, lease in self.leases.items() if lease.expires_at <= now]:
+            self.return_lease(lease_id, outcome=EXPIRED, actor=SCHEDULER, now=now)
         return len(due)
+
+    # ----------------------------------------------------------------- arithmetic
+
+    def _need(self, call: MeteredCall) -> tuple[int, str | None, str | None]:
+        """What ``call`` takes: units of the budget, the amount to record, its class."""
+        bounds = self.bounds
+        amount = None if bounds.budget is None else call.amount
+        units = 0
+        if amount is not None:
+            units = require_units(amount, "/amount")
+            if call.currency != bounds.currency:
+                raise InvalidRequest(
+                    f"currency {call.currency} is not comparable with the budget's "
+                    f"{bounds.currency} (no conversion)"
+                )
+        return units, amount, call.call_class
+
+    def _room(self) -> dict[str, int | None]:
+        """What each bound has left for new reservations and leases (``None``: unbounded):
+        the bound, plus raises, minus committed, reserved and leased."""
+        bounds = self.bounds
+        budget = bounds.budget_units
+        room: dict[str, int | None] = {
+            MAX_BUDGET: None
+            if budget is None
+            else budget + self.raised - self.spent - self.reserved - self.leased,
+            MAX_CALLS: None
+            if bounds.max_calls is None
+            else bounds.max_calls
+            + self.raised_calls
+            - self.calls_committed
+            - self.calls_reserved
+            - self.leased_calls,
+        }
+        for name, limit in bounds.class_limits.items():
+            room[name] = (
+                limit
+                + self.raised_class.get(name, 0)
+                - self.class_calls.get(name, 0)
+                - self.leased_class.get(name, 0)
+            )
+        return room
+
+    def _check_room(self, units: int, klass: str | None, *, need_calls: int) -> None:
+        room = self._room()
+        budget = room[MAX_BUDGET]
+        if budget is not None and units > budget:
+            raise BudgetExceeded(
+                f"{self._shown(units)} {self.bounds.currency} would exceed the Mission's "
+                f"max_budget: {self._shown(max(budget, 0))} {self.bounds.currency} remain",
+                control=MAX_BUDGET,
+            )
+        calls = room[MAX_CALLS]
+        if calls is not None and calls < need_calls:
+            raise BudgetExceeded(
+                f"the Mission's max_calls ({self.bounds.max_calls}) are used or reserved",
+                control=MAX_CALLS,
+            )
+        if klass is not None and klass in self.bounds.class_limits and (room[klass] or 0) < 1:
+            raise BudgetExceeded(
+                f"the Mission's max_calls for call class {klass!r} "
+                f"({self.bounds.class_limits[klass]}) are used or reserved",
+                control=MAX_CALLS,
+            )
+
+    def _check_lease(self, lease_id: str, units: int, klass: str | None, now: datetime) -> None:
+        lease = self.leases.get(lease_id)
+        if lease is None or lease.expires_at <= now:
+            raise Conflict(f"lease {lease_id!r} has ended")
+        short = (
+            (lease.units is not None and units > lease.units)
+            or (lease.calls is not None and lease.calls < 1)
+            or (klass in self.bounds.class_limits and lease.classes.get(klass or "", 0) < 1)
+        )
+        if short:
+            raise BudgetExceeded(f"lease {lease_id!r} lacks room for this call", control=MAX_BUDGET)
+
+    def _draw(self, lease_id: str, units: int, klass: str | None) -> None:
+        """Move one reservation's share out of a lease (``Reserved.apply``)."""
+        lease = self.leases[lease_id]
+        classes = dict(lease.classes)
+        if klass is not None and klass in classes:
+            classes[klass] -= 1
+            self.leased_class[klass] -= 1
+        self.leases[lease_id] = replace(
+            lease,
+            units=None if lease.units is None else lease.units - units,
+            calls=None if lease.calls is None else lease.calls - 1,
+            classes=classes,
+        )
+        self.leased -= units if lease.units is not None else 0
+        self.leased_calls -= 1 if lease.calls is not None else 0
 
     # ----------------------------------------------------------------- queries
 
@@ -543,10 +819,20 @@ class Meter(BaseAggregate[str]):
             calls_committed=self.calls_committed,
             calls_reserved=self.calls_reserved,
             class_calls=dict(self.class_calls),
+            leased=self.leased,
+            leased_calls=self.leased_calls,
+            leased_class=dict(self.leased_class),
+            raised=self.raised,
+            raised_calls=self.raised_calls,
+            raised_class=dict(self.raised_class),
         )
 
     def next_expiry(self) -> datetime | None:
-        return min((held.expires_at for held in self.outstanding.values()), default=None)
+        return min(
+            [held.expires_at for held in self.outstanding.values()]
+            + [lease.expires_at for lease in self.leases.values()],
+            default=None,
+        )
 
     def _shown(self, units: int) -> str:
         return format_units(units, scale_of(self.bounds.budget or ""))

@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 
 from ledger.domain.actors import Actor
 from ledger.domain.constraints import PARAMETER_VIOLATION, Violation
-from ledger.domain.errors import BudgetExceeded, InvalidRequest, NotFound, ReservationExpired
+from ledger.domain.errors import (
+    BudgetExceeded,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    ReservationExpired,
+)
 from ledger.domain.metering import (
     ABORTED,
     EXECUTED,
@@ -191,6 +197,10 @@ OPERATIONS = st.lists(
         st.tuples(st.just("commit"), st.integers(0, 40), st.integers(0, 100)),
         st.tuples(st.just("abort"), st.integers(0, 40), st.none()),
         st.tuples(st.just("tick"), st.integers(0, 200), st.none()),
+        st.tuples(st.just("lease"), st.integers(1, 8), st.sampled_from([None, "write"])),
+        st.tuples(st.just("draw"), AMOUNTS, st.sampled_from([None, "write", "read"])),
+        st.tuples(st.just("return"), st.integers(0, 40), st.none()),
+        st.tuples(st.just("raise"), AMOUNTS, st.sampled_from([None, "write", "read"])),
     ),
     max_size=60,
 )
@@ -207,18 +217,37 @@ def test_committed_plus_outstanding_never_exceeds_any_bound(
     now = NOW
     committed = 0
     made: list[str] = []
+    leases: list[str] = []
     for kind, first, second in operations:
+        eid = f"e{len(made)}"
         try:
-            if kind == "reserve":
-                eid = f"e{len(made)}"
+            if kind in ("reserve", "draw", "raise"):
+                lease_id = leases[-1] if kind == "draw" and leases else None
+                if kind == "draw" and lease_id is None:
+                    continue
                 m.reserve(
                     MeteredCall(amount=str(first), currency="USD", call_class=second),
                     evaluation_id=eid,
                     expires_at=now + timedelta(seconds=60),
                     mandate_id=None,
                     now=now,
+                    lease_id=lease_id,
+                    approval_id=f"apv_{eid}" if kind == "raise" else None,
                 )
                 made.append(eid)
+            elif kind == "lease":
+                lease_id = f"lse_{len(leases)}"
+                m.grant_lease(
+                    MeteredCall(amount="1.00", currency="USD", call_class=second),
+                    lease_id=lease_id,
+                    holder="rpl_a",
+                    expires_at=now + timedelta(seconds=30),
+                    share=first,
+                    now=now,
+                )
+                leases.append(lease_id)
+            elif kind == "return" and leases:
+                m.return_lease(leases[first % len(leases)], outcome="returned", actor=PEP, now=now)
             elif kind == "commit" and made:
                 eid = made[first % len(made)]
                 held = m.outstanding.get(eid)
@@ -235,16 +264,31 @@ def test_committed_plus_outstanding_never_exceeds_any_bound(
             elif kind == "tick":
                 now += timedelta(seconds=first)
                 m.expire_due(now)
-        except (BudgetExceeded, ReservationExpired):
+        except (BudgetExceeded, ReservationExpired, Conflict):
             pass
-        assert m.spent + m.reserved <= budget
-        assert m.calls_committed + m.calls_reserved <= 12
-        assert m.class_calls.get("write", 0) <= 4
+        # Outstanding includes what leases hold unused; raises lift the bounds.
+        assert m.spent + m.reserved + m.leased <= budget + m.raised
+        assert m.calls_committed + m.calls_reserved + m.leased_calls <= 12 + m.raised_calls
+        assert m.class_calls.get("write", 0) + m.leased_class.get("write", 0) <= 4 + (
+            m.raised_class.get("write", 0)
+        )
         assert m.reserved == sum(h.units for h in m.outstanding.values())
+        assert m.leased == sum(lease.units or 0 for lease in m.leases.values())
         assert m.spent == committed
+        assert m.raised == sum(
+            parse_units(e.amount or "0") or 0
+            for e in m.pending_events
+            if isinstance(e, Meter.BoundRaised)
+        )
     rebuilt = replayed(m)
-    assert (rebuilt.spent, rebuilt.reserved) == (m.spent, m.reserved)
+    assert (rebuilt.spent, rebuilt.reserved, rebuilt.leased, rebuilt.raised) == (
+        m.spent,
+        m.reserved,
+        m.leased,
+        m.raised,
+    )
     assert rebuilt.outstanding == m.outstanding
+    assert rebuilt.leases == m.leases
 
 
 @given(
@@ -304,3 +348,120 @@ def test_a_malformed_metered_amount_is_a_parameter_violation() -> None:
     found = metered_call(USD, {}, {"amount": "5,00", "currency": "USD"}, {})
     assert isinstance(found, Violation)
     assert "not a decimal string" in found.detail
+
+
+# ---------------------------------------------------------------------- budget leases
+
+
+def lease(m: Meter, lease_id: str = "lse_1", *, share: int = 4, ttl: int = 30) -> None:
+    m.grant_lease(
+        spend("1.00"),
+        lease_id=lease_id,
+        holder="rpl_a",
+        expires_at=NOW + timedelta(seconds=ttl),
+        share=share,
+        now=NOW,
+    )
+
+
+def draw(m: Meter, evaluation_id: str, call: MeteredCall, lease_id: str = "lse_1") -> None:
+    m.reserve(
+        call,
+        evaluation_id=evaluation_id,
+        expires_at=NOW + timedelta(seconds=300),
+        mandate_id=None,
+        now=NOW,
+        lease_id=lease_id,
+    )
+
+
+def test_a_lease_takes_its_share_of_what_remains_and_counts_as_outstanding() -> None:
+    m = meter()
+    reserve(m, "e1", spend("200.00"))
+    lease(m, share=4)
+    assert m.leases["lse_1"].units == parse_units("200.00")
+    assert m.usage().to_json()["reserved"] == "400.00"
+    assert m.usage().to_json()["remaining"] == "600.00"
+
+
+def test_a_reservation_under_a_lease_moves_from_the_lease_to_reserved() -> None:
+    m = meter()
+    lease(m, share=4)
+    draw(m, "e1", spend("100.00"))
+    assert (m.leased, m.reserved) == (parse_units("150.00"), parse_units("100.00"))
+
+
+def test_a_lease_refuses_what_it_cannot_cover() -> None:
+    m = meter()
+    lease(m, share=4)
+    with pytest.raises(BudgetExceeded):
+        draw(m, "e1", spend("250.01"))
+
+
+def test_a_central_reservation_cannot_take_what_a_lease_holds() -> None:
+    m = meter()
+    lease(m, share=1)  # the whole budget
+    with pytest.raises(BudgetExceeded):
+        reserve(m, "e1", spend("0.01"))
+
+
+def test_returning_a_lease_gives_back_its_unused_part_once() -> None:
+    m = meter()
+    lease(m, share=4)
+    draw(m, "e1", spend("100.00"))
+    assert m.return_lease("lse_1", outcome="returned", actor=PEP, now=NOW)
+    assert not m.return_lease("lse_1", outcome="returned", actor=PEP, now=NOW)
+    assert (m.leased, m.reserved) == (0, parse_units("100.00"))
+
+
+def test_an_expired_lease_is_released_and_no_longer_drawn_from() -> None:
+    m = meter()
+    lease(m, ttl=30)
+    m.expire_due(NOW + timedelta(seconds=30))
+    assert m.leased == 0
+    assert [type(e).__name__ for e in m.pending_events][-1] == "LeaseReturned"
+    with pytest.raises(Conflict):
+        draw(m, "e1", spend("1.00"))
+
+
+def test_a_lease_that_cannot_cover_the_call_is_refused() -> None:
+    m = meter()
+    reserve(m, "e1", spend("999.50"))
+    with pytest.raises(BudgetExceeded):
+        lease(m)
+
+
+def test_a_lease_of_calls_takes_a_share_of_each_class() -> None:
+    m = meter(Bounds(max_calls=16, class_limits={"write": 8}))
+    m.grant_lease(
+        spend(None, "write"),
+        lease_id="lse_1",
+        holder="rpl_a",
+        expires_at=NOW + timedelta(seconds=30),
+        share=4,
+        now=NOW,
+    )
+    assert (m.leases["lse_1"].calls, dict(m.leases["lse_1"].classes)) == (4, {"write": 2})
+    assert m.usage().to_json()["calls_remaining"] == 12
+
+
+# ---------------------------------------------------------------------- bound raises
+
+
+def test_an_approved_increase_raises_the_bound_by_exactly_the_call_and_reserves_it() -> None:
+    m = meter(Bounds(budget="100.00", currency="USD", max_calls=1))
+    reserve(m, "e1", spend("90.00"))
+    m.reserve(
+        spend("25.00"),
+        evaluation_id="e2",
+        expires_at=NOW + timedelta(seconds=300),
+        mandate_id=None,
+        now=NOW,
+        approval_id="apv_1",
+    )
+    raised = [e for e in m.pending_events if isinstance(e, Meter.BoundRaised)]
+    assert [(e.approval_id, e.amount, e.calls) for e in raised] == [("apv_1", "25.00", 1)]
+    view = m.usage().to_json()
+    assert (view["raised"], view["remaining"], view["max_calls"]) == ("25.00", "10.00", 2)
+    with pytest.raises(BudgetExceeded):
+        reserve(m, "e3", spend("0.01"))
