@@ -147,6 +147,16 @@ class ServiceCollector(Collector):
             meters.save_seconds,
         )
         yield _counter(
+            "metering_drawn",
+            "Metered permits answered from this replica's budget lease, without waiting.",
+            meters.drawn,
+        )
+        yield _counter(
+            "metering_reserved_durably",
+            "Metered permits that waited for the Meter writer (no lease covered them).",
+            meters.reserved_durably,
+        )
+        yield _counter(
             "metering_conflicts",
             "Metering groups retried because another replica wrote a Meter first.",
             meters.conflicts,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 FollowUp = Callable[[bytes], bytes | None]
 """Given a raw answer, the request to send next on the same connection as part of the same
-operation (``None``: the operation failed)."""
+operation (``None``: the operation failed; ``b""``: nothing to send this time)."""
 
 _TIMING = re.compile(rb"server-timing: [a-z]+;dur=([0-9.]+)", re.IGNORECASE)
 _LENGTH = re.compile(rb"content-length: *([0-9]+)", re.IGNORECASE)
@@ -94,7 +94,7 @@ async def _connection(
                 then = follow(raw)
                 if then is None:
                     status = 599  # the operation failed (e.g. a denial where a permit was due)
-                else:
+                elif then:
                     writer.write(then)
                     status, _ = await _read_response(reader)
             result.latencies_ms.append((time.perf_counter() - started) * 1000)

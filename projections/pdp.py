@@ -731,9 +731,7 @@ def _reject(decision: Decision, reason: str, detail: str) -> Decision:
     if NEXT_ACTIONS[reason] != "request":
         context.pop("access_request", None)
         context.pop("evaluated_at", None)
-    return replace(
-        decision, decision=False, context=context, use=None, fallback=None, pending=None
-    )
+    return replace(decision, decision=False, context=context, use=None, fallback=None, pending=None)
 
 
 def _is_token(reference: object) -> bool:

@@ -257,6 +257,7 @@ class MeterWriter:
         self.operations = 0
         self.conflicts = 0
         self.drawn = 0  # permits answered from a lease, without waiting
+        self.reserved_durably = 0  # permits that waited for a group
         self.apply_seconds = 0.0  # applying groups, their saves included
         self.save_seconds = 0.0  # in the store's write transaction
 
@@ -300,6 +301,8 @@ class MeterWriter:
                 future.set_exception(Conflict("the service is shutting down; try again"))
                 return future
             self._queue.append((operation, future))
+            if isinstance(operation, Reserve):
+                self.reserved_durably += 1
             self._cond.notify()
         return future
 
@@ -365,9 +368,7 @@ class MeterWriter:
                     else:
                         self._cond.wait()
                 stopping = self._stopping
-                if stopping and not (
-                    self._queue or self._draws or self._returning or self._leases
-                ):
+                if stopping and not (self._queue or self._draws or self._returning or self._leases):
                     return
                 group = self._group()
             if group:
@@ -392,7 +393,6 @@ class MeterWriter:
             elif isinstance(operation, Reserve) and operation.approval_id is None and lease:
                 if now < lease.use_until and lease.take(operation.call):
                     self._draws.append(_drawn(operation, lease.lease_id))
-                    self.drawn += 1
                     assert future is not None
                     future.set_result(None)
                     continue
@@ -575,9 +575,7 @@ class MeterWriter:
             return None
         if isinstance(operation, ReturnLease):
             if meter is not None:
-                meter.return_lease(
-                    operation.lease_id, outcome="returned", actor=SCHEDULER, now=now
-                )
+                meter.return_lease(operation.lease_id, outcome="returned", actor=SCHEDULER, now=now)
             return None
         if isinstance(operation, Report):
             if meter is None:

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 import pytest
-from mission_ledger_pep import PdpClient
+from mission_ledger_pep import PdpClient, UsageReporter
 
 from tests.e2e.conftest import launch
 from tests.e2e.server import ServerProcess, create_key, store_env
@@ -192,17 +192,28 @@ def _usage(url: str, auditor: dict[str, str], mission: str) -> dict[str, Any]:
 
 
 def _replay_budget(events: list[dict[str, Any]]) -> tuple[Decimal, Counter[str]]:
-    """Walk the log in position order: committed + outstanding <= the budget after every
-    event; every reservation ends once. Returns the sum of committed usage and the outcomes."""
+    """Walk the log in position order: committed + outstanding (reservations, and what the
+    replicas' budget leases hold unused) <= the budget after every event; every reservation
+    ends once, every lease ends once. Returns the sum of committed usage and the outcomes."""
     outstanding: dict[str, Decimal] = {}
+    leased: dict[str, Decimal] = {}
     ended: Counter[str] = Counter()
     spent = Decimal(0)
     positions = [e["position"] for e in events]
     assert positions == sorted(positions)
     for event in events:
         data = event["data"]
-        if event["type"] == "Reserved":
+        if event["type"] == "LeaseGranted":
+            leased[data["lease_id"]] = Decimal(data["amount"])
+        elif event["type"] == "LeaseReturned":
+            leased.pop(data["lease_id"])
+            ended[f"lease {data['outcome']}"] += 1
+        elif event["type"] == "Reserved":
             outstanding[data["evaluation_id"]] = Decimal(data["amount"] or 0)
+            if data.get("lease_id") is not None:
+                leased[data["lease_id"]] -= Decimal(data["amount"] or 0)
+                assert leased[data["lease_id"]] >= 0, event["position"]
+                ended["under a lease"] += 1
         elif event["type"] == "UsageCommitted":
             held = outstanding.pop(data["evaluation_id"])
             assert Decimal(data["amount"]) <= held
@@ -211,30 +222,42 @@ def _replay_budget(events: list[dict[str, Any]]) -> tuple[Decimal, Counter[str]]
         elif event["type"] == "Released":
             outstanding.pop(data["evaluation_id"])
             ended[data["outcome"]] += 1
-        assert spent + sum(outstanding.values()) <= BUDGET, event["position"]
+        assert spent + sum(outstanding.values()) + sum(leased.values()) <= BUDGET, event["position"]
     assert outstanding == {}
+    assert leased == {}
     return spent, ended
 
 
 def _replay_calls(events: list[dict[str, Any]]) -> Counter[str]:
-    """The same for the calls of each class: committed + reserved <= its max at every event."""
+    """The same for the calls of each class: committed + reserved + leased <= its max at
+    every event."""
     classes: dict[str, str] = {}
     counted: Counter[str] = Counter()
+    leased: dict[str, Counter[str]] = {}
     open_ones: set[str] = set()
     for event in events:
         data = event["data"]
-        if event["type"] == "Reserved":
+        if event["type"] == "LeaseGranted":
+            leased[data["lease_id"]] = Counter(data["call_limits"])
+        elif event["type"] == "LeaseReturned":
+            leased.pop(data["lease_id"])
+        elif event["type"] == "Reserved":
             classes[data["evaluation_id"]] = data["call_class"]
             counted[data["call_class"]] += 1
             open_ones.add(data["evaluation_id"])
+            if data.get("lease_id") is not None:
+                leased[data["lease_id"]][data["call_class"]] -= 1
+                assert leased[data["lease_id"]][data["call_class"]] >= 0, event["position"]
         elif event["type"] == "UsageCommitted":
             open_ones.remove(data["evaluation_id"])
         elif event["type"] == "Released":
             open_ones.remove(data["evaluation_id"])
             counted[classes[data["evaluation_id"]]] -= 1
         for name, limit in CLASS_LIMITS.items():
-            assert counted[name] <= limit, event["position"]
+            held = sum(lease[name] for lease in leased.values())
+            assert counted[name] + held <= limit, event["position"]
     assert open_ones == set()
+    assert leased == {}
     return counted
 
 
@@ -303,8 +326,10 @@ def test_two_replicas_never_take_a_meter_past_its_bound(
     assert Decimal(usage["reserved"]) == 0
     assert spent == sum(tally.committed.values(), Decimal(0))
     assert Decimal(usage["remaining"]) == BUDGET - spent
-    # The run meant something: every kind of ending happened, and the bounds were reached.
+    # The run meant something: every kind of ending happened, most permits came from a
+    # replica's lease (no commit before the answer), and the bounds were reached.
     assert min(ended[kind] for kind in ("executed", "aborted", "expired")) > 0, ended
+    assert ended["under a lease"] > 0, ended
     assert tally.exceeded == {"budget", "calls"}, tally.decisions
 
     counted = _replay_calls(_events(urls[0], auth["auditor"], calls_mission))
@@ -335,3 +360,31 @@ def test_the_pep_toolkit_reports_usage_to_another_replica(
         refused = b.evaluate(_decision(token, "invoices.pay", "37.51"))
         assert refused.reason == "budget_exceeded"
     assert _usage(urls[1], auth["auditor"], mission)["spent"] == "12.50"
+
+
+def test_the_pep_toolkit_batches_usage_reports_in_the_background(
+    postgres_url: str, servers: list[ServerProcess], tmp_path: Path
+) -> None:
+    """``UsageReporter`` against the real service: permits decided on one replica (from its
+    budget lease), their reports gathered and sent in batches to the other; every report is
+    answered and the Mission shows exactly what was committed."""
+    urls, auth = _replicas(postgres_url, servers, tmp_path)
+    mission = _mission(
+        urls[0],
+        auth,
+        {"max_budget": {"amount": "50.00", "currency": "USD"}},
+        [_entry(["invoices.pay"])],
+    )
+    token = _token(urls[0], auth, mission)
+    pep_key = auth["pep"]["Authorization"].removeprefix("Bearer ")
+    answers: list[dict[str, Any]] = []
+    with PdpClient(urls[0], pep_key, timeout=10) as a, PdpClient(urls[1], pep_key, timeout=10) as b:
+        with UsageReporter(b, interval=0.2, on_result=answers.append) as reporter:
+            for _ in range(20):
+                decision = a.evaluate(_decision(token, "invoices.pay", "1.00"))
+                assert decision.allowed, decision.context
+                reporter.report(decision.context["evaluation_id"], "executed", amount="0.50")
+            assert reporter.flush(timeout=30)
+        assert reporter.batches < 20
+    assert [a["status"] for a in answers] == [200] * 20
+    assert _usage(urls[1], auth["auditor"], mission)["spent"] == "10.00"

@@ -392,3 +392,47 @@ def test_the_mission_as_of_an_instant_shows_its_usage_then(harness: Harness) -> 
     assert past.status_code == 200, past.text
     assert (past.json()["usage"]["spent"], past.json()["usage"]["calls"]) == ("10.00", 1)
     assert usage(harness, mission)["spent"] == "30.00"
+
+
+# ---------------------------------------------------------------------- batched reports
+
+
+def test_many_reports_in_one_request_are_each_answered_in_order(harness: Harness) -> None:
+    mission, token = metered_token(harness, BUDGET)
+    first = permitted(harness, pay(token, "10"))
+    second = permitted(harness, pay(token, "20"))
+    unknown = first.replace("ev_", "ev_0", 1)
+    body = {
+        "reports": [
+            {"evaluation_id": first, "outcome": "executed", "amount": "7.50"},
+            {"evaluation_id": second, "outcome": "aborted"},
+            {"evaluation_id": unknown, "outcome": "executed"},
+            {"evaluation_id": first, "outcome": "aborted"},
+        ]
+    }
+    response = report(harness, body)
+    assert response.status_code == 200, response.text
+    answers = response.json()["reports"]
+    assert [(a["status"], a.get("outcome"), a.get("replayed")) for a in answers] == [
+        (200, "executed", False),
+        (200, "aborted", False),
+        (404, None, None),
+        (200, "executed", True),
+    ]
+    assert answers[2]["evaluation_id"] == unknown
+    assert answers[2]["code"] == "not_found"
+    assert usage(harness, mission)["spent"] == "7.50"
+
+
+def test_a_malformed_report_in_a_batch_refuses_the_whole_batch(harness: Harness) -> None:
+    _, token = metered_token(harness, BUDGET)
+    evaluation_id = permitted(harness, pay(token, "10"))
+    head = harness.head()
+    body = {
+        "reports": [
+            {"evaluation_id": evaluation_id, "outcome": "executed"},
+            {"evaluation_id": evaluation_id, "outcome": "spent"},
+        ]
+    }
+    assert_problem(report(harness, body), 400, "invalid_request")
+    assert harness.head() == head

@@ -10,6 +10,7 @@ from mission_ledger_pep.protocol import AccessRequestError
 from mission_ledger_pep.sse import Event, SseParser
 from mission_ledger_pep.subscriber import SignalSubscriber
 from mission_ledger_pep.tokens import TokenRejected
+from mission_ledger_pep.usage import UsageReporter
 
 __all__ = [
     "PDP_UNAVAILABLE",
@@ -26,4 +27,5 @@ __all__ = [
     "SignalSubscriber",
     "SseParser",
     "TokenRejected",
+    "UsageReporter",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -168,6 +168,12 @@ class PdpClient(_Base):
         body = protocol.usage_body(evaluation_id, outcome, amount)
         return self._post(protocol.USAGE, body, headers=self._headers())
 
+    def report_usages(self, reports: Sequence[Mapping[str, Any]]) -> httpx.Response:
+        """Many usage reports in one ``POST /v1/usage`` (``{"reports": [...]}``); the answer
+        has one entry per report, in order (see ``UsageReporter`` to batch in the
+        background)."""
+        return self._post(protocol.USAGE, {"reports": list(reports)}, headers=self._headers())
+
 
 class AsyncPdpClient(_Base):
     """The same API, awaitable; one ``httpx.AsyncClient`` pool."""
@@ -301,3 +307,7 @@ class AsyncPdpClient(_Base):
     ) -> httpx.Response:
         body = protocol.usage_body(evaluation_id, outcome, amount)
         return await self._post(protocol.USAGE, body, headers=self._headers())
+
+    async def report_usages(self, reports: Sequence[Mapping[str, Any]]) -> httpx.Response:
+        """Many usage reports in one ``POST /v1/usage`` (``{"reports": [...]}``)."""
+        return await self._post(protocol.USAGE, {"reports": list(reports)}, headers=self._headers())
