@@ -487,14 +487,46 @@ class MeterWriter:
         copies: dict[str, Meter | None] = {}
         grants: dict[str, str] = {}  # Mission -> the lease this attempt granted it
         outcomes: list[Outcome] = []
-        for operation in operations:
-            key = meter_id(operation.mission_id)
+
+        def working(key: str) -> Meter | None:
             if key not in copies:
                 held = self._known(key)
                 copy = None if held is None else _fork(held)
                 if copy is not None:
                     copy.expire_due(now)
                 copies[key] = copy
+            return copies[key]
+
+        # Draws first (a group lists them first), one LeaseDrawn event per lease.
+        drawn: dict[tuple[str, str], list[int]] = {}
+        for index, operation in enumerate(operations):
+            if isinstance(operation, Draw):
+                drawn.setdefault((meter_id(operation.mission_id), operation.lease_id), [])
+                drawn[(meter_id(operation.mission_id), operation.lease_id)].append(index)
+        later: dict[int, Outcome] = {}
+        for (key, lease_id), indexes in drawn.items():
+            meter = working(key)
+            if meter is None:
+                for index in indexes:
+                    later[index] = NotFound(f"no Meter for lease {lease_id!r}")
+                continue
+            batch = [operations[i] for i in indexes]
+            results = meter.draw_many(
+                lease_id,
+                [
+                    (d.call, d.evaluation_id, d.expires_at, d.mandate_id)
+                    for d in batch
+                    if isinstance(d, Draw)
+                ],
+                now=now,
+            )
+            later.update(zip(indexes, results, strict=True))
+        for index, operation in enumerate(operations):
+            key = meter_id(operation.mission_id)
+            working(key)
+            if isinstance(operation, Draw):
+                outcomes.append(later[index])
+                continue
             try:
                 outcomes.append(self._one(operation, key, copies, grants, now))
             except (NotFound, BudgetExceeded) as error:
@@ -520,7 +552,7 @@ class MeterWriter:
 
     def _one(
         self,
-        operation: Operation,
+        operation: Reserve | Renew | ReturnLease | Report | Expire,
         key: str,
         copies: dict[str, Meter | None],
         grants: dict[str, str],
@@ -560,18 +592,6 @@ class MeterWriter:
                 except BudgetExceeded:
                     pass
             reserve(lease_id=self._lease(meter, operation.mission_id, operation.call, grants, now))
-            return None
-        if isinstance(operation, Draw):
-            if meter is None:
-                raise NotFound(f"no Meter for lease {operation.lease_id!r}")
-            meter.reserve(
-                operation.call,
-                evaluation_id=operation.evaluation_id,
-                expires_at=operation.expires_at,
-                mandate_id=operation.mandate_id,
-                now=now,
-                lease_id=operation.lease_id,
-            )
             return None
         if isinstance(operation, ReturnLease):
             if meter is not None:
@@ -717,6 +737,15 @@ def _deadlines(meters: Sequence[Meter]) -> ReservationDeadlines:
                 added.append((event.evaluation_id, event.originator_id, micros(event.expires_at)))
             elif isinstance(event, Meter.UsageCommitted | Meter.Released):
                 removed.append(event.evaluation_id)
+            elif isinstance(event, Meter.LeaseDrawn):
+                added.extend(
+                    (
+                        held["evaluation_id"],
+                        event.originator_id,
+                        micros(datetime.fromisoformat(held["expires_at"])),
+                    )
+                    for held in event.reservations
+                )
             elif isinstance(event, Meter.LeaseGranted):  # a lease expires like a reservation
                 added.append((event.lease_id, event.originator_id, micros(event.expires_at)))
             elif isinstance(event, Meter.LeaseReturned):

@@ -387,14 +387,30 @@ class Meter(BaseAggregate[str]):
             units = 0 if self.amount is None else parse_units(self.amount) or 0
             if self.lease_id is not None:
                 aggregate._draw(self.lease_id, units, self.call_class)
-            aggregate.outstanding[self.evaluation_id] = Reservation(
-                units=units, call_class=self.call_class, expires_at=self.expires_at
-            )
-            aggregate.reserved += units
-            aggregate.calls_reserved += 1
-            if self.call_class is not None:
-                counts = aggregate.class_calls
-                counts[self.call_class] = counts.get(self.call_class, 0) + 1
+            aggregate._hold(self.evaluation_id, units, self.call_class, self.expires_at)
+
+    @dataclass(frozen=True)
+    class LeaseDrawn(Event):
+        """Permits a replica answered from its lease ``lease_id`` (in memory), recorded
+        together: each member of ``reservations`` is a reservation like ``Reserved``
+        (``evaluation_id``, ``amount``, ``call_class``, ``expires_at`` as RFC 3339,
+        ``mandate_id``), taken from the lease's slice."""
+
+        TOPIC = TOPIC_PREFIX + "Meter.LeaseDrawn"
+        lease_id: str
+        reservations: list[dict[str, Any]]
+
+        def apply(self, aggregate: Meter) -> None:
+            for held in self.reservations:
+                amount = held["amount"]
+                units = 0 if amount is None else parse_units(amount) or 0
+                aggregate._draw(self.lease_id, units, held["call_class"])
+                aggregate._hold(
+                    held["evaluation_id"],
+                    units,
+                    held["call_class"],
+                    datetime.fromisoformat(held["expires_at"]),
+                )
 
     @dataclass(frozen=True)
     class Ended(Event):
@@ -588,6 +604,67 @@ class Meter(BaseAggregate[str]):
             mandate_id=mandate_id,
             lease_id=lease_id,
         )
+
+    def draw_many(
+        self,
+        lease_id: str,
+        draws: list[tuple[MeteredCall, str, datetime, str | None]],
+        *,
+        now: datetime,
+    ) -> list[LedgerError | None]:
+        """Record permits answered from the lease ``lease_id`` — each (call, evaluation id,
+        expiry, Mandate id) — in one ``LeaseDrawn`` event; per draw, None or why the Meter
+        refused it (the lease ended, lacks room, a duplicate)."""
+        outcomes: list[LedgerError | None] = []
+        accepted: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        lease = self.leases.get(lease_id)
+        left_units = None if lease is None else lease.units
+        left_calls = None if lease is None else lease.calls
+        left_classes = {} if lease is None else dict(lease.classes)
+        for call, evaluation_id, expires_at, mandate_id in draws:
+            try:
+                if evaluation_id in self.outstanding or evaluation_id in self.settled or (
+                    evaluation_id in seen
+                ):
+                    raise Conflict(f"evaluation {evaluation_id!r} already holds a reservation")
+                if lease is None or lease.expires_at <= now:
+                    raise Conflict(f"lease {lease_id!r} has ended")
+                units, amount, klass = self._need(call)
+                short = (
+                    (left_units is not None and units > left_units)
+                    or (left_calls is not None and left_calls < 1)
+                    or (klass in self.bounds.class_limits and left_classes.get(klass or "", 0) < 1)
+                )
+                if short:
+                    raise BudgetExceeded(
+                        f"lease {lease_id!r} lacks room for this call", control=MAX_BUDGET
+                    )
+            except LedgerError as error:
+                outcomes.append(error)
+                continue
+            if left_units is not None:
+                left_units -= units
+            if left_calls is not None:
+                left_calls -= 1
+            if klass is not None and klass in left_classes:
+                left_classes[klass] -= 1
+            seen.add(evaluation_id)
+            accepted.append(
+                {
+                    "evaluation_id": evaluation_id,
+                    "amount": amount,
+                    "call_class": klass,
+                    "expires_at": expires_at.isoformat(),
+                    "mandate_id": mandate_id,
+                }
+            )
+            outcomes.append(None)
+        if accepted:
+            self.trigger_event(
+                self.LeaseDrawn, timestamp=now, lease_id=lease_id, reservations=accepted
+            )
+        return outcomes
 
     def grant_lease(
         self,
@@ -792,6 +869,18 @@ class Meter(BaseAggregate[str]):
         )
         if short:
             raise BudgetExceeded(f"lease {lease_id!r} lacks room for this call", control=MAX_BUDGET)
+
+    def _hold(
+        self, evaluation_id: str, units: int, klass: str | None, expires_at: datetime
+    ) -> None:
+        """A new outstanding reservation (``Reserved.apply``, ``LeaseDrawn.apply``)."""
+        self.outstanding[evaluation_id] = Reservation(
+            units=units, call_class=klass, expires_at=expires_at
+        )
+        self.reserved += units
+        self.calls_reserved += 1
+        if klass is not None:
+            self.class_calls[klass] = self.class_calls.get(klass, 0) + 1
 
     def _draw(self, lease_id: str, units: int, klass: str | None) -> None:
         """Move one reservation's share out of a lease (``Reserved.apply``)."""

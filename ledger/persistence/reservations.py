@@ -39,6 +39,10 @@ class ReservationDeadlines:
         """Apply the rows through ``cursor`` (PostgreSQL: ``%s``; SQLite: ``?``)."""
         insert = INSERT_SQL.replace("%s", placeholder)
         delete = DELETE_SQL.replace("%s", placeholder)
+        if not options:  # SQLite: one statement for all the rows
+            cursor.executemany(insert, self.added)
+            cursor.executemany(delete, [(evaluation_id,) for evaluation_id in self.removed])
+            return
         for row in self.added:
             cursor.execute(insert, row, **options)
         for evaluation_id in self.removed:

@@ -191,6 +191,15 @@ def _usage(url: str, auditor: dict[str, str], mission: str) -> dict[str, Any]:
     return dict(answer.json()["usage"])
 
 
+def _reservations(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """The reservations an event makes: one (``Reserved``, central or under a lease) or
+    those a replica drew from its lease and recorded together (``LeaseDrawn``)."""
+    data = event["data"]
+    if event["type"] == "Reserved":
+        return [data]
+    return [{**held, "lease_id": data["lease_id"]} for held in data["reservations"]]
+
+
 def _replay_budget(events: list[dict[str, Any]]) -> tuple[Decimal, Counter[str]]:
     """Walk the log in position order: committed + outstanding (reservations, and what the
     replicas' budget leases hold unused) <= the budget after every event; every reservation
@@ -208,12 +217,13 @@ def _replay_budget(events: list[dict[str, Any]]) -> tuple[Decimal, Counter[str]]
         elif event["type"] == "LeaseReturned":
             leased.pop(data["lease_id"])
             ended[f"lease {data['outcome']}"] += 1
-        elif event["type"] == "Reserved":
-            outstanding[data["evaluation_id"]] = Decimal(data["amount"] or 0)
-            if data.get("lease_id") is not None:
-                leased[data["lease_id"]] -= Decimal(data["amount"] or 0)
-                assert leased[data["lease_id"]] >= 0, event["position"]
-                ended["under a lease"] += 1
+        elif event["type"] in ("Reserved", "LeaseDrawn"):
+            for held in _reservations(event):
+                outstanding[held["evaluation_id"]] = Decimal(held["amount"] or 0)
+                if held.get("lease_id") is not None:
+                    leased[held["lease_id"]] -= Decimal(held["amount"] or 0)
+                    assert leased[held["lease_id"]] >= 0, event["position"]
+                    ended["under a lease"] += 1
         elif event["type"] == "UsageCommitted":
             held = outstanding.pop(data["evaluation_id"])
             assert Decimal(data["amount"]) <= held
@@ -241,13 +251,14 @@ def _replay_calls(events: list[dict[str, Any]]) -> Counter[str]:
             leased[data["lease_id"]] = Counter(data["call_limits"])
         elif event["type"] == "LeaseReturned":
             leased.pop(data["lease_id"])
-        elif event["type"] == "Reserved":
-            classes[data["evaluation_id"]] = data["call_class"]
-            counted[data["call_class"]] += 1
-            open_ones.add(data["evaluation_id"])
-            if data.get("lease_id") is not None:
-                leased[data["lease_id"]][data["call_class"]] -= 1
-                assert leased[data["lease_id"]][data["call_class"]] >= 0, event["position"]
+        elif event["type"] in ("Reserved", "LeaseDrawn"):
+            for held in _reservations(event):
+                classes[held["evaluation_id"]] = held["call_class"]
+                counted[held["call_class"]] += 1
+                open_ones.add(held["evaluation_id"])
+                if held.get("lease_id") is not None:
+                    leased[held["lease_id"]][held["call_class"]] -= 1
+                    assert leased[held["lease_id"]][held["call_class"]] >= 0, event["position"]
         elif event["type"] == "UsageCommitted":
             open_ones.remove(data["evaluation_id"])
         elif event["type"] == "Released":

@@ -201,6 +201,9 @@ OPERATIONS = st.lists(
         st.tuples(st.just("draw"), AMOUNTS, st.sampled_from([None, "write", "read"])),
         st.tuples(st.just("return"), st.integers(0, 40), st.none()),
         st.tuples(st.just("raise"), AMOUNTS, st.sampled_from([None, "write", "read"])),
+        st.tuples(
+            st.just("drawmany"), st.lists(AMOUNTS, max_size=4), st.sampled_from([None, "write"])
+        ),
     ),
     max_size=60,
 )
@@ -235,6 +238,18 @@ def test_committed_plus_outstanding_never_exceeds_any_bound(
                     approval_id=f"apv_{eid}" if kind == "raise" else None,
                 )
                 made.append(eid)
+            elif kind == "drawmany" and leases:
+                draws = [
+                    (
+                        MeteredCall(amount=str(amount), currency="USD", call_class=second),
+                        f"{eid}.{n}",
+                        now + timedelta(seconds=60),
+                        None,
+                    )
+                    for n, amount in enumerate(first)
+                ]
+                refusals = m.draw_many(leases[-1], draws, now=now)
+                made.extend(d[1] for d, r in zip(draws, refusals, strict=True) if r is None)
             elif kind == "lease":
                 lease_id = f"lse_{len(leases)}"
                 m.grant_lease(
