@@ -19,6 +19,9 @@ FollowUp = Callable[[bytes], bytes | None]
 """Given a raw answer, the request to send next on the same connection as part of the same
 operation (``None``: the operation failed; ``b""``: nothing to send this time)."""
 
+Flusher = Callable[[], bytes | None]
+"""Called by a background connection: the request to send now (``None``: nothing yet)."""
+
 _TIMING = re.compile(rb"server-timing: [a-z]+;dur=([0-9.]+)", re.IGNORECASE)
 _LENGTH = re.compile(rb"content-length: *([0-9]+)", re.IGNORECASE)
 
@@ -110,6 +113,28 @@ async def _connection(
         await writer.wait_closed()
 
 
+async def _background(
+    host: str, port: int, flusher: Flusher, deadline: float, result: LoadResult
+) -> None:
+    """A connection of its own that sends what ``flusher`` has ready, as a client library's
+    background thread would (its requests are not operations; a failed one is an error)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        while time.perf_counter() < deadline:
+            request = flusher()
+            if request is None:
+                await asyncio.sleep(0.002)
+                continue
+            writer.write(request)
+            status, _ = await _read_response(reader)
+            result.statuses[status] = result.statuses.get(status, 0) + 1
+            if status >= 400:
+                result.errors += 1
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
 async def _run(
     host: str,
     port: int,
@@ -119,16 +144,19 @@ async def _run(
     *,
     each_once: bool,
     follow: FollowUp | None,
+    flusher: Flusher | None = None,
 ) -> LoadResult:
     result = LoadResult()
     started = time.perf_counter()
     deadline = started + seconds
     once = iter(requests) if each_once else None
+    background = [] if flusher is None else [_background(host, port, flusher, deadline, result)]
     await asyncio.gather(
         *(
             _connection(host, port, requests, deadline, result, once, follow)
             for _ in range(connections)
-        )
+        ),
+        *background,
     )
     result.seconds = time.perf_counter() - started
     return result
@@ -143,12 +171,23 @@ def drive(
     seconds: float,
     each_once: bool = False,
     follow: FollowUp | None = None,
+    flusher: Flusher | None = None,
 ) -> LoadResult:
     """Send ``requests`` (chosen at random) for ``seconds`` over ``connections``; with
     ``each_once``, each request once, in order, until they run out or the time is up
     (requests that must not be replayed, such as DPoP proofs). With ``follow``, each request
     is followed on its connection by the request ``follow`` makes of its answer, and the pair
-    counts as one operation (one latency, one of ``requests``)."""
+    counts as one operation (one latency, one of ``requests``). With ``flusher``, one more
+    connection sends in the background whatever ``flusher`` has ready."""
     return asyncio.run(
-        _run(host, port, requests, connections, seconds, each_once=each_once, follow=follow)
+        _run(
+            host,
+            port,
+            requests,
+            connections,
+            seconds,
+            each_once=each_once,
+            follow=follow,
+            flusher=flusher,
+        )
     )

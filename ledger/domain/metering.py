@@ -624,8 +624,10 @@ class Meter(BaseAggregate[str]):
         left_classes = {} if lease is None else dict(lease.classes)
         for call, evaluation_id, expires_at, mandate_id in draws:
             try:
-                if evaluation_id in self.outstanding or evaluation_id in self.settled or (
-                    evaluation_id in seen
+                if (
+                    evaluation_id in self.outstanding
+                    or evaluation_id in self.settled
+                    or (evaluation_id in seen)
                 ):
                     raise Conflict(f"evaluation {evaluation_id!r} already holds a reservation")
                 if lease is None or lease.expires_at <= now:
