@@ -22,6 +22,11 @@ INSERT_SQL = (
     "INSERT INTO reservation_deadlines (evaluation_id, meter_id, expires_at) VALUES (%s, %s, %s)"
 )
 DELETE_SQL = "DELETE FROM reservation_deadlines WHERE evaluation_id = %s"
+INSERT_MANY_SQL = (
+    "INSERT INTO reservation_deadlines (evaluation_id, meter_id, expires_at) "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[])"
+)
+DELETE_MANY_SQL = "DELETE FROM reservation_deadlines WHERE evaluation_id = ANY(%s::text[])"
 
 
 @dataclass(frozen=True)
@@ -37,16 +42,19 @@ class ReservationDeadlines:
 
     def write(self, cursor: Any, *, placeholder: str = "%s", **options: Any) -> None:
         """Apply the rows through ``cursor`` (PostgreSQL: ``%s``; SQLite: ``?``)."""
-        insert = INSERT_SQL.replace("%s", placeholder)
-        delete = DELETE_SQL.replace("%s", placeholder)
-        if not options:  # SQLite: one statement for all the rows
-            cursor.executemany(insert, self.added)
-            cursor.executemany(delete, [(evaluation_id,) for evaluation_id in self.removed])
+        if placeholder == "?":  # SQLite: one statement for all the rows
+            cursor.executemany(INSERT_SQL.replace("%s", placeholder), self.added)
+            cursor.executemany(
+                DELETE_SQL.replace("%s", placeholder),
+                [(evaluation_id,) for evaluation_id in self.removed],
+            )
             return
-        for row in self.added:
-            cursor.execute(insert, row, **options)
-        for evaluation_id in self.removed:
-            cursor.execute(delete, (evaluation_id,), **options)
+        # PostgreSQL: one statement each, whatever the number of rows (arrays).
+        if self.added:
+            ids, meters, instants = (list(column) for column in zip(*self.added, strict=True))
+            cursor.execute(INSERT_MANY_SQL, (ids, meters, instants), **options)
+        if self.removed:
+            cursor.execute(DELETE_MANY_SQL, (list(self.removed),), **options)
 
 
 def micros(value: datetime) -> int:
