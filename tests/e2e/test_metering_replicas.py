@@ -348,11 +348,10 @@ def test_two_replicas_never_take_a_meter_past_its_bound(
     assert {c["call_class"]: c["calls"] for c in calls} == dict(counted)
 
 
-def test_the_pep_toolkit_reports_usage_to_another_replica(
+def _fifty_dollar_mission(
     postgres_url: str, servers: list[ServerProcess], tmp_path: Path
-) -> None:
-    """``PdpClient.report_usage`` against the real service: the permit is decided on one
-    replica, its usage reported to the other, and the Mission shows it spent."""
+) -> tuple[list[str], dict[str, dict[str, str]], str, str]:
+    """Two replicas, and a Mission with a 50.00 USD budget and a Mandate token on it."""
     urls, auth = _replicas(postgres_url, servers, tmp_path)
     mission = _mission(
         urls[0],
@@ -360,7 +359,15 @@ def test_the_pep_toolkit_reports_usage_to_another_replica(
         {"max_budget": {"amount": "50.00", "currency": "USD"}},
         [_entry(["invoices.pay"])],
     )
-    token = _token(urls[0], auth, mission)
+    return urls, auth, mission, _token(urls[0], auth, mission)
+
+
+def test_the_pep_toolkit_reports_usage_to_another_replica(
+    postgres_url: str, servers: list[ServerProcess], tmp_path: Path
+) -> None:
+    """``PdpClient.report_usage`` against the real service: the permit is decided on one
+    replica, its usage reported to the other, and the Mission shows it spent."""
+    urls, auth, mission, token = _fifty_dollar_mission(postgres_url, servers, tmp_path)
     pep_key = auth["pep"]["Authorization"].removeprefix("Bearer ")
     with PdpClient(urls[0], pep_key, timeout=10) as a, PdpClient(urls[1], pep_key, timeout=10) as b:
         decision = a.evaluate(_decision(token, "invoices.pay", "40.00"))
@@ -379,14 +386,7 @@ def test_the_pep_toolkit_batches_usage_reports_in_the_background(
     """``UsageReporter`` against the real service: permits decided on one replica (from its
     budget lease), their reports gathered and sent in batches to the other; every report is
     answered and the Mission shows exactly what was committed."""
-    urls, auth = _replicas(postgres_url, servers, tmp_path)
-    mission = _mission(
-        urls[0],
-        auth,
-        {"max_budget": {"amount": "50.00", "currency": "USD"}},
-        [_entry(["invoices.pay"])],
-    )
-    token = _token(urls[0], auth, mission)
+    urls, auth, mission, token = _fifty_dollar_mission(postgres_url, servers, tmp_path)
     pep_key = auth["pep"]["Authorization"].removeprefix("Bearer ")
     answers: list[dict[str, Any]] = []
     with PdpClient(urls[0], pep_key, timeout=10) as a, PdpClient(urls[1], pep_key, timeout=10) as b:

@@ -224,3 +224,47 @@ def test_a_replica_refuses_only_on_the_stores_current_state(
         )
         b.reserve(reserve(mission.id, "e2", "100.00", clock=clock))
     assert usage_of(ledger, mission.id).reserved == 100 * 10**18
+
+
+# ---------------------------------------------------------------------- budget leases
+
+
+def test_permits_drawn_from_a_lease_are_recorded_and_reported_on_another_replica(
+    ledger: Ledger, replica: Ledger, clock: MutableClock
+) -> None:
+    mission = active_mission(ledger)
+    with MeterWriter(ledger, lease_seconds=30) as holder, MeterWriter(replica) as other:
+        holder.reserve(reserve(mission.id, "e1", "10.00", clock=clock))  # takes a lease
+        drawn = holder.draw(
+            mission_id=mission.id,
+            call=MeteredCall(amount="2.00", currency="USD", call_class=None),
+            evaluation_id="e2",
+            mandate_id=None,
+            expires_at=clock.now() + timedelta(seconds=300),
+            now=clock.now(),
+        )
+        assert drawn  # answered from memory
+        holder.expire(mission.id)  # any operation records the draws made before it
+        reported = other.report(executed(mission.id, "e2", "1.50"))
+    assert reported.settlement.amount == "1.50"
+    kinds = [type(e).__name__ for e in meter_events(replica, mission.id)]
+    assert kinds[:4] == ["Opened", "LeaseGranted", "Reserved", "LeaseDrawn"]
+    assert kinds[-1] == "LeaseReturned"  # returned when the holder stopped
+
+
+def test_a_crashed_holders_lease_expires_once_whichever_replica_gets_there(
+    ledger: Ledger, replica: Ledger, clock: MutableClock
+) -> None:
+    mission = active_mission(ledger)
+    crashed = MeterWriter(ledger, lease_seconds=30)  # never started, never stopped
+    crashed.apply([reserve(mission.id, "e1", "10.00", clock=clock)])
+    assert usage_of(replica, mission.id).leased > 0
+    clock.advance(seconds=31)
+    assert due_meters(replica.database, clock.now()) == [mission.id]
+    with MeterWriter(ledger) as a, MeterWriter(replica) as b:
+        a.expire(mission.id)
+        b.expire(mission.id)
+    returned = [e for e in meter_events(ledger, mission.id) if isinstance(e, Meter.LeaseReturned)]
+    assert [e.outcome for e in returned] == ["expired"]
+    usage = usage_of(replica, mission.id)
+    assert (usage.leased, usage.reserved) == (0, 10 * 10**18)  # the reservation stays
