@@ -201,6 +201,15 @@ class StaleState(Unavailable):
 ACCESS_REQUEST_ERROR = "urn:openid:authzen:access-request:error:"
 
 
+class CallbackRefused(InvalidRequest):
+    """An access request's ``callback`` this service will not call: not https, or a host
+    that is (or resolves to) a private, loopback, link-local or otherwise non-public
+    address (server-side request forgery)."""
+
+    code = "callback_refused"
+    title = "Callback refused"
+
+
 class NotRequestable(InvalidRequest):
     code = "not_requestable"
     title = "Denial not requestable"

@@ -51,6 +51,7 @@ from ledger.signing.algorithms import (
     private_key_to_der,
     public_jwk,
 )
+from ledger.signing.callbacks import callback_secret
 from ledger.signing.sealing import KeyEncryptionKey, load_kek, seal, unseal
 from ledger.signing.store import (
     FileKeyStore,
@@ -243,6 +244,11 @@ class Keyring:
         keyring = cls(store, kek, retention=timedelta(days=settings.signing_key_retention_days))
         keyring.refresh()
         return keyring
+
+    def callback_secret(self, task_id: str) -> str:
+        """The HMAC secret of one access request's callbacks (derived from the KEK:
+        ``ledger.signing.callbacks``)."""
+        return callback_secret(self._kek, task_id)
 
     # ------------------------------------------------------------------ loading
 

@@ -248,15 +248,6 @@ def test_an_approver_may_not_submit_access_requests(harness: Harness) -> None:
     assert flow.submit(request_body(denied, decision), "approver").status_code == 403
 
 
-def test_callbacks_are_refused_rather_than_silently_ignored(harness: Harness) -> None:
-    flow = Flow.gated(harness)
-    denied, decision = flow.evaluate()
-    body = request_body(denied, decision, callback={"endpoint": "https://pep.example.com/cb"})
-    response = flow.submit(body)
-    assert response.status_code == 400
-    assert response.json()["errors"][0]["pointer"] == "/callback"
-
-
 def test_submissions_over_the_per_minute_limit_are_429_with_retry_after(
     harness: Harness,
 ) -> None:
