@@ -32,17 +32,14 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-import threading
-import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any
 
 import httpcore
 
+from api.workers.dispatch import Dispatcher, Positioned
 from api.workers.push import backoff_seconds
 from ledger.application import Ledger
 from ledger.domain.callbacks import Callback, address_problem
@@ -135,12 +132,9 @@ def ssl_context(ca_file: Path | None) -> ssl.SSLContext:
     return context
 
 
-class _Positioned(Protocol):
-    @property
-    def position(self) -> int: ...
+class CallbackDelivery(Dispatcher):
+    thread_name = "ar-callback"
 
-
-class CallbackDelivery:
     def __init__(
         self,
         ledger: Ledger,
@@ -148,7 +142,7 @@ class CallbackDelivery:
         *,
         allow_private: bool = False,
         ca_file: Path | None = None,
-        follower: _Positioned | None = None,
+        follower: Positioned | None = None,
         interval: float = 0.5,
         timeout: float = 5.0,
         concurrency: int = 4,
@@ -156,59 +150,28 @@ class CallbackDelivery:
         backoff_cap: float = 60.0,
         give_up_after: timedelta = timedelta(hours=24),
     ) -> None:
+        super().__init__(
+            follower=follower, interval=interval, timeout=timeout, concurrency=concurrency
+        )
         self._db = ledger.database
         self._clock = ledger.clock
         self._secret_of = secret_of
-        self._follower = follower
         self.allow_private = allow_private
         #: How names are resolved, at submission and at delivery (tests replace it).
         self.resolver: Resolver = resolve
         self._ssl = ssl_context(ca_file)
-        self.interval = interval
-        self.timeout = timeout
-        self.concurrency = max(1, concurrency)
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.give_up_after = give_up_after
-        self._bell = threading.Event()
-        self._stopping = threading.Event()
-        self._lock = threading.Lock()
-        self._inflight: set[str] = set()
-        self._futures: set[Future[None]] = set()
-        self._thread: threading.Thread | None = None
-        self._executor: ThreadPoolExecutor | None = None
         self._pool: httpcore.ConnectionPool | None = None
         self.delivered = 0
         self.failed_attempts = 0
         self.abandoned = 0
 
-    # ------------------------------------------------------------------ lifecycle
-
-    def start(self) -> None:
-        self._executor = ThreadPoolExecutor(
-            max_workers=self.concurrency, thread_name_prefix="ar-callback"
-        )
-        self._thread = threading.Thread(target=self._run, name="ar-callback-dispatch", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._bell.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            with self._lock:
-                pending = set(self._futures)
-            wait_futures(pending, timeout=self.timeout + 1)
-            self._executor = None
+    def closed(self) -> None:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
-
-    def ring(self) -> None:
-        self._bell.set()
 
     def check(self, callback: Callback) -> None:
         """Refuse a callback at submission (``CallbackRefused``), by the delivery rules."""
@@ -223,57 +186,12 @@ class CallbackDelivery:
                 "in_flight": len(self._inflight),
             }
 
-    # ------------------------------------------------------------------ dispatch
+    def due_work(self) -> list[tuple[str, Any]]:
+        return [(task_id, None) for task_id in outbox.due(self._db, self._clock.now())]
 
-    def _run(self) -> None:
-        seen, last_scan = -1, 0.0
-        while not self._stopping.is_set():
-            self._bell.wait(0.05)
-            if self._stopping.is_set():
-                return
-            rung = self._bell.is_set()
-            self._bell.clear()
-            position = self._follower.position if self._follower is not None else seen
-            now = time.monotonic()
-            if not (rung or position != seen or now - last_scan >= self.interval):
-                continue
-            seen, last_scan = position, now
-            try:
-                self.dispatch()
-            except Exception:
-                log.exception("callback dispatch failed")
-
-    def dispatch(self) -> int:
-        submitted = 0
-        for task_id in outbox.due(self._db, self._clock.now()):
-            with self._lock:
-                if task_id in self._inflight or len(self._inflight) >= self.concurrency:
-                    continue
-                self._inflight.add(task_id)
-            executor = self._executor
-            if executor is None or self._stopping.is_set():
-                with self._lock:
-                    self._inflight.discard(task_id)
-                break
-            future = executor.submit(self._attempt_guarded, task_id)
-            with self._lock:
-                self._futures.add(future)
-            future.add_done_callback(self._forget)
-            submitted += 1
-        return submitted
-
-    def _forget(self, future: Future[None]) -> None:
-        with self._lock:
-            self._futures.discard(future)
-
-    def _attempt_guarded(self, task_id: str) -> None:
-        try:
-            self.attempt(task_id)
-        except Exception:
-            log.exception("callback of task %s failed", task_id)
-        finally:
-            with self._lock:
-                self._inflight.discard(task_id)
+    def work(self, key: str, argument: Any) -> bool:  # noqa: ARG002 - no argument here
+        self.attempt(key)
+        return False
 
     # ------------------------------------------------------------------ one attempt
 
