@@ -9,6 +9,7 @@ from typing import Any
 from joserfc import jws
 from joserfc.jwk import KeySet
 
+from ledger.settings import Settings
 from tests.api.pdp.access_flow import (
     ERP,
     Flow,
@@ -18,7 +19,6 @@ from tests.api.pdp.access_flow import (
     issuer,
     request_body,
 )
-from ledger.settings import Settings
 from tests.api.pdp.conftest import TEST_KEK, Harness, _started
 from tests.conftest import MutableClock
 
