@@ -105,11 +105,9 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         staleness=follower.staleness,
         require_proof=settings.require_proof,
         access_requests=AccessRequests(
-            # One token per denial: the batch signer's path, without joserfc's per-call
-            # header checks (the header is ours).
-            sign=lambda header, payload, now: keyring.sign_compact_many(
-                dict(header), [payload], alg=settings.signing_alg, now=now
-            )[0],
+            # One token per denial: the protected header encoded once per key, the
+            # signature made by cryptography directly (Keyring.compact_signer).
+            sign=keyring.compact_signer(settings.signing_alg),
             verify_approval=lambda state, now: tokens.verify(
                 state, typ=APPROVAL_STATE_TYP, now=now
             ),
