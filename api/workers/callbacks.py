@@ -35,6 +35,7 @@ import ssl
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 import httpcore
@@ -87,9 +88,9 @@ def checked_addresses(
 
 def check_callback(callback: Callback, *, allow_private: bool, resolver: Resolver) -> None:
     """Refuse (``CallbackRefused``) a callback whose host is not public, at submission."""
-    url = httpcore.URL(callback.endpoint)
+    parts = urlsplit(callback.endpoint)  # its shape checked by parse_callback
     checked_addresses(
-        url.host.decode("ascii"), url.port or 443, allow_private=allow_private, resolver=resolver
+        parts.hostname or "", parts.port or 443, allow_private=allow_private, resolver=resolver
     )
 
 

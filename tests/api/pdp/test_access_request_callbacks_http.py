@@ -207,22 +207,22 @@ def test_a_replayed_binding_token_does_not_hand_out_the_secret_again(
 
 
 @pytest.mark.parametrize(
-    "endpoint",
+    ("endpoint", "why"),
     [
-        "https://127.0.0.1/cb",
-        "https://10.20.30.40/cb",
-        "https://192.168.1.5/cb",
-        "https://169.254.169.254/latest/meta-data",
-        "https://[::1]/cb",
-        "https://[fe80::1]/cb",
-        "https://[::ffff:127.0.0.1]/cb",
-        "https://localhost/cb",  # a host name that resolves to loopback
-        "http://pep.example.com/cb",
-        "https://user:pw@pep.example.com/cb",
+        ("https://127.0.0.1/cb", "a loopback address"),
+        ("https://10.20.30.40/cb", "a private address"),
+        ("https://192.168.1.5/cb", "a private address"),
+        ("https://169.254.169.254/latest/meta-data", "a link-local address"),
+        ("https://[::1]/cb", "a loopback address"),
+        ("https://[fe80::1]/cb", "a link-local address"),
+        ("https://[::ffff:127.0.0.1]/cb", "a loopback address"),
+        ("https://localhost/cb", "resolves to 127.0.0.1, a loopback address"),
+        ("http://pep.example.com/cb", "must be an https URL"),
+        ("https://user:pw@pep.example.com/cb", "may not carry credentials"),
     ],
 )
 def test_a_callback_that_is_not_https_to_a_public_address_is_refused_and_writes_nothing(
-    harness: Harness, endpoint: str
+    harness: Harness, endpoint: str, why: str
 ) -> None:
     flow = Flow.gated(harness)
     denied, decision = flow.evaluate()
@@ -231,6 +231,7 @@ def test_a_callback_that_is_not_https_to_a_public_address_is_refused_and_writes_
     assert response.status_code == 400, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["type"] == REFUSED
+    assert why in response.json()["detail"]
     assert harness.head() == before
 
 
