@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench._fleet import Fleet, fleet, install_sigterm_handler, progress
+from bench._fleet import Fleet, fleet, install_sigterm_handler, progress, proposal_body
 from bench._load import percentile
 from bench._support import PostgresUnavailable, load_average, proof_of, table
 from bench.replica_lag import Api
@@ -80,24 +80,7 @@ class Bench:
         return status, answer, time.perf_counter() - started
 
     def proposal(self) -> dict[str, Any]:
-        return {
-            "intent": {
-                "goal": "benchmark",
-                "resources": [RESOURCE],
-                "expires_at": "2099-01-01T00:00:00Z",
-            },
-            "authorization_details": [
-                {
-                    "type": "mission_resource_access",
-                    "resource": RESOURCE,
-                    "resource_match": "prefix",
-                    "actions": ["invoices.pay"],
-                    "constraints": {"requires_action_approval": True},
-                }
-            ],
-            "subject": {"iss": "https://idp.example.com", "sub": "alice"},
-            "client_id": AGENT,
-        }
+        return proposal_body(AGENT, "alice", ["invoices.pay"], {"requires_action_approval": True})
 
     def setup(self) -> None:
         """A gated Mission and a Mandate on it (every invoices.pay is requestable)."""
