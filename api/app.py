@@ -28,6 +28,7 @@ from api.routes import (
     authzen,
     completion_events,
     discovery,
+    egress,
     health,
     jwks,
     mandates,
@@ -277,6 +278,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         audit.router,
         console_pages.router,
         access_requests.router,
+        egress.router,
     ):
         app.include_router(router)
     app.mount(STATIC_PREFIX, StaticFiles(directory=HERE / "static"), name="console-static")
