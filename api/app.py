@@ -28,6 +28,7 @@ from api.routes import (
     authzen,
     completion_events,
     discovery,
+    egress,
     health,
     jwks,
     mandates,
@@ -43,6 +44,7 @@ from api.routes import (
 from api.services import Services
 from api.subject_tokens import SubjectTokenVerifier
 from api.tokens import TokenVerifier
+from api.workers.callbacks import CallbackDelivery
 from api.workers.checkpoints import Checkpointer, HttpWitness
 from api.workers.decision_writer import DecisionWriter
 from api.workers.push import PushDelivery
@@ -56,6 +58,7 @@ from ledger.persistence.snapshots import StateCodec
 from ledger.persistence.store import open_ledger
 from ledger.settings import Settings, load_settings
 from ledger.signing.keyring import Keyring
+from projections.callbacks import CallbackOutbox
 from projections.decision_log import DecisionLog
 from projections.evaluation_index import EvaluationIndex
 from projections.follower import LogFollower
@@ -86,7 +89,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         live=[keys, index, watch],
         # Writes do not wait for these (see api/consistency.py): with many SSF streams the
         # signal log's batch (a signed SET per stream) would hold up every write's answer.
-        trailing_durable=[models.signals],
+        trailing_durable=[models.signals, CallbackOutbox(settings.public_issuer)],
         trailing_live=[sse],
         listen_dsn=None if settings.embedded else settings.postgres_params(),
         # The idle poll renews the index's freshness, well inside the staleness bound.
@@ -103,11 +106,9 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         staleness=follower.staleness,
         require_proof=settings.require_proof,
         access_requests=AccessRequests(
-            # One token per denial: the batch signer's path, without joserfc's per-call
-            # header checks (the header is ours).
-            sign=lambda header, payload, now: keyring.sign_compact_many(
-                dict(header), [payload], alg=settings.signing_alg, now=now
-            )[0],
+            # One token per denial: the protected header encoded once per key, the
+            # signature made by cryptography directly (Keyring.compact_signer).
+            sign=keyring.compact_signer(settings.signing_alg),
             verify_approval=lambda state, now: tokens.verify(
                 state, typ=APPROVAL_STATE_TYP, now=now
             ),
@@ -116,6 +117,13 @@ def build_services(settings: Settings, clock: Clock) -> Services:
     )
     oauth = OAuthVerifier(settings) if settings.oauth_issuer else None
     decision_log = DecisionLog(ledger.database)
+    callbacks = CallbackDelivery(
+        ledger,
+        keyring.callback_secret,
+        allow_private=settings.access_request_callback_allow_private,
+        ca_file=settings.access_request_callback_ca_file,
+        follower=follower,
+    )
     return Services(
         settings=settings,
         clock=clock,
@@ -137,6 +145,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         meters=meters,
         console_watch=watch,
         decision_log=decision_log,
+        callbacks=callbacks,
         decision_records=decision_log_records(decision_log),
         decisions=DecisionWriter(
             decision_log,
@@ -216,6 +225,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         push = PushDelivery(services.ledger, follower=services.follower)
         push.start()
         services.push = push
+        services.callbacks.start()
         if resolved.gc_freeze:
             services.gc = GcPolicy(full_every_seconds=resolved.gc_full_collection_minutes * 60)
             services.gc.start()
@@ -227,6 +237,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             yield
         finally:
             push.stop()
+            services.callbacks.stop()
             scheduler.stop()
             # Every decision answered is recorded before the store closes.
             await run_in_threadpool(services.decisions.stop)
@@ -267,6 +278,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         audit.router,
         console_pages.router,
         access_requests.router,
+        egress.router,
     ):
         app.include_router(router)
     app.mount(STATIC_PREFIX, StaticFiles(directory=HERE / "static"), name="console-static")

@@ -192,6 +192,27 @@ class ServiceCollector(Collector):
                 "push_failed_attempts", "Push attempts that failed.", push["failed_attempts"]
             )
             yield _gauge("push_in_flight", "Streams being pushed to now.", push["in_flight"])
+        sent = services.callbacks.counters()
+        yield _counter(
+            "access_request_callbacks_delivered",
+            "Access-request notifications answered 2xx by their callback.",
+            sent["delivered"],
+        )
+        yield _counter(
+            "access_request_callbacks_failed_attempts",
+            "Access-request callback attempts that failed (retried with backoff).",
+            sent["failed_attempts"],
+        )
+        yield _counter(
+            "access_request_callbacks_abandoned",
+            "Access-request notifications given up on (their change a day old).",
+            sent["abandoned"],
+        )
+        yield _gauge(
+            "access_request_callbacks_in_flight",
+            "Access-request notifications being sent by this process now.",
+            sent["in_flight"],
+        )
         if services.gc is not None:
             yield _gauge(
                 "gc_frozen_objects",

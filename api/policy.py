@@ -99,6 +99,7 @@ CANCEL_ACCESS_REQUEST = _gate(Role.PEP, Role.AGENT)  # the requester
 LIST_ACCESS_REQUESTS = _gate(Role.APPROVER, Role.OPERATOR, Role.AUDITOR)
 DECIDE_ACCESS_REQUEST = _gate(Role.APPROVER)  # approve, deny
 READ_DECISION_LOG = _gate(Role.AUDITOR)
+READ_EGRESS_DENIAL = _gate(Role.PEP, Role.AGENT)  # RFC 8908 Captive Portal API (SPEC 7.2)
 
 
 def lifecycle_gate(operation: Operation) -> Gate:

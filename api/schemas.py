@@ -140,6 +140,14 @@ class RequestedAccessIn(Extensible):
     requested_until: Instant | None = None
 
 
+class CallbackIn(Extensible):
+    """Where the task's state changes are announced (standards.md 2.4)."""
+
+    endpoint: Uri
+    state: Annotated[str, StringConstraints(max_length=1024, pattern=PRINTABLE)] | None = None
+    events: Annotated[list[Short], Field(max_length=6)] | None = None
+
+
 class AccessRequestIn(Extensible):
     subject: dict[str, Any]
     resource: dict[str, Any]
@@ -147,8 +155,7 @@ class AccessRequestIn(Extensible):
     context: dict[str, Any] | None = None
     denial: DenialIn
     requested_access: RequestedAccessIn | None = None
-    #: Refused for now (notifications are not delivered by this release; see the route).
-    callback: dict[str, Any] | None = None
+    callback: CallbackIn | None = None
     #: Refused for now (bundled requests are not supported).
     items: list[Any] | None = None
 

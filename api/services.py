@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from api.oauth import OAuthVerifier
     from api.subject_tokens import SubjectTokenVerifier
     from api.tokens import TokenVerifier
+    from api.workers.callbacks import CallbackDelivery
     from api.workers.checkpoints import Checkpointer
     from api.workers.decision_writer import DecisionWriter
     from api.workers.push import PushDelivery
@@ -56,6 +57,8 @@ class Services:
     console_watch: MissionWatch
     decision_log: DecisionLog
     decisions: DecisionWriter
+    #: Access-request callbacks: the submission check and the delivery worker.
+    callbacks: CallbackDelivery
     push: PushDelivery | None = None  # set by the lifespan once started
     gc: GcPolicy | None = None  # set by the lifespan (settings.gc_freeze)
     checkpoints: Checkpointer | None = None  # set by the lifespan once started

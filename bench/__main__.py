@@ -16,6 +16,7 @@ BENCHMARKS: list[str] = [
     "bench.evaluate",
     "bench.mandates",
     "bench.replica_lag",
+    "bench.access_requests",
     "bench.revocation",
     "bench.pep",
     "bench.audit",

@@ -211,24 +211,36 @@ def fleet(
 # ---------------------------------------------------------------------- API helpers
 
 
-def create_mission(client: httpx.Client, fleet: Fleet, client_id: str, sub: str) -> str:
-    """Submit and approve a Mission for agent ``client_id`` (reading invoices); its id."""
-    body = {
+def proposal_body(
+    client_id: str,
+    sub: str,
+    actions: list[str] | None = None,
+    constraints: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A proposal for agent ``client_id`` over ``RESOURCE`` (reading invoices by default)."""
+    entry: dict[str, Any] = {
+        "type": "mission_resource_access",
+        "resource": RESOURCE,
+        "actions": actions or ["invoices.read"],
+    }
+    if constraints:
+        entry["resource_match"] = "prefix"
+        entry["constraints"] = dict(constraints)
+    return {
         "intent": {
             "goal": "benchmark",
             "resources": [RESOURCE],
             "expires_at": "2099-01-01T00:00:00Z",
         },
-        "authorization_details": [
-            {
-                "type": "mission_resource_access",
-                "resource": RESOURCE,
-                "actions": ["invoices.read"],
-            }
-        ],
+        "authorization_details": [entry],
         "subject": {"iss": "https://idp.example.com", "sub": sub},
         "client_id": client_id,
     }
+
+
+def create_mission(client: httpx.Client, fleet: Fleet, client_id: str, sub: str) -> str:
+    """Submit and approve a Mission for agent ``client_id`` (reading invoices); its id."""
+    body = proposal_body(client_id, sub)
     proposal = client.post("/v1/proposals", json=body, headers=fleet.auth("agent"))
     if proposal.status_code not in (200, 201, 202):
         msg = f"proposal: {proposal.status_code} {proposal.text}"

@@ -88,6 +88,17 @@ class Settings(BaseSettings):
         description="Access requests one caller may submit per minute (then 429 with "
         "Retry-After): agents must not be able to flood approvers.",
     )
+    access_request_callback_allow_private: bool = Field(
+        default=False,
+        description="Accept access-request callbacks to hosts that resolve to private, "
+        "loopback or link-local addresses (tests, private networks); https is required "
+        "either way.",
+    )
+    access_request_callback_ca_file: Path | None = Field(
+        default=None,
+        description="PEM file of certificate authorities trusted for access-request "
+        "callbacks besides the public roots (a private CA, a test certificate).",
+    )
     reservation_ttl_seconds: int = Field(
         default=300,
         ge=1,

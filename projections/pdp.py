@@ -58,6 +58,7 @@ from ledger.domain.constraints import (
     Violation,
     evaluate_constraints,
 )
+from ledger.domain.egress import EGRESS, captive_url, egress_uri
 from ledger.domain.errors import BudgetExceeded, InvalidRequest, LedgerError
 from ledger.domain.mandates import Validity, validity
 from ledger.domain.metering import (
@@ -459,7 +460,7 @@ class DecisionPoint:
         uri = request.resource.id
         action = request.action.name
         mandate_id = None if mandate is None else mandate.mandate_id
-        target = parse_request(uri)
+        target = parse_request(egress_uri(uri) if request.resource.type == EGRESS else uri)
         covering = [e for e in entries if e.covers(target, action)] if is_concrete(action) else []
         if not covering:
             return _deny(
@@ -546,6 +547,9 @@ class DecisionPoint:
                 "status": "unknown" if entry is None else entry.mission.effective_state(now),
             },
         }
+        egress = request.resource.type == EGRESS
+        if egress:
+            claims["egress"] = True
         token = access.sign(
             {"typ": BINDING_TOKEN_TYP},
             orjson.dumps(claims),
@@ -559,6 +563,8 @@ class DecisionPoint:
             "expires_at": claims["denial_expires_at"],
             "binding_token": token,
         }
+        if egress:
+            context["access_request"]["captive_url"] = captive_url(self._issuer, token)
         return replace(decision, decision=False, context=context)
 
     def _reevaluate(

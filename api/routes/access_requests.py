@@ -30,11 +30,12 @@ from api.routes.common import (
     well_formed_id,
 )
 from api.routes.gate import GatedRoute, allowed
-from api.schemas import AccessApproveIn, AccessRequestIn, CancelIn, DecisionIn
+from api.schemas import AccessApproveIn, AccessRequestIn, CallbackIn, CancelIn, DecisionIn
 from api.services import Services
 from ledger.application import AccessRequestInput, IdempotencyRequest, Written
 from ledger.domain.access_binding import ACCESS_REQUEST_PATH, BINDING_TOKEN_TYP
 from ledger.domain.access_requests import STATUSES, AccessRequest
+from ledger.domain.callbacks import Callback, parse_callback
 from ledger.domain.errors import (
     DuplicateRequest,
     Forbidden,
@@ -99,12 +100,9 @@ async def submit_access_request(
         raise InvalidRequest(str(error)) from None
     if body.items is not None:
         raise InvalidRequest.at("/items", "bundled requests are not supported")
-    if body.callback is not None:
-        raise InvalidRequest.at(
-            "/callback", "callbacks are not delivered by this service; poll the status_endpoint"
-        )
     if not policy.may_request_access_for(principal, subject.id):
         raise Forbidden("an agent may only request access for itself (subject.id)")
+    callback = await _callback(services, body.callback)
     now = services.clock.now()
     context = dict(body.context or {})
     justification = context.pop("business_justification", None)
@@ -130,6 +128,7 @@ async def submit_access_request(
             None if requested is None else requested.requested_until,
             "/requested_access/requested_until",
         ),
+        callback=callback,
     )
     if binding is not None and "jti" in binding:
         existing = await run_in_threadpool(
@@ -151,8 +150,27 @@ async def submit_access_request(
     replayed_token = written.replayed and written.status_code is None
     await finish_write(services, response, written, status_code=200 if replayed_token else 202)
     issuer = services.settings.public_issuer
-    response.headers["Location"] = status_endpoint(issuer, written.value.id)
-    return task_view(written.value, issuer, services.clock.now())
+    task = written.value
+    response.headers["Location"] = status_endpoint(issuer, task.id)
+    view = task_view(task, issuer, services.clock.now())
+    if task.callback is not None and not replayed_token:
+        # Only to the caller that created the task (and its Idempotency-Key replays).
+        view["callback"] = {
+            "endpoint": task.callback["endpoint"],
+            "secret": services.keyring.callback_secret(task.id),
+            "signature": "hmac-sha256",
+        }
+    return view
+
+
+async def _callback(services: Services, value: CallbackIn | None) -> Callback | None:
+    """The request's callback, refused (400 ``callback_refused``) unless it is https and
+    its host resolves to public addresses only (``api.workers.callbacks``)."""
+    if value is None:
+        return None
+    callback = parse_callback(value.endpoint, value.state, value.events)
+    await run_in_threadpool(services.callbacks.check, callback)
+    return callback
 
 
 async def _rate_limit(services: Services, principal: Principal) -> None:

@@ -61,11 +61,11 @@ router = APIRouter(tags=["authzen"], route_class=JsonBodyRoute)
 
 DEFAULT_PAGE = 100
 
-#: PDP capabilities (standards.md 2.2, 2.8). The captive-portal egress capability is
-#: advertised once egress denials (SPEC 7.2) are served.
+#: PDP capabilities (standards.md 2.2, 2.8); egress denials (SPEC 7.2) carry a captive_url.
 CAPABILITIES = (
     "urn:openid:authzen:capability:access-request",
     "urn:openid:authzen:capability:access-request:agentic-mission-governance",
+    "urn:openid:authzen:capability:access-request:captive-portal-egress",
 )
 
 

@@ -47,18 +47,15 @@ import json
 import logging
 import random
 import secrets
-import threading
-import time
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
+from api.workers.dispatch import Dispatcher, Positioned
 from ledger.application import Ledger
 from ledger.domain.streams import PUSH, STREAM_UPDATED, Stream, StreamStatus
 from ledger.persistence.database import Cursor, Dialect
@@ -110,11 +107,6 @@ def _micros(value: datetime) -> int:
     return int(value.timestamp() * 1_000_000)
 
 
-class _Positioned(Protocol):
-    @property
-    def position(self) -> int: ...
-
-
 class Outcome(Enum):
     DELIVERED = "delivered"  # the receiver answered 202; delivered_seq advanced
     FAILED = "failed"  # a failed attempt; retry scheduled
@@ -157,12 +149,14 @@ def _skip(cur: Cursor, skip: _Skip) -> None:
     )
 
 
-class PushDelivery:
+class PushDelivery(Dispatcher):
+    thread_name = "ssf-push"
+
     def __init__(
         self,
         ledger: Ledger,
         *,
-        follower: _Positioned | None = None,
+        follower: Positioned | None = None,
         interval: float = 0.5,
         timeout: float = 5.0,
         concurrency: int = 4,
@@ -170,24 +164,15 @@ class PushDelivery:
         backoff_base: float = 0.5,
         backoff_cap: float = 60.0,
     ) -> None:
+        super().__init__(
+            follower=follower, interval=interval, timeout=timeout, concurrency=concurrency
+        )
         self._db = ledger.database
         self._codec = StateCodec(ledger.mapper.transcoder)
         self._clock = ledger.clock
-        self._follower = follower
-        self.interval = interval
-        #: Seconds for each HTTP request (connect, write, read); read per request.
-        self.timeout = timeout
-        self.concurrency = max(1, concurrency)
         self.burst = max(1, burst)
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
-        self._bell = threading.Event()
-        self._stopping = threading.Event()
-        self._lock = threading.Lock()
-        self._inflight: set[str] = set()
-        self._futures: set[Future[None]] = set()
-        self._thread: threading.Thread | None = None
-        self._executor: ThreadPoolExecutor | None = None
         self._client: httpx.Client | None = None
         #: SETs the receivers acknowledged with 202 (this process).
         self.delivered = 0
@@ -198,34 +183,13 @@ class PushDelivery:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> None:
+    def opened(self) -> None:
         self._client = _new_client()
-        self._executor = ThreadPoolExecutor(
-            max_workers=self.concurrency, thread_name_prefix="ssf-push"
-        )
-        self._thread = threading.Thread(target=self._run, name="ssf-push-dispatch", daemon=True)
-        self._thread.start()
 
-    def stop(self) -> None:
-        """Stop dispatching, let in-flight attempts finish (bounded by the HTTP timeout)."""
-        self._stopping.set()
-        self._bell.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            with self._lock:
-                pending = set(self._futures)
-            wait_futures(pending, timeout=self.timeout + 1)
-            self._executor = None
+    def closed(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
-
-    def ring(self) -> None:
-        """Look for work now (instead of at the next batch or interval)."""
-        self._bell.set()
 
     def counters(self) -> dict[str, int]:
         with self._lock:
@@ -238,25 +202,6 @@ class PushDelivery:
 
     # ------------------------------------------------------------------ dispatch
 
-    def _run(self) -> None:
-        seen = -1
-        last_scan = 0.0
-        while not self._stopping.is_set():
-            self._bell.wait(0.05)
-            if self._stopping.is_set():
-                return
-            rung = self._bell.is_set()
-            self._bell.clear()
-            position = self._follower.position if self._follower is not None else seen
-            now = time.monotonic()
-            if not (rung or position != seen or now - last_scan >= self.interval):
-                continue
-            seen, last_scan = position, now
-            try:
-                self.dispatch()
-            except Exception:
-                log.exception("push dispatch failed")
-
     def due_streams(self, limit: int = 1000) -> list[tuple[str, bool]]:
         """(stream id, has a push_state row) of the push streams with a SET due now."""
         rows = self._db.fetchall(
@@ -265,58 +210,28 @@ class PushDelivery:
         )
         return [(str(r["stream_id"]), r["delivered_seq"] is not None) for r in rows]
 
-    def dispatch(self) -> int:
-        """Hand every due stream not already being delivered here to the pool."""
-        executor = self._executor
-        submitted = 0
-        for stream_id, has_state in self.due_streams():
-            with self._lock:
-                if stream_id in self._inflight or len(self._inflight) >= self.concurrency:
-                    continue
-                self._inflight.add(stream_id)
-            if executor is None or self._stopping.is_set():
-                with self._lock:
-                    self._inflight.discard(stream_id)
-                break
-            future = executor.submit(self._drain, stream_id, has_state=has_state)
-            with self._lock:
-                self._futures.add(future)
-            future.add_done_callback(self._forget)
-            submitted += 1
-        return submitted
+    def due_work(self) -> list[tuple[str, Any]]:
+        return list(self.due_streams())
 
-    def _forget(self, future: Future[None]) -> None:
-        with self._lock:
-            self._futures.discard(future)
-
-    def _drain(self, stream_id: str, *, has_state: bool) -> None:
-        outcome = Outcome.IDLE
-        try:
-            if not has_state:
-                self._ensure_state(stream_id)
-            for _ in range(self.burst):
-                if self._stopping.is_set():
-                    break
-                outcome = self.attempt(stream_id)
-                if outcome is not Outcome.DELIVERED:
-                    break
-        except Exception:
-            log.exception("push delivery to stream %s failed", stream_id)
-        finally:
-            with self._lock:
-                self._inflight.discard(stream_id)
-            if outcome is Outcome.DELIVERED:
-                self._bell.set()  # the burst ended with more to send: come back at once
+    def work(self, key: str, argument: Any) -> bool:
+        """Send the stream's due SETs, up to a burst; True when the burst ended with more
+        to send (come back at once)."""
+        if not argument:
+            self._ensure_state(key)
+        for _ in range(self.burst):
+            if self._stopping.is_set():
+                return False
+            if self.attempt(key) is not Outcome.DELIVERED:
+                return False
+        return True
 
     def run_once(self) -> int:
         """Deliver synchronously on this thread whatever is due now (for tests and tools);
         returns how many SETs were delivered."""
         delivered = 0
         for stream_id, has_state in self.due_streams():
-            with self._lock:
-                if stream_id in self._inflight:
-                    continue
-                self._inflight.add(stream_id)
+            if not self.claim(stream_id):
+                continue
             try:
                 if not has_state:
                     self._ensure_state(stream_id)
@@ -325,8 +240,7 @@ class PushDelivery:
                         break
                     delivered += 1
             finally:
-                with self._lock:
-                    self._inflight.discard(stream_id)
+                self.release(stream_id)
         return delivered
 
     # ------------------------------------------------------------------ one attempt

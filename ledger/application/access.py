@@ -23,6 +23,7 @@ from ledger.domain.access_binding import (
 )
 from ledger.domain.access_requests import AccessRequest, Approval, DeniedRequest, Requester
 from ledger.domain.actors import Actor
+from ledger.domain.callbacks import Callback
 from ledger.domain.errors import (
     ApprovalUnusable,
     ExpiredDenial,
@@ -55,6 +56,8 @@ class AccessRequestInput:
     proof_jkt: str | None
     justification: str | None
     requested_until: datetime | None
+    #: Where the task's state changes are announced (its host already checked).
+    callback: Callback | None = None
 
 
 class AccessRequestUseCases(LedgerBase):
@@ -123,6 +126,7 @@ class AccessRequestUseCases(LedgerBase):
                 requested_until=requested_until,
                 expires_at=now + self.access_request_ttl,
                 now=now,
+                callback=request.callback,
             )
             return Changes(task, [task], {mission.id: mission.version})
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from eventsourcing.domain import BaseAggregate
 
 from ledger.domain.actors import SCHEDULER, Actor
+from ledger.domain.callbacks import Callback
 from ledger.domain.errors import ApprovalUnusable, InvalidTaskState, TaskExpired
 from ledger.domain.events import TOPIC_PREFIX, LedgerCreated, LedgerEvent
 from ledger.domain.subjects import PrincipalIdentity, check_access_approver
@@ -100,8 +101,12 @@ class AccessRequest(BaseAggregate[str]):
         justification: str | None
         requested_until: datetime | None
         expires_at: datetime
+        #: Where state changes are announced (``ledger.domain.callbacks.Callback``), if
+        #: anywhere; absent from tasks submitted before callbacks were accepted.
+        callback: dict[str, Any] | None = None
 
         def apply(self, aggregate: AccessRequest) -> None:
+            aggregate.callback = None if self.callback is None else dict(self.callback)
             aggregate.issuer = self.issuer
             aggregate.denied = dict(self.denied)
             aggregate.reason = self.reason
@@ -218,6 +223,7 @@ class AccessRequest(BaseAggregate[str]):
         justification: str | None
         requested_until: datetime | None
         expires_at: datetime
+        callback: dict[str, Any] | None
         status: str
         decided_by: dict[str, Any] | None
         decided_at: datetime | None
@@ -240,6 +246,7 @@ class AccessRequest(BaseAggregate[str]):
         requested_until: datetime | None,
         expires_at: datetime,
         now: datetime,
+        callback: Callback | None = None,
     ) -> AccessRequest:
         return cls._create(
             cls.Submitted,
@@ -268,6 +275,7 @@ class AccessRequest(BaseAggregate[str]):
             justification=justification,
             requested_until=requested_until,
             expires_at=expires_at,
+            callback=None if callback is None else callback.to_json(),
         )
 
     def effective_status(self, now: datetime) -> str:

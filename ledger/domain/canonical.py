@@ -57,7 +57,10 @@ def _simple(value: object) -> object:
         for key, item in value.items():  # type: ignore[attr-defined]
             if type(key) is not str or not key.isascii():
                 raise _NotSimple
-            out[key] = _simple(item)
+            leaf = type(item)
+            # String, null and boolean members inline: most members are leaves, and a call
+            # per leaf was most of the cost of hashing a decision's binding.
+            out[key] = item if leaf is str or item is None or leaf is bool else _simple(item)
         return out
     if isinstance(value, str | bool):  # subclasses
         return value

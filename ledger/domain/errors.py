@@ -15,7 +15,8 @@ in one table. Nothing below this module knows about HTTP.
     │   ├── InvalidDenialBinding  a binding_token that does not bind this request (400)
     │   └── StreamResourcesRequired  a PEP's SSF stream without ``resources``
     ├── NotFound                  unknown, or outside the caller's view (404)
-    │   └── UnknownTask           an access-request task (404 ``unknown_task``)
+    │   ├── UnknownTask           an access-request task (404 ``unknown_task``)
+    │   └── UnknownDenial         an egress denial id (404 ``unknown_denial``)
     ├── Conflict                  illegal in the current state (409 ``conflict``)
     │   ├── StaleVersion          ``expected_version`` no longer current (409)
     │   ├── IdempotencyConflict   key reused with a different request (409)
@@ -201,6 +202,15 @@ class StaleState(Unavailable):
 ACCESS_REQUEST_ERROR = "urn:openid:authzen:access-request:error:"
 
 
+class CallbackRefused(InvalidRequest):
+    """An access request's ``callback`` this service will not call: not https, or a host
+    that is (or resolves to) a private, loopback, link-local or otherwise non-public
+    address (server-side request forgery)."""
+
+    code = "callback_refused"
+    title = "Callback refused"
+
+
 class NotRequestable(InvalidRequest):
     code = "not_requestable"
     title = "Denial not requestable"
@@ -229,6 +239,14 @@ class UnknownTask(NotFound):
     code = "unknown_task"
     title = "Unknown task"
     problem_type = ACCESS_REQUEST_ERROR + code
+
+
+class UnknownDenial(NotFound):
+    """An egress denial id (SPEC 7.2) that this service did not mint: unknown and forged
+    ids are answered alike."""
+
+    code = "unknown_denial"
+    title = "Unknown denial"
 
 
 class TaskExpired(Gone):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from ledger.domain.access_binding import (
     binding_hash,
 )
 from ledger.domain.actors import Actor
+from ledger.domain.callbacks import Callback
 from ledger.domain.errors import ApprovalUnusable, Conflict, InvalidTaskState, NotRequestable
 from ledger.domain.instants import format_instant
 from ledger.domain.missions import Mission
@@ -93,13 +95,15 @@ def _input(ledger: Ledger, mission: Mission, jti: str) -> AccessRequestInput:
     )
 
 
-def submit_access_request(ledger: Ledger, mission: Mission, jti: str = "jti-1") -> str:
+def submit_access_request(
+    ledger: Ledger, mission: Mission, jti: str = "jti-1", callback: Callback | None = None
+) -> str:
     """A pending task for a requestable denial (the binding token's claims as verified)."""
     written = ledger.submit_access_request(
         actor=PEP,
         requester=PrincipalIdentity(iss=ledger.issuer, sub="pep-1"),
         scope="api_key::pep-1",
-        request=_input(ledger, mission, jti),
+        request=replace(_input(ledger, mission, jti), callback=callback),
     )
     return written.value.id
 

@@ -204,6 +204,29 @@ def test_a_signed_batch_keeps_its_order_and_each_token_verifies_independently(
         assert keyring.verify_compact(token, algorithms=[alg], now=clock.now())[1] == payload
 
 
+@pytest.mark.parametrize("alg", SUPPORTED_ALGS)
+def test_the_one_token_signer_makes_tokens_that_verify_independently(
+    keyring: Keyring, clock: MutableClock, alg: str
+) -> None:
+    info = keyring.ensure(alg, clock.now())
+    sign = keyring.compact_signer(alg)
+    jwks = _published(keyring, clock)
+    for i in range(3):  # the second and third reuse the encoded header
+        payload = json.dumps({**CLAIMS, "jti": f"bt-{i}"}).encode()
+        token = sign(HEADER, payload, clock.now())
+        assert _header(token) == {**HEADER, "alg": alg, "kid": info.kid}
+        assert _jwcrypto_verify(token, jwks, alg) == payload
+        assert _pyjwt_verify(token, jwks) == json.loads(payload)
+
+
+def test_the_one_token_signer_refuses_a_caller_chosen_kid(
+    keyring: Keyring, clock: MutableClock
+) -> None:
+    keyring.ensure("ES256", clock.now())
+    with pytest.raises(ValueError, match="kid"):
+        keyring.compact_signer("ES256")({"kid": "x"}, PAYLOAD, clock.now())
+
+
 def test_a_signed_batch_refuses_a_caller_chosen_kid(keyring: Keyring, clock: MutableClock) -> None:
     keyring.ensure("ES256", clock.now())
     with pytest.raises(ValueError, match="kid"):

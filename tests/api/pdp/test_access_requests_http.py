@@ -9,6 +9,7 @@ from typing import Any
 from joserfc import jws
 from joserfc.jwk import KeySet
 
+from ledger.settings import Settings
 from tests.api.pdp.access_flow import (
     ERP,
     Flow,
@@ -18,7 +19,8 @@ from tests.api.pdp.access_flow import (
     issuer,
     request_body,
 )
-from tests.api.pdp.conftest import Harness
+from tests.api.pdp.conftest import TEST_KEK, Harness, _started
+from tests.conftest import MutableClock
 
 # ---------------------------------------------------------------------- requestable denials
 
@@ -111,6 +113,19 @@ def test_a_requestable_denial_becomes_a_pending_task(harness: Harness) -> None:
     assert "Ledger-Position" in response.headers
 
 
+def test_under_an_https_issuer_the_status_endpoint_is_https(
+    store_settings: Settings, clock: MutableClock
+) -> None:
+    """standards.md check 21: an https ``task.status_endpoint`` (the issuer's scheme)."""
+    settings = store_settings.model_copy(update={"issuer": "https://ledger.example.com"})
+    if not settings.embedded:
+        settings = settings.model_copy(update={"key_encryption_key": TEST_KEK})
+    for harness in _started(settings, clock):
+        _, task = Flow.gated(harness).requested()
+        endpoint = task["task"]["status_endpoint"]
+        assert endpoint == f"https://ledger.example.com/access/v1/requests/{task['task']['id']}"
+
+
 def test_a_replayed_binding_token_returns_the_existing_task_with_200(harness: Harness) -> None:
     flow = Flow.gated(harness)
     denied, decision = flow.evaluate()
@@ -179,7 +194,21 @@ def test_a_mismatched_subject_is_invalid_denial_binding(harness: Harness) -> Non
     denied, decision = flow.evaluate()
     body = request_body(denied, decision)
     body["subject"] = {"type": "agent", "id": "agent-1", "properties": {"instance_id": "i-2"}}
+    before = harness.head()
     assert_arap_problem(flow.submit(body), 400, "invalid_denial_binding")
+    assert harness.head() == before
+
+
+def test_a_signed_token_of_another_kind_is_invalid_denial_binding(harness: Harness) -> None:
+    """Our signature is not enough: a Mandate (typ execution-mandate+jwt) presented as the
+    binding token is refused, and nothing is written."""
+    flow = Flow.gated(harness)
+    denied, decision = flow.evaluate()
+    body = request_body(denied, decision)
+    body["denial"]["binding_token"] = flow.token
+    before = harness.head()
+    assert_arap_problem(flow.submit(body), 400, "invalid_denial_binding")
+    assert harness.head() == before
 
 
 def test_a_binding_token_for_another_audience_is_invalid_denial_binding(
@@ -246,15 +275,6 @@ def test_an_approver_may_not_submit_access_requests(harness: Harness) -> None:
     flow = Flow.gated(harness)
     denied, decision = flow.evaluate()
     assert flow.submit(request_body(denied, decision), "approver").status_code == 403
-
-
-def test_callbacks_are_refused_rather_than_silently_ignored(harness: Harness) -> None:
-    flow = Flow.gated(harness)
-    denied, decision = flow.evaluate()
-    body = request_body(denied, decision, callback={"endpoint": "https://pep.example.com/cb"})
-    response = flow.submit(body)
-    assert response.status_code == 400
-    assert response.json()["errors"][0]["pointer"] == "/callback"
 
 
 def test_submissions_over_the_per_minute_limit_are_429_with_retry_after(
