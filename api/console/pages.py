@@ -9,7 +9,9 @@ person's principal exactly as for an API write, and the same rules refuse the sa
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -21,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from api import policy
+from api.access_views import approver_view
 from api.auth import Principal, api_key_principal
 from api.console import present
 from api.console.live import mission_changes
@@ -39,18 +42,23 @@ from api.console.web import (
     services_of,
     signed_in,
 )
+from api.routes.access_requests import approve_task, deny_task, load_task, mission_of
 from api.routes.common import finish_write
 from api.routes.missions import change_lifecycle_of, contain_mission, load_mission
 from api.routes.proposals import approve, deny, load_proposal
-from api.schemas import ApproveIn, ContainmentIn, DecisionIn, LifecycleIn
+from api.schemas import AccessApproveIn, ApproveIn, ContainmentIn, DecisionIn, LifecycleIn
 from api.services import Services
-from ledger.application import Written
+from ledger.application import IdempotencyRequest, Written
+from ledger.application.access import DEFAULT_APPROVAL_LIFETIME
+from ledger.domain.access_requests import PENDING as TASK_PENDING
+from ledger.domain.access_requests import AccessRequest
 from ledger.domain.errors import Forbidden, InvalidRequest, NotAuthenticated
 from ledger.domain.instants import format_instant
 from ledger.domain.missions import Mission
 from ledger.domain.proposals import Proposal
 from ledger.domain.states import LEGAL_OPERATIONS, MissionState, Operation, ProposalStatus
 from ledger.persistence.chain import verify_chain
+from projections.aggregate_tables import decode_cursor, encode_cursor
 
 router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 
@@ -299,28 +307,50 @@ async def signout(request: Request) -> Response:
 async def inbox(
     request: Request, cursor: Annotated[str | None, Query(max_length=128)] = None
 ) -> Response:
-    """Pending proposals, oldest first, one page from the read model."""
+    """Pending proposals and access requests, oldest first, one page from the read models."""
     services = services_of(request)
-    items, next_cursor = await run_in_threadpool(
-        services.proposals.page,
-        services.ledger.database,
-        filters={"status": ProposalStatus.PENDING.value},
-        cursor=cursor,
-        limit=INBOX_PAGE,
+    rows, next_cursor = await run_in_threadpool(
+        pending_page, services, decode_cursor(cursor), INBOX_PAGE
     )
     now = services.clock.now()
     return render(
         request,
         "inbox.html",
-        items=[_inbox_item(p, now) for p in items],
+        items=[
+            _inbox_item(item, now) if isinstance(item, Proposal) else _task_item(item, now)
+            for item in rows
+        ],
         next_cursor=next_cursor,
         first_page=cursor is None,
         done=request.query_params.get("done"),
     )
 
 
+def pending_page(
+    services: Services, after: int, limit: int
+) -> tuple[list[Proposal | AccessRequest], str | None]:
+    """One inbox page: pending proposals and access requests created after log position
+    ``after``, merged in log order (both boards are read by their ``(status,
+    created_position)`` index, ``limit + 1`` rows each; nothing is scanned)."""
+    db = services.ledger.database
+    merged: list[tuple[int, Proposal | AccessRequest]] = [
+        *services.proposals.positioned(
+            db, filters={"status": ProposalStatus.PENDING.value}, after=after, limit=limit + 1
+        ),
+        *services.access_requests.positioned(
+            db, filters={"status": TASK_PENDING}, after=after, limit=limit + 1
+        ),
+    ]
+    merged.sort(key=lambda row: row[0])
+    more = len(merged) > limit
+    merged = merged[:limit]
+    return [item for _, item in merged], encode_cursor(merged[-1][0]) if more else None
+
+
 def _inbox_item(proposal: Proposal, now: Any) -> dict[str, Any]:
     return {
+        "kind": "proposal",
+        "href": f"{PREFIX}/proposals/{proposal.id}",
         "id": proposal.id,
         "client_id": proposal.client_id,
         "subject": proposal.subject,
@@ -330,6 +360,23 @@ def _inbox_item(proposal: Proposal, now: Any) -> dict[str, Any]:
         "countdown": present.countdown(now, proposal.expires_at),
         "status": proposal.effective_status(now),
         "entries": present.entry_views(proposal.proposed_authority),
+    }
+
+
+def _task_item(task: AccessRequest, now: Any) -> dict[str, Any]:
+    return {
+        "kind": "access_request",
+        "mission_id": task.mission_id,
+        "href": f"{PREFIX}/access-requests/{task.id}",
+        "id": task.id,
+        "client_id": task.client_id,
+        "subject": task.mission_subject,
+        "goal": task.justification or "",
+        "submitted_at": task.created_on,
+        "expires_at": task.expires_at,
+        "countdown": present.countdown(now, task.expires_at),
+        "status": task.effective_status(now),
+        "denied": present.denied_text(task),
     }
 
 
@@ -436,6 +483,7 @@ async def _written(request: Request, written: Written[Any], then: str) -> Respon
     """After a write: on to ``then`` once this replica's pages include it."""
     response = see_other(then)
     await finish_write(services_of(request), response, written, status_code=303)
+    response.status_code = 303  # a replayed form too (its first answer was an API status)
     return response
 
 
@@ -452,6 +500,121 @@ async def deny_page(request: Request, proposal_id: str) -> Response:
         raise InvalidRequest.at("/reason", "say why you deny the request")
     written = await deny(services, session.principal, proposal_id, DecisionIn(reason=reason))
     return await _written(request, written, f"{PREFIX}/inbox?done=denied")
+
+
+# ---------------------------------------------------------------------- access requests
+
+
+async def _access_request(request: Request, task_id: str) -> tuple[Session, AccessRequest]:
+    session = request.scope[SESSION_SCOPE]
+    assert isinstance(session, Session)
+    task = await load_task(services_of(request), session.principal, task_id)
+    return session, task
+
+
+async def _task_context(request: Request, session: Session, task: AccessRequest) -> dict[str, Any]:
+    services = services_of(request)
+    now = services.clock.now()
+    mission = await mission_of(services, task)
+    view = approver_view(task, mission, now)
+    default_until = now + DEFAULT_APPROVAL_LIFETIME
+    if mission is not None:
+        default_until = min(default_until, mission.expires_at)
+    latest = mission.expires_at if mission is not None else default_until
+    return {
+        "t": task,
+        "view": view,
+        "status": view["status"],
+        "countdown": present.countdown(now, task.expires_at),
+        "requester": present.actor_text(task.requester),
+        "decided_by": present.actor_text(task.decided_by),
+        "denied": view["rendered_request"],
+        "mission": mission,
+        "mission_state": None if mission is None else mission.effective_state(now),
+        "authority": [] if mission is None else present.entry_views(mission.effective_authority()),
+        "action_properties": sorted((task.denied["action"].get("properties") or {}).items()),
+        "prose": [("Business justification", [task.justification])] if task.justification else [],
+        "until_value": present.expiry_input(default_until),
+        "until_max": present.expiry_input(latest),
+        "may_decide": policy.DECIDE_ACCESS_REQUEST.allows(session.principal),
+        "nonce": new_token(),
+        "done": request.query_params.get("done"),
+    }
+
+
+@router.get(
+    "/access-requests/{task_id}",
+    response_model=None,
+    dependencies=[signed_in(policy.LIST_ACCESS_REQUESTS)],
+)
+async def access_request_page(request: Request, task_id: str) -> Response:
+    """One access request: what was denied next to the Mission's current authority, the
+    agent's justification (untrusted), and the approve and deny forms. This is the
+    ``user-portal-url`` of an egress denial (SPEC 7.2)."""
+    session, task = await _access_request(request, task_id)
+    return render(request, "access_request.html", **await _task_context(request, session, task))
+
+
+def _form_idempotency(request: Request, session: Session) -> IdempotencyRequest | None:
+    """The form's nonce as an Idempotency-Key (a second submission of the same form answers
+    with the first outcome and writes nothing), scoped to the person like an API key's."""
+    form = _form(request)
+    nonce = _text(form, "nonce")
+    if nonce is None:
+        return None
+    fields = sorted((k, v) for k, v in form.multi_items() if k != "csrf" and isinstance(v, str))
+    digest = hashlib.sha256((request.url.path + "\n" + json.dumps(fields)).encode()).hexdigest()
+    return IdempotencyRequest(
+        scope=session.principal.scope,
+        key=f"console:{nonce}",
+        request_hash=digest,
+        status_code=200,
+    )
+
+
+@router.post(
+    "/access-requests/{task_id}/approve",
+    response_model=None,
+    dependencies=[signed_in(policy.DECIDE_ACCESS_REQUEST)],
+)
+async def approve_access_page(request: Request, task_id: str) -> Response:
+    """Approve exactly the denied request, until ``approved_until`` (UTC) for ``max_uses``
+    permits; the approver rules are the API's (the ledger refuses, naming the rule)."""
+    session, _ = await _access_request(request, task_id)
+    form = _form(request)
+    until = _text(form, "approved_until")
+    uses = _text(form, "max_uses")
+    if uses is not None and not uses.isdigit():
+        raise InvalidRequest.at("/max_uses", "must be a whole number")
+    body = AccessApproveIn(
+        reason=_text(form, "reason"),
+        approved_until=None if until is None else present.form_instant(until, "/approved_until"),
+        max_uses=None if uses is None else int(uses),
+    )
+    written = await approve_task(
+        services_of(request), session.principal, task_id, body, _form_idempotency(request, session)
+    )
+    return await _written(request, written, f"{PREFIX}/access-requests/{task_id}?done=approved")
+
+
+@router.post(
+    "/access-requests/{task_id}/deny",
+    response_model=None,
+    dependencies=[signed_in(policy.DECIDE_ACCESS_REQUEST)],
+)
+async def deny_access_page(request: Request, task_id: str) -> Response:
+    session, _ = await _access_request(request, task_id)
+    reason = _text(_form(request), "reason")
+    if reason is None:
+        raise InvalidRequest.at("/reason", "say why you deny the request")
+    written = await deny_task(
+        services_of(request),
+        session.principal,
+        task_id,
+        DecisionIn(reason=reason),
+        _form_idempotency(request, session),
+    )
+    return await _written(request, written, f"{PREFIX}/access-requests/{task_id}?done=denied")
 
 
 # ---------------------------------------------------------------------- operator
@@ -521,6 +684,7 @@ async def _mission_context(request: Request, session: Session, mission: Mission)
         cursor=None,
         limit=MANDATES_SHOWN,
     )
+    usage = await run_in_threadpool(services.ledger.mission_usage, mission)
     operations = [
         op.value
         for op, (allowed_from, _) in LEGAL_OPERATIONS.items()
@@ -537,6 +701,7 @@ async def _mission_context(request: Request, session: Session, mission: Mission)
         "proposed": present.entry_views(mission.proposed_authority),
         "narrowed": mission.proposed_authority != mission.authority_set,
         "terms": present.terms(mission.expires_at, mission.intent),
+        "usage": present.usage_facts(usage),
         "contained": mission.contained,
         "mandates": present.mandate_tree(mandates[0], now),
         "more_mandates": mandates[1] is not None,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ledger.domain.access_requests import AccessRequest
 from ledger.domain.actions import is_family
 from ledger.domain.actors import Actor
 from ledger.domain.authority import AuthorityEntry, parse_authority_set
@@ -24,6 +25,7 @@ from ledger.domain.rendering import (
     action_text,
     constraint_text,
     delegation_text,
+    describe_denied_request,
     describe_entry,
     describe_terms,
     resource_text,
@@ -173,6 +175,43 @@ def mandate_tree(mandates: Sequence[ExecutionMandate], now: datetime) -> list[Ma
     return roots
 
 
+def denied_text(task: AccessRequest) -> str:
+    """What was denied, in one plain sentence (the API's ``rendered_request``)."""
+    denied = task.denied
+    return describe_denied_request(
+        client_id=task.client_id,
+        subject=task.mission_subject,
+        action=denied["action"],
+        resource=denied["resource"],
+        reason=task.reason,
+        mission_id=task.mission_id,
+    )
+
+
+def usage_facts(usage: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """A metered Mission's ``usage`` (SPEC 7.3, as ``GET /v1/missions/{id}`` shows it) as
+    (label, text) pairs; empty when the Mission meters nothing."""
+    if not usage:
+        return []
+    facts: list[tuple[str, str]] = []
+    currency = usage.get("currency")
+    if currency is not None:
+        facts += [
+            ("Budget", f"{usage.get('budget')} {currency}"),
+            ("Spent", f"{usage.get('spent')} {currency}"),
+            ("Reserved", f"{usage.get('reserved')} {currency}"),
+            ("Remaining", f"{usage.get('remaining')} {currency}"),
+        ]
+    calls = f"{usage.get('calls')}"
+    if usage.get("max_calls") is not None:
+        calls += f" of {usage['max_calls']} ({usage.get('calls_remaining')} left)"
+    facts.append(("Calls", calls))
+    for item in usage.get("call_classes") or []:
+        label = f"Calls of class {item.get('call_class')}"
+        facts.append((label, f"{item.get('calls')} of {item.get('max')}"))
+    return facts
+
+
 # ---------------------------------------------------------------------- narrowing
 
 
@@ -223,17 +262,22 @@ def expiry_input(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M")
 
 
+def form_instant(value: str, pointer: str) -> str:
+    """A ``datetime-local`` value (UTC, minutes or seconds) as an RFC 3339 instant."""
+    text = value.strip()
+    if len(text) == 16:  # datetime-local without seconds
+        text += ":00"
+    return format_instant(parse_instant(text + "Z", pointer))
+
+
 def chosen_expiry(form: Mapping[str, Any], requested: datetime) -> str | None:
     """The expiry the approver chose (UTC), or None for the requested one."""
     value = form.get("expires_at")
     if not isinstance(value, str) or not value.strip():
         return None
-    text = value.strip()
-    if text == expiry_input(requested):
+    if value.strip() == expiry_input(requested):
         return None
-    if len(text) == 16:  # datetime-local without seconds
-        text += ":00"
-    return format_instant(parse_instant(text + "Z", "/expires_at"))
+    return form_instant(value, "/expires_at")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 import pytest
@@ -33,10 +33,17 @@ PUBLIC = {
 CSRF = re.compile(r'name="csrf" value="([^"]*)"')
 
 
+class App(Protocol):
+    """A running app and its keys per role (``Api``, or the decision tests' ``Harness``)."""
+
+    client: TestClient
+    keys: dict[str, str]
+
+
 class Person:
     """One browser: a client with its own cookies, signed in as ``who`` (an API key)."""
 
-    def __init__(self, api: Api, who: str | None = None) -> None:
+    def __init__(self, api: App, who: str | None = None) -> None:
         self.api = api
         self.client = TestClient(api.client.app, follow_redirects=False)
         if who is not None:
