@@ -101,31 +101,35 @@ async def start(request: Request) -> Response:
     return see_other(_home(session.principal))
 
 
-def _begin(request: Request, response: Response, next_path: str) -> Attempt:
+async def _begin(request: Request, response: Response, next_path: str) -> Attempt:
     console = console_of(request)
-    token, attempt = console.sessions.begin(now=services_of(request).clock.now())
-    attempt.next_path = safe_next(next_path)
+    token, attempt = await run_in_threadpool(
+        lambda: console.sessions.begin(
+            now=services_of(request).clock.now(), next_path=safe_next(next_path)
+        )
+    )
     console.cookies.set(
         response, console.cookies.attempt, token, int(ATTEMPT_LIFETIME.total_seconds())
     )
     return attempt
 
 
-def _attempt(request: Request) -> tuple[str, Attempt] | None:
+async def _attempt(request: Request) -> tuple[str, Attempt] | None:
     console = console_of(request)
     token = request.cookies.get(console.cookies.attempt)
     if not token:
         return None
-    attempt = console.sessions.attempt(token, now=services_of(request).clock.now())
+    now = services_of(request).clock.now()
+    attempt = await run_in_threadpool(lambda: console.sessions.attempt(token, now=now))
     return None if attempt is None else (token, attempt)
 
 
-def _signin_page(
+async def _signin_page(
     request: Request, *, next_path: str, status_code: int = 200, message: str | None = None
 ) -> HTMLResponse:
     console = console_of(request)
     response = HTMLResponse("")
-    attempt = _begin(request, response, next_path)
+    attempt = await _begin(request, response, next_path)
     page = render(
         request,
         "signin.html",
@@ -148,7 +152,7 @@ async def signin(
     session = await current_session(request, touch=False)
     if session is not None:
         return see_other(safe_next(next) if next else _home(session.principal))
-    return _signin_page(request, next_path=next or f"{PREFIX}/")
+    return await _signin_page(request, next_path=next or f"{PREFIX}/")
 
 
 @router.get("/signin/oidc", response_model=None)
@@ -160,7 +164,7 @@ async def signin_oidc(
     if console.oidc is None:
         raise InvalidRequest("this console has no OpenID sign-in configured")
     response = see_other("/")
-    attempt = _begin(request, response, next or f"{PREFIX}/")
+    attempt = await _begin(request, response, next or f"{PREFIX}/")
     url = await console.oidc.authorization_url(
         state=attempt.state, nonce=attempt.nonce, verifier=attempt.verifier
     )
@@ -168,7 +172,7 @@ async def signin_oidc(
     return response
 
 
-def _open_session(
+async def _open_session(
     request: Request,
     principal: Principal,
     *,
@@ -186,13 +190,12 @@ def _open_session(
     console = console_of(request)
     previous = request.cookies.get(console.cookies.session)
     if previous:  # signing in again (perhaps as someone else) ends the session before
-        console.sessions.end(previous)
-    token = console.sessions.open(
-        principal,
-        now=services_of(request).clock.now(),
-        method=method,
-        key_id=key_id,
-        display_name=display_name,
+        await run_in_threadpool(console.sessions.end, previous)
+    now = services_of(request).clock.now()
+    token = await run_in_threadpool(
+        lambda: console.sessions.open(
+            principal, now=now, method=method, key_id=key_id, display_name=display_name
+        )
     )
     response = see_other(next_path if next_path != f"{PREFIX}/" else _home(principal))
     console.cookies.set(response, console.cookies.session, token)
@@ -208,22 +211,22 @@ async def oidc_callback(
     error: Annotated[str | None, Query(max_length=256)] = None,
 ) -> Response:
     console = console_of(request)
-    found = _attempt(request)
+    found = await _attempt(request)
     if console.oidc is None or found is None or state is None:
-        return _signin_page(
+        return await _signin_page(
             request,
             next_path=f"{PREFIX}/",
             status_code=400,
             message="That sign-in link has expired or was not started here. Try again.",
         )
     token, attempt = found
-    console.sessions.finish(token)  # used once, whatever happens next
+    await run_in_threadpool(console.sessions.finish, token)  # used once, whatever happens
     if not hmac.compare_digest(state.encode(), attempt.state.encode()):
-        return _signin_page(
+        return await _signin_page(
             request, next_path=attempt.next_path, status_code=400, message="Sign-in failed."
         )
     if error is not None or code is None:
-        return _signin_page(
+        return await _signin_page(
             request,
             next_path=attempt.next_path,
             status_code=401,
@@ -237,7 +240,7 @@ async def oidc_callback(
             now=services_of(request).clock.now(),
         )
     except NotAuthenticated as failure:
-        return _signin_page(
+        return await _signin_page(
             request, next_path=attempt.next_path, status_code=401, message=failure.detail
         )
     principal = Principal(
@@ -248,7 +251,7 @@ async def oidc_callback(
         issuer=person.issuer,
         acr=person.acr,
     )
-    return _open_session(
+    return await _open_session(
         request,
         principal,
         next_path=attempt.next_path,
@@ -263,27 +266,27 @@ async def signin_key(request: Request) -> Response:
     console = console_of(request)
     if not console.key_signin:
         raise Forbidden("sign-in with an API key is turned off here")
-    found = _attempt(request)
+    found = await _attempt(request)
     if found is None:
         raise Forbidden("the sign-in form has expired or was not opened here: reload the page")
     token, attempt = found
     await check_csrf(request, attempt.csrf)
-    console.sessions.finish(token)
+    await run_in_threadpool(console.sessions.finish, token)
     key = (await request.form()).get("api_key")
     if not isinstance(key, str) or not key.strip():
-        return _signin_page(
+        return await _signin_page(
             request, next_path=attempt.next_path, status_code=400, message="Enter an API key."
         )
     try:
         principal, entry = await api_key_principal(key.strip(), services_of(request))
     except NotAuthenticated:
-        return _signin_page(
+        return await _signin_page(
             request,
             next_path=attempt.next_path,
             status_code=401,
             message="That API key is unknown or revoked.",
         )
-    return _open_session(
+    return await _open_session(
         request, principal, next_path=attempt.next_path, method="api_key", key_id=entry.key_id
     )
 
@@ -293,7 +296,7 @@ async def signout(request: Request) -> Response:
     console = console_of(request)
     token = request.scope.get(SESSION_TOKEN_SCOPE)
     if isinstance(token, str):
-        console.sessions.end(token)
+        await run_in_threadpool(console.sessions.end, token)
     response = see_other(f"{PREFIX}/signin?signed_out=1")
     console.cookies.clear(response, console.cookies.session)
     response.headers["Clear-Site-Data"] = '"cache"'
@@ -760,12 +763,15 @@ async def mission_live(
         current = await run_in_threadpool(services.ledger.get_mission, mission.id)
         return current.version != version
 
-    def still_signed_in() -> bool:
+    async def still_signed_in() -> bool:
         if not isinstance(token, str):
             return False
-        live = console.sessions.find(token, now=services.clock.now())
-        return live is session and (
-            session.key_id is None or services.keys.current(session.key_id) is not None
+        now = services.clock.now()
+        live = await run_in_threadpool(lambda: console.sessions.find(token, now=now))
+        return (
+            live is not None
+            and live.id == session.id
+            and (session.key_id is None or services.keys.current(session.key_id) is not None)
         )
 
     return EventSourceResponse(
