@@ -14,7 +14,9 @@ import hmac
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse
@@ -43,11 +45,13 @@ from api.console.web import (
     signed_in,
 )
 from api.routes.access_requests import approve_task, deny_task, load_task, mission_of
+from api.routes.audit import decision_filter, export_response
 from api.routes.common import finish_write
 from api.routes.missions import change_lifecycle_of, contain_mission, load_mission
 from api.routes.proposals import approve, deny, load_proposal
 from api.schemas import AccessApproveIn, ApproveIn, ContainmentIn, DecisionIn, LifecycleIn
 from api.services import Services
+from api.workers.checkpoints import read_witness_directory
 from ledger.application import IdempotencyRequest, Written
 from ledger.application.access import DEFAULT_APPROVAL_LIFETIME
 from ledger.domain.access_requests import PENDING as TASK_PENDING
@@ -57,7 +61,8 @@ from ledger.domain.instants import format_instant
 from ledger.domain.missions import Mission
 from ledger.domain.proposals import Proposal
 from ledger.domain.states import LEGAL_OPERATIONS, MissionState, Operation, ProposalStatus
-from ledger.persistence.chain import verify_chain
+from ledger.persistence.chain import Anchor, ChainReport, verify_chain_against
+from ledger.persistence.checkpoints import CheckpointStore
 from projections.aggregate_tables import decode_cursor, encode_cursor
 
 router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
@@ -631,7 +636,6 @@ async def missions(
     subject: Annotated[str | None, Query(max_length=256)] = None,
     cursor: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Response:
-    services = services_of(request)
     state = state or None
     if state is not None and state not in {s.value for s in MissionState}:
         raise InvalidRequest.at("/state", f"must be one of {[s.value for s in MissionState]}")
@@ -640,6 +644,27 @@ async def missions(
         "client_id": (agent or "").strip() or None,
         "subject_sub": (subject or "").strip() or None,
     }
+    return await _missions_page(
+        request,
+        "missions.html",
+        filters,
+        cursor,
+        states=[s.value for s in MissionState],
+        state=state or "",
+        agent=filters["client_id"] or "",
+        subject=filters["subject_sub"] or "",
+    )
+
+
+async def _missions_page(
+    request: Request,
+    template: str,
+    filters: dict[str, str | None],
+    cursor: str | None,
+    **context: Any,
+) -> Response:
+    """One page of Missions from the mission board, in approval order."""
+    services = services_of(request)
     items, next_cursor = await run_in_threadpool(
         services.missions.page,
         services.ledger.database,
@@ -650,15 +675,24 @@ async def missions(
     now = services.clock.now()
     return render(
         request,
-        "missions.html",
+        template,
         items=[(m, m.effective_state(now)) for m in items],
-        states=[s.value for s in MissionState],
-        state=state or "",
-        agent=filters["client_id"] or "",
-        subject=filters["subject_sub"] or "",
         next_cursor=next_cursor,
         first_page=cursor is None,
+        **context,
     )
+
+
+@router.get("/approved", response_model=None, dependencies=[signed_in(policy.INBOX)])
+async def approved_missions(
+    request: Request, cursor: Annotated[str | None, Query(max_length=128)] = None
+) -> Response:
+    """The Missions this person approved (SPEC 7.5), in approval order, from the read model
+    (``mission_board.approver_key``)."""
+    session = request.scope[SESSION_SCOPE]
+    assert isinstance(session, Session)
+    filters = {"approver_key": policy.approver_key_of(session.principal)}
+    return await _missions_page(request, "approved.html", filters, cursor)
 
 
 async def _mission(request: Request, mission_id: str) -> tuple[Session, Mission]:
@@ -711,6 +745,7 @@ async def _mission_context(request: Request, session: Session, mission: Mission)
         "timeline": None if history is None else present.timeline(history),
         "operations": operations,
         "may_contain": policy.CONTAIN_MISSION.allows(principal) and state in _CONTAINABLE,
+        "may_export": policy.EXPORT_EVIDENCE.allows(principal),
         "nonce": new_token(),
         "approved": request.query_params.get("approved") == "1",
     }
@@ -905,19 +940,29 @@ async def containment(request: Request, mission_id: str) -> Response:
 # ---------------------------------------------------------------------- auditor
 
 
+CHECKPOINTS_SHOWN = 10
+DECISIONS_PAGE = 50
+
+
 @router.get("/audit/chain", response_model=None, dependencies=[signed_in(policy.CHAIN_STATUS)])
 async def chain(
     request: Request, verify: Annotated[str | None, Query(max_length=8)] = None
 ) -> Response:
-    """The hash chain: its head, the newest events, and (on request) a full verification."""
+    """The hash chain and its signed checkpoints: the head, the newest events and
+    checkpoints, the witnesses; on request a full verification of the chain and of every
+    checkpoint against it (what ``mission-ledger audit verify --checkpoints`` does)."""
     services = services_of(request)
     head = await run_in_threadpool(services.ledger.head_position)
     recent = await run_in_threadpool(services.ledger.audit_log, max(0, head - 20), 20)
+    store = CheckpointStore(services.ledger.database, services.ledger.event_log)
+    checkpoints = await run_in_threadpool(store.newest, CHECKPOINTS_SHOWN)
+    total = await run_in_threadpool(store.count)
+    checkpointer = services.checkpoints
+    directory = None if checkpointer is None else checkpointer.directory
     report = None
     if verify == "1":
-        report = await run_in_threadpool(
-            lambda: verify_chain(services.ledger.event_log.chain_rows())
-        )
+        report = await run_in_threadpool(_verify_with_checkpoints, services, store, directory)
+    settings = services.settings
     return render(
         request,
         "chain.html",
@@ -933,5 +978,137 @@ async def chain(
             }
             for e in reversed(recent)
         ],
+        checkpoints=[
+            {
+                "position": c.position,
+                "events": c.checkpoint.events,
+                "hash": c.checkpoint.chain_hash.hex(),
+                "issued_at": format_instant(c.checkpoint.issued_at),
+                "kid": c.kid,
+            }
+            for c in checkpoints
+        ],
+        checkpoint_count=total,
+        behind=head - checkpoints[0].position if checkpoints else head,
+        interval=settings.checkpoint_interval_seconds,
+        witness_dir=None if directory is None else str(directory),
+        witness_url=settings.checkpoint_witness_url is not None,
+        counters=None if checkpointer is None else checkpointer.counters(),
         report=report,
+    )
+
+
+@dataclass(frozen=True)
+class Verification:
+    chain: ChainReport
+    #: Checkpoints compared with the chain: the store's, and the witness directory's files.
+    stored: int
+    witnessed: int
+    #: (where, position, problem) for each checkpoint the chain no longer matches.
+    failures: list[tuple[str, int | None, str]]
+
+
+def _verify_with_checkpoints(
+    services: Services, store: CheckpointStore, directory: Path | None
+) -> Verification:
+    """The whole chain, and every checkpoint (the store's and, when the service writes a
+    witness directory, its files) checked against it."""
+    stored = store.between(0, 2**62)
+    anchors = [
+        Anchor(
+            position=c.position,
+            chain_hash=c.checkpoint.chain_hash,
+            events=c.checkpoint.events,
+            source=f"stored checkpoint {c.position}",
+        )
+        for c in stored
+    ]
+    witnessed = []
+    if directory is not None and directory.is_dir():
+        witnessed = read_witness_directory(directory, services.keyring.public_jwks)
+        anchors += [w.anchor for w in witnessed if w.anchor is not None]
+    report, anchor_failures = verify_chain_against(services.ledger.event_log.chain_rows(), anchors)
+    failures: list[tuple[str, int | None, str]] = [
+        (w.path.name, None, w.problem) for w in witnessed if w.problem is not None
+    ]
+    failures += [(f.anchor.source, f.anchor.position, f.problem) for f in anchor_failures]
+    return Verification(report, len(stored), len(witnessed), failures)
+
+
+@router.get(
+    "/audit/decisions", response_model=None, dependencies=[signed_in(policy.READ_DECISION_LOG)]
+)
+async def decisions(
+    request: Request,
+    mission: Annotated[str | None, Query(max_length=128)] = None,
+    mandate: Annotated[str | None, Query(max_length=128)] = None,
+    agent: Annotated[str | None, Query(max_length=128)] = None,
+    decision: Annotated[str | None, Query(max_length=8)] = None,
+    start: Annotated[str | None, Query(alias="from", max_length=32)] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=32)] = None,
+    cursor: Annotated[str | None, Query(max_length=8192)] = None,
+) -> Response:
+    """Decision log search (``GET /v1/audit/decisions``'s filters and cursor), read-only."""
+    services = services_of(request)
+    fields = {
+        "mission": (mission or "").strip(),
+        "mandate": (mandate or "").strip(),
+        "agent": (agent or "").strip(),
+        "decision": (decision or "").strip(),
+        "from": (start or "").strip(),
+        "to": (end or "").strip(),
+    }
+    where = decision_filter(
+        fields["mission"] or None,
+        fields["mandate"] or None,
+        fields["agent"] or None,
+        fields["decision"] or None,
+        present.form_instant(fields["from"], "/from") if fields["from"] else None,
+        present.form_instant(fields["to"], "/to") if fields["to"] else None,
+    )
+    records, next_cursor = await run_in_threadpool(
+        services.decision_log.page, where, cursor=cursor or None, limit=DECISIONS_PAGE
+    )
+    return render(
+        request,
+        "decisions.html",
+        fields=fields,
+        records=[present.decision_row(r) for r in records],
+        next_query=None
+        if next_cursor is None
+        else urlencode({**{k: v for k, v in fields.items() if v}, "cursor": next_cursor}),
+        searched=any(fields.values()) or cursor is not None,
+        first_page=cursor is None,
+        first_query=urlencode({k: v for k, v in fields.items() if v}),
+    )
+
+
+@router.get("/audit/export", response_model=None, dependencies=[signed_in(policy.EXPORT_EVIDENCE)])
+async def export_page(
+    request: Request, mission: Annotated[str | None, Query(max_length=128)] = None
+) -> Response:
+    """The evidence export form: one Mission, or a time range."""
+    return render(request, "export.html", mission=(mission or "").strip())
+
+
+@router.get(
+    "/audit/export/bundle",
+    response_model=None,
+    dependencies=[signed_in(policy.EXPORT_EVIDENCE)],
+)
+async def export_bundle(
+    request: Request,
+    mission: Annotated[str | None, Query(max_length=128)] = None,
+    start: Annotated[str | None, Query(alias="from", max_length=32)] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=32)] = None,
+) -> Response:
+    """The evidence bundle (``GET /v1/audit/export``), downloaded: a signed tar."""
+    mission = (mission or "").strip() or None
+    start = (start or "").strip() or None
+    end = (end or "").strip() or None
+    return await export_response(
+        services_of(request),
+        mission,
+        None if start is None else present.form_instant(start, "/from"),
+        None if end is None else present.form_instant(end, "/to"),
     )

@@ -188,6 +188,46 @@ def denied_text(task: AccessRequest) -> str:
     )
 
 
+@dataclass(frozen=True)
+class DecisionRow:
+    evaluation_id: str
+    at: str
+    permit: bool
+    reason: str
+    agent: str
+    action: str
+    resource: str
+    mission: str | None
+    mission_version: int | None
+    mandate: str | None
+    approval: str | None
+    caller: str
+    index_position: int
+
+
+def _member(value: Any, name: str) -> str:
+    return str(value.get(name, "")) if isinstance(value, Mapping) else ""
+
+
+def decision_row(record: Any) -> DecisionRow:
+    """One decision log record (``projections.decision_log.StoredDecision``) for a table."""
+    return DecisionRow(
+        evaluation_id=record.evaluation_id,
+        at=format_instant(record.evaluated_at),
+        permit=bool(record.decision),
+        reason=record.reason or "",
+        agent=_member(record.subject, "id"),
+        action=_member(record.action, "name"),
+        resource=_member(record.resource, "id"),
+        mission=record.mission_id,
+        mission_version=record.mission_version,
+        mandate=record.mandate_id,
+        approval=record.approval_id,
+        caller=actor_text(record.principal) if record.principal else "unknown",
+        index_position=record.index_position,
+    )
+
+
 def usage_facts(usage: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     """A metered Mission's ``usage`` (SPEC 7.3, as ``GET /v1/missions/{id}`` shows it) as
     (label, text) pairs; empty when the Mission meters nothing."""
@@ -263,11 +303,14 @@ def expiry_input(value: datetime) -> str:
 
 
 def form_instant(value: str, pointer: str) -> str:
-    """A ``datetime-local`` value (UTC, minutes or seconds) as an RFC 3339 instant."""
+    """A ``datetime-local`` value (UTC, minutes or seconds), or an RFC 3339 instant, as an
+    RFC 3339 instant."""
     text = value.strip()
     if len(text) == 16:  # datetime-local without seconds
         text += ":00"
-    return format_instant(parse_instant(text + "Z", pointer))
+    if len(text) == 19:  # no offset: the form's times are UTC
+        text += "Z"
+    return format_instant(parse_instant(text, pointer))
 
 
 def chosen_expiry(form: Mapping[str, Any], requested: datetime) -> str | None:

@@ -248,8 +248,11 @@ def render(
             (f"{PREFIX}/{where}", label)
             for where, label, gate in (
                 ("inbox", "Inbox", policy.INBOX),
+                ("approved", "Approved by me", policy.INBOX),
                 ("missions", "Missions", policy.LIST_MISSIONS),
-                ("audit/chain", "Audit", policy.CHAIN_STATUS),
+                ("audit/chain", "Chain", policy.CHAIN_STATUS),
+                ("audit/decisions", "Decisions", policy.READ_DECISION_LOG),
+                ("audit/export", "Export", policy.EXPORT_EVIDENCE),
             )
             if gate.allows(signed.principal)
         ]

@@ -524,6 +524,31 @@ def test_an_approver_sees_the_missions_they_approved_and_no_other(
     assert approver.get("/console/missions").status_code == 403
 
 
+def test_an_approver_lists_the_missions_they_approved_and_no_other(api: Api) -> None:
+    mine = api.mission()["id"]  # approved over the API with the approver's key
+    admin_approved = api.submit()["submission_id"]
+    response = api.client.post(
+        f"/v1/proposals/{admin_approved}/approve", json={}, headers=api.auth("admin")
+    )
+    not_mine = response.json()["id"]
+    page = Person(api, "approver").get("/console/approved")
+    assert page.status_code == 200
+    assert f'href="/console/missions/{mine}"' in page.text
+    assert not_mine not in page.text
+    assert Person(api, "operator").get("/console/approved").status_code == 403
+
+
+def test_missions_approved_before_the_approver_column_are_listed_after_a_start(
+    api: Api,
+) -> None:
+    mission = api.mission()["id"]
+    db = api.services.ledger.database
+    db.execute("UPDATE mission_board SET approver_key = NULL")  # as migration 0009 left it
+    assert api.services.missions.fill_approver_keys(db) == 1
+    page = Person(api, "approver").get("/console/approved")
+    assert f'href="/console/missions/{mission}"' in page.text
+
+
 def test_an_operator_has_no_inbox_and_an_approver_no_chain(
     shared_api: Api,
 ) -> None:

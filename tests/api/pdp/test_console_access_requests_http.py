@@ -12,6 +12,7 @@ from datetime import timedelta
 from tests.api.pdp.access_flow import Flow, request_body
 from tests.api.pdp.conftest import Harness
 from tests.api.test_console_http import CSRF, Person
+from tests.builders import proposal_body
 
 NONCE = re.compile(r'name="nonce" value="([^"]*)"')
 
@@ -46,22 +47,7 @@ def task_status(harness: Harness, task_id: str) -> dict[str, object]:
 def test_the_inbox_lists_access_requests_with_proposals_oldest_first(harness: Harness) -> None:
     flow = Flow.gated(harness)
     first = pending_task(flow)
-    body = {
-        "intent": {
-            "goal": "later proposal",
-            "resources": ["https://erp.example.com"],
-            "expires_at": "2099-01-01T00:00:00Z",
-        },
-        "authorization_details": [
-            {
-                "type": "mission_resource_access",
-                "resource": "https://erp.example.com",
-                "actions": ["invoices.read"],
-            }
-        ],
-        "subject": {"iss": "https://idp.example.com", "sub": "alice"},
-        "client_id": "agent-1",
-    }
+    body = proposal_body(harness.clock.now())
     proposal = harness.client.post("/v1/proposals", json=body, headers=harness.auth("agent"))
     assert proposal.status_code == 202, proposal.text
     last = pending_task(flow)
