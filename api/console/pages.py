@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from api import policy
-from api.access_views import approver_view
+from api.access_views import approver_view, rendered_request
 from api.auth import Principal, api_key_principal
 from api.console import present
 from api.console.live import mission_changes
@@ -384,7 +384,7 @@ def _task_item(task: AccessRequest, now: Any) -> dict[str, Any]:
         "expires_at": task.expires_at,
         "countdown": present.countdown(now, task.expires_at),
         "status": task.effective_status(now),
-        "denied": present.denied_text(task),
+        "denied": rendered_request(task),
     }
 
 
@@ -691,7 +691,7 @@ async def approved_missions(
     (``mission_board.approver_key``)."""
     session = request.scope[SESSION_SCOPE]
     assert isinstance(session, Session)
-    filters = {"approver_key": policy.approver_key_of(session.principal)}
+    filters: dict[str, str | None] = {"approver_key": policy.approver_key_of(session.principal)}
     return await _missions_page(request, "approved.html", filters, cursor)
 
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ledger.domain.access_requests import AccessRequest
 from ledger.domain.actions import is_family
 from ledger.domain.actors import Actor
 from ledger.domain.authority import AuthorityEntry, parse_authority_set
@@ -25,7 +24,6 @@ from ledger.domain.rendering import (
     action_text,
     constraint_text,
     delegation_text,
-    describe_denied_request,
     describe_entry,
     describe_terms,
     resource_text,
@@ -173,19 +171,6 @@ def mandate_tree(mandates: Sequence[ExecutionMandate], now: datetime) -> list[Ma
         parent = nodes.get(mandate.parent_mandate_id or "")
         (parent.children if parent is not None else roots).append(nodes[mandate.id])
     return roots
-
-
-def denied_text(task: AccessRequest) -> str:
-    """What was denied, in one plain sentence (the API's ``rendered_request``)."""
-    denied = task.denied
-    return describe_denied_request(
-        client_id=task.client_id,
-        subject=task.mission_subject,
-        action=denied["action"],
-        resource=denied["resource"],
-        reason=task.reason,
-        mission_id=task.mission_id,
-    )
 
 
 @dataclass(frozen=True)
