@@ -159,23 +159,20 @@ class Stack:
         assert response.status_code == 202, response.text
         return str(response.json()["submission_id"])
 
-    def mission(self, mission_id: str) -> dict[str, Any]:
+    def get(self, who: str, path: str) -> dict[str, Any]:
         response = httpx.get(
-            f"{self.url}/v1/missions/{mission_id}",
-            headers={"Authorization": f"Bearer {self.keys['operator']}"},
+            f"{self.url}{path}",
+            headers={"Authorization": f"Bearer {self.keys[who]}"},
             timeout=10,
         )
         assert response.status_code == 200, response.text
         return dict(response.json())
 
+    def mission(self, mission_id: str) -> dict[str, Any]:
+        return self.get("operator", f"/v1/missions/{mission_id}")
+
     def events(self, mission_id: str) -> list[dict[str, Any]]:
-        response = httpx.get(
-            f"{self.url}/v1/missions/{mission_id}/events",
-            headers={"Authorization": f"Bearer {self.keys['operator']}"},
-            timeout=10,
-        )
-        assert response.status_code == 200, response.text
-        return list(response.json()["data"])
+        return list(self.get("operator", f"/v1/missions/{mission_id}/events")["data"])
 
     def approve_over_api(self, proposal_id: str) -> str:
         response = httpx.post(
@@ -232,13 +229,7 @@ class Stack:
         return str(self.post(who, "/access/v1/requests", request, 202)["task"]["id"])
 
     def task(self, task_id: str) -> dict[str, Any]:
-        response = httpx.get(
-            f"{self.url}/v1/access-requests/{task_id}",
-            headers={"Authorization": f"Bearer {self.keys['approver']}"},
-            timeout=10,
-        )
-        assert response.status_code == 200, response.text
-        return dict(response.json())
+        return self.get("approver", f"/v1/access-requests/{task_id}")
 
     def head(self) -> int:
         return int(httpx.get(f"{self.url}/readyz", timeout=10).json()["head_position"])
