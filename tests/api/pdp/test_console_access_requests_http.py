@@ -1,7 +1,8 @@
 """Access requests in the console (SPEC 7.1, 7.5): listed in the approver inbox with the
 proposals, oldest first; a decision page with what was denied in plain language next to the
 Mission's current authority and the agent's justification fenced as untrusted; approve (with
-``approved_until`` and ``max_uses``) and deny through the API's own commands and rules."""
+``approved_until`` and ``max_uses``) and deny through the API's own commands and rules. And a
+metered Mission's page shows its ``usage`` as ``GET /v1/missions/{id}`` does."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from datetime import timedelta
 
 from tests.api.pdp.access_flow import Flow, request_body
 from tests.api.pdp.conftest import Harness
+from tests.api.pdp.test_metering_http import BUDGET, metered_token, pay, permitted, usage
 from tests.api.test_console_http import CSRF, Person
 from tests.builders import proposal_body
 
@@ -185,3 +187,24 @@ def test_an_unknown_access_request_is_the_same_404_as_any(harness: Harness) -> N
     approver = Person(harness, "approver")
     assert approver.get("/console/access-requests/tsk_nothing").status_code == 404
     assert approver.get("/console/access-requests/nonsense").status_code == 404
+
+
+def test_the_mission_page_shows_a_metered_missions_usage(harness: Harness) -> None:
+    mission, token = metered_token(harness, {**BUDGET, "max_calls": 5})
+    permitted(harness, pay(token, "60.00"))
+    shown = usage(harness, mission)
+    page = Person(harness, "operator").get(f"/console/missions/{mission}").text
+    facts = page[page.index('id="usage-facts"') :]
+    for label, value in (
+        ("Spent", f"{shown['spent']} USD"),
+        ("Reserved", f"{shown['reserved']} USD"),
+        ("Remaining", f"{shown['remaining']} USD"),
+        ("Calls", "1 of 5 (4 left)"),
+    ):
+        assert f"<dt>{label}</dt><dd>{value}</dd>" in facts
+
+
+def test_an_unmetered_mission_page_has_no_usage(harness: Harness) -> None:
+    flow = Flow.gated(harness)
+    page = Person(harness, "operator").get(f"/console/missions/{flow.mission_id}").text
+    assert 'id="usage-facts"' not in page
