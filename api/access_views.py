@@ -78,14 +78,7 @@ def approver_view(task: AccessRequest, mission: Mission | None, now: datetime) -
             "reason": task.reason,
             "denial_expires_at": format_instant(task.denial_expires_at),
         },
-        "rendered_request": describe_denied_request(
-            client_id=task.client_id,
-            subject=task.mission_subject,
-            action=denied["action"],
-            resource=denied["resource"],
-            reason=task.reason,
-            mission_id=task.mission_id,
-        ),
+        "rendered_request": rendered_request(task),
         "mission": None
         if mission is None
         else {
@@ -119,6 +112,18 @@ def approver_view(task: AccessRequest, mission: Mission | None, now: datetime) -
         },
     }
     return view
+
+
+def rendered_request(task: AccessRequest) -> str:
+    """What was denied, in one plain sentence (the approver's view and the console)."""
+    return describe_denied_request(
+        client_id=task.client_id,
+        subject=task.mission_subject,
+        action=task.denied["action"],
+        resource=task.denied["resource"],
+        reason=task.reason,
+        mission_id=task.mission_id,
+    )
 
 
 def _current_authority(mission: Mission) -> list[str]:

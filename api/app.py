@@ -198,6 +198,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await run_in_threadpool(build_services, resolved, the_clock)
+        # Rows older than migration 0009 learn their approver (the console's "approved by me").
+        await run_in_threadpool(services.missions.fill_approver_keys, services.ledger.database)
+        app.state.console.attach(services.ledger.database)
         services.sse.attach(asyncio.get_running_loop())
         services.console_watch.attach(asyncio.get_running_loop())
         services.decisions.attach(asyncio.get_running_loop())

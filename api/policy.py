@@ -139,7 +139,12 @@ def may_see_mission(caller: Principal, mission: Mission) -> bool:
 
 def approved(caller: Principal, mission: Mission) -> bool:
     """The caller is the principal recorded as the Mission's approver."""
-    return Actor.from_json(mission.approver).key == caller.actor().key
+    return Actor.from_json(mission.approver).key == approver_key_of(caller)
+
+
+def approver_key_of(caller: Principal) -> str:
+    """The identity ``approved`` compares (the mission board's ``approver_key``)."""
+    return caller.actor().key
 
 
 def may_see_mission_in_console(caller: Principal, mission: Mission) -> bool:

@@ -1,19 +1,23 @@
-"""The console's inbox page: render time with 10,000 and 100,000 pending proposals, against
-the same page with 100 pending proposals measured in the same run (the baseline).
+"""The console's inbox page: render time with 10,000 and 100,000 pending items (proposals and
+access requests), against the same page with 100 pending items measured in the same run (the
+baseline).
 
 Subject: the service app itself (``create_app``, started through its lifespan, on a fresh
 store), an approver signed in to the console with an API key, and ``GET /console/inbox``
 (the first page, oldest first) and a page deep inside the inbox (``?cursor=`` of the
-proposal in the middle), server time (an ASGI wrapper: from the request's start to its last
-body byte; the test client's own work is left out): the route class, the session,
-the read-model query (``ProposalBoard.page``: 25 rows by the ``(status, created_position)``
-index), thawing 25 snapshots, rendering the plain-language authority and the template.
+item in the middle), server time (an ASGI wrapper: from the request's start to its last
+body byte; the test client's own work is left out): the route class, the session (a row of
+``console_sessions``, read from the store on every request), the read-model queries (26
+rows of ``proposal_board`` and of ``access_request_board``, each by its ``(status,
+created_position)`` index, merged in log order), thawing the snapshots, rendering the
+plain-language authority and denials and the template.
 
-The inbox is filled through its own read model: ``ProposalBoard.apply`` of ``Submitted``
-events (made by ``Proposal.submit``, as the write side makes them) in one transaction,
-without the event store (writing 100,000 real proposals would take minutes and measure the
-write path, not the page). A page whose time grew with the inbox's size would show a ratio
-well above 1 against the 100-item baseline.
+The inbox is filled through its own read models: ``ProposalBoard.apply`` and
+``AccessRequestBoard.apply`` of ``Submitted`` events (made by ``Proposal.submit`` and
+``AccessRequest.submit``, as the write side makes them; one item in four an access
+request), without the event store (writing 100,000 real items would take minutes and
+measure the write path, not the page). A page whose time grew with the inbox's size would
+show a ratio well above 1 against the 100-item baseline.
 
     python -m bench.console [--rounds 200] [--sizes 10000 100000] [--backend sqlite] [--json]
 """
@@ -45,11 +49,13 @@ from bench._support import (
     machine_description,
     table,
 )
+from ledger.domain.access_requests import AccessRequest, DeniedRequest, Requester
 from ledger.domain.actors import Actor
 from ledger.domain.canonical import intent_hash, proposal_hash
 from ledger.domain.events import LedgerEvent
 from ledger.domain.proposals import Proposal, Submission
 from ledger.domain.roles import Role
+from ledger.domain.subjects import PrincipalIdentity
 from ledger.persistence.migrations import migrate
 from ledger.settings import Settings
 from projections.aggregate_tables import encode_cursor
@@ -80,8 +86,44 @@ AUTHORITY = [
 ]
 
 
+TASK_EVERY = 4  # one inbox item in four is an access request
+
+
+def access_request(index: int, now: Any) -> AccessRequest:
+    """A pending access request, as ``AccessRequest.submit`` records one."""
+    return AccessRequest.submit(
+        task_id=f"tsk_bench{index:09d}",
+        issuer=ISSUER,
+        denied=DeniedRequest(
+            subject={"type": "agent", "id": "agent-1"},
+            resource={"type": "api", "id": "https://erp.example.com/invoices/7"},
+            action={"name": "invoices.pay", "properties": {"amount": "120", "currency": "EUR"}},
+            context={"mandate": "m", "proof": {"jkt": "k"}},
+            reason="approval_required",
+            template="mission_gate",
+            evaluation_id=f"ev_bench{index:09d}",
+            binding_hash="h",
+            binding_jti=f"jti{index}",
+            denial_expires_at=now + timedelta(minutes=10),
+        ),
+        requester=Requester(
+            actor=Actor(type="api_key", name="pep-1", role="pep"),
+            identity=PrincipalIdentity(iss=ISSUER, sub="pep-1"),
+            scope="api_key::pep-1",
+            client_id="agent-1",
+            mission_id="msn_bench",
+            mission_subject={"iss": "https://idp.example.com", "sub": "alice"},
+            required_acr=None,
+        ),
+        justification="month-end close: the supplier must be paid today",
+        requested_until=None,
+        expires_at=now + timedelta(days=3650),
+        now=now,
+    )
+
+
 def fill_inbox(app: Any, count: int) -> None:
-    """``count`` pending proposals in the inbox's read model (see the module docstring)."""
+    """``count`` pending items in the inbox's read models (see the module docstring)."""
     services = app.state.services
     now = services.clock.now()
     expires = now + timedelta(days=3650)
@@ -99,22 +141,27 @@ def fill_inbox(app: Any, count: int) -> None:
         predecessor=None,
     )
     board = services.proposals
+    tasks = services.access_requests
     batch = 5_000
     for start in range(0, count, batch):
         with services.ledger.database.transaction() as cur:
             for index in range(start, min(count, start + batch)):
-                proposal = Proposal.submit(
-                    proposal_id=f"prp_bench{index:09d}",
-                    submission=submission,
-                    actor=AGENT,
-                    now=now,
-                )
-                (event,) = proposal.collect_events()
+                target: Any
+                if index % TASK_EVERY == TASK_EVERY - 1:
+                    aggregate: Any = access_request(index, now)
+                    target = tasks
+                else:
+                    aggregate = Proposal.submit(
+                        proposal_id=f"prp_bench{index:09d}",
+                        submission=submission,
+                        actor=AGENT,
+                        now=now,
+                    )
+                    target = board
+                (event,) = aggregate.collect_events()
                 assert isinstance(event, LedgerEvent)
-                board.apply(
-                    cur,
-                    Item(position=FIRST_POSITION + index, topic=event.TOPIC, event=event),
-                )
+                topic = str(type(event).TOPIC)  # type: ignore[attr-defined]
+                target.apply(cur, Item(position=FIRST_POSITION + index, topic=topic, event=event))
 
 
 class ServerTimer:
@@ -171,6 +218,7 @@ def time_pages(
         response = client.get("/console/inbox", params=params)
         assert response.status_code == 200, response.text
         assert response.text.count('class="card"') == 25
+        assert "Access request from" in response.text
     return list(timer.samples)
 
 

@@ -140,28 +140,36 @@ class AggregateTable(DurableProjection, Generic[A]):
         limit: int,
     ) -> tuple[list[A], str | None]:
         """One page in creation order, and the cursor of the next page (None at the end)."""
-        after = decode_cursor(cursor)
+        rows = self.positioned(db, filters=filters, after=decode_cursor(cursor), limit=limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1][0]) if more else None
+        return [aggregate for _, aggregate in rows], next_cursor
+
+    def positioned(
+        self, db: Database, *, filters: Mapping[str, object | None], after: int, limit: int
+    ) -> list[tuple[int, A]]:
+        """Up to ``limit`` rows created after log position ``after``, in creation order, as
+        (created position, aggregate): positions are the log's, so pages of several boards
+        merge into one list in log order (the console's inbox)."""
         clauses = ["created_position > %s"]
         params: list[object] = [after]
         for column, value in filters.items():
             if value is not None:
                 clauses.append(f"{column} = %s")
                 params.append(value)
-        params.append(limit + 1)
+        params.append(limit)
         rows = db.fetchall(
             f"SELECT created_position, snapshot FROM {self.table} "  # noqa: S608
             f"WHERE {' AND '.join(clauses)} ORDER BY created_position LIMIT %s",
             params,
         )
-        more = len(rows) > limit
-        rows = rows[:limit]
         items = []
         for row in rows:
             aggregate = self.codec.thaw(bytes(row["snapshot"]))
             assert isinstance(aggregate, self.aggregate_class)
-            items.append(aggregate)
-        next_cursor = encode_cursor(int(rows[-1]["created_position"])) if more else None
-        return items, next_cursor
+            items.append((int(row["created_position"]), aggregate))
+        return items
 
     def due(self, db: Database, now: datetime, limit: int = 100) -> list[str]:
         """Ids whose next clock-driven transition is due."""

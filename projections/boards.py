@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from ledger.domain.access_requests import AccessRequest
+from ledger.domain.actors import Actor
 from ledger.domain.mandates import ExecutionMandate
 from ledger.domain.missions import Mission
 from ledger.domain.proposals import Proposal
@@ -42,8 +43,37 @@ class MissionBoard(AggregateTable[Mission]):
             "state": aggregate.state,
             "client_id": aggregate.client_id,
             "subject_sub": str(aggregate.subject.get("sub")),
+            "approver_key": approver_key(aggregate),
             "next_deadline": micros(aggregate.next_deadline()),
         }
+
+    def fill_approver_keys(self, db: Database, batch: int = 1_000) -> int:
+        """Set ``approver_key`` on rows written before the column existed (migration 0009),
+        from their snapshots; returns how many rows it set. A Mission's approver never
+        changes, so this races with nothing the follower writes."""
+        filled = 0
+        while True:
+            rows = db.fetchall(
+                "SELECT mission_id, snapshot FROM mission_board "
+                "WHERE approver_key IS NULL LIMIT %s",
+                (batch,),
+            )
+            if not rows:
+                return filled
+            with db.transaction() as cur:
+                for row in rows:
+                    mission = self.codec.thaw(bytes(row["snapshot"]))
+                    assert isinstance(mission, Mission)
+                    cur.execute(
+                        "UPDATE mission_board SET approver_key = %s WHERE mission_id = %s",
+                        (approver_key(mission), row["mission_id"]),
+                    )
+            filled += len(rows)
+
+
+def approver_key(mission: Mission) -> str:
+    """The identity of the principal that approved the Mission (``Actor.key``)."""
+    return Actor.from_json(mission.approver).key
 
 
 class MandateRegister(AggregateTable[ExecutionMandate]):

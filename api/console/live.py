@@ -72,7 +72,7 @@ async def mission_changes(
     mission_id: str,
     *,
     changed_since_page: Callable[[], Awaitable[bool]],
-    signed_in: Callable[[], bool],
+    signed_in: Callable[[], Awaitable[bool]],
     recheck_seconds: float,
 ) -> AsyncIterator[dict[str, str]]:
     """The SSE events of one open Mission page: ``changed`` after every change (at once if
@@ -85,7 +85,7 @@ async def mission_changes(
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), recheck_seconds)
-            if not signed_in():
+            if not await signed_in():
                 yield {"event": "signed-out", "data": "{}"}
                 return
             if changed.is_set():

@@ -9,10 +9,14 @@ person's principal exactly as for an API write, and the same rules refuse the sa
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse
@@ -21,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from api import policy
+from api.access_views import approver_view, rendered_request
 from api.auth import Principal, api_key_principal
 from api.console import present
 from api.console.live import mission_changes
@@ -39,18 +44,26 @@ from api.console.web import (
     services_of,
     signed_in,
 )
+from api.routes.access_requests import approve_task, deny_task, load_task, mission_of
+from api.routes.audit import decision_filter, export_response
 from api.routes.common import finish_write
 from api.routes.missions import change_lifecycle_of, contain_mission, load_mission
 from api.routes.proposals import approve, deny, load_proposal
-from api.schemas import ApproveIn, ContainmentIn, DecisionIn, LifecycleIn
+from api.schemas import AccessApproveIn, ApproveIn, ContainmentIn, DecisionIn, LifecycleIn
 from api.services import Services
-from ledger.application import Written
+from api.workers.checkpoints import read_witness_directory
+from ledger.application import IdempotencyRequest, Written
+from ledger.application.access import DEFAULT_APPROVAL_LIFETIME
+from ledger.domain.access_requests import PENDING as TASK_PENDING
+from ledger.domain.access_requests import AccessRequest
 from ledger.domain.errors import Forbidden, InvalidRequest, NotAuthenticated
 from ledger.domain.instants import format_instant
 from ledger.domain.missions import Mission
 from ledger.domain.proposals import Proposal
 from ledger.domain.states import LEGAL_OPERATIONS, MissionState, Operation, ProposalStatus
-from ledger.persistence.chain import verify_chain
+from ledger.persistence.chain import Anchor, ChainReport, verify_chain_against
+from ledger.persistence.checkpoints import CheckpointStore
+from projections.aggregate_tables import decode_cursor, encode_cursor
 
 router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 
@@ -93,31 +106,35 @@ async def start(request: Request) -> Response:
     return see_other(_home(session.principal))
 
 
-def _begin(request: Request, response: Response, next_path: str) -> Attempt:
+async def _begin(request: Request, response: Response, next_path: str) -> Attempt:
     console = console_of(request)
-    token, attempt = console.sessions.begin(now=services_of(request).clock.now())
-    attempt.next_path = safe_next(next_path)
+    token, attempt = await run_in_threadpool(
+        lambda: console.sessions.begin(
+            now=services_of(request).clock.now(), next_path=safe_next(next_path)
+        )
+    )
     console.cookies.set(
         response, console.cookies.attempt, token, int(ATTEMPT_LIFETIME.total_seconds())
     )
     return attempt
 
 
-def _attempt(request: Request) -> tuple[str, Attempt] | None:
+async def _attempt(request: Request) -> tuple[str, Attempt] | None:
     console = console_of(request)
     token = request.cookies.get(console.cookies.attempt)
     if not token:
         return None
-    attempt = console.sessions.attempt(token, now=services_of(request).clock.now())
+    now = services_of(request).clock.now()
+    attempt = await run_in_threadpool(lambda: console.sessions.attempt(token, now=now))
     return None if attempt is None else (token, attempt)
 
 
-def _signin_page(
+async def _signin_page(
     request: Request, *, next_path: str, status_code: int = 200, message: str | None = None
 ) -> HTMLResponse:
     console = console_of(request)
     response = HTMLResponse("")
-    attempt = _begin(request, response, next_path)
+    attempt = await _begin(request, response, next_path)
     page = render(
         request,
         "signin.html",
@@ -140,7 +157,7 @@ async def signin(
     session = await current_session(request, touch=False)
     if session is not None:
         return see_other(safe_next(next) if next else _home(session.principal))
-    return _signin_page(request, next_path=next or f"{PREFIX}/")
+    return await _signin_page(request, next_path=next or f"{PREFIX}/")
 
 
 @router.get("/signin/oidc", response_model=None)
@@ -152,7 +169,7 @@ async def signin_oidc(
     if console.oidc is None:
         raise InvalidRequest("this console has no OpenID sign-in configured")
     response = see_other("/")
-    attempt = _begin(request, response, next or f"{PREFIX}/")
+    attempt = await _begin(request, response, next or f"{PREFIX}/")
     url = await console.oidc.authorization_url(
         state=attempt.state, nonce=attempt.nonce, verifier=attempt.verifier
     )
@@ -160,7 +177,7 @@ async def signin_oidc(
     return response
 
 
-def _open_session(
+async def _open_session(
     request: Request,
     principal: Principal,
     *,
@@ -178,13 +195,12 @@ def _open_session(
     console = console_of(request)
     previous = request.cookies.get(console.cookies.session)
     if previous:  # signing in again (perhaps as someone else) ends the session before
-        console.sessions.end(previous)
-    token = console.sessions.open(
-        principal,
-        now=services_of(request).clock.now(),
-        method=method,
-        key_id=key_id,
-        display_name=display_name,
+        await run_in_threadpool(console.sessions.end, previous)
+    now = services_of(request).clock.now()
+    token = await run_in_threadpool(
+        lambda: console.sessions.open(
+            principal, now=now, method=method, key_id=key_id, display_name=display_name
+        )
     )
     response = see_other(next_path if next_path != f"{PREFIX}/" else _home(principal))
     console.cookies.set(response, console.cookies.session, token)
@@ -200,22 +216,22 @@ async def oidc_callback(
     error: Annotated[str | None, Query(max_length=256)] = None,
 ) -> Response:
     console = console_of(request)
-    found = _attempt(request)
+    found = await _attempt(request)
     if console.oidc is None or found is None or state is None:
-        return _signin_page(
+        return await _signin_page(
             request,
             next_path=f"{PREFIX}/",
             status_code=400,
             message="That sign-in link has expired or was not started here. Try again.",
         )
     token, attempt = found
-    console.sessions.finish(token)  # used once, whatever happens next
+    await run_in_threadpool(console.sessions.finish, token)  # used once, whatever happens
     if not hmac.compare_digest(state.encode(), attempt.state.encode()):
-        return _signin_page(
+        return await _signin_page(
             request, next_path=attempt.next_path, status_code=400, message="Sign-in failed."
         )
     if error is not None or code is None:
-        return _signin_page(
+        return await _signin_page(
             request,
             next_path=attempt.next_path,
             status_code=401,
@@ -229,7 +245,7 @@ async def oidc_callback(
             now=services_of(request).clock.now(),
         )
     except NotAuthenticated as failure:
-        return _signin_page(
+        return await _signin_page(
             request, next_path=attempt.next_path, status_code=401, message=failure.detail
         )
     principal = Principal(
@@ -240,7 +256,7 @@ async def oidc_callback(
         issuer=person.issuer,
         acr=person.acr,
     )
-    return _open_session(
+    return await _open_session(
         request,
         principal,
         next_path=attempt.next_path,
@@ -255,27 +271,27 @@ async def signin_key(request: Request) -> Response:
     console = console_of(request)
     if not console.key_signin:
         raise Forbidden("sign-in with an API key is turned off here")
-    found = _attempt(request)
+    found = await _attempt(request)
     if found is None:
         raise Forbidden("the sign-in form has expired or was not opened here: reload the page")
     token, attempt = found
     await check_csrf(request, attempt.csrf)
-    console.sessions.finish(token)
+    await run_in_threadpool(console.sessions.finish, token)
     key = (await request.form()).get("api_key")
     if not isinstance(key, str) or not key.strip():
-        return _signin_page(
+        return await _signin_page(
             request, next_path=attempt.next_path, status_code=400, message="Enter an API key."
         )
     try:
         principal, entry = await api_key_principal(key.strip(), services_of(request))
     except NotAuthenticated:
-        return _signin_page(
+        return await _signin_page(
             request,
             next_path=attempt.next_path,
             status_code=401,
             message="That API key is unknown or revoked.",
         )
-    return _open_session(
+    return await _open_session(
         request, principal, next_path=attempt.next_path, method="api_key", key_id=entry.key_id
     )
 
@@ -285,7 +301,7 @@ async def signout(request: Request) -> Response:
     console = console_of(request)
     token = request.scope.get(SESSION_TOKEN_SCOPE)
     if isinstance(token, str):
-        console.sessions.end(token)
+        await run_in_threadpool(console.sessions.end, token)
     response = see_other(f"{PREFIX}/signin?signed_out=1")
     console.cookies.clear(response, console.cookies.session)
     response.headers["Clear-Site-Data"] = '"cache"'
@@ -299,28 +315,50 @@ async def signout(request: Request) -> Response:
 async def inbox(
     request: Request, cursor: Annotated[str | None, Query(max_length=128)] = None
 ) -> Response:
-    """Pending proposals, oldest first, one page from the read model."""
+    """Pending proposals and access requests, oldest first, one page from the read models."""
     services = services_of(request)
-    items, next_cursor = await run_in_threadpool(
-        services.proposals.page,
-        services.ledger.database,
-        filters={"status": ProposalStatus.PENDING.value},
-        cursor=cursor,
-        limit=INBOX_PAGE,
+    rows, next_cursor = await run_in_threadpool(
+        pending_page, services, decode_cursor(cursor), INBOX_PAGE
     )
     now = services.clock.now()
     return render(
         request,
         "inbox.html",
-        items=[_inbox_item(p, now) for p in items],
+        items=[
+            _inbox_item(item, now) if isinstance(item, Proposal) else _task_item(item, now)
+            for item in rows
+        ],
         next_cursor=next_cursor,
         first_page=cursor is None,
         done=request.query_params.get("done"),
     )
 
 
+def pending_page(
+    services: Services, after: int, limit: int
+) -> tuple[list[Proposal | AccessRequest], str | None]:
+    """One inbox page: pending proposals and access requests created after log position
+    ``after``, merged in log order (both boards are read by their ``(status,
+    created_position)`` index, ``limit + 1`` rows each; nothing is scanned)."""
+    db = services.ledger.database
+    merged: list[tuple[int, Proposal | AccessRequest]] = [
+        *services.proposals.positioned(
+            db, filters={"status": ProposalStatus.PENDING.value}, after=after, limit=limit + 1
+        ),
+        *services.access_requests.positioned(
+            db, filters={"status": TASK_PENDING}, after=after, limit=limit + 1
+        ),
+    ]
+    merged.sort(key=lambda row: row[0])
+    more = len(merged) > limit
+    merged = merged[:limit]
+    return [item for _, item in merged], encode_cursor(merged[-1][0]) if more else None
+
+
 def _inbox_item(proposal: Proposal, now: Any) -> dict[str, Any]:
     return {
+        "kind": "proposal",
+        "href": f"{PREFIX}/proposals/{proposal.id}",
         "id": proposal.id,
         "client_id": proposal.client_id,
         "subject": proposal.subject,
@@ -330,6 +368,23 @@ def _inbox_item(proposal: Proposal, now: Any) -> dict[str, Any]:
         "countdown": present.countdown(now, proposal.expires_at),
         "status": proposal.effective_status(now),
         "entries": present.entry_views(proposal.proposed_authority),
+    }
+
+
+def _task_item(task: AccessRequest, now: Any) -> dict[str, Any]:
+    return {
+        "kind": "access_request",
+        "mission_id": task.mission_id,
+        "href": f"{PREFIX}/access-requests/{task.id}",
+        "id": task.id,
+        "client_id": task.client_id,
+        "subject": task.mission_subject,
+        "goal": task.justification or "",
+        "submitted_at": task.created_on,
+        "expires_at": task.expires_at,
+        "countdown": present.countdown(now, task.expires_at),
+        "status": task.effective_status(now),
+        "denied": rendered_request(task),
     }
 
 
@@ -436,6 +491,7 @@ async def _written(request: Request, written: Written[Any], then: str) -> Respon
     """After a write: on to ``then`` once this replica's pages include it."""
     response = see_other(then)
     await finish_write(services_of(request), response, written, status_code=303)
+    response.status_code = 303  # a replayed form too (its first answer was an API status)
     return response
 
 
@@ -454,6 +510,121 @@ async def deny_page(request: Request, proposal_id: str) -> Response:
     return await _written(request, written, f"{PREFIX}/inbox?done=denied")
 
 
+# ---------------------------------------------------------------------- access requests
+
+
+async def _access_request(request: Request, task_id: str) -> tuple[Session, AccessRequest]:
+    session = request.scope[SESSION_SCOPE]
+    assert isinstance(session, Session)
+    task = await load_task(services_of(request), session.principal, task_id)
+    return session, task
+
+
+async def _task_context(request: Request, session: Session, task: AccessRequest) -> dict[str, Any]:
+    services = services_of(request)
+    now = services.clock.now()
+    mission = await mission_of(services, task)
+    view = approver_view(task, mission, now)
+    default_until = now + DEFAULT_APPROVAL_LIFETIME
+    if mission is not None:
+        default_until = min(default_until, mission.expires_at)
+    latest = mission.expires_at if mission is not None else default_until
+    return {
+        "t": task,
+        "view": view,
+        "status": view["status"],
+        "countdown": present.countdown(now, task.expires_at),
+        "requester": present.actor_text(task.requester),
+        "decided_by": present.actor_text(task.decided_by),
+        "denied": view["rendered_request"],
+        "mission": mission,
+        "mission_state": None if mission is None else mission.effective_state(now),
+        "authority": [] if mission is None else present.entry_views(mission.effective_authority()),
+        "action_properties": sorted((task.denied["action"].get("properties") or {}).items()),
+        "prose": [("Business justification", [task.justification])] if task.justification else [],
+        "until_value": present.expiry_input(default_until),
+        "until_max": present.expiry_input(latest),
+        "may_decide": policy.DECIDE_ACCESS_REQUEST.allows(session.principal),
+        "nonce": new_token(),
+        "done": request.query_params.get("done"),
+    }
+
+
+@router.get(
+    "/access-requests/{task_id}",
+    response_model=None,
+    dependencies=[signed_in(policy.LIST_ACCESS_REQUESTS)],
+)
+async def access_request_page(request: Request, task_id: str) -> Response:
+    """One access request: what was denied next to the Mission's current authority, the
+    agent's justification (untrusted), and the approve and deny forms. This is the
+    ``user-portal-url`` of an egress denial (SPEC 7.2)."""
+    session, task = await _access_request(request, task_id)
+    return render(request, "access_request.html", **await _task_context(request, session, task))
+
+
+def _form_idempotency(request: Request, session: Session) -> IdempotencyRequest | None:
+    """The form's nonce as an Idempotency-Key (a second submission of the same form answers
+    with the first outcome and writes nothing), scoped to the person like an API key's."""
+    form = _form(request)
+    nonce = _text(form, "nonce")
+    if nonce is None:
+        return None
+    fields = sorted((k, v) for k, v in form.multi_items() if k != "csrf" and isinstance(v, str))
+    digest = hashlib.sha256((request.url.path + "\n" + json.dumps(fields)).encode()).hexdigest()
+    return IdempotencyRequest(
+        scope=session.principal.scope,
+        key=f"console:{nonce}",
+        request_hash=digest,
+        status_code=200,
+    )
+
+
+@router.post(
+    "/access-requests/{task_id}/approve",
+    response_model=None,
+    dependencies=[signed_in(policy.DECIDE_ACCESS_REQUEST)],
+)
+async def approve_access_page(request: Request, task_id: str) -> Response:
+    """Approve exactly the denied request, until ``approved_until`` (UTC) for ``max_uses``
+    permits; the approver rules are the API's (the ledger refuses, naming the rule)."""
+    session, _ = await _access_request(request, task_id)
+    form = _form(request)
+    until = _text(form, "approved_until")
+    uses = _text(form, "max_uses")
+    if uses is not None and not uses.isdigit():
+        raise InvalidRequest.at("/max_uses", "must be a whole number")
+    body = AccessApproveIn(
+        reason=_text(form, "reason"),
+        approved_until=None if until is None else present.form_instant(until, "/approved_until"),
+        max_uses=None if uses is None else int(uses),
+    )
+    written = await approve_task(
+        services_of(request), session.principal, task_id, body, _form_idempotency(request, session)
+    )
+    return await _written(request, written, f"{PREFIX}/access-requests/{task_id}?done=approved")
+
+
+@router.post(
+    "/access-requests/{task_id}/deny",
+    response_model=None,
+    dependencies=[signed_in(policy.DECIDE_ACCESS_REQUEST)],
+)
+async def deny_access_page(request: Request, task_id: str) -> Response:
+    session, _ = await _access_request(request, task_id)
+    reason = _text(_form(request), "reason")
+    if reason is None:
+        raise InvalidRequest.at("/reason", "say why you deny the request")
+    written = await deny_task(
+        services_of(request),
+        session.principal,
+        task_id,
+        DecisionIn(reason=reason),
+        _form_idempotency(request, session),
+    )
+    return await _written(request, written, f"{PREFIX}/access-requests/{task_id}?done=denied")
+
+
 # ---------------------------------------------------------------------- operator
 
 
@@ -465,7 +636,6 @@ async def missions(
     subject: Annotated[str | None, Query(max_length=256)] = None,
     cursor: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Response:
-    services = services_of(request)
     state = state or None
     if state is not None and state not in {s.value for s in MissionState}:
         raise InvalidRequest.at("/state", f"must be one of {[s.value for s in MissionState]}")
@@ -474,6 +644,27 @@ async def missions(
         "client_id": (agent or "").strip() or None,
         "subject_sub": (subject or "").strip() or None,
     }
+    return await _missions_page(
+        request,
+        "missions.html",
+        filters,
+        cursor,
+        states=[s.value for s in MissionState],
+        state=state or "",
+        agent=filters["client_id"] or "",
+        subject=filters["subject_sub"] or "",
+    )
+
+
+async def _missions_page(
+    request: Request,
+    template: str,
+    filters: dict[str, str | None],
+    cursor: str | None,
+    **context: Any,
+) -> Response:
+    """One page of Missions from the mission board, in approval order."""
+    services = services_of(request)
     items, next_cursor = await run_in_threadpool(
         services.missions.page,
         services.ledger.database,
@@ -484,15 +675,24 @@ async def missions(
     now = services.clock.now()
     return render(
         request,
-        "missions.html",
+        template,
         items=[(m, m.effective_state(now)) for m in items],
-        states=[s.value for s in MissionState],
-        state=state or "",
-        agent=filters["client_id"] or "",
-        subject=filters["subject_sub"] or "",
         next_cursor=next_cursor,
         first_page=cursor is None,
+        **context,
     )
+
+
+@router.get("/approved", response_model=None, dependencies=[signed_in(policy.INBOX)])
+async def approved_missions(
+    request: Request, cursor: Annotated[str | None, Query(max_length=128)] = None
+) -> Response:
+    """The Missions this person approved (SPEC 7.5), in approval order, from the read model
+    (``mission_board.approver_key``)."""
+    session = request.scope[SESSION_SCOPE]
+    assert isinstance(session, Session)
+    filters: dict[str, str | None] = {"approver_key": policy.approver_key_of(session.principal)}
+    return await _missions_page(request, "approved.html", filters, cursor)
 
 
 async def _mission(request: Request, mission_id: str) -> tuple[Session, Mission]:
@@ -521,6 +721,7 @@ async def _mission_context(request: Request, session: Session, mission: Mission)
         cursor=None,
         limit=MANDATES_SHOWN,
     )
+    usage = await run_in_threadpool(services.ledger.mission_usage, mission)
     operations = [
         op.value
         for op, (allowed_from, _) in LEGAL_OPERATIONS.items()
@@ -537,12 +738,14 @@ async def _mission_context(request: Request, session: Session, mission: Mission)
         "proposed": present.entry_views(mission.proposed_authority),
         "narrowed": mission.proposed_authority != mission.authority_set,
         "terms": present.terms(mission.expires_at, mission.intent),
+        "usage": present.usage_facts(usage),
         "contained": mission.contained,
         "mandates": present.mandate_tree(mandates[0], now),
         "more_mandates": mandates[1] is not None,
         "timeline": None if history is None else present.timeline(history),
         "operations": operations,
         "may_contain": policy.CONTAIN_MISSION.allows(principal) and state in _CONTAINABLE,
+        "may_export": policy.EXPORT_EVIDENCE.allows(principal),
         "nonce": new_token(),
         "approved": request.query_params.get("approved") == "1",
     }
@@ -595,12 +798,15 @@ async def mission_live(
         current = await run_in_threadpool(services.ledger.get_mission, mission.id)
         return current.version != version
 
-    def still_signed_in() -> bool:
+    async def still_signed_in() -> bool:
         if not isinstance(token, str):
             return False
-        live = console.sessions.find(token, now=services.clock.now())
-        return live is session and (
-            session.key_id is None or services.keys.current(session.key_id) is not None
+        now = services.clock.now()
+        live = await run_in_threadpool(lambda: console.sessions.find(token, now=now))
+        return (
+            live is not None
+            and live.id == session.id
+            and (session.key_id is None or services.keys.current(session.key_id) is not None)
         )
 
     return EventSourceResponse(
@@ -734,19 +940,29 @@ async def containment(request: Request, mission_id: str) -> Response:
 # ---------------------------------------------------------------------- auditor
 
 
+CHECKPOINTS_SHOWN = 10
+DECISIONS_PAGE = 50
+
+
 @router.get("/audit/chain", response_model=None, dependencies=[signed_in(policy.CHAIN_STATUS)])
 async def chain(
     request: Request, verify: Annotated[str | None, Query(max_length=8)] = None
 ) -> Response:
-    """The hash chain: its head, the newest events, and (on request) a full verification."""
+    """The hash chain and its signed checkpoints: the head, the newest events and
+    checkpoints, the witnesses; on request a full verification of the chain and of every
+    checkpoint against it (what ``mission-ledger audit verify --checkpoints`` does)."""
     services = services_of(request)
     head = await run_in_threadpool(services.ledger.head_position)
     recent = await run_in_threadpool(services.ledger.audit_log, max(0, head - 20), 20)
+    store = CheckpointStore(services.ledger.database, services.ledger.event_log)
+    checkpoints = await run_in_threadpool(store.newest, CHECKPOINTS_SHOWN)
+    total = await run_in_threadpool(store.count)
+    checkpointer = services.checkpoints
+    directory = None if checkpointer is None else checkpointer.directory
     report = None
     if verify == "1":
-        report = await run_in_threadpool(
-            lambda: verify_chain(services.ledger.event_log.chain_rows())
-        )
+        report = await run_in_threadpool(_verify_with_checkpoints, services, store, directory)
+    settings = services.settings
     return render(
         request,
         "chain.html",
@@ -762,5 +978,137 @@ async def chain(
             }
             for e in reversed(recent)
         ],
+        checkpoints=[
+            {
+                "position": c.position,
+                "events": c.checkpoint.events,
+                "hash": c.checkpoint.chain_hash.hex(),
+                "issued_at": format_instant(c.checkpoint.issued_at),
+                "kid": c.kid,
+            }
+            for c in checkpoints
+        ],
+        checkpoint_count=total,
+        behind=head - checkpoints[0].position if checkpoints else head,
+        interval=settings.checkpoint_interval_seconds,
+        witness_dir=None if directory is None else str(directory),
+        witness_url=settings.checkpoint_witness_url is not None,
+        counters=None if checkpointer is None else checkpointer.counters(),
         report=report,
+    )
+
+
+@dataclass(frozen=True)
+class Verification:
+    chain: ChainReport
+    #: Checkpoints compared with the chain: the store's, and the witness directory's files.
+    stored: int
+    witnessed: int
+    #: (where, position, problem) for each checkpoint the chain no longer matches.
+    failures: list[tuple[str, int | None, str]]
+
+
+def _verify_with_checkpoints(
+    services: Services, store: CheckpointStore, directory: Path | None
+) -> Verification:
+    """The whole chain, and every checkpoint (the store's and, when the service writes a
+    witness directory, its files) checked against it."""
+    stored = store.between(0, 2**62)
+    anchors = [
+        Anchor(
+            position=c.position,
+            chain_hash=c.checkpoint.chain_hash,
+            events=c.checkpoint.events,
+            source=f"stored checkpoint {c.position}",
+        )
+        for c in stored
+    ]
+    witnessed = []
+    if directory is not None and directory.is_dir():
+        witnessed = read_witness_directory(directory, services.keyring.public_jwks)
+        anchors += [w.anchor for w in witnessed if w.anchor is not None]
+    report, anchor_failures = verify_chain_against(services.ledger.event_log.chain_rows(), anchors)
+    failures: list[tuple[str, int | None, str]] = [
+        (w.path.name, None, w.problem) for w in witnessed if w.problem is not None
+    ]
+    failures += [(f.anchor.source, f.anchor.position, f.problem) for f in anchor_failures]
+    return Verification(report, len(stored), len(witnessed), failures)
+
+
+@router.get(
+    "/audit/decisions", response_model=None, dependencies=[signed_in(policy.READ_DECISION_LOG)]
+)
+async def decisions(
+    request: Request,
+    mission: Annotated[str | None, Query(max_length=128)] = None,
+    mandate: Annotated[str | None, Query(max_length=128)] = None,
+    agent: Annotated[str | None, Query(max_length=128)] = None,
+    decision: Annotated[str | None, Query(max_length=8)] = None,
+    start: Annotated[str | None, Query(alias="from", max_length=32)] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=32)] = None,
+    cursor: Annotated[str | None, Query(max_length=8192)] = None,
+) -> Response:
+    """Decision log search (``GET /v1/audit/decisions``'s filters and cursor), read-only."""
+    services = services_of(request)
+    fields = {
+        "mission": (mission or "").strip(),
+        "mandate": (mandate or "").strip(),
+        "agent": (agent or "").strip(),
+        "decision": (decision or "").strip(),
+        "from": (start or "").strip(),
+        "to": (end or "").strip(),
+    }
+    where = decision_filter(
+        fields["mission"] or None,
+        fields["mandate"] or None,
+        fields["agent"] or None,
+        fields["decision"] or None,
+        present.form_instant(fields["from"], "/from") if fields["from"] else None,
+        present.form_instant(fields["to"], "/to") if fields["to"] else None,
+    )
+    records, next_cursor = await run_in_threadpool(
+        services.decision_log.page, where, cursor=cursor or None, limit=DECISIONS_PAGE
+    )
+    return render(
+        request,
+        "decisions.html",
+        fields=fields,
+        records=[present.decision_row(r) for r in records],
+        next_query=None
+        if next_cursor is None
+        else urlencode({**{k: v for k, v in fields.items() if v}, "cursor": next_cursor}),
+        searched=any(fields.values()) or cursor is not None,
+        first_page=cursor is None,
+        first_query=urlencode({k: v for k, v in fields.items() if v}),
+    )
+
+
+@router.get("/audit/export", response_model=None, dependencies=[signed_in(policy.EXPORT_EVIDENCE)])
+async def export_page(
+    request: Request, mission: Annotated[str | None, Query(max_length=128)] = None
+) -> Response:
+    """The evidence export form: one Mission, or a time range."""
+    return render(request, "export.html", mission=(mission or "").strip())
+
+
+@router.get(
+    "/audit/export/bundle",
+    response_model=None,
+    dependencies=[signed_in(policy.EXPORT_EVIDENCE)],
+)
+async def export_bundle(
+    request: Request,
+    mission: Annotated[str | None, Query(max_length=128)] = None,
+    start: Annotated[str | None, Query(alias="from", max_length=32)] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=32)] = None,
+) -> Response:
+    """The evidence bundle (``GET /v1/audit/export``), downloaded: a signed tar."""
+    mission = (mission or "").strip() or None
+    start = (start or "").strip() or None
+    end = (end or "").strip() or None
+    return await export_response(
+        services_of(request),
+        mission,
+        None if start is None else present.form_instant(start, "/from"),
+        None if end is None else present.form_instant(end, "/to"),
     )

@@ -173,6 +173,70 @@ def mandate_tree(mandates: Sequence[ExecutionMandate], now: datetime) -> list[Ma
     return roots
 
 
+@dataclass(frozen=True)
+class DecisionRow:
+    evaluation_id: str
+    at: str
+    permit: bool
+    reason: str
+    agent: str
+    action: str
+    resource: str
+    mission: str | None
+    mission_version: int | None
+    mandate: str | None
+    approval: str | None
+    caller: str
+    index_position: int
+
+
+def _member(value: Any, name: str) -> str:
+    return str(value.get(name, "")) if isinstance(value, Mapping) else ""
+
+
+def decision_row(record: Any) -> DecisionRow:
+    """One decision log record (``projections.decision_log.StoredDecision``) for a table."""
+    return DecisionRow(
+        evaluation_id=record.evaluation_id,
+        at=format_instant(record.evaluated_at),
+        permit=bool(record.decision),
+        reason=record.reason or "",
+        agent=_member(record.subject, "id"),
+        action=_member(record.action, "name"),
+        resource=_member(record.resource, "id"),
+        mission=record.mission_id,
+        mission_version=record.mission_version,
+        mandate=record.mandate_id,
+        approval=record.approval_id,
+        caller=actor_text(record.principal) if record.principal else "unknown",
+        index_position=record.index_position,
+    )
+
+
+def usage_facts(usage: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """A metered Mission's ``usage`` (SPEC 7.3, as ``GET /v1/missions/{id}`` shows it) as
+    (label, text) pairs; empty when the Mission meters nothing."""
+    if not usage:
+        return []
+    facts: list[tuple[str, str]] = []
+    currency = usage.get("currency")
+    if currency is not None:
+        facts += [
+            ("Budget", f"{usage.get('budget')} {currency}"),
+            ("Spent", f"{usage.get('spent')} {currency}"),
+            ("Reserved", f"{usage.get('reserved')} {currency}"),
+            ("Remaining", f"{usage.get('remaining')} {currency}"),
+        ]
+    calls = f"{usage.get('calls')}"
+    if usage.get("max_calls") is not None:
+        calls += f" of {usage['max_calls']} ({usage.get('calls_remaining')} left)"
+    facts.append(("Calls", calls))
+    for item in usage.get("call_classes") or []:
+        label = f"Calls of class {item.get('call_class')}"
+        facts.append((label, f"{item.get('calls')} of {item.get('max')}"))
+    return facts
+
+
 # ---------------------------------------------------------------------- narrowing
 
 
@@ -223,17 +287,25 @@ def expiry_input(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M")
 
 
+def form_instant(value: str, pointer: str) -> str:
+    """A ``datetime-local`` value (UTC, minutes or seconds), or an RFC 3339 instant, as an
+    RFC 3339 instant."""
+    text = value.strip()
+    if len(text) == 16:  # datetime-local without seconds
+        text += ":00"
+    if len(text) == 19:  # no offset: the form's times are UTC
+        text += "Z"
+    return format_instant(parse_instant(text, pointer))
+
+
 def chosen_expiry(form: Mapping[str, Any], requested: datetime) -> str | None:
     """The expiry the approver chose (UTC), or None for the requested one."""
     value = form.get("expires_at")
     if not isinstance(value, str) or not value.strip():
         return None
-    text = value.strip()
-    if text == expiry_input(requested):
+    if value.strip() == expiry_input(requested):
         return None
-    if len(text) == 16:  # datetime-local without seconds
-        text += ":00"
-    return format_instant(parse_instant(text + "Z", "/expires_at"))
+    return form_instant(value, "/expires_at")
 
 
 @dataclass(frozen=True)

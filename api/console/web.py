@@ -28,6 +28,7 @@ from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import policy
@@ -39,6 +40,7 @@ from api.services import Services, get_services
 from ledger.domain.errors import Forbidden, LedgerError, NotAuthenticated
 from ledger.domain.instants import format_instant, parse_instant
 from ledger.domain.streams import is_loopback
+from ledger.persistence.database import Database
 from ledger.settings import Settings
 
 HERE = Path(__file__).parent
@@ -190,21 +192,30 @@ def templates() -> Environment:
 class Console:
     """Everything the console keeps per process (``app.state.console``)."""
 
-    sessions: SessionStore
     oidc: OidcClient | None
     templates: Environment
     cookies: Cookies
     key_signin: bool
     origin: str
+    idle: timedelta
+    lifetime: timedelta
+    #: The sessions, in the store's database (``attach``, when the service starts).
+    store: SessionStore | None = None
+
+    @property
+    def sessions(self) -> SessionStore:
+        assert self.store is not None, "the console is attached when the service starts"
+        return self.store
+
+    def attach(self, db: Database) -> None:
+        self.store = SessionStore(db, idle=self.idle, lifetime=self.lifetime)
 
     @classmethod
     def create(cls, settings: Settings) -> Console:
         issuer = urlsplit(settings.public_issuer)
         return cls(
-            sessions=SessionStore(
-                idle=timedelta(minutes=settings.console_idle_minutes),
-                lifetime=timedelta(hours=settings.console_session_hours),
-            ),
+            idle=timedelta(minutes=settings.console_idle_minutes),
+            lifetime=timedelta(hours=settings.console_session_hours),
             oidc=OidcClient(settings) if settings.console_oidc_issuer else None,
             templates=templates(),
             cookies=Cookies(secure=not loopback_http(settings.public_issuer)),
@@ -237,8 +248,11 @@ def render(
             (f"{PREFIX}/{where}", label)
             for where, label, gate in (
                 ("inbox", "Inbox", policy.INBOX),
+                ("approved", "Approved by me", policy.INBOX),
                 ("missions", "Missions", policy.LIST_MISSIONS),
-                ("audit/chain", "Audit", policy.CHAIN_STATUS),
+                ("audit/chain", "Chain", policy.CHAIN_STATUS),
+                ("audit/decisions", "Decisions", policy.READ_DECISION_LOG),
+                ("audit/export", "Export", policy.EXPORT_EVIDENCE),
             )
             if gate.allows(signed.principal)
         ]
@@ -316,16 +330,14 @@ async def current_session(request: Request, *, touch: bool) -> Session | None:
     if not token:
         return None
     now = services.clock.now()
-    session = console.sessions.find(token, now=now)
+    session = await run_in_threadpool(console.sessions.find, token, now=now, touch=touch)
     if session is None:
         return None
     if session.key_id is not None:
         entry = services.keys.current(session.key_id)
         if entry is None or entry.name != session.principal.name:
-            console.sessions.end(token)
+            await run_in_threadpool(console.sessions.end, token)
             return None
-    if touch:
-        session.last_seen = now
     request.scope[SESSION_TOKEN_SCOPE] = token
     return session
 

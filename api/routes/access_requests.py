@@ -9,7 +9,6 @@ or cancel it through its portable handle; approvers list, read, approve and deny
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -54,7 +53,7 @@ router = APIRouter(tags=["access requests"], route_class=GatedRoute)
 RATE_WINDOW = timedelta(minutes=1)
 
 
-async def _task(services: Services, principal: Principal, task_id: str) -> AccessRequest:
+async def load_task(services: Services, principal: Principal, task_id: str) -> AccessRequest:
     """The task, if the caller may see it; else the same 404 as for an unknown task."""
     task = None
     if well_formed_id(task_id, "tsk"):
@@ -201,7 +200,7 @@ async def _rate_limit(services: Services, principal: Principal) -> None:
 )
 async def get_task(task_id: str, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     """The task handle: ``{task, result?}``."""
-    task = await _task(services, principal, task_id)
+    task = await load_task(services, principal, task_id)
     return task_view(task, services.settings.public_issuer, services.clock.now())
 
 
@@ -220,7 +219,7 @@ async def cancel_task(
     """Withdraw a pending request (the requester, or an admin); 409 ``invalid_task_state``
     once it is terminal."""
     await refuse_null_body(request, body)
-    task = await _task(services, principal, task_id)
+    task = await load_task(services, principal, task_id)
     if not policy.may_cancel_task(principal, task):
         raise Forbidden("only the principal that requested the access may cancel it")
     reason = None if body is None else body.reason or body.comment
@@ -237,11 +236,22 @@ async def cancel_task(
 # ---------------------------------------------------------------------- approvers
 
 
-async def _mission_of(services: Services, task: AccessRequest) -> Mission | None:
+async def mission_of(services: Services, task: AccessRequest) -> Mission | None:
     try:
         return await run_in_threadpool(services.ledger.get_mission, task.mission_id)
     except NotFound:
         return None
+
+
+async def approver_views(services: Services, tasks: list[AccessRequest]) -> list[dict[str, Any]]:
+    """The approver's view of each task (its Mission read from the board once)."""
+    missions = {}
+    for mission_id in {task.mission_id for task in tasks}:
+        missions[mission_id] = await run_in_threadpool(
+            services.missions.get, services.ledger.database, mission_id
+        )
+    now = services.clock.now()
+    return [approver_view(task, missions[task.mission_id], now) for task in tasks]
 
 
 @router.get("/v1/access-requests", dependencies=[allowed(policy.LIST_ACCESS_REQUESTS), Fresh])
@@ -262,14 +272,8 @@ async def list_access_requests(
         cursor=cursor,
         limit=limit,
     )
-    missions = {}
-    for mission_id in {task.mission_id for task in items}:
-        missions[mission_id] = await run_in_threadpool(
-            services.missions.get, services.ledger.database, mission_id
-        )
-    now = services.clock.now()
     return {
-        "data": [approver_view(task, missions[task.mission_id], now) for task in items],
+        "data": await approver_views(services, items),
         "next_cursor": next_cursor,
     }
 
@@ -281,8 +285,8 @@ async def list_access_requests(
 async def get_access_request(
     task_id: str, principal: PrincipalDep, services: ServicesDep
 ) -> dict[str, Any]:
-    task = await _task(services, principal, task_id)
-    return approver_view(task, await _mission_of(services, task), services.clock.now())
+    task = await load_task(services, principal, task_id)
+    return approver_view(task, await mission_of(services, task), services.clock.now())
 
 
 @router.post(
@@ -300,15 +304,26 @@ async def approve_access_request(
     """Approve exactly the denied request: at most ``max_uses`` permits (default 1) until
     ``approved_until`` (default 1 h, never past the Mission's expiry)."""
     await refuse_null_body(request, body)
-    decision = body or AccessApproveIn()
+    idempotency = await idempotency_for(request, principal, 200)
+    written = await approve_task(
+        services, principal, task_id, body or AccessApproveIn(), idempotency
+    )
+    return await _decided(services, response, written)
+
+
+async def approve_task(
+    services: Services,
+    principal: Principal,
+    task_id: str,
+    decision: AccessApproveIn,
+    idempotency: IdempotencyRequest | None,
+) -> Written[AccessRequest]:
+    """The approval (API and console alike), on a task the caller may see."""
+    policy.DECIDE_ACCESS_REQUEST.check(principal)
+    await load_task(services, principal, task_id)
     approved_until = optional_instant(decision.approved_until, "/approved_until")
-    return await _decide(
-        services,
-        request,
-        response,
-        principal,
-        task_id,
-        lambda idempotency: services.ledger.approve_access_request(
+    return await _written(
+        lambda: services.ledger.approve_access_request(
             actor=principal.actor(),
             approver=principal.identity(services.settings.public_issuer),
             task_id=task_id,
@@ -316,7 +331,7 @@ async def approve_access_request(
             approved_until=approved_until,
             max_uses=decision.max_uses,
             idempotency=idempotency,
-        ),
+        )
     )
 
 
@@ -333,32 +348,35 @@ async def deny_access_request(
     body: DecisionIn | None = None,
 ) -> dict[str, Any]:
     await refuse_null_body(request, body)
-    reason = None if body is None else body.reason
-    return await _decide(
-        services,
-        request,
-        response,
-        principal,
-        task_id,
-        lambda idempotency: services.ledger.deny_access_request(
-            actor=principal.actor(), task_id=task_id, reason=reason, idempotency=idempotency
-        ),
+    idempotency = await idempotency_for(request, principal, 200)
+    written = await deny_task(services, principal, task_id, body or DecisionIn(), idempotency)
+    return await _decided(services, response, written)
+
+
+async def deny_task(
+    services: Services,
+    principal: Principal,
+    task_id: str,
+    decision: DecisionIn,
+    idempotency: IdempotencyRequest | None,
+) -> Written[AccessRequest]:
+    """The denial (API and console alike), on a task the caller may see."""
+    policy.DECIDE_ACCESS_REQUEST.check(principal)
+    await load_task(services, principal, task_id)
+    return await _written(
+        lambda: services.ledger.deny_access_request(
+            actor=principal.actor(),
+            task_id=task_id,
+            reason=decision.reason,
+            idempotency=idempotency,
+        )
     )
 
 
-async def _decide(
-    services: Services,
-    request: Request,
-    response: Response,
-    principal: Principal,
-    task_id: str,
-    write: Callable[[IdempotencyRequest | None], Written[AccessRequest]],
+async def _decided(
+    services: Services, response: Response, written: Written[AccessRequest]
 ) -> dict[str, Any]:
-    """An approver's decision on a task the caller may see: written, answered with the
-    approver's view of the task."""
-    await _task(services, principal, task_id)
-    idempotency = await idempotency_for(request, principal, 200)
-    written = await _written(lambda: write(idempotency))
+    """A decision written: answered with the approver's view of the task."""
     await finish_write(services, response, written, status_code=200)
     task = written.value
-    return approver_view(task, await _mission_of(services, task), services.clock.now())
+    return approver_view(task, await mission_of(services, task), services.clock.now())

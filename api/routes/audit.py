@@ -63,6 +63,14 @@ async def audit_export(
     """An evidence bundle (a tar with a signed manifest, ``docs/evidence.md``) of one
     Mission, or of the events recorded from ``from`` up to ``to`` (RFC 3339). Check it
     offline with ``mission-ledger audit verify-bundle FILE``."""
+    return await export_response(services, mission, start, end)
+
+
+async def export_response(
+    services: Services, mission: str | None, start: str | None, end: str | None
+) -> FileResponse:
+    """The bundle of ``mission``, or of ``start`` to ``end`` (RFC 3339), as a download (API
+    and console alike)."""
     scope = ExportScope(
         mission_id=mission,
         start=None if start is None else parse_instant(start, "/from"),
@@ -116,11 +124,29 @@ async def decision_log(
     ``evaluation_id``), filtered by Mission, Mandate, agent (``subject.id``), outcome and
     time (``from`` inclusive, ``to`` exclusive, RFC 3339); ``next_cursor`` is null after the
     last page. Records reach the log within ``DECISION_LOG_FLUSH_MS`` of their decision."""
+    where = decision_filter(mission, mandate, agent, decision, from_, to)
+    records, next_cursor = await run_in_threadpool(
+        services.decision_log.page, where, cursor=cursor, limit=limit
+    )
+    return {"data": [decision_record_view(r) for r in records], "next_cursor": next_cursor}
+
+
+def decision_filter(
+    mission: str | None,
+    mandate: str | None,
+    agent: str | None,
+    decision: str | None,
+    from_: str | None,
+    to: str | None,
+) -> DecisionFilter:
+    """The decision log's filter from the search's members (API and console alike)."""
     since: datetime | None = optional_instant(from_, "/from")
     until: datetime | None = optional_instant(to, "/to")
     if since is not None and until is not None and until < since:
         raise InvalidRequest.at("/to", "must not be before from")
-    where = DecisionFilter(
+    if decision not in (None, "permit", "deny"):
+        raise InvalidRequest.at("/decision", "must be permit or deny")
+    return DecisionFilter(
         mission=mission,
         mandate=mandate,
         agent=agent,
@@ -128,7 +154,3 @@ async def decision_log(
         since=since,
         until=until,
     )
-    records, next_cursor = await run_in_threadpool(
-        services.decision_log.page, where, cursor=cursor, limit=limit
-    )
-    return {"data": [decision_record_view(r) for r in records], "next_cursor": next_cursor}

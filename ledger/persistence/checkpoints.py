@@ -142,6 +142,19 @@ class CheckpointStore:
         with self._db.transaction(write=False) as cur:
             return self._latest(cur)
 
+    def newest(self, limit: int) -> list[StoredCheckpoint]:
+        """The ``limit`` newest checkpoints, newest first (the console's checkpoint status)."""
+        rows = self._db.fetchall(
+            f"SELECT {_COLUMNS} FROM ledger_checkpoints "  # noqa: S608 - constant
+            "ORDER BY position DESC LIMIT %s",
+            (limit,),
+        )
+        return [self._stored(row) for row in rows]
+
+    def count(self) -> int:
+        row = self._db.fetchone("SELECT count(*) AS n FROM ledger_checkpoints")
+        return 0 if row is None else int(row["n"])
+
     def between(self, first: int, last: int) -> list[StoredCheckpoint]:
         """Checkpoints at positions ``first`` to ``last`` (inclusive), in position order."""
         rows = self._db.fetchall(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 import pytest
@@ -33,10 +33,17 @@ PUBLIC = {
 CSRF = re.compile(r'name="csrf" value="([^"]*)"')
 
 
+class App(Protocol):
+    """A running app and its keys per role (``Api``, or the decision tests' ``Harness``)."""
+
+    client: TestClient
+    keys: dict[str, str]
+
+
 class Person:
     """One browser: a client with its own cookies, signed in as ``who`` (an API key)."""
 
-    def __init__(self, api: Api, who: str | None = None) -> None:
+    def __init__(self, api: App, who: str | None = None) -> None:
         self.api = api
         self.client = TestClient(api.client.app, follow_redirects=False)
         if who is not None:
@@ -515,6 +522,31 @@ def test_an_approver_sees_the_missions_they_approved_and_no_other(
     not_mine = response.json()["id"]
     assert approver.get(f"/console/missions/{not_mine}").status_code == 404
     assert approver.get("/console/missions").status_code == 403
+
+
+def test_an_approver_lists_the_missions_they_approved_and_no_other(api: Api) -> None:
+    mine = api.mission()["id"]  # approved over the API with the approver's key
+    admin_approved = api.submit()["submission_id"]
+    response = api.client.post(
+        f"/v1/proposals/{admin_approved}/approve", json={}, headers=api.auth("admin")
+    )
+    not_mine = response.json()["id"]
+    page = Person(api, "approver").get("/console/approved")
+    assert page.status_code == 200
+    assert f'href="/console/missions/{mine}"' in page.text
+    assert not_mine not in page.text
+    assert Person(api, "operator").get("/console/approved").status_code == 403
+
+
+def test_missions_approved_before_the_approver_column_are_listed_after_a_start(
+    api: Api,
+) -> None:
+    mission = api.mission()["id"]
+    db = api.services.ledger.database
+    db.execute("UPDATE mission_board SET approver_key = NULL")  # as migration 0009 left it
+    assert api.services.missions.fill_approver_keys(db) == 1
+    page = Person(api, "approver").get("/console/approved")
+    assert f'href="/console/missions/{mission}"' in page.text
 
 
 def test_an_operator_has_no_inbox_and_an_approver_no_chain(

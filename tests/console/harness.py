@@ -21,6 +21,7 @@ import httpx
 
 from tests.conftest import PostgresServer
 from tests.e2e.server import ServerProcess, create_key, free_port, proposal_body, store_env
+from tests.mandate_builders import jkt, proof_of
 
 HERE = Path(__file__).parent
 NODE_MODULES = HERE / "node_modules"
@@ -158,23 +159,20 @@ class Stack:
         assert response.status_code == 202, response.text
         return str(response.json()["submission_id"])
 
-    def mission(self, mission_id: str) -> dict[str, Any]:
+    def get(self, who: str, path: str) -> dict[str, Any]:
         response = httpx.get(
-            f"{self.url}/v1/missions/{mission_id}",
-            headers={"Authorization": f"Bearer {self.keys['operator']}"},
+            f"{self.url}{path}",
+            headers={"Authorization": f"Bearer {self.keys[who]}"},
             timeout=10,
         )
         assert response.status_code == 200, response.text
         return dict(response.json())
 
+    def mission(self, mission_id: str) -> dict[str, Any]:
+        return self.get("operator", f"/v1/missions/{mission_id}")
+
     def events(self, mission_id: str) -> list[dict[str, Any]]:
-        response = httpx.get(
-            f"{self.url}/v1/missions/{mission_id}/events",
-            headers={"Authorization": f"Bearer {self.keys['operator']}"},
-            timeout=10,
-        )
-        assert response.status_code == 200, response.text
-        return list(response.json()["data"])
+        return list(self.get("operator", f"/v1/missions/{mission_id}/events")["data"])
 
     def approve_over_api(self, proposal_id: str) -> str:
         response = httpx.post(
@@ -184,6 +182,54 @@ class Stack:
         )
         assert response.status_code == 201, response.text
         return str(response.json()["id"])
+
+    def post(self, who: str, path: str, body: dict[str, Any], status: int) -> dict[str, Any]:
+        response = httpx.post(
+            f"{self.url}{path}",
+            json=body,
+            headers={"Authorization": f"Bearer {self.keys[who]}"},
+            timeout=10,
+        )
+        assert response.status_code == status, response.text
+        return dict(response.json())
+
+    def access_request(self, justification: str = "month-end close", *, who: str = "pep") -> str:
+        """A pending access request (its task id): a Mission whose entry needs each action
+        approved, a Mandate, the PEP's requestable denial, and the request ``who`` makes."""
+        body = proposal_body("Pay invoices one by one", "agent-1", ("invoices.pay",))
+        body["authorization_details"][0]["constraints"] = {  # type: ignore[index]
+            "requires_action_approval": True
+        }
+        proposal = self.post("agent", "/v1/proposals", body, 202)["submission_id"]
+        mission = self.approve_over_api(proposal)
+        token = self.post(
+            "agent",
+            f"/v1/missions/{mission}/mandates",
+            {"actor": {"client_id": "agent-1", "instance_id": "i-1"}, "cnf": {"jkt": jkt()}},
+            201,
+        )["token"]
+        question = {
+            "subject": {"type": "agent", "id": "agent-1", "properties": {"instance_id": "i-1"}},
+            "action": {"name": "invoices.pay", "properties": {"amount": "120", "currency": "EUR"}},
+            "resource": {"type": "api", "id": "https://erp.example.com/invoices/7"},
+            "context": {"mandate": token, "proof": proof_of(token)},
+        }
+        denied = self.post("pep", "/access/v1/evaluation", question, 200)
+        access = denied["context"]["access_request"]
+        request = {
+            **question,
+            "context": {**question["context"], "business_justification": justification},
+            "denial": {
+                "evaluation_id": denied["context"]["evaluation_id"],
+                "expires_at": access["expires_at"],
+                "reason": denied["context"]["reason"],
+                "binding_token": access["binding_token"],
+            },
+        }
+        return str(self.post(who, "/access/v1/requests", request, 202)["task"]["id"])
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        return self.get("approver", f"/v1/access-requests/{task_id}")
 
     def head(self) -> int:
         return int(httpx.get(f"{self.url}/readyz", timeout=10).json()["head_position"])

@@ -30,7 +30,12 @@ def open_pages(stack: Stack) -> dict[str, tuple[str, str]]:
     proposal = stack.submit(TRICKS)
     decided = stack.submit("Pay the supplier invoices")
     mission = stack.approve_over_api(decided)
+    task = stack.access_request(TRICKS)
     return {
+        "access-request": ("approver", f"/console/access-requests/{task}"),
+        "approved": ("approver", "/console/approved"),
+        "decisions": ("auditor", f"/console/audit/decisions?mission={mission}"),
+        "export": ("auditor", "/console/audit/export"),
         "inbox": ("approver", "/console/inbox"),
         "decision": ("approver", f"/console/proposals/{proposal}"),
         "missions": ("operator", "/console/missions"),
@@ -85,7 +90,19 @@ def test_the_sign_in_page_is_accessible_and_fits_320px(
 
 @pytest.mark.parametrize(
     "name",
-    ["inbox", "decision", "missions", "mission", "mission-as-approver", "chain", "not-found"],
+    [
+        "inbox",
+        "decision",
+        "access-request",
+        "approved",
+        "missions",
+        "mission",
+        "mission-as-approver",
+        "chain",
+        "decisions",
+        "export",
+        "not-found",
+    ],
 )
 def test_every_page_is_accessible_and_fits_320px(
     stack: Stack,
@@ -162,6 +179,33 @@ def test_the_approve_form_works_by_keyboard_alone(stack: Stack, new_context: Any
     assert entry["constraints"]["max_amount"]["amount"] == "75"
 
 
+def test_an_access_request_is_approved_from_the_inbox_by_keyboard(
+    stack: Stack, new_context: Any
+) -> None:
+    task = stack.access_request("need it for the close")
+    page = signed_in(new_context, stack, "approver")
+    page.goto(f"{stack.url}/console/inbox")
+    link = page.locator(f"a.button[href='/console/access-requests/{task}']")
+    link.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{stack.url}/console/access-requests/{task}")
+    expect(page.locator("#denied-sentence")).to_contain_text("tried to invoices.pay")
+    expect(page.locator("section[aria-labelledby='current']")).to_contain_text("invoices.pay")
+    page.focus("#max_uses")
+    page.keyboard.press("Control+A")
+    page.keyboard.type("2")
+    page.keyboard.press("Tab")
+    page.keyboard.type("approved for the close")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{stack.url}/console/access-requests/{task}?done=approved")
+    expect(page.locator("[role=status]")).to_contain_text("Approved")
+    view = stack.task(task)
+    assert view["status"] == "approved"
+    assert view["approval"]["max_uses"] == 2
+    assert view["decision"]["reason"] == "approved for the close"
+
+
 WATCH = """
 window.__csp = [];
 document.addEventListener("securitypolicyviolation", (e) => window.__csp.push(e.violatedDirective));
@@ -181,6 +225,12 @@ def test_agent_text_stays_inert_and_the_csp_holds(
     page.goto(stack.url + pages["decision"][1])
     assert page.evaluate("window.__pwned") is None
     assert page.evaluate("typeof htmx") == "object"  # the enhancement loaded under the CSP
+    fenced = page.locator("section.untrusted")
+    expect(fenced).to_contain_text("Untrusted — written by the agent")
+    assert fenced.locator("pre.agent-text").first.text_content() == TRICKS
+    assert fenced.locator("script, img, b, a").count() == 0
+    page.goto(stack.url + pages["access-request"][1])
+    assert page.evaluate("window.__pwned") is None
     fenced = page.locator("section.untrusted")
     expect(fenced).to_contain_text("Untrusted — written by the agent")
     assert fenced.locator("pre.agent-text").first.text_content() == TRICKS

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sys
 from collections.abc import Awaitable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,10 +16,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from api.workers.decision_writer import DecisionWriter
+from api.workers.decision_writer import SWITCH_INTERVAL, DecisionWriter
 from ledger.application import Ledger
 from ledger.domain.actors import Actor
 from ledger.domain.canonical import raw_digest
+from ledger.persistence.database import Dialect
 from ledger.persistence.store import open_ledger
 from ledger.settings import Settings
 from projections.decision_log import (
@@ -193,6 +195,22 @@ def test_a_request_that_cannot_be_serialised_leaves_a_record_without_it(
 
 
 # ---------------------------------------------------------------------- retention
+
+
+def test_only_postgresql_pays_for_the_mandate_and_agent_search_indexes(ledger: Ledger) -> None:
+    if ledger.database.dialect is Dialect.SQLITE:
+        sql = (
+            "SELECT name FROM sqlite_master WHERE type = 'index' "
+            "AND tbl_name = 'decision_log' AND sql IS NOT NULL ORDER BY name"
+        )
+        expected = ["decision_log_mission"]
+    else:
+        sql = (
+            "SELECT indexname AS name FROM pg_indexes WHERE tablename = 'decision_log' "
+            "AND indexname <> 'decision_log_pkey' ORDER BY indexname"
+        )
+        expected = ["decision_log_agent", "decision_log_mandate", "decision_log_mission"]
+    assert [row["name"] for row in ledger.database.fetchall(sql)] == expected
 
 
 def test_retention_removes_records_older_than_the_retention_period_and_keeps_newer_ones(
@@ -393,6 +411,21 @@ def test_answers_wait_while_the_writer_is_behind_and_no_record_is_dropped(
     assert any(held)
     assert flaky.repeated[:2] == [False, True]  # after a failure, written as a repeat
     assert sorted(_all(store)) == sorted(_id(r) for r in records)
+
+
+def test_a_running_writer_bounds_how_long_the_event_loop_waits_for_the_interpreter_lock(
+    store: DecisionLog, writers: list[DecisionWriter]
+) -> None:
+    before = sys.getswitchinterval()
+
+    async def scenario() -> float:
+        writer = _writer(store, writers)
+        running = sys.getswitchinterval()
+        writer.stop()
+        return running
+
+    assert _run(scenario()) == min(before, SWITCH_INTERVAL)
+    assert sys.getswitchinterval() == before
 
 
 def test_a_record_the_store_cannot_hold_is_stored_without_its_request_and_the_rest_whole(
