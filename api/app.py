@@ -46,7 +46,8 @@ from api.subject_tokens import SubjectTokenVerifier
 from api.tokens import TokenVerifier
 from api.workers.callbacks import CallbackDelivery
 from api.workers.checkpoints import Checkpointer, HttpWitness
-from api.workers.decision_writer import DecisionWriter
+from api.workers.decision_process import ProcessDecisionWriter
+from api.workers.decision_writer import DecisionRecorder, DecisionWriter
 from api.workers.push import PushDelivery
 from api.workers.scheduler import Scheduler
 from api.workers.sse_hub import SseHub
@@ -54,6 +55,7 @@ from ledger.application.metering import MeterWriter
 from ledger.clock import Clock, SystemClock
 from ledger.domain.access_binding import APPROVAL_STATE_TYP
 from ledger.persistence.checkpoints import CheckpointStore
+from ledger.persistence.database import store_params
 from ledger.persistence.snapshots import StateCodec
 from ledger.persistence.store import open_ledger
 from ledger.settings import Settings, load_settings
@@ -147,13 +149,19 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         decision_log=decision_log,
         callbacks=callbacks,
         decision_records=decision_log_records(decision_log),
-        decisions=DecisionWriter(
-            decision_log,
-            mode=settings.decision_log_mode,
-            flush_ms=settings.decision_log_flush_ms,
-            queue_size=settings.decision_log_queue_size,
-        ),
+        decisions=decision_writer(settings, decision_log),
     )
+
+
+def decision_writer(settings: Settings, store: DecisionLog) -> DecisionRecorder:
+    """The decision log writer the settings ask for (``decision_log_writer``)."""
+    mode, flush_ms = settings.decision_log_mode, settings.decision_log_flush_ms
+    queue_size = settings.decision_log_queue_size
+    if settings.decision_log_writer == "process":
+        return ProcessDecisionWriter(
+            store_params(settings), mode=mode, flush_ms=flush_ms, queue_size=queue_size
+        )
+    return DecisionWriter(store, mode=mode, flush_ms=flush_ms, queue_size=queue_size)
 
 
 def _maintain(services: Services, retention: Retention) -> None:
@@ -243,7 +251,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             services.callbacks.stop()
             scheduler.stop()
             # Every decision answered is recorded before the store closes.
-            await run_in_threadpool(services.decisions.stop)
+            await services.decisions.close()
             await run_in_threadpool(_final_checkpoint, checkpointer)
             services.meters.stop()
             if services.gc is not None:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from api.tokens import TokenVerifier
     from api.workers.callbacks import CallbackDelivery
     from api.workers.checkpoints import Checkpointer
-    from api.workers.decision_writer import DecisionWriter
+    from api.workers.decision_writer import DecisionRecorder
     from api.workers.push import PushDelivery
     from api.workers.sse_hub import SseHub
     from ledger.signing.keyring import Keyring
@@ -56,7 +56,7 @@ class Services:
     meters: MeterWriter
     console_watch: MissionWatch
     decision_log: DecisionLog
-    decisions: DecisionWriter
+    decisions: DecisionRecorder
     #: Access-request callbacks: the submission check and the delivery worker.
     callbacks: CallbackDelivery
     push: PushDelivery | None = None  # set by the lifespan once started

@@ -219,6 +219,29 @@ def load_average() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU time (user + system) of process ``pid`` and of its child processes (Linux /proc:
+    (0, 0) elsewhere or once it is gone)."""
+
+    def own(one: int) -> float:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def children(one: int) -> list[int]:
+        found: list[int] = []
+        for task in Path(f"/proc/{one}/task").glob("*/children"):
+            try:
+                found += [int(child) for child in task.read_text().split()]
+            except OSError:
+                continue
+        return found
+
+    return own(pid), sum(own(child) for child in children(pid))
+
+
 def machine_description() -> dict[str, Any]:
     return {
         "date": SystemClock().now().strftime("%Y-%m-%d %H:%M UTC"),

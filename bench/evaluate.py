@@ -50,7 +50,7 @@ from joserfc.jwk import ECKey
 from pydantic import SecretStr
 
 from bench._load import LoadResult, build_request, drive, percentile
-from bench._support import PostgresServer, proof_of
+from bench._support import PostgresServer, cpu_seconds, proof_of
 from ledger.clock import SystemClock
 from ledger.domain.actors import Actor
 from ledger.domain.delegation import ActorRef
@@ -478,6 +478,7 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int
             ceil_runs: list[LoadResult] = []
             eval_runs: list[LoadResult] = []
             off_runs: list[LoadResult] = []
+            eval_cpu, off_cpu = [0.0, 0.0], [0.0, 0.0]  # the server's, its writer process's
             dpop_runs: list[LoadResult] = []
             plain_runs: list[LoadResult] = []
             requestable_runs: list[LoadResult] = []
@@ -492,14 +493,21 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int
                     )
                 )
                 # The log off, then on, then off again in the next round (ABBA): drift hits both.
-                logged_phase = (server.port, evaluations, eval_runs)
-                off_phase = (unlogged.port, unlogged_evaluations, off_runs)
-                for port, requests, runs in (
+                logged_phase = (server, evaluations, eval_runs, eval_cpu)
+                off_phase = (unlogged, unlogged_evaluations, off_runs, off_cpu)
+                for at, requests, runs, cpu in (
                     (off_phase, logged_phase) if round_no % 2 == 0 else (logged_phase, off_phase)
                 ):
+                    before_cpu = cpu_seconds(at.process.pid)
                     runs.append(
-                        drive("127.0.0.1", port, requests, connections=connections, seconds=seconds)
+                        drive(
+                            "127.0.0.1", at.port, requests, connections=connections, seconds=seconds
+                        )
                     )
+                    for index, (start, end) in enumerate(
+                        zip(before_cpu, cpu_seconds(at.process.pid), strict=True)
+                    ):
+                        cpu[index] += end - start
                 # Proofs are made just before their phase (iat must be within 60 s).
                 proofs = dpop_requests(seeded, server.port, dpop_count)
                 dpop_runs.append(
@@ -553,6 +561,10 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int
             off = merge(off_runs)
             out[str(connections)] = {
                 "log_off_rps": off.rps,
+                # CPU microseconds per decision: the server's, its decision log writer's.
+                "log_off_server_cpu_us": off_cpu[0] / max(off.requests, 1) * 1e6,
+                "log_on_server_cpu_us": eval_cpu[0] / max(ev.requests, 1) * 1e6,
+                "log_on_writer_cpu_us": eval_cpu[1] / max(ev.requests, 1) * 1e6,
                 "log_ratio": ev.rps / off.rps if off.rps else 0.0,
                 "log_off_server_p99_ms": percentile(off.server_ms, 99),
                 "log_errors": off.errors,
@@ -728,14 +740,16 @@ def render(http: dict[str, Any], index: dict[str, float], boot: dict[str, float]
         "same decisions on a second server of the same store with the log off, same rounds:",
         "",
         f"{'conns':>5} {'log off/s':>10} {'log on/s':>9} {'ratio':>6} {'target':>8} "
-        f"{'server p99 off':>14} {'on':>9}",
+        f"{'server p99 off':>14} {'on':>9}  CPU µs per decision: server off, on, writer process",
     ]
     for connections, row in http.items():
         verdict = "PASS" if row["log_ratio"] >= 0.9 else "BELOW"
         lines.append(
             f"{connections:>5} {row['log_off_rps']:>10.0f} {row['decisions_rps']:>9.0f} "
             f"{row['log_ratio']:>6.2f} {'>=0.9 ' + verdict:>8} "
-            f"{row['log_off_server_p99_ms']:>12.3f}ms {row['server_p99_ms']:>7.3f}ms"
+            f"{row['log_off_server_p99_ms']:>12.3f}ms {row['server_p99_ms']:>7.3f}ms  "
+            f"{row['log_off_server_cpu_us']:>6.0f} {row['log_on_server_cpu_us']:>6.0f} "
+            f"{row['log_on_writer_cpu_us']:>6.0f}"
         )
     worst = max(row["server_p99_ms"] for row in http.values())
     lines += [

@@ -224,6 +224,13 @@ class Settings(BaseSettings):
         "each answer waits until its record is committed; off: nothing is recorded "
         "(benchmark baselines and development only).",
     )
+    decision_log_writer: Literal["process", "thread"] = Field(
+        default="process",
+        description="process: records are built and written by a writer process of their own "
+        "(the decision path only encodes them; decision 0017, 'A writer process'); thread: by a "
+        "thread of the server's process, sharing its interpreter lock (tests, and platforms "
+        "that cannot start processes).",
+    )
     decision_log_flush_ms: int = Field(
         default=100,
         ge=1,

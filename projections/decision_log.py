@@ -27,7 +27,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from rfc8785 import CanonicalizationError
@@ -36,7 +36,9 @@ from ledger.domain.actors import Actor
 from ledger.domain.canonical import DIGEST_PREFIX, jcs, sha256_b64url
 from ledger.domain.errors import InvalidRequest
 from ledger.persistence.database import Cursor, Database, Dialect
-from projections.pdp import Decision
+
+if TYPE_CHECKING:
+    from projections.pdp import Decision
 
 log = logging.getLogger("mission_ledger.decision_log")
 
@@ -91,39 +93,24 @@ class DecisionRecord:
     principal: Actor
     request: object
     decision: Decision
+    #: ``request``'s JSON text as received, when ``request`` is the whole body (a single
+    #: evaluation): sent to a writer process as it is, not encoded again.
+    text: bytes | None = None
 
-    def row(self) -> Row:
-        """The table row (the work the writer does, off the decision path); should the
-        request defeat that, the row without the request's members."""
-        try:
-            return self._row()
-        except Exception:
-            log.exception("decision log: record of %s kept without its request", self.evaluation_id)
-            return _minimal(self._row(bare=True))
-
-    @property
-    def evaluation_id(self) -> str:
-        return str(self.decision.context["evaluation_id"])
-
-    def _row(self, *, bare: bool = False) -> Row:
+    def wire(self) -> Wire:
+        """What the writer needs of the record, as JSON values (cheap: no digest, no member
+        JSON); ``row_of`` turns it into the row."""
         decided = self.decision
         context = decided.context
         mission = context.get("mission")
         mission_id = mission_version = None
         if isinstance(mission, dict):
             mission_id, mission_version = mission.get("id"), mission.get("version")
-        request = self.request if isinstance(self.request, dict) and not bare else {}
-        subject = request.get("subject")
-        agent = subject.get("id") if isinstance(subject, dict) else None
-        return (
+        return [
             micros(self.evaluated_at),
-            context["evaluation_id"],
             _principal(self.principal),
-            _member(request, "subject"),
-            _member(request, "action"),
-            _member(request, "resource"),
-            _agent(agent),
-            None if bare else request_digest(self.request),
+            self.request,
+            context["evaluation_id"],
             decided.mandate_id,
             mission_id,
             mission_version,
@@ -131,7 +118,89 @@ class DecisionRecord:
             decided.decision,
             context.get("reason"),
             decided.approval_id,
-        )
+        ]
+
+    def row(self) -> Row:
+        return row_of(self.wire())
+
+    @property
+    def evaluation_id(self) -> str:
+        return str(self.decision.context["evaluation_id"])
+
+
+#: A record on its way to the writer: ``DecisionRecord.wire``'s list (JSON values only, so it
+#: crosses a pipe to a writer process as JSON).
+Wire = list[Any]
+
+
+def row_of(wire: Wire) -> Row:
+    """The table row (the work the writer does, off the decision path); should the request
+    defeat that, the row without the request's members."""
+    try:
+        return _row(wire)
+    except Exception:
+        log.exception("decision log: record of %s kept without its request", wire[3])
+        return _minimal(_row(wire, bare=True))
+
+
+def _row(wire: Wire, *, bare: bool = False) -> Row:
+    (at, principal, submitted, evaluation_id, mandate_id, *decided) = wire
+    request = submitted if isinstance(submitted, dict) and not bare else {}
+    subject = request.get("subject")
+    agent = subject.get("id") if isinstance(subject, dict) else None
+    return (
+        at,
+        evaluation_id,
+        principal,
+        _member(request, "subject"),
+        _member(request, "action"),
+        _member(request, "resource"),
+        _agent(agent),
+        None if bare else request_digest(submitted),
+        mandate_id,
+        *decided,  # mission id and version, index position, decision, reason, approval id
+    )
+
+
+def encode_wires(records: Sequence[DecisionRecord]) -> bytes:
+    """The records of one answer for a writer process (``decode_wires`` reads them back):
+    a JSON array of their wires; or, for one record with the request's ``text``, ``T``, its
+    wire without the request (JSON holds no raw line feed), a line feed and the text as
+    received (copied, not encoded again)."""
+    if len(records) == 1 and records[0].text is not None:
+        wire = records[0].wire()
+        wire[2] = None
+        return b"T" + _dumps(wire) + b"\n" + records[0].text
+    return _dumps([record.wire() for record in records])
+
+
+def decode_wires(payload: bytes) -> list[Wire]:
+    if payload[:1] == b"T":
+        head, _, text = payload[1:].partition(b"\n")
+        wire = _loads(head)
+        wire[2] = _loads(text)  # read as the decision path read it (api.json_body)
+        return [wire]
+    wires = _loads(payload)
+    if not isinstance(wires, list):
+        msg = "a decision log frame holds a JSON array of records"
+        raise TypeError(msg)
+    return wires
+
+
+def _dumps(value: object) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits: the standard library has it
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _loads(text: bytes) -> Any:
+    """orjson, then (integers beyond 64 bits, a byte order mark, UTF-16) the standard
+    library: in that order, as ``api.json_body.parse_json_fast`` reads a body."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 #: Longer ``subject.id`` values are not indexed for the agent filter (a btree entry must fit

@@ -194,8 +194,10 @@ _ID_COUNTER = itertools.count(1)
 
 
 def new_evaluation_id() -> str:
-    """Unique across processes (a random per-process prefix) and cheap (a counter)."""
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
+    """Unique across processes (a random per-process prefix) and cheap (a counter). The
+    counter is zero-padded, so a process's ids sort in the order it made them (the decision
+    log orders records of one instant by id)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):010x}"
 
 
 class DecisionPoint:

@@ -156,13 +156,18 @@ async def _decide(services: Services, item: Evaluation, now: datetime) -> Decisi
 
 
 async def _recorded(
-    services: Services, principal: Principal, now: datetime, answered: list[tuple[object, Decision]]
+    services: Services,
+    principal: Principal,
+    now: datetime,
+    answered: list[tuple[object, Decision]],
+    text: bytes | None = None,
 ) -> None:
     """Hand the decisions of one answer (with the requests they answered) to the decision
-    log; returns once the answer may go out."""
+    log; returns once the answer may go out. ``text``: the body received, when the one
+    request answered is the whole of it."""
     actor = principal.actor()
     waiter = services.decisions.record(
-        [DecisionRecord(now, actor, request, decision) for request, decision in answered]
+        [DecisionRecord(now, actor, request, decision, text) for request, decision in answered]
     )
     if waiter is not None:
         await waiter
@@ -190,7 +195,7 @@ async def evaluation(request: Request) -> Response:
         await _recorded(services, principal, now, [(body, decision)])
         return _json(decision.to_json())
     decision = await _settled(services, await _decide(services, item, now))
-    await _recorded(services, principal, now, [(body, decision)])
+    await _recorded(services, principal, now, [(body, decision)], await request.body())
     return _json(decision.to_json(), started)
 
 

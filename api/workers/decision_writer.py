@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -64,46 +64,15 @@ RETRY_FIRST, RETRY_LAST = 0.05, 2.0
 SEPARATELY_AFTER = 3
 
 
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    """The records of one answer, when they were handed over, and (sync mode) the future
-    the answer waits on."""
+class DecisionRecorder:
+    """What both decision log writers share (this module's thread, ``decision_process``'s
+    writer process): the mode, the counters, and the answers held back while the writer is
+    behind. The decision path and the app's lifespan use only what is defined here."""
 
-    admitted: float  # time.monotonic()
-    records: Sequence[DecisionRecord]
-    committed: asyncio.Future[None] | None
-
-
-class DecisionWriter:
-    def __init__(
-        self,
-        store: DecisionLog,
-        *,
-        mode: Mode = "async",
-        flush_ms: int = 100,
-        queue_size: int = 10_000,
-        batch_size: int = BATCH_SIZE,
-    ) -> None:
-        self._store = store
+    def __init__(self, mode: Mode) -> None:
         self.mode = mode
-        self._window = flush_ms / 1000
-        self._linger = 0.0 if mode == "sync" else self._window * LINGER_SHARE
-        self._capacity = queue_size
-        self._batch_size = batch_size
-        #: Queued records that make the writer take a batch without lingering.
-        self._flush_at = min(batch_size, queue_size)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._queue: deque[_Entry] = deque()
-        self._queued = 0  # records in the queue
-        self._in_flight = 0  # records taken by the writer, not yet committed
-        self._in_flight_since: float | None = None  # admission of the oldest of them
         self._waiters: list[asyncio.Future[None]] = []  # answers held back (event loop only)
-        self._stopping = False
-        self._abandon = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._switch_interval = sys.getswitchinterval()
         #: Counters for the metrics endpoint.
         self.written = 0
         self.batches = 0
@@ -117,11 +86,90 @@ class DecisionWriter:
     @property
     def unwritten(self) -> int:
         """Records handed over and not yet committed."""
-        return self._queued + self._in_flight
+        raise NotImplementedError
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """The event loop whose answers wait on this writer (the app's)."""
         self._loop = loop
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def record(self, records: Sequence[DecisionRecord]) -> asyncio.Future[None] | None:
+        """Queue the records of one answer (on the event loop). Returns what the answer
+        must wait for first, if anything: in sync mode the commit of these records; when
+        the writer is behind, its catching up."""
+        raise NotImplementedError
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Write everything queued, then stop. A store unreachable for ``timeout`` seconds
+        loses what is left (logged as an error)."""
+        raise NotImplementedError
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None, "attach() the event loop first"
+        return self._loop
+
+    def _answer_now_or_hold(self, behind: bool) -> asyncio.Future[None] | None:
+        """An async-mode answer's wait: none unless the writer is ``behind``."""
+        if not behind:
+            if self._waiters:  # the writer has caught up since they were held back
+                self._release()
+            return None
+        self.held_back += 1
+        waiter = self._running_loop().create_future()
+        self._waiters.append(waiter)
+        return waiter
+
+    def _release(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """The records of one answer, when they were handed over, and (sync mode) the future
+    the answer waits on."""
+
+    admitted: float  # time.monotonic()
+    records: Sequence[DecisionRecord]
+    committed: asyncio.Future[None] | None
+
+
+class DecisionWriter(DecisionRecorder):
+    def __init__(
+        self,
+        store: DecisionLog,
+        *,
+        mode: Mode = "async",
+        flush_ms: int = 100,
+        queue_size: int = 10_000,
+        batch_size: int = BATCH_SIZE,
+    ) -> None:
+        super().__init__(mode)
+        self._store = store
+        self._window = flush_ms / 1000
+        self._linger = 0.0 if mode == "sync" else self._window * LINGER_SHARE
+        self._capacity = queue_size
+        self._batch_size = batch_size
+        #: Queued records that make the writer take a batch without lingering.
+        self._flush_at = min(batch_size, queue_size)
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._queue: deque[_Entry] = deque()
+        self._queued = 0  # records in the queue
+        self._in_flight = 0  # records taken by the writer, not yet committed
+        self._in_flight_since: float | None = None  # admission of the oldest of them
+        self._stopping = False
+        self._abandon = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._switch_interval = sys.getswitchinterval()
+
+    @property
+    def unwritten(self) -> int:
+        return self._queued + self._in_flight
 
     def start(self) -> None:
         if not self.enabled:
@@ -132,9 +180,11 @@ class DecisionWriter:
         self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
         self._thread.start()
 
+    async def close(self, timeout: float = 30.0) -> None:
+        await asyncio.to_thread(self.stop, timeout)
+
     def stop(self, timeout: float = 30.0) -> None:
-        """Write everything queued, then end the thread. A store unreachable for ``timeout``
-        seconds loses what is left (logged as an error)."""
+        """``close`` from a thread other than the event loop's."""
         thread = self._thread
         if thread is None:
             return
@@ -151,13 +201,9 @@ class DecisionWriter:
     # ------------------------------------------------------------------ the decision path
 
     def record(self, records: Sequence[DecisionRecord]) -> asyncio.Future[None] | None:
-        """Queue the records of one answer (on the event loop). Returns what the answer
-        must wait for first, if anything: in sync mode the commit of these records; when
-        the writer is behind, its catching up."""
         if not self.enabled or not records:
             return None
-        loop = self._loop
-        assert loop is not None, "attach() the event loop first"
+        loop = self._running_loop()
         committed = loop.create_future() if self.mode == "sync" else None
         now = time.monotonic()
         with self._wake:
@@ -169,14 +215,7 @@ class DecisionWriter:
             behind = committed is None and self._behind(now)
         if committed is not None:
             return committed
-        if not behind:
-            if self._waiters:  # the writer has caught up since they were held back
-                self._release()
-            return None
-        self.held_back += 1
-        waiter = loop.create_future()
-        self._waiters.append(waiter)
-        return waiter
+        return self._answer_now_or_hold(behind)
 
     def _behind(self, now: float) -> bool:
         """Whether answers must wait (call with the lock held): the queue is full, or the
@@ -199,12 +238,6 @@ class DecisionWriter:
             behind = self._behind(time.monotonic())
         if not behind:  # else the next commit looks again
             self._release()
-
-    def _release(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
 
     # ------------------------------------------------------------------ the writer thread
 
@@ -256,23 +289,39 @@ class DecisionWriter:
     def _write(self, rows: list[Row]) -> bool:
         """Store the batch, however many attempts it takes; False only when abandoned at
         shutdown."""
-        pause = RETRY_FIRST
-        attempts = 0
-        while True:
-            try:
-                if attempts < SEPARATELY_AFTER:
-                    self._store.write(rows, repeated=attempts > 0)
-                else:
-                    self._store.write_separately(rows)
-                return True
-            except Exception:
-                self.failed_attempts += 1
-                log.exception("decision log: writing %d records failed; trying again", len(rows))
-            attempts += 1
-            if self._abandon.wait(pause):
-                log.error(
-                    "decision log: %d records not written at shutdown (the store is unreachable)",
-                    len(rows) + self._queued,
-                )
-                return False
-            pause = min(pause * 2, RETRY_LAST)
+        if store_batch(self._store, rows, repeated=False, failed=self._failed):
+            return True
+        log.error(
+            "decision log: %d records not written at shutdown (the store is unreachable)",
+            len(rows) + self._queued,
+        )
+        return False
+
+    def _failed(self, pause: float) -> bool:
+        self.failed_attempts += 1
+        return self._abandon.wait(pause)
+
+
+def store_batch(
+    store: DecisionLog, rows: list[Row], *, repeated: bool, failed: Callable[[float], bool]
+) -> bool:
+    """Store ``rows``, however many attempts it takes. After each failed attempt ``failed``
+    is called with the pause to make before the next (growing from ``RETRY_FIRST`` to
+    ``RETRY_LAST``); it makes it and answers whether to give up (shutdown with the store
+    unreachable): then False. ``repeated``: the rows may be stored already (sent again after
+    a writer process died)."""
+    pause = RETRY_FIRST
+    attempts = 0
+    while True:
+        try:
+            if attempts < SEPARATELY_AFTER:
+                store.write(rows, repeated=repeated or attempts > 0)
+            else:
+                store.write_separately(rows)
+            return True
+        except Exception:
+            log.exception("decision log: writing %d records failed; trying again", len(rows))
+        attempts += 1
+        if failed(pause):
+            return False
+        pause = min(pause * 2, RETRY_LAST)

@@ -80,6 +80,28 @@ def _simple(value: object) -> object:
     raise _NotSimple
 
 
+def _json_plain(value: object) -> bool:
+    """Whether ``value`` is already in ``_simple``'s subset *and* made only of ``dict``,
+    ``list``, ``str``, ``int``, ``bool`` and ``None`` (a parsed JSON document, such as a
+    decision's request): then orjson writes it as it is, with nothing copied."""
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str or not key.isascii():
+                return False
+            leaf = type(item)
+            if not (leaf is str or item is None or leaf is bool or _json_plain(item)):
+                return False
+        return True
+    if kind is str or value is None or kind is bool:
+        return True
+    if kind is int:
+        return -_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER  # type: ignore[operator]
+    if kind is list:
+        return all(_json_plain(item) for item in value)  # type: ignore[attr-defined]
+    return False
+
+
 def jcs(value: object) -> bytes:
     """The RFC 8785 canonical UTF-8 bytes of a JSON value.
 
@@ -91,6 +113,8 @@ def jcs(value: object) -> bytes:
     Raises ``rfc8785.CanonicalizationError`` (and its subclasses) for values JCS cannot
     represent: non-finite floats, integers outside the I-JSON range, non-string keys.
     """
+    if _json_plain(value):
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     try:
         fast: bytes = orjson.dumps(_simple(value), option=orjson.OPT_SORT_KEYS)
     except (_NotSimple, orjson.JSONEncodeError):

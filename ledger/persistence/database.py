@@ -12,12 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
 from psycopg import sql
 from psycopg.rows import tuple_row
+
+if TYPE_CHECKING:
+    from ledger.settings import Settings
 
 
 class Dialect(StrEnum):
@@ -133,6 +136,11 @@ class Database:
             Dialect.POSTGRES if isinstance(datastore, PostgresDatastore) else Dialect.SQLITE
         )
 
+    def close(self) -> None:
+        """Close the connections (only for a ``Database`` that owns its datastore:
+        ``store.open_database``; the Ledger's own is closed with the Ledger)."""
+        self._datastore.close()
+
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[Cursor]:
         """A transaction: committed on success when ``write``, rolled back otherwise."""
@@ -179,3 +187,36 @@ class Database:
 
 def row_value(row: Mapping[str, Any] | None, key: str) -> Any:
     return None if row is None else row[key]
+
+
+def store_params(settings: Settings) -> dict[str, Any]:
+    """The store as JSON values, for a process of the service that opens it on its own
+    (``open_database``; the decision log writer)."""
+    common = {"lock_timeout": settings.db_lock_timeout_seconds}
+    if settings.embedded:
+        return {**common, "sqlite": str(settings.sqlite_path)}
+    return {**common, "postgres": settings.postgres_params()}
+
+
+def open_database(params: Mapping[str, Any]) -> Database:
+    """A ``Database`` on one connection to the store ``store_params`` described; the caller
+    closes it."""
+    lock_timeout = int(params["lock_timeout"])
+    if "sqlite" in params:
+        return Database(
+            SQLiteDatastore(str(params["sqlite"]), lock_timeout=lock_timeout, pool_size=1)
+        )
+    postgres = params["postgres"]
+    return Database(
+        PostgresDatastore(
+            dbname=postgres["dbname"],
+            host=postgres["host"],
+            port=postgres["port"],
+            user=postgres["user"],
+            password=postgres["password"] or "unused-with-trust-auth",
+            connect_timeout=10,
+            idle_in_transaction_session_timeout=30,
+            pool_size=1,
+            lock_timeout=lock_timeout,
+        )
+    )

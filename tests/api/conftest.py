@@ -27,7 +27,7 @@ from ledger.domain.instants import format_instant
 from ledger.domain.roles import Role
 from ledger.settings import Settings
 from tests.builders import ERP, SUBJECT
-from tests.conftest import T0, MutableClock, with_kek
+from tests.conftest import T0, MutableClock, in_process_writer, with_kek
 
 # who -> key name (an agent key's name is its client_id)
 ROLES = {
@@ -179,5 +179,5 @@ def shared_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
 
 
 def _started(settings: Settings, clock: MutableClock) -> Iterator[Api]:
-    with TestClient(create_app(settings, clock=clock)) as client:
+    with TestClient(create_app(in_process_writer(settings), clock=clock)) as client:
         yield Api(client=client, keys=issue_keys(client), clock=clock, settings=settings)

@@ -17,7 +17,7 @@ from ledger.domain.instants import format_instant
 from ledger.domain.roles import Role
 from ledger.settings import Settings
 from tests.builders import SUBJECT
-from tests.conftest import T0, MutableClock
+from tests.conftest import T0, MutableClock, in_process_writer
 from tests.mandate_builders import jkt
 
 ROLES = {
@@ -130,7 +130,7 @@ def shared_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness
 
 
 def _started(settings: Settings, clock: MutableClock) -> Iterator[Harness]:
-    app = create_app(settings, clock=clock)
+    app = create_app(in_process_writer(settings), clock=clock)
     with TestClient(app) as client:
         ledger = app.state.services.ledger
         keys = {

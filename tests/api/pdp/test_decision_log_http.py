@@ -3,7 +3,8 @@ batch item, each search call, stale answers — is recorded under the ``evaluati
 PEP received, with the evidence it was made on; ``GET /v1/audit/decisions`` (auditor,
 admin) lists the records with filters and cursor paging. The app runs in
 ``DECISION_LOG_MODE=sync`` here, so a record is in the store once its answer is received;
-one test runs the default (async) mode and shows the queue written at shutdown."""
+one test runs the default (async) mode and shows the queue written at shutdown. Every test
+runs with each writer: a process of its own (the default) and a thread of the app's."""
 
 from __future__ import annotations
 
@@ -46,9 +47,16 @@ def _settings(store_settings: Settings, **overrides: Any) -> Settings:
     return store_settings.model_copy(update=update)
 
 
-@pytest.fixture
-def h(store_settings: Settings, clock: MutableClock) -> Iterator[Harness]:
-    yield from _started(_settings(store_settings, decision_log_mode="sync"), clock)
+@pytest.fixture(params=["process", "thread"])
+def h(
+    store_settings: Settings, clock: MutableClock, request: pytest.FixtureRequest
+) -> Iterator[Harness]:
+    """Each test with either decision log writer (a process of its own, the default; a
+    thread of the app's process)."""
+    settings = _settings(
+        store_settings, decision_log_mode="sync", decision_log_writer=request.param
+    )
+    yield from _started(settings, clock)
 
 
 def _decisions(h: Harness, who: str = "auditor", **params: Any) -> dict[str, Any]:
@@ -262,10 +270,16 @@ def test_an_admin_reads_the_decision_log(h: Harness) -> None:
 # ---------------------------------------------------------------------- async mode
 
 
+@pytest.mark.parametrize("writer", ["process", "thread"])
 def test_decisions_answered_before_shutdown_are_written_at_shutdown(
-    store_settings: Settings, clock: MutableClock
+    store_settings: Settings, clock: MutableClock, writer: str
 ) -> None:
-    settings = _settings(store_settings, decision_log_mode="async", decision_log_flush_ms=10_000)
+    settings = _settings(
+        store_settings,
+        decision_log_mode="async",
+        decision_log_flush_ms=10_000,
+        decision_log_writer=writer,
+    )
     answered = []
     for h in _started(settings, clock):
         _, token = _token(h)

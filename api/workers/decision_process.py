@@ -1,0 +1,323 @@
+"""The decision log written by a process of its own (``DECISION_LOG_WRITER=process``, the
+default; decision 0017, "A writer process").
+
+The decision path's share of recording a decision is to encode its record
+(``DecisionRecord.wire``, a JSON array: microseconds) and append it to a buffer; the event
+loop sends the buffer to the writer process (``decision_child``) every ``SEND_DELAY`` over a
+pipe, without blocking (a full pipe is drained as it empties). Building rows (the JCS digest
+of each request) and storing them happen in that process, so they no longer take turns with
+the decision path at the interpreter lock. The writer acknowledges every commit over a
+second pipe; everything here runs on the event loop (no thread of this process takes part).
+
+The rules of ``decision_writer.DecisionWriter`` hold unchanged:
+
+* **Never drop.** Every answer's records stay here until their commit is acknowledged. A
+  writer that dies (or is killed) is started again and sent every unacknowledged answer once
+  more, flagged as repeated (``ON CONFLICT DO NOTHING``: none is stored twice).
+* **Backpressure.** While the oldest unacknowledged record is older than the flush window,
+  or ``queue_size`` records are unacknowledged, ``record`` returns a future and the answer
+  waits for the writer to catch up.
+* **Sync mode.** Each answer waits for the acknowledgement of its own commit.
+* **Shutdown** (``close``): the frames pipe is closed once everything is sent; the writer
+  stores what it has and exits. A server killed outright loses at most what it had not yet
+  sent (``SEND_DELAY``): the writer still stores what it received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from api.workers.decision_frames import CONFIG_ENV, HEADER, AckReader, enlarge, frame
+from api.workers.decision_writer import (
+    BATCH_SIZE,
+    RETRY_FIRST,
+    RETRY_LAST,
+    DecisionRecorder,
+    Mode,
+)
+from projections.decision_log import DecisionRecord, encode_wires
+
+log = logging.getLogger("mission_ledger.decision_log")
+
+#: Records wait at most this long to be sent to the writer (one write to the pipe for every
+#: answer given meanwhile). Small against the flush window: the writer's linger batches.
+SEND_DELAY = 0.005
+#: Unsent bytes beyond this are sent at once.
+SEND_AT = 256 * 1024
+#: The directory that holds the ``api`` package (the writer imports it from there).
+_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+class _Sent(NamedTuple):
+    """One answer's records, until the writer acknowledges their commit."""
+
+    seq: int
+    admitted: float  # time.monotonic()
+    payload: bytes
+    records: int
+    committed: asyncio.Future[None] | None  # sync mode: the answer waits on it
+
+
+class ProcessDecisionWriter(DecisionRecorder):
+    def __init__(
+        self,
+        store: dict[str, Any],
+        *,
+        mode: Mode = "async",
+        flush_ms: int = 100,
+        queue_size: int = 10_000,
+        batch_size: int = BATCH_SIZE,
+    ) -> None:
+        super().__init__(mode)
+        self._config = {
+            "store": store,
+            "mode": mode,
+            "flush_ms": flush_ms,
+            "batch_size": batch_size,
+        }
+        self._window = flush_ms / 1000
+        self._capacity = queue_size
+        self._child: subprocess.Popen[bytes] | None = None
+        self._frames = -1  # the write end of the frames pipe (-1: closed)
+        self._acks = -1  # the read end of the acknowledgements pipe
+        self._acks_reader = AckReader()
+        self._seq = 0
+        self._sent: deque[_Sent] = deque()
+        self._unwritten = 0
+        self._out = bytearray()
+        self._send_scheduled: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._draining = False  # waiting for the frames pipe to take more
+        self._stopping = False
+        self._done: asyncio.Future[None] | None = None
+        self._restart_pause = 0.0
+        self.restarts = 0  # writer processes started again after one ended
+
+    @property
+    def unwritten(self) -> int:
+        return self._unwritten
+
+    @property
+    def pid(self) -> int | None:
+        """The writer process's id (while it runs)."""
+        return None if self._child is None else self._child.pid
+
+    def start(self) -> None:
+        """Start the writer process (on the event loop)."""
+        if not self.enabled:
+            return
+        loop = self._running_loop()
+        self._done = loop.create_future()
+        self._spawn()
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Send everything; the writer stores it and exits."""
+        if self._done is None:
+            return
+        self._stopping = True
+        self._send()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._done), timeout)
+        except TimeoutError:
+            log.error(
+                "decision log: %d records not written at shutdown (the store is unreachable)",
+                self._unwritten,
+            )
+        finally:
+            self._hang_up(kill=True)
+            self._done = None
+
+    # ------------------------------------------------------------------ the decision path
+
+    def record(self, records: Sequence[DecisionRecord]) -> asyncio.Future[None] | None:
+        if not self.enabled or not records:
+            return None
+        loop = self._running_loop()
+        committed = loop.create_future() if self.mode == "sync" else None
+        now = time.monotonic()
+        self._seq += 1
+        payload = encode_wires(records)
+        self._sent.append(_Sent(self._seq, now, payload, len(records), committed))
+        self._unwritten += len(records)
+        self._out += HEADER.pack(self._seq, 0, len(payload))
+        self._out += payload
+        self._schedule_send(at_once=committed is not None)
+        if committed is not None:
+            return committed
+        return self._answer_now_or_hold(self._behind(now))
+
+    def _behind(self, now: float) -> bool:
+        if self._unwritten >= self._capacity:
+            return True
+        return bool(self._sent) and now - self._sent[0].admitted > self._window
+
+    # ------------------------------------------------------------------ sending
+
+    def _schedule_send(self, *, at_once: bool) -> None:
+        if self._draining:
+            return  # the pipe's writability sends it
+        if at_once or len(self._out) >= SEND_AT:
+            if self._send_scheduled is not None:
+                self._send_scheduled.cancel()
+            self._send_scheduled = None
+            self._send()
+        elif self._send_scheduled is None:
+            self._send_scheduled = self._running_loop().call_later(SEND_DELAY, self._send)
+
+    def _send(self) -> None:
+        """Write what the pipe takes; the rest when it has room. Once stopping and all is
+        sent, close the pipe: the writer's signal to finish."""
+        self._send_scheduled = None
+        if self._frames < 0:
+            return  # no writer: a new one is sent everything unacknowledged
+        while self._out:
+            try:
+                written = os.write(self._frames, self._out)
+            except BlockingIOError:
+                break
+            except OSError:  # the writer is gone: its acknowledgements pipe says so too
+                self._out.clear()
+                return
+            del self._out[:written]
+        loop = self._running_loop()
+        if self._out and not self._draining:
+            self._draining = True
+            loop.add_writer(self._frames, self._drain)
+        elif not self._out and self._stopping:
+            self._close_frames()
+
+    def _drain(self) -> None:
+        self._running_loop().remove_writer(self._frames)
+        self._draining = False
+        self._send()
+
+    def _close_frames(self) -> None:
+        if self._frames < 0:
+            return
+        if self._draining:
+            self._running_loop().remove_writer(self._frames)
+            self._draining = False
+        os.close(self._frames)
+        self._frames = -1
+
+    # ------------------------------------------------------------------ acknowledgements
+
+    def _on_acks(self) -> None:
+        try:
+            data = os.read(self._acks, 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._writer_ended()
+            return
+        for ack in self._acks_reader.feed(data):
+            self.failed_attempts += ack.failures
+            if ack.through == 0:
+                continue
+            self.written += ack.rows
+            self.batches += 1
+            self._restart_pause = 0.0
+            while self._sent and self._sent[0].seq <= ack.through:
+                sent = self._sent.popleft()
+                self._unwritten -= sent.records
+                if sent.committed is not None and not sent.committed.done():
+                    sent.committed.set_result(None)
+        if self._waiters and not self._behind(time.monotonic()):
+            self._release()
+
+    def _writer_ended(self) -> None:
+        child = self._child
+        status = None
+        if child is not None:
+            try:
+                status = child.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # it closed its pipe yet runs on: end it
+                child.kill()
+                status = child.wait()
+        self._hang_up(kill=False)
+        if self._stopping and not self._sent:
+            if self._done is not None and not self._done.done():
+                self._done.set_result(None)
+            if status:
+                log.error("decision log: the writer process ended with status %s", status)
+            return
+        self.restarts += 1
+        log.error(
+            "decision log: the writer process ended (status %s) with %d records not "
+            "acknowledged; starting another, which is sent them again",
+            status,
+            self._unwritten,
+        )
+        pause, self._restart_pause = (
+            self._restart_pause,
+            min(max(self._restart_pause * 2, RETRY_FIRST), RETRY_LAST),
+        )
+        self._running_loop().call_later(pause, self._restart)
+
+    def _restart(self) -> None:
+        if self._done is None:
+            return  # closed meanwhile
+        self._spawn()
+        self._out.clear()  # answers given meanwhile are among those sent again
+        for sent in self._sent:
+            self._out += frame(sent.seq, sent.payload, repeated=True)
+        self._send()
+
+    # ------------------------------------------------------------------ the process
+
+    def _spawn(self) -> None:
+        loop = self._running_loop()
+        frames_read, frames_write = os.pipe()
+        acks_read, acks_write = os.pipe()
+        enlarge(frames_write)
+        env = {
+            **os.environ,
+            CONFIG_ENV: json.dumps(self._config),
+            "PYTHONPATH": os.pathsep.join([_ROOT, *filter(None, [os.environ.get("PYTHONPATH")])]),
+        }
+        try:
+            self._child = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [
+                    sys.executable,
+                    "-m",
+                    "api.workers.decision_child",
+                    str(frames_read),
+                    str(acks_write),
+                ],
+                pass_fds=(frames_read, acks_write),
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        finally:
+            os.close(frames_read)
+            os.close(acks_write)
+        os.set_blocking(frames_write, False)
+        os.set_blocking(acks_read, False)
+        self._frames, self._acks = frames_write, acks_read
+        self._acks_reader = AckReader()
+        loop.add_reader(acks_read, self._on_acks)
+
+    def _hang_up(self, *, kill: bool) -> None:
+        """Close both pipes (and, with ``kill``, end a writer still running)."""
+        loop = self._running_loop()
+        self._close_frames()
+        self._out.clear()
+        if self._acks >= 0:
+            loop.remove_reader(self._acks)
+            os.close(self._acks)
+            self._acks = -1
+        child, self._child = self._child, None
+        if kill and child is not None and child.poll() is None:
+            child.kill()
+            child.wait()
