@@ -123,6 +123,12 @@ class ServiceCollector(Collector):
             "Batches of decision records that failed and were written again.",
             writer.failed_attempts,
         )
+        yield _counter(
+            "decision_log_writer_restarts",
+            "Decision log writer processes started again after one ended unexpectedly "
+            "(their unacknowledged records sent again).",
+            writer.restarts,
+        )
 
     def _metering(self) -> Iterator[Metric]:
         meters = self._services.meters

@@ -100,7 +100,6 @@ class ProcessDecisionWriter(DecisionRecorder):
         self._stopping = False
         self._done: asyncio.Future[None] | None = None
         self._restart_pause = 0.0
-        self.restarts = 0  # writer processes started again after one ended
 
     @property
     def unwritten(self) -> int:

@@ -78,6 +78,7 @@ class DecisionRecorder:
         self.batches = 0
         self.failed_attempts = 0
         self.held_back = 0
+        self.restarts = 0  # writer processes started again after one ended (process only)
 
     @property
     def enabled(self) -> bool:
