@@ -150,7 +150,7 @@ def main(argv: list[str]) -> int:
     linger = 0.0 if config["mode"] == "sync" else config["flush_ms"] / 1000 * LINGER_SHARE
     try:
         return ChildWriter(
-            DecisionLog(database),
+            DecisionLog(database, shares_interpreter=False),
             frames,
             acks,
             linger=linger,

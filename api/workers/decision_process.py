@@ -1,10 +1,10 @@
 """The decision log written by a process of its own (``DECISION_LOG_WRITER=process``, the
 default; decision 0017, "A writer process").
 
-The decision path's share of recording a decision is to encode its record
-(``DecisionRecord.wire``, a JSON array: microseconds) and append it to a buffer; the event
-loop sends the buffer to the writer process (``decision_child``) every ``SEND_DELAY`` over a
-pipe, without blocking (a full pipe is drained as it empties). Building rows (the JCS digest
+The decision path's share of recording a decision is to keep its records; every
+``SEND_DELAY`` the event loop encodes the answers kept meanwhile (``encode_wires``: a JSON
+array, or a single evaluation's body as received) and sends them to the writer process
+(``decision_child``) over a pipe, without blocking (a full pipe is drained as it empties). Building rows (the JCS digest
 of each request) and storing them happen in that process, so they no longer take turns with
 the decision path at the interpreter lock. The writer acknowledges every commit over a
 second pipe; everything here runs on the event loop (no thread of this process takes part).
@@ -35,7 +35,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from api.workers.decision_frames import CONFIG_ENV, HEADER, AckReader, enlarge, frame
 from api.workers.decision_writer import (
@@ -52,20 +52,37 @@ log = logging.getLogger("mission_ledger.decision_log")
 #: Records wait at most this long to be sent to the writer (one write to the pipe for every
 #: answer given meanwhile). Small against the flush window: the writer's linger batches.
 SEND_DELAY = 0.005
-#: Unsent bytes beyond this are sent at once.
-SEND_AT = 256 * 1024
+#: Answers waiting to be sent beyond this are sent at once.
+SEND_AT = 256
 #: The directory that holds the ``api`` package (the writer imports it from there).
 _ROOT = str(Path(__file__).resolve().parents[2])
 
 
-class _Sent(NamedTuple):
-    """One answer's records, until the writer acknowledges their commit."""
+class _Sent:
+    """One answer's records, until the writer acknowledges their commit. Encoded when first
+    sent (``payload``), not on the decision path: the records are kept until then."""
 
-    seq: int
-    admitted: float  # time.monotonic()
-    payload: bytes
-    records: int
-    committed: asyncio.Future[None] | None  # sync mode: the answer waits on it
+    __slots__ = ("admitted", "committed", "count", "payload", "records", "seq")
+
+    def __init__(
+        self,
+        seq: int,
+        admitted: float,  # time.monotonic()
+        records: Sequence[DecisionRecord],
+        committed: asyncio.Future[None] | None,  # sync mode: the answer waits on it
+    ) -> None:
+        self.seq = seq
+        self.admitted = admitted
+        self.records: Sequence[DecisionRecord] | None = records
+        self.count = len(records)
+        self.committed = committed
+        self.payload: bytes | None = None
+
+    def encode(self) -> bytes:
+        if self.payload is None:
+            assert self.records is not None
+            self.payload, self.records = encode_wires(self.records), None
+        return self.payload
 
 
 class ProcessDecisionWriter(DecisionRecorder):
@@ -93,6 +110,7 @@ class ProcessDecisionWriter(DecisionRecorder):
         self._acks_reader = AckReader()
         self._seq = 0
         self._sent: deque[_Sent] = deque()
+        self._fresh: list[_Sent] = []  # not yet encoded nor sent (the newest of ``_sent``)
         self._unwritten = 0
         self._out = bytearray()
         self._send_scheduled: asyncio.TimerHandle | asyncio.Handle | None = None
@@ -144,11 +162,10 @@ class ProcessDecisionWriter(DecisionRecorder):
         committed = loop.create_future() if self.mode == "sync" else None
         now = time.monotonic()
         self._seq += 1
-        payload = encode_wires(records)
-        self._sent.append(_Sent(self._seq, now, payload, len(records), committed))
-        self._unwritten += len(records)
-        self._out += HEADER.pack(self._seq, 0, len(payload))
-        self._out += payload
+        sent = _Sent(self._seq, now, records, committed)
+        self._sent.append(sent)
+        self._fresh.append(sent)
+        self._unwritten += sent.count
         self._schedule_send(at_once=committed is not None)
         if committed is not None:
             return committed
@@ -164,7 +181,7 @@ class ProcessDecisionWriter(DecisionRecorder):
     def _schedule_send(self, *, at_once: bool) -> None:
         if self._draining:
             return  # the pipe's writability sends it
-        if at_once or len(self._out) >= SEND_AT:
+        if at_once or len(self._fresh) >= SEND_AT:
             if self._send_scheduled is not None:
                 self._send_scheduled.cancel()
             self._send_scheduled = None
@@ -178,6 +195,11 @@ class ProcessDecisionWriter(DecisionRecorder):
         self._send_scheduled = None
         if self._frames < 0:
             return  # no writer: a new one is sent everything unacknowledged
+        for sent in self._fresh:
+            payload = sent.encode()
+            self._out += HEADER.pack(sent.seq, 0, len(payload))
+            self._out += payload
+        self._fresh.clear()
         while self._out:
             try:
                 written = os.write(self._frames, self._out)
@@ -229,7 +251,7 @@ class ProcessDecisionWriter(DecisionRecorder):
             self._restart_pause = 0.0
             while self._sent and self._sent[0].seq <= ack.through:
                 sent = self._sent.popleft()
-                self._unwritten -= sent.records
+                self._unwritten -= sent.count
                 if sent.committed is not None and not sent.committed.done():
                     sent.committed.set_result(None)
         if self._waiters and not self._behind(time.monotonic()):
@@ -268,9 +290,10 @@ class ProcessDecisionWriter(DecisionRecorder):
         if self._done is None:
             return  # closed meanwhile
         self._spawn()
-        self._out.clear()  # answers given meanwhile are among those sent again
-        for sent in self._sent:
-            self._out += frame(sent.seq, sent.payload, repeated=True)
+        self._out.clear()
+        for sent in self._sent:  # those sent before, then the fresh ones (the newest)
+            if sent.payload is not None:
+                self._out += frame(sent.seq, sent.payload, repeated=True)
         self._send()
 
     # ------------------------------------------------------------------ the process
