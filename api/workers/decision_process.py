@@ -4,10 +4,11 @@ default; decision 0017, "A writer process").
 The decision path's share of recording a decision is to keep its records; every
 ``SEND_DELAY`` the event loop encodes the answers kept meanwhile (``encode_wires``: a JSON
 array, or a single evaluation's body as received) and sends them to the writer process
-(``decision_child``) over a pipe, without blocking (a full pipe is drained as it empties). Building rows (the JCS digest
-of each request) and storing them happen in that process, so they no longer take turns with
-the decision path at the interpreter lock. The writer acknowledges every commit over a
-second pipe; everything here runs on the event loop (no thread of this process takes part).
+(``decision_child``) over a pipe, without blocking (a full pipe is drained as it empties).
+Building rows (the JCS digest of each request) and storing them happen in that process, so
+they no longer take turns with the decision path at the interpreter lock. The writer
+acknowledges every commit over a second pipe; everything here runs on the event loop (no
+thread of this process takes part).
 
 The rules of ``decision_writer.DecisionWriter`` hold unchanged:
 

@@ -216,20 +216,27 @@ class ReplayCache:
         self._capacity = capacity
         self._seen: dict[str, float] = {}
         self._next_sweep = 0.0
+        self._full_sweep_after = 0.0
         self._lock = threading.Lock()
 
     def first_use(self, proof: VerifiedProof, now: float) -> bool:
         """Record ``proof``; False when it was seen before (a replay) or the cache is full
-        of proofs that are all still inside the window (refused rather than forgotten)."""
+        of proofs that are all still inside the window (refused rather than forgotten).
+
+        Expired entries are swept every quarter window, and when the cache is full at most
+        once a second: a full cache must not cost a sweep of every entry per proof."""
         key = f"{proof.jkt}:{proof.jti}"
         with self._lock:
             if key in self._seen:
                 return False
-            if now >= self._next_sweep or len(self._seen) >= self._capacity:
+            full = len(self._seen) >= self._capacity
+            if now >= self._next_sweep or (full and now >= self._full_sweep_after):
                 self._seen = {k: t for k, t in self._seen.items() if t > now}
-                self._next_sweep = now + self._window
-                if len(self._seen) >= self._capacity:
-                    return False
+                self._next_sweep = now + self._window / 4
+                self._full_sweep_after = now + 1.0
+                full = len(self._seen) >= self._capacity
+            if full:
+                return False
             self._seen[key] = now + self._window
             return True
 

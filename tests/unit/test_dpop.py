@@ -185,3 +185,15 @@ def test_a_refused_header_is_refused_every_time() -> None:
     for _ in range(2):
         with pytest.raises(ProofInvalid, match="typ"):
             check(token)
+
+
+def test_a_full_replay_cache_sweeps_at_most_once_a_second() -> None:
+    cache = ReplayCache(window=120, capacity=2)
+    assert cache.first_use(VerifiedProof("k", "a", NOW), NOW)
+    assert cache.first_use(VerifiedProof("k", "b", NOW + 0.5), NOW + 0.5)
+    # "a" expires at NOW + 120; the cache is full just after: refused until the next sweep
+    assert cache.first_use(VerifiedProof("k", "c", NOW + 120.2), NOW + 120.2) is True
+    assert cache.first_use(VerifiedProof("k", "d", NOW + 120.3), NOW + 120.3) is False
+    assert cache.first_use(VerifiedProof("k", "e", NOW + 120.6), NOW + 120.6) is False
+    # "b" expired at NOW + 120.5, but a full cache sweeps again only a second later
+    assert cache.first_use(VerifiedProof("k", "f", NOW + 121.3), NOW + 121.3) is True
