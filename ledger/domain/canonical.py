@@ -113,10 +113,10 @@ def jcs(value: object) -> bytes:
     Raises ``rfc8785.CanonicalizationError`` (and its subclasses) for values JCS cannot
     represent: non-finite floats, integers outside the I-JSON range, non-string keys.
     """
-    if _json_plain(value):
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     try:
-        fast: bytes = orjson.dumps(_simple(value), option=orjson.OPT_SORT_KEYS)
+        fast: bytes = orjson.dumps(
+            value if _json_plain(value) else _simple(value), option=orjson.OPT_SORT_KEYS
+        )
     except (_NotSimple, orjson.JSONEncodeError):
         plain: Any = _plain(value)  # rfc8785 types its input as a JSON-value union
         encoded: bytes = rfc8785.dumps(plain)

@@ -198,3 +198,10 @@ def test_jcs_sorts_keys_outside_the_basic_plane_by_utf16_code_units() -> None:
 def test_jcs_refuses_integers_outside_the_i_json_range() -> None:
     with pytest.raises(rfc8785.CanonicalizationError):
         jcs({"n": 2**53})
+
+
+def test_jcs_refuses_a_lone_surrogate_even_in_a_plain_document() -> None:
+    """Strings JCS cannot encode as UTF-8 are refused by every path (orjson's refusal falls
+    back to rfc8785, which says why)."""
+    with pytest.raises(rfc8785.CanonicalizationError):
+        jcs({"model": "\ud800"})
