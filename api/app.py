@@ -43,6 +43,7 @@ from api.routes import (
 )
 from api.services import Services
 from api.subject_tokens import SubjectTokenVerifier
+from api.switch_interval import with_short_switch_interval
 from api.tokens import TokenVerifier
 from api.workers.callbacks import CallbackDelivery
 from api.workers.checkpoints import Checkpointer, HttpWitness
@@ -263,7 +264,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         title="Mission Ledger",
         version=version("mission-ledger"),  # pyproject.toml states it, once
         summary="Mission Authority Server and governance control plane for AI agents",
-        lifespan=lifespan,
+        # The switch interval is shortened before the first of the server's threads starts,
+        # until the last has stopped.
+        lifespan=with_short_switch_interval(lifespan),
         # The schema is served by ``api.routes.discovery`` behind a credential (only
         # discovery, JWKS and health are public); no browser UI loading remote scripts.
         openapi_url=None,

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 import threading
 import time
 from collections import deque
@@ -51,12 +50,6 @@ BATCH_SIZE = 5_000
 #: batches large under load (every record arriving during a commit joins the next batch)
 #: while a writer slowed by the interpreter lock or a shared disk still commits in time.
 LINGER_SHARE = 0.25
-#: The interpreter's thread switch interval while a writer runs (CPython's default is 5 ms).
-#: The writer shares the interpreter lock with the event loop: when it wants the lock, the
-#: loop gives it up only after the interval, and a decision in progress then pauses until
-#: the writer lets go. 5 ms per hand-over put the server-side p99 of decisions at 15-20 ms
-#: under load; 0.5 ms bounds each pause to that.
-SWITCH_INTERVAL = 0.0005
 #: Pauses between attempts to write a failed batch: doubling from the first to the last.
 RETRY_FIRST, RETRY_LAST = 0.05, 2.0
 #: After this many failed attempts a batch is written row by row (``write_separately``): a
@@ -166,7 +159,6 @@ class DecisionWriter(DecisionRecorder):
         self._stopping = False
         self._abandon = threading.Event()
         self._thread: threading.Thread | None = None
-        self._switch_interval = sys.getswitchinterval()
 
     @property
     def unwritten(self) -> int:
@@ -175,9 +167,6 @@ class DecisionWriter(DecisionRecorder):
     def start(self) -> None:
         if not self.enabled:
             return
-        self._switch_interval = sys.getswitchinterval()
-        if self._switch_interval > SWITCH_INTERVAL:
-            sys.setswitchinterval(SWITCH_INTERVAL)
         self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
         self._thread.start()
 
@@ -197,7 +186,6 @@ class DecisionWriter(DecisionRecorder):
             self._abandon.set()
             thread.join(5)
         self._thread = None
-        sys.setswitchinterval(self._switch_interval)
 
     # ------------------------------------------------------------------ the decision path
 

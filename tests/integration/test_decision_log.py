@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import sys
 from collections.abc import Awaitable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from api.workers.decision_writer import SWITCH_INTERVAL, DecisionWriter
+from api.workers.decision_writer import DecisionWriter
 from ledger.application import Ledger
 from ledger.domain.actors import Actor
 from ledger.domain.canonical import raw_digest
@@ -411,21 +410,6 @@ def test_answers_wait_while_the_writer_is_behind_and_no_record_is_dropped(
     assert any(held)
     assert flaky.repeated[:2] == [False, True]  # after a failure, written as a repeat
     assert sorted(_all(store)) == sorted(_id(r) for r in records)
-
-
-def test_a_running_writer_bounds_how_long_the_event_loop_waits_for_the_interpreter_lock(
-    store: DecisionLog, writers: list[DecisionWriter]
-) -> None:
-    before = sys.getswitchinterval()
-
-    async def scenario() -> float:
-        writer = _writer(store, writers)
-        running = sys.getswitchinterval()
-        writer.stop()
-        return running
-
-    assert _run(scenario()) == min(before, SWITCH_INTERVAL)
-    assert sys.getswitchinterval() == before
 
 
 def test_a_record_the_store_cannot_hold_is_stored_without_its_request_and_the_rest_whole(
