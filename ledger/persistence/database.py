@@ -138,7 +138,7 @@ class Database:
 
     def close(self) -> None:
         """Close the connections (only for a ``Database`` that owns its datastore:
-        ``store.open_database``; the Ledger's own is closed with the Ledger)."""
+        ``open_database``; the Ledger's own is closed with the Ledger)."""
         self._datastore.close()
 
     @contextmanager
