@@ -108,6 +108,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         max_stale_seconds=settings.mission_max_stale_seconds,
         staleness=follower.staleness,
         require_proof=settings.require_proof,
+        replay_cache_size=settings.dpop_replay_cache_size,
         access_requests=AccessRequests(
             # One token per denial: the protected header encoded once per key, the
             # signature made by cryptography directly (Keyring.compact_signer).

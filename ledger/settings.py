@@ -68,6 +68,15 @@ class Settings(BaseSettings):
         "(context.proof.jkt or a DPoP proof at context.proof.dpop); false only for "
         "development. Bare Mandate ids and join mode need a proof either way.",
     )
+    dpop_replay_cache_size: int = Field(
+        default=200_000,
+        ge=1,
+        le=10_000_000,
+        description="DPoP proofs (their jti) each replica remembers for the 120 s replay "
+        "window; when all are still inside it, further proofs are refused (key_mismatch) "
+        "rather than any forgotten. Size it above 120 x the replica's DPoP decisions a "
+        "second (about 100 bytes each).",
+    )
     access_request_denial_ttl_seconds: int = Field(
         default=600,
         ge=10,

@@ -211,6 +211,7 @@ class DecisionPoint:
         staleness: Staleness = _never_stale,
         require_proof: bool = True,
         access_requests: AccessRequests | None = None,
+        replay_cache_size: int = 200_000,
     ) -> None:
         self._index = index
         self._access = access_requests
@@ -220,7 +221,7 @@ class DecisionPoint:
         self._max_stale = max_stale_seconds
         self._staleness = staleness
         self._require_proof = require_proof
-        self._replays = ReplayCache()
+        self._replays = ReplayCache(capacity=replay_cache_size)
         #: Decisions made by this process (read by the metrics endpoint).
         self.permits = 0
         self.denials: Counter[str] = Counter()  # by context.reason

@@ -181,3 +181,25 @@ def test_join_mode_needs_a_proof_even_without_require_proof(relaxed: Harness) ->
     assert _reason(relaxed, body) == "key_mismatch"
     body["context"]["proof"] = {"jkt": Holder().jkt}
     assert _reason(relaxed, body) is None
+
+
+@pytest.fixture
+def small_replay_cache(store_settings: Settings, clock: MutableClock) -> Iterator[Harness]:
+    """MISSION_LEDGER_DPOP_REPLAY_CACHE_SIZE=2."""
+    settings = store_settings.model_copy(update={"dpop_replay_cache_size": 2})
+    if not settings.embedded:
+        settings = settings.model_copy(update={"key_encryption_key": TEST_KEK})
+    yield from _started(settings, clock)
+
+
+def test_a_full_replay_cache_refuses_new_proofs_rather_than_forget_one(
+    small_replay_cache: Harness, holder: Holder
+) -> None:
+    h = small_replay_cache
+    token = h.mandate(h.mission([entry()]), key=holder.jkt)["token"]
+    now = h.clock.now().timestamp()
+    first, second, third = (holder.dpop(iat=now) for _ in range(3))
+    assert _reason(h, _body(token, _dpop(first))) is None
+    assert _reason(h, _body(token, _dpop(second))) is None
+    assert _reason(h, _body(token, _dpop(third))) == "key_mismatch"
+    assert _reason(h, _body(token, _dpop(first))) == "key_mismatch"  # still remembered
