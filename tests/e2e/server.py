@@ -69,6 +69,22 @@ def proposal_body(
     }
 
 
+def gated_proposal_body(client_id: str) -> dict[str, object]:
+    """A proposal for ``client_id`` whose one action (``invoices.pay`` under the test ERP)
+    needs a person's approval each time (``requires_action_approval``)."""
+    body = proposal_body("pay invoices", client_id, ("invoices.pay",))
+    body["authorization_details"] = [
+        {
+            "type": "mission_resource_access",
+            "resource": "https://erp.example.com",
+            "resource_match": "prefix",
+            "actions": ["invoices.pay"],
+            "constraints": {"requires_action_approval": True},
+        }
+    ]
+    return body
+
+
 def cli_create_key(env: dict[str, str], role: str, name: str) -> str:
     """An API key made by `mission-ledger keys create` (a subprocess, as an operator would)."""
     done = cli(env, "keys", "create", "--role", role, "--name", name, "--json")

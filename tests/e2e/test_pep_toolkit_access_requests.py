@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mission_ledger_pep import PdpClient
 
-from tests.e2e.server import post_json, running_service
+from tests.e2e.server import gated_proposal_body, post_json, running_service
 from tests.mandate_builders import proof_of
 
 pytestmark = [pytest.mark.slow]
@@ -34,24 +34,7 @@ def _gated_mandate(url: str, keys: dict[str, str]) -> str:
         url,
         keys["agent"],
         "/v1/proposals",
-        {
-            "intent": {
-                "goal": "pay invoices",
-                "resources": [ERP],
-                "expires_at": "2099-01-01T00:00:00Z",
-            },
-            "authorization_details": [
-                {
-                    "type": "mission_resource_access",
-                    "resource": ERP,
-                    "resource_match": "prefix",
-                    "actions": ["invoices.pay"],
-                    "constraints": {"requires_action_approval": True},
-                }
-            ],
-            "subject": {"iss": "https://idp.example.com", "sub": "alice"},
-            "client_id": AGENT,
-        },
+        gated_proposal_body(AGENT),
         202,
     )
     mission = post_json(
