@@ -14,8 +14,9 @@ import hmac
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request, Response
@@ -72,6 +73,12 @@ MISSIONS_PAGE = 50
 MANDATES_SHOWN = 200
 SSE_SEND_TIMEOUT = 10
 
+#: What a decision form decides on (a proposal, an access request), the body it reads
+#: and what its write answers with.
+S = TypeVar("S")
+B = TypeVar("B")
+W = TypeVar("W", Mission, Proposal, AccessRequest)
+
 
 def _form(request: Request) -> FormData:
     """The form the route class already read (to check its CSRF token)."""
@@ -85,6 +92,18 @@ def _text(form: FormData, name: str) -> str | None:
     if not isinstance(value, str) or not value.strip():
         return None
     return value.strip()
+
+
+def _session(request: Request) -> Session:
+    """The signed-in person's session (the route class of a ``signed_in`` page found it)."""
+    session = request.scope[SESSION_SCOPE]
+    assert isinstance(session, Session)
+    return session
+
+
+def _to(path: str) -> Callable[[object], str]:
+    """On to ``path`` whatever was written."""
+    return lambda _: path
 
 
 def _home(principal: Principal) -> str:
@@ -389,8 +408,7 @@ def _task_item(task: AccessRequest, now: Any) -> dict[str, Any]:
 
 
 async def _proposal(request: Request, proposal_id: str) -> tuple[Session, Proposal]:
-    session = request.scope[SESSION_SCOPE]
-    assert isinstance(session, Session)
+    session = _session(request)
     proposal = await load_proposal(services_of(request), session.principal, proposal_id)
     return session, proposal
 
@@ -480,19 +498,46 @@ async def review(request: Request, proposal_id: str) -> Response:
     dependencies=[signed_in(policy.DECIDE_PROPOSAL)],
 )
 async def approve_page(request: Request, proposal_id: str) -> Response:
-    session, proposal = await _proposal(request, proposal_id)
-    written = await approve(
-        services_of(request), session.principal, proposal_id, _approval(proposal, _form(request))
-    )
-    return await _written(request, written, f"{PREFIX}/missions/{written.value.id}?approved=1")
+    then = _to_approved_mission
+    return await _form_decision(request, _proposal, proposal_id, _approval, approve, then)
 
 
-async def _written(request: Request, written: Written[Any], then: str) -> Response:
-    """After a write: on to ``then`` once this replica's pages include it."""
-    response = see_other(then)
+def _to_approved_mission(mission: Mission) -> str:
+    return f"{PREFIX}/missions/{mission.id}?approved=1"
+
+
+async def _form_decision(
+    request: Request,
+    load: Callable[[Request, str], Awaitable[tuple[Session, S]]],
+    subject_id: str,
+    read: Callable[[S, FormData], B],
+    write: Callable[[Services, Principal, str, B], Awaitable[Written[W]]],
+    then: Callable[[W], str],
+) -> Response:
+    """A decision form (its route class has checked the page's rule and the CSRF token):
+    what it decides on, loaded first (404 for what the person may not see); the form read
+    into the API's body; the API's command written as the person; then on to
+    ``then(written value)``. A refusal (a bad field, the ledger's rule) is the API's error,
+    shown by the route class."""
+    session, subject = await load(request, subject_id)
+    body = read(subject, _form(request))
+    written = await write(services_of(request), session.principal, subject_id, body)
+    return await _written(request, written, then)
+
+
+async def _written(request: Request, written: Written[W], then: Callable[[W], str]) -> Response:
+    """After a write: on to ``then(written value)`` once this replica's pages include it."""
+    response = see_other(then(written.value))
     await finish_write(services_of(request), response, written, status_code=303)
     response.status_code = 303  # a replayed form too (its first answer was an API status)
     return response
+
+
+def _denial(_: object, form: FormData) -> DecisionIn:
+    reason = _text(form, "reason")
+    if reason is None:
+        raise InvalidRequest.at("/reason", "say why you deny the request")
+    return DecisionIn(reason=reason)
 
 
 @router.post(
@@ -501,21 +546,15 @@ async def _written(request: Request, written: Written[Any], then: str) -> Respon
     dependencies=[signed_in(policy.DECIDE_PROPOSAL)],
 )
 async def deny_page(request: Request, proposal_id: str) -> Response:
-    session, _ = await _proposal(request, proposal_id)
-    services = services_of(request)
-    reason = _text(_form(request), "reason")
-    if reason is None:
-        raise InvalidRequest.at("/reason", "say why you deny the request")
-    written = await deny(services, session.principal, proposal_id, DecisionIn(reason=reason))
-    return await _written(request, written, f"{PREFIX}/inbox?done=denied")
+    then = _to(f"{PREFIX}/inbox?done=denied")
+    return await _form_decision(request, _proposal, proposal_id, _denial, deny, then)
 
 
 # ---------------------------------------------------------------------- access requests
 
 
 async def _access_request(request: Request, task_id: str) -> tuple[Session, AccessRequest]:
-    session = request.scope[SESSION_SCOPE]
-    assert isinstance(session, Session)
+    session = _session(request)
     task = await load_task(services_of(request), session.principal, task_id)
     return session, task
 
@@ -588,21 +627,21 @@ def _form_idempotency(request: Request, session: Session) -> IdempotencyRequest 
 async def approve_access_page(request: Request, task_id: str) -> Response:
     """Approve exactly the denied request, until ``approved_until`` (UTC) for ``max_uses``
     permits; the approver rules are the API's (the ledger refuses, naming the rule)."""
-    session, _ = await _access_request(request, task_id)
-    form = _form(request)
+    write = partial(approve_task, idempotency=_form_idempotency(request, _session(request)))
+    then = _to(f"{PREFIX}/access-requests/{task_id}?done=approved")
+    return await _form_decision(request, _access_request, task_id, _access_approval, write, then)
+
+
+def _access_approval(_: AccessRequest, form: FormData) -> AccessApproveIn:
     until = _text(form, "approved_until")
     uses = _text(form, "max_uses")
     if uses is not None and not uses.isdigit():
         raise InvalidRequest.at("/max_uses", "must be a whole number")
-    body = AccessApproveIn(
+    return AccessApproveIn(
         reason=_text(form, "reason"),
         approved_until=None if until is None else present.form_instant(until, "/approved_until"),
         max_uses=None if uses is None else int(uses),
     )
-    written = await approve_task(
-        services_of(request), session.principal, task_id, body, _form_idempotency(request, session)
-    )
-    return await _written(request, written, f"{PREFIX}/access-requests/{task_id}?done=approved")
 
 
 @router.post(
@@ -611,18 +650,9 @@ async def approve_access_page(request: Request, task_id: str) -> Response:
     dependencies=[signed_in(policy.DECIDE_ACCESS_REQUEST)],
 )
 async def deny_access_page(request: Request, task_id: str) -> Response:
-    session, _ = await _access_request(request, task_id)
-    reason = _text(_form(request), "reason")
-    if reason is None:
-        raise InvalidRequest.at("/reason", "say why you deny the request")
-    written = await deny_task(
-        services_of(request),
-        session.principal,
-        task_id,
-        DecisionIn(reason=reason),
-        _form_idempotency(request, session),
-    )
-    return await _written(request, written, f"{PREFIX}/access-requests/{task_id}?done=denied")
+    write = partial(deny_task, idempotency=_form_idempotency(request, _session(request)))
+    then = _to(f"{PREFIX}/access-requests/{task_id}?done=denied")
+    return await _form_decision(request, _access_request, task_id, _denial, write, then)
 
 
 # ---------------------------------------------------------------------- operator
@@ -689,15 +719,13 @@ async def approved_missions(
 ) -> Response:
     """The Missions this person approved (SPEC 7.5), in approval order, from the read model
     (``mission_board.approver_key``)."""
-    session = request.scope[SESSION_SCOPE]
-    assert isinstance(session, Session)
+    session = _session(request)
     filters: dict[str, str | None] = {"approver_key": policy.approver_key_of(session.principal)}
     return await _missions_page(request, "approved.html", filters, cursor)
 
 
 async def _mission(request: Request, mission_id: str) -> tuple[Session, Mission]:
-    session = request.scope[SESSION_SCOPE]
-    assert isinstance(session, Session)
+    session = _session(request)
     mission = await load_mission(
         services_of(request), session.principal, mission_id, policy.may_see_mission_in_console
     )
@@ -868,7 +896,7 @@ async def _confirmed(
             },
             contained=contained,
         )
-    return await _written(request, await write(), f"{PREFIX}/missions/{mission.id}")
+    return await _written(request, await write(), _to(f"{PREFIX}/missions/{mission.id}"))
 
 
 @router.post(

@@ -9,7 +9,9 @@ or cancel it through its portable handle; approvers list, read, approve and deny
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -304,11 +306,8 @@ async def approve_access_request(
     """Approve exactly the denied request: at most ``max_uses`` permits (default 1) until
     ``approved_until`` (default 1 h, never past the Mission's expiry)."""
     await refuse_null_body(request, body)
-    idempotency = await idempotency_for(request, principal, 200)
-    written = await approve_task(
-        services, principal, task_id, body or AccessApproveIn(), idempotency
-    )
-    return await _decided(services, response, written)
+    decide = partial(approve_task, services, principal, task_id, body or AccessApproveIn())
+    return await _answered(services, principal, request, response, decide)
 
 
 async def approve_task(
@@ -320,18 +319,19 @@ async def approve_task(
 ) -> Written[AccessRequest]:
     """The approval (API and console alike), on a task the caller may see."""
     policy.DECIDE_ACCESS_REQUEST.check(principal)
-    await load_task(services, principal, task_id)
-    approved_until = optional_instant(decision.approved_until, "/approved_until")
-    return await _written(
+    return await _decide_task(
+        services,
+        principal,
+        task_id,
         lambda: services.ledger.approve_access_request(
             actor=principal.actor(),
             approver=principal.identity(services.settings.public_issuer),
             task_id=task_id,
             reason=decision.reason,
-            approved_until=approved_until,
+            approved_until=optional_instant(decision.approved_until, "/approved_until"),
             max_uses=decision.max_uses,
             idempotency=idempotency,
-        )
+        ),
     )
 
 
@@ -348,9 +348,8 @@ async def deny_access_request(
     body: DecisionIn | None = None,
 ) -> dict[str, Any]:
     await refuse_null_body(request, body)
-    idempotency = await idempotency_for(request, principal, 200)
-    written = await deny_task(services, principal, task_id, body or DecisionIn(), idempotency)
-    return await _decided(services, response, written)
+    decide = partial(deny_task, services, principal, task_id, body or DecisionIn())
+    return await _answered(services, principal, request, response, decide)
 
 
 async def deny_task(
@@ -362,21 +361,41 @@ async def deny_task(
 ) -> Written[AccessRequest]:
     """The denial (API and console alike), on a task the caller may see."""
     policy.DECIDE_ACCESS_REQUEST.check(principal)
-    await load_task(services, principal, task_id)
-    return await _written(
+    return await _decide_task(
+        services,
+        principal,
+        task_id,
         lambda: services.ledger.deny_access_request(
             actor=principal.actor(),
             task_id=task_id,
             reason=decision.reason,
             idempotency=idempotency,
-        )
+        ),
     )
 
 
-async def _decided(
-    services: Services, response: Response, written: Written[AccessRequest]
+async def _decide_task(
+    services: Services,
+    principal: Principal,
+    task_id: str,
+    write: Callable[[], Written[AccessRequest]],
+) -> Written[AccessRequest]:
+    """A decision (after the caller checked its policy gate) on a task the caller may see:
+    404 for any other; ``write`` runs in a thread, and only once the task is found."""
+    await load_task(services, principal, task_id)
+    return await _written(write)
+
+
+async def _answered(
+    services: Services,
+    principal: Principal,
+    request: Request,
+    response: Response,
+    decide: Callable[[IdempotencyRequest | None], Awaitable[Written[AccessRequest]]],
 ) -> dict[str, Any]:
-    """A decision written: answered with the approver's view of the task."""
+    """An approve or deny route's decision, made under the request's ``Idempotency-Key`` and
+    answered with the approver's view of the task."""
+    written = await decide(await idempotency_for(request, principal, 200))
     await finish_write(services, response, written, status_code=200)
     task = written.value
     return approver_view(task, await mission_of(services, task), services.clock.now())

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -22,13 +23,16 @@ from api.routes.gate import GatedRoute, allowed
 from api.schemas import ApproveIn, DecisionIn, ProposalIn
 from api.services import Services
 from api.views import mission_view, proposal_view
-from ledger.application import Written
+from ledger.application import IdempotencyRequest, Written
 from ledger.domain.errors import Forbidden, InvalidRequest, NotFound
 from ledger.domain.missions import Mission
 from ledger.domain.proposals import Proposal
 from ledger.domain.states import ProposalStatus
 
 router = APIRouter(tags=["proposals"], route_class=GatedRoute)
+
+#: What a decision on a proposal writes: the Mission it creates, or the denied proposal.
+T = TypeVar("T", Mission, Proposal)
 
 
 async def load_proposal(services: Services, principal: Principal, proposal_id: str) -> Proposal:
@@ -138,19 +142,21 @@ async def approve(
 ) -> Written[Mission]:
     """The approval (API and console alike); ``request`` for its ``Idempotency-Key``."""
     policy.DECIDE_PROPOSAL.check(principal)
-    await load_proposal(services, principal, proposal_id)
-    expires_at = optional_instant(body.expires_at, "/expires_at")
-    idempotency = None if request is None else await idempotency_for(request, principal, 201)
-    return await run_in_threadpool(
-        lambda: services.ledger.approve_proposal(
+    return await _decide(
+        services,
+        principal,
+        proposal_id,
+        request,
+        201,
+        lambda idempotency: services.ledger.approve_proposal(
             actor=principal.actor(),
             approver=principal.identity(services.settings.public_issuer),
             proposal_id=proposal_id,
             authorization_details=body.authorization_details,
-            expires_at=expires_at,
+            expires_at=optional_instant(body.expires_at, "/expires_at"),
             approval_event_id=body.approval_event_id,
             idempotency=idempotency,
-        )
+        ),
     )
 
 
@@ -179,16 +185,37 @@ async def deny(
 ) -> Written[Proposal]:
     """The denial (API and console alike); ``request`` for its ``Idempotency-Key``."""
     policy.DECIDE_PROPOSAL.check(principal)
-    await load_proposal(services, principal, proposal_id)
-    idempotency = None if request is None else await idempotency_for(request, principal, 200)
-    return await run_in_threadpool(
-        lambda: services.ledger.deny_proposal(
+    return await _decide(
+        services,
+        principal,
+        proposal_id,
+        request,
+        200,
+        lambda idempotency: services.ledger.deny_proposal(
             actor=principal.actor(),
             proposal_id=proposal_id,
             reason=body.reason,
             idempotency=idempotency,
-        )
+        ),
     )
+
+
+async def _decide(
+    services: Services,
+    principal: Principal,
+    proposal_id: str,
+    request: Request | None,
+    status_code: int,
+    write: Callable[[IdempotencyRequest | None], Written[T]],
+) -> Written[T]:
+    """A decision (after the caller checked its policy gate) on a proposal the caller may
+    see, 404 for any other; ``write`` runs in a thread under the ``Idempotency-Key`` of
+    ``request`` (none from the console)."""
+    await load_proposal(services, principal, proposal_id)
+    idempotency = (
+        None if request is None else await idempotency_for(request, principal, status_code)
+    )
+    return await run_in_threadpool(write, idempotency)
 
 
 @router.post("/v1/proposals/{proposal_id}/cancel", dependencies=[allowed(policy.CANCEL_PROPOSAL)])

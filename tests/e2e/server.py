@@ -9,7 +9,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 from pydantic import SecretStr
@@ -64,6 +67,22 @@ def proposal_body(
         "subject": {"iss": "https://idp.example.com", "sub": "alice"},
         "client_id": client_id,
     }
+
+
+def gated_proposal_body(client_id: str) -> dict[str, object]:
+    """A proposal for ``client_id`` whose one action (``invoices.pay`` under the test ERP)
+    needs a person's approval each time (``requires_action_approval``)."""
+    body = proposal_body("pay invoices", client_id, ("invoices.pay",))
+    body["authorization_details"] = [
+        {
+            "type": "mission_resource_access",
+            "resource": "https://erp.example.com",
+            "resource_match": "prefix",
+            "actions": ["invoices.pay"],
+            "constraints": {"requires_action_approval": True},
+        }
+    ]
+    return body
 
 
 def cli_create_key(env: dict[str, str], role: str, name: str) -> str:
@@ -161,3 +180,30 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=10)
+
+
+@contextmanager
+def running_service(
+    tmp_path: Path, agent: str, suffix: str, roles: tuple[str, ...] = ("agent", "approver", "pep")
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """A server on a fresh SQLite store under ``tmp_path``, with an API key per role (the
+    agent's named ``agent``, the others ``<role>-<suffix>``): ``(url, keys by role)``."""
+    env = store_env(data_dir=tmp_path / "data")
+    keys = {
+        role: create_key(env, role, agent if role == "agent" else f"{role}-{suffix}")
+        for role in roles
+    }
+    server = ServerProcess(env, tmp_path / "server.log").start()
+    try:
+        yield server.url, keys
+    finally:
+        server.stop()
+
+
+def post_json(url: str, key: str, path: str, body: dict[str, Any], status: int) -> dict[str, Any]:
+    """POST ``body`` to ``url + path`` with ``key``; the answer must have ``status``."""
+    answer = httpx.post(
+        url + path, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=20.0
+    )
+    assert answer.status_code == status, (path, answer.text)
+    return dict(answer.json())

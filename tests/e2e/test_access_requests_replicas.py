@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.server import ServerProcess, create_key, store_env
+from tests.e2e.server import ServerProcess, create_key, gated_proposal_body, store_env
 from tests.mandate_builders import proof_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -81,25 +81,7 @@ def _name(role: str) -> str:
 
 
 def _mission(a: Replica) -> str:
-    body = {
-        "intent": {
-            "goal": "pay invoices",
-            "resources": [ERP],
-            "expires_at": "2099-01-01T00:00:00Z",
-        },
-        "authorization_details": [
-            {
-                "type": "mission_resource_access",
-                "resource": ERP,
-                "resource_match": "prefix",
-                "actions": ["invoices.pay"],
-                "constraints": {"requires_action_approval": True},
-            }
-        ],
-        "subject": {"iss": "https://idp.example.com", "sub": "alice"},
-        "client_id": AGENT,
-    }
-    proposal = a.post("/v1/proposals", body, "agent", 202)
+    proposal = a.post("/v1/proposals", gated_proposal_body(AGENT), "agent", 202)
     return str(
         a.post(f"/v1/proposals/{proposal['submission_id']}/approve", {}, "approver", 201)["id"]
     )

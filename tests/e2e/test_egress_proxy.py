@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.server import ServerProcess, create_key, store_env
+from tests.e2e.server import post_json, running_service
 
 pytestmark = [pytest.mark.slow]
 
@@ -58,27 +58,13 @@ def target() -> Iterator[str]:
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    env = store_env(data_dir=tmp_path / "data")
-    keys = {
-        role: create_key(env, role, AGENT if role == "agent" else f"{role}-egress")
-        for role in ("agent", "approver", "pep")
-    }
-    server = ServerProcess(env, tmp_path / "server.log").start()
-    try:
-        yield server.url, keys
-    finally:
-        server.stop()
-
-
-def _post(url: str, key: str, path: str, body: dict[str, Any], status: int) -> dict[str, Any]:
-    answer = httpx.post(url + path, json=body, headers={"Authorization": f"Bearer {key}"})
-    assert answer.status_code == status, (path, answer.text)
-    return dict(answer.json())
+    with running_service(tmp_path, AGENT, "egress") as running:
+        yield running
 
 
 def _mandate(url: str, keys: dict[str, str], jkt: str) -> str:
     """A Mission allowing egress to one other origin only, and the agent's Mandate on it."""
-    proposal = _post(
+    proposal = post_json(
         url,
         keys["agent"],
         "/v1/proposals",
@@ -101,11 +87,13 @@ def _mandate(url: str, keys: dict[str, str], jkt: str) -> str:
         },
         202,
     )
-    mission = _post(
+    mission = post_json(
         url, keys["approver"], f"/v1/proposals/{proposal['submission_id']}/approve", {}, 201
     )["id"]
     body = {"actor": {"client_id": AGENT, "instance_id": "i-1"}, "cnf": {"jkt": jkt}}
-    return str(_post(url, keys["agent"], f"/v1/missions/{mission}/mandates", body, 201)["token"])
+    return str(
+        post_json(url, keys["agent"], f"/v1/missions/{mission}/mandates", body, 201)["token"]
+    )
 
 
 def _free_port() -> int:
@@ -181,7 +169,7 @@ def test_an_agent_held_at_the_captive_portal_gets_through_after_approval(
         assert access["captive_url"] == portal_url
         task_id = captive["user-portal-url"].rsplit("/", 1)[1]
 
-        _post(
+        post_json(
             url,
             keys["approver"],
             f"/v1/access-requests/{task_id}/approve",

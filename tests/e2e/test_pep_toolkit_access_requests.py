@@ -9,13 +9,11 @@ import base64
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 from mission_ledger_pep import PdpClient
 
-from tests.e2e.server import ServerProcess, create_key, store_env
+from tests.e2e.server import gated_proposal_body, post_json, running_service
 from tests.mandate_builders import proof_of
 
 pytestmark = [pytest.mark.slow]
@@ -26,58 +24,25 @@ ERP = "https://erp.example.com"
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    env = store_env(data_dir=tmp_path / "data")
-    keys = {
-        role: create_key(env, role, AGENT if role == "agent" else f"{role}-tk")
-        for role in ("agent", "approver", "pep")
-    }
-    server = ServerProcess(env, tmp_path / "server.log").start()
-    try:
-        yield server.url, keys
-    finally:
-        server.stop()
-
-
-def _post(url: str, key: str, path: str, body: dict[str, Any], status: int) -> dict[str, Any]:
-    answer = httpx.post(
-        url + path, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=20.0
-    )
-    assert answer.status_code == status, (path, answer.text)
-    return dict(answer.json())
+    with running_service(tmp_path, AGENT, "tk") as running:
+        yield running
 
 
 def _gated_mandate(url: str, keys: dict[str, str]) -> str:
     """A Mission whose one action needs a person's approval each time, and a Mandate on it."""
-    proposal = _post(
+    proposal = post_json(
         url,
         keys["agent"],
         "/v1/proposals",
-        {
-            "intent": {
-                "goal": "pay invoices",
-                "resources": [ERP],
-                "expires_at": "2099-01-01T00:00:00Z",
-            },
-            "authorization_details": [
-                {
-                    "type": "mission_resource_access",
-                    "resource": ERP,
-                    "resource_match": "prefix",
-                    "actions": ["invoices.pay"],
-                    "constraints": {"requires_action_approval": True},
-                }
-            ],
-            "subject": {"iss": "https://idp.example.com", "sub": "alice"},
-            "client_id": AGENT,
-        },
+        gated_proposal_body(AGENT),
         202,
     )
-    mission = _post(
+    mission = post_json(
         url, keys["approver"], f"/v1/proposals/{proposal['submission_id']}/approve", {}, 201
     )["id"]
     jkt = base64.urlsafe_b64encode(hashlib.sha256(mission.encode()).digest()).decode().rstrip("=")
     return str(
-        _post(
+        post_json(
             url,
             keys["agent"],
             f"/v1/missions/{mission}/mandates",
@@ -110,7 +75,7 @@ def test_a_requestable_denial_becomes_a_permit_through_the_toolkits_access_reque
         submitted = pdp.request_access(denied, justification="supplier is waiting")
         assert submitted["task"]["status"] == "pending"
         task_id = submitted["task"]["id"]
-        _post(
+        post_json(
             url,
             keys["approver"],
             f"/v1/access-requests/{task_id}/approve",
