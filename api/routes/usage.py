@@ -30,7 +30,7 @@ from ledger.domain.metering import mission_of_evaluation
 router = APIRouter(tags=["usage"], route_class=GatedRoute)
 
 #: Pauses before a report that found no reservation is tried again (seconds).
-UNKNOWN_RETRIES = (0.05, 0.1, 0.2, 0.4)
+UNKNOWN_RETRIES = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 
 @router.post("/v1/usage", dependencies=[allowed(policy.REPORT_USAGE)])
