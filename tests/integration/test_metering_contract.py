@@ -5,6 +5,7 @@ take a Meter past its bound, and expiry releases each reservation exactly once."
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ledger.application import Ledger
+from ledger.application import Ledger, metering
 from ledger.application.metering import Expire, MeterWriter, Report, Reserve
 from ledger.domain.actors import Actor
 from ledger.domain.errors import BudgetExceeded, NotFound
@@ -126,6 +127,33 @@ def test_a_group_of_operations_is_saved_in_one_transaction(
     assert isinstance(outcomes[2], BudgetExceeded)
     assert commits == [5]  # two Meters opened, three reservations: one write
     assert format_units(usage_of(ledger, mission.id).remaining or 0) == "0"
+
+
+def pauses_applying(
+    ledger: Ledger, clock: MutableClock, monkeypatch: pytest.MonkeyPatch, operations: int
+) -> int:
+    """How many times the writer paused (offered the interpreter lock) while applying one
+    group of ``operations`` reservations."""
+    mission = active_mission(ledger)
+    pauses: list[float] = []
+    monkeypatch.setattr(time, "sleep", pauses.append)
+    MeterWriter(ledger).apply(
+        [reserve(mission.id, f"e{n}", "0.01", clock=clock) for n in range(operations)]
+    )
+    return pauses.count(0)
+
+
+def test_a_group_offers_the_interpreter_lock_after_every_operation(
+    ledger: Ledger, clock: MutableClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert pauses_applying(ledger, clock, monkeypatch, 10) == 9
+
+
+def test_a_backlog_larger_than_a_paced_group_is_applied_without_pauses(
+    ledger: Ledger, clock: MutableClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metering, "PACED_GROUP", 8)
+    assert pauses_applying(ledger, clock, monkeypatch, 9) == 0
 
 
 def test_two_replicas_reserving_at_once_never_exceed_the_bound(
