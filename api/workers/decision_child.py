@@ -135,8 +135,12 @@ class ChildWriter:
 
 
 def main(argv: list[str]) -> int:
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    shutdown = (signal.SIGINT, signal.SIGTERM)
+    for sig in shutdown:
         signal.signal(sig, signal.SIG_IGN)
+    # The server started this process with them blocked (ProcessDecisionWriter._spawn): one
+    # that arrived meanwhile is pending, and now discarded.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, shutdown)
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,

@@ -30,6 +30,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -55,6 +56,9 @@ log = logging.getLogger("mission_ledger.decision_log")
 SEND_DELAY = 0.005
 #: Answers waiting to be sent beyond this are sent at once.
 SEND_AT = 256
+#: What the writer ignores (decision_child.main): the server shuts down on them, and the
+#: writer then stores what the server sends it.
+_SHUTDOWN_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 #: The directory that holds the ``api`` package (the writer imports it from there).
 _ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -309,6 +313,10 @@ class ProcessDecisionWriter(DecisionRecorder):
             CONFIG_ENV: json.dumps(self._config),
             "PYTHONPATH": os.pathsep.join([_ROOT, *filter(None, [os.environ.get("PYTHONPATH")])]),
         }
+        # The writer starts with interrupts and termination requests blocked (a blocked
+        # signal mask is inherited across exec) and ignores them once running: one sent to
+        # the process group while the interpreter is still starting must not end it.
+        unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, _SHUTDOWN_SIGNALS)
         try:
             self._child = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                 [
@@ -323,6 +331,7 @@ class ProcessDecisionWriter(DecisionRecorder):
                 env=env,
             )
         finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
             os.close(frames_read)
             os.close(acks_write)
         os.set_blocking(frames_write, False)

@@ -193,6 +193,26 @@ def test_the_writer_process_ignores_interrupts_and_termination_requests(
     _assert_all_stored(store, answers)
 
 
+def test_a_termination_request_while_the_writer_starts_does_not_end_it(
+    store: DecisionLog, store_settings: Settings
+) -> None:
+    """The same signals sent at once, while the writer's interpreter is still starting
+    (before it can ignore them): they wait, blocked, and are then discarded."""
+    answers = [_answer() for _ in range(5)]
+
+    async def scenario(writer: ProcessDecisionWriter) -> None:
+        assert writer.pid is not None
+        os.kill(writer.pid, signal.SIGINT)
+        os.kill(writer.pid, signal.SIGTERM)
+        for answer in answers:
+            writer.record(answer)
+        await asyncio.sleep(0.5)
+
+    _, writer = _in_loop(store_settings, scenario, flush_ms=10_000)
+    assert writer.restarts == 0
+    _assert_all_stored(store, answers)
+
+
 @contextlib.contextmanager
 def _writes_blocked(settings: Settings) -> Iterator[None]:
     """Another session holds the decision log's table (SQLite: the database) for writing."""
