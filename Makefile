@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 
 test: lint
-	.ci/with-postgres $(BIN)/pytest -n 2 --dist loadgroup -q
+	.ci/with-postgres $(BIN)/pytest -n 2 --dist loadgroup -q --durations=15
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
