@@ -30,7 +30,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from api.workers.decision_frames import CONFIG_ENV, FAILED, FrameReader, committed, enlarge
+from api.workers.decision_frames import (
+    CONFIG_ENV,
+    FAILED,
+    SHUTDOWN_SIGNALS,
+    FrameReader,
+    committed,
+    enlarge,
+)
 from api.workers.decision_writer import BATCH_SIZE, LINGER_SHARE, store_batch
 from ledger.persistence.database import open_database
 from projections.decision_log import DecisionLog, Row, decode_wires, row_of
@@ -135,12 +142,11 @@ class ChildWriter:
 
 
 def main(argv: list[str]) -> int:
-    shutdown = (signal.SIGINT, signal.SIGTERM)
-    for sig in shutdown:
+    for sig in SHUTDOWN_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     # The server started this process with them blocked (ProcessDecisionWriter._spawn): one
     # that arrived meanwhile is pending, and now discarded.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, shutdown)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SHUTDOWN_SIGNALS)
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,

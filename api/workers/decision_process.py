@@ -39,7 +39,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from api.workers.decision_frames import CONFIG_ENV, HEADER, AckReader, enlarge, frame
+from api.workers.decision_frames import (
+    CONFIG_ENV,
+    HEADER,
+    SHUTDOWN_SIGNALS,
+    AckReader,
+    enlarge,
+    frame,
+)
 from api.workers.decision_writer import (
     BATCH_SIZE,
     RETRY_FIRST,
@@ -56,9 +63,6 @@ log = logging.getLogger("mission_ledger.decision_log")
 SEND_DELAY = 0.005
 #: Answers waiting to be sent beyond this are sent at once.
 SEND_AT = 256
-#: What the writer ignores (decision_child.main): the server shuts down on them, and the
-#: writer then stores what the server sends it.
-_SHUTDOWN_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 #: The directory that holds the ``api`` package (the writer imports it from there).
 _ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -316,7 +320,7 @@ class ProcessDecisionWriter(DecisionRecorder):
         # The writer starts with interrupts and termination requests blocked (a blocked
         # signal mask is inherited across exec) and ignores them once running: one sent to
         # the process group while the interpreter is still starting must not end it.
-        unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, _SHUTDOWN_SIGNALS)
+        unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
         try:
             self._child = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                 [
