@@ -66,7 +66,7 @@ Row = tuple[Any, ...]
 DAYS_AHEAD = 3
 #: Serialises partition DDL across replicas ("MLdl").
 _PARTITION_LOCK = 0x4D4C_646C
-_PARTITION = re.compile(r"^decision_log_(\d{8})$")
+_PARTITION = re.compile(r"^decision_log_(\d{8})\Z")
 _DAY_MICROS = 86_400_000_000
 _EPOCH = date(1970, 1, 1)
 _SAFE_INTEGER = 2**53 - 1

@@ -15,7 +15,7 @@ from ledger.domain.errors import InvalidRequest
 MAX_ACTION_LENGTH = 128
 FAMILY_SUFFIX = ".*"
 
-_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_NAME = re.compile(r"^[A-Za-z0-9_.:-]+\Z")
 
 
 def is_family(action: str) -> bool:

@@ -24,7 +24,7 @@ from ledger.domain.errors import Conflict, InvalidRequest
 from ledger.domain.events import TOPIC_PREFIX, LedgerCreated, LedgerEvent
 from ledger.domain.roles import Role
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}\Z")
 
 
 def api_key_id(name: str) -> str:

@@ -100,9 +100,9 @@ def require_unique_strings(
 
 # --------------------------------------------------------------------------- value syntax
 
-DECIMAL_PATTERN = re.compile(r"^[0-9]+(\.[0-9]{1,18})?$")
-CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
-_DNS_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+DECIMAL_PATTERN = re.compile(r"^[0-9]+(\.[0-9]{1,18})?\Z")
+CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}\Z")
+_DNS_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
 
 MAX_AMOUNT = "max_amount"
 RESOURCE_ISSUED_AFTER = "resource_issued_after"

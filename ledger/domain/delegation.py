@@ -29,7 +29,7 @@ from ledger.domain.authority import (
 from ledger.domain.errors import AuthorityExceeded, FieldError, InvalidRequest
 from ledger.domain.resources import resource_covers
 
-JKT_PATTERN = re.compile(r"^[A-Za-z0-9_-]{43}$")
+JKT_PATTERN = re.compile(r"^[A-Za-z0-9_-]{43}\Z")
 MAX_DELEGATION_DEPTH = 16
 
 

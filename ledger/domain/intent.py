@@ -44,8 +44,8 @@ MAX_EXCLUSIVE_GROUPS = 64
 MAX_DURATION_LENGTH = 64
 MAX_SAFE_INTEGER = 2**53 - 1  # I-JSON / RFC 8785 integer range
 
-_LANG = re.compile(r"^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*$")
-_DURATION = re.compile(r"^P(?!$)(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+S)?)?$")
+_LANG = re.compile(r"^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*\Z")
+_DURATION = re.compile(r"^P(?!\Z)(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+S)?)?\Z")
 
 _INTENT_MEMBERS = frozenset(
     {

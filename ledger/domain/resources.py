@@ -26,9 +26,9 @@ MATCH_MODES = frozenset({EXACT, PREFIX})
 _SCHEME = r"[A-Za-z][A-Za-z0-9+.-]*"
 # RFC 3986 characters: unreserved, reserved (gen-delims minus '#', sub-delims) and pct-encoded.
 _URI = re.compile(
-    rf"^(?P<scheme>{_SCHEME}):(?P<rest>(?:[A-Za-z0-9\-._~:/?\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{{2}})+)$"
+    rf"^(?P<scheme>{_SCHEME}):(?P<rest>(?:[A-Za-z0-9\-._~:/?\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{{2}})+)\Z"
 )
-_HIERARCHICAL = re.compile(rf"^{_SCHEME}://[^/?#]+(?:/[^?#]*)?$")
+_HIERARCHICAL = re.compile(rf"^{_SCHEME}://[^/?#]+(?:/[^?#]*)?\Z")
 _PCT = re.compile(r"%([0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _DEFAULT_PORTS = {"http": "80", "https": "443"}

@@ -28,7 +28,7 @@ from ledger.persistence.database import Dialect
 from ledger.persistence.private_files import make_private_dir, make_private_file
 from ledger.settings import Settings
 
-_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql\Z")
 _ADVISORY_LOCK_KEY = 0x4D4C_6D69  # "MLmi"
 
 CREATE_TABLE = (

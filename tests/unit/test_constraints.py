@@ -97,13 +97,13 @@ def test_max_amount_needs_both_members() -> None:
     assert _rejected_at({"max_amount": {"amount": "5"}}) == f"{P}/max_amount/currency"
 
 
-@pytest.mark.parametrize("amount", ["1e3", "-5", "5.", ".5", 500, "1,000"])
+@pytest.mark.parametrize("amount", ["1e3", "-5", "5.", ".5", 500, "1,000", "5\n", "5.5\n"])
 def test_malformed_max_amount_is_rejected(amount: object) -> None:
     value = {"max_amount": {"amount": amount, "currency": "USD"}}
     assert _rejected_at(value) == f"{P}/max_amount/amount"
 
 
-@pytest.mark.parametrize("currency", ["usd", "US", "USDD", 840])
+@pytest.mark.parametrize("currency", ["usd", "US", "USDD", 840, "USD\n"])
 def test_malformed_currency_is_rejected(currency: object) -> None:
     value = {"max_amount": {"amount": "5", "currency": currency}}
     assert _rejected_at(value) == f"{P}/max_amount/currency"
@@ -119,7 +119,8 @@ def test_tenant_must_be_a_non_empty_string_of_at_most_256(tenant: object) -> Non
 
 
 @pytest.mark.parametrize(
-    "domain", ["", "-a.example", "a_b.example", "a..example", "x" * 64 + ".example", 7]
+    "domain",
+    ["", "-a.example", "a_b.example", "a..example", "x" * 64 + ".example", 7, "a.example\n"],
 )
 def test_recipient_domain_must_be_a_dns_name(domain: object) -> None:
     assert _rejected_at({"recipient_domain": domain}) == f"{P}/recipient_domain"

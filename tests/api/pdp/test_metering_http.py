@@ -201,7 +201,9 @@ def test_a_report_above_the_reserved_amount_is_refused(harness: Harness) -> None
     assert usage(harness, mission)["reserved"] == reserved
 
 
-@pytest.mark.parametrize("amount", ["-1", "1e3", "1,00", "0.1234567890123456789"])
+@pytest.mark.parametrize(
+    "amount", ["-1", "1e3", "1,00", "0.1234567890123456789", "1\n", "1.5\n", " 1"]
+)
 def test_a_malformed_amount_is_refused(harness: Harness, amount: str) -> None:
     _, token = metered_token(harness, BUDGET)
     evaluation_id = permitted(harness, pay(token, "10"))
