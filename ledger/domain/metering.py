@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from eventsourcing.domain import BaseAggregate
@@ -66,7 +67,14 @@ EXPIRED: Final = "expired"
 def parse_units(text: object) -> int | None:
     """A decimal string of the Common Constraints grammar as an exact count of 10^-18 units,
     or ``None`` when it is not one."""
-    if not isinstance(text, str) or DECIMAL_PATTERN.match(text) is None:
+    return _units(text) if isinstance(text, str) else None
+
+
+@lru_cache(maxsize=4_096)
+def _units(text: str) -> int | None:
+    # Remembered: the Meter writer parses each amount several times (the permit's call, the
+    # event that records it, its report), and amounts repeat across permits.
+    if DECIMAL_PATTERN.match(text) is None:
         return None
     whole, _, fraction = text.partition(".")
     return int(whole) * _ONE + int(fraction.ljust(SCALE, "0"))
@@ -386,7 +394,8 @@ class Meter(BaseAggregate[str]):
         def apply(self, aggregate: Meter) -> None:
             units = 0 if self.amount is None else parse_units(self.amount) or 0
             if self.lease_id is not None:
-                aggregate._draw(self.lease_id, units, self.call_class)
+                classes = {} if self.call_class is None else {self.call_class: 1}
+                aggregate._draw(self.lease_id, units, 1, classes)
             aggregate._hold(self.evaluation_id, units, self.call_class, self.expires_at)
 
     @dataclass(frozen=True)
@@ -401,16 +410,19 @@ class Meter(BaseAggregate[str]):
         reservations: list[dict[str, Any]]
 
         def apply(self, aggregate: Meter) -> None:
+            drawn = 0
+            classes: dict[str, int] = {}
             for held in self.reservations:
-                amount = held["amount"]
+                amount, klass = held["amount"], held["call_class"]
                 units = 0 if amount is None else parse_units(amount) or 0
-                aggregate._draw(self.lease_id, units, held["call_class"])
                 aggregate._hold(
-                    held["evaluation_id"],
-                    units,
-                    held["call_class"],
-                    datetime.fromisoformat(held["expires_at"]),
+                    held["evaluation_id"], units, klass, datetime.fromisoformat(held["expires_at"])
                 )
+                drawn += units
+                if klass is not None:
+                    classes[klass] = classes.get(klass, 0) + 1
+            # Out of the lease's slice once for them all (one copy of the lease, not one each).
+            aggregate._draw(self.lease_id, drawn, len(self.reservations), classes)
 
     @dataclass(frozen=True)
     class Ended(Event):
@@ -884,21 +896,24 @@ class Meter(BaseAggregate[str]):
         if klass is not None:
             self.class_calls[klass] = self.class_calls.get(klass, 0) + 1
 
-    def _draw(self, lease_id: str, units: int, klass: str | None) -> None:
-        """Move one reservation's share out of a lease (``Reserved.apply``)."""
+    def _draw(self, lease_id: str, units: int, calls: int, classes: Mapping[str, int]) -> None:
+        """Move reservations' shares out of a lease: ``units`` of its budget, ``calls`` calls,
+        and per call class the calls of that class (``Reserved.apply``: one reservation;
+        ``LeaseDrawn.apply``: all of its reservations at once)."""
         lease = self.leases[lease_id]
-        classes = dict(lease.classes)
-        if klass is not None and klass in classes:
-            classes[klass] -= 1
-            self.leased_class[klass] -= 1
+        left = dict(lease.classes)
+        for klass, count in classes.items():
+            if klass in left:
+                left[klass] -= count
+                self.leased_class[klass] -= count
         self.leases[lease_id] = replace(
             lease,
             units=None if lease.units is None else lease.units - units,
-            calls=None if lease.calls is None else lease.calls - 1,
-            classes=classes,
+            calls=None if lease.calls is None else lease.calls - calls,
+            classes=left,
         )
         self.leased -= units if lease.units is not None else 0
-        self.leased_calls -= 1 if lease.calls is not None else 0
+        self.leased_calls -= calls if lease.calls is not None else 0
 
     # ----------------------------------------------------------------- queries
 

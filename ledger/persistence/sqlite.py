@@ -42,6 +42,7 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         )
         row = c.fetchone()
         prev_id, prev_hash = (0, GENESIS) if row is None else (row[0], bytes(row[1]))
+        links: list[tuple[int, int, bytes]] = []
         for position, event in zip(positions, stored_events, strict=True):
             if position <= prev_id:
                 msg = f"ledger hash chain: position {position} is not after {prev_id}"
@@ -54,11 +55,12 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
             link = link_hash(
                 prev_hash, position, oid, event.originator_version, event.topic, event.state
             )
-            c.execute(
-                "INSERT INTO stored_events_chain (notification_id, prev_id, hash) VALUES (?, ?, ?)",
-                (position, prev_id, link),
-            )
+            links.append((position, prev_id, link))
             prev_id, prev_hash = position, link
+        c.executemany(
+            "INSERT INTO stored_events_chain (notification_id, prev_id, hash) VALUES (?, ?, ?)",
+            links,
+        )
         expect: dict[str, int] | None = kwargs.get("expect")
         for originator_id, version in (expect or {}).items():
             c.execute(

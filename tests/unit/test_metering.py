@@ -202,7 +202,9 @@ OPERATIONS = st.lists(
         st.tuples(st.just("return"), st.integers(0, 40), st.none()),
         st.tuples(st.just("raise"), AMOUNTS, st.sampled_from([None, "write", "read"])),
         st.tuples(
-            st.just("drawmany"), st.lists(AMOUNTS, max_size=4), st.sampled_from([None, "write"])
+            st.just("drawmany"),
+            st.lists(st.tuples(AMOUNTS, st.sampled_from([None, "write", "read"])), max_size=4),
+            st.none(),
         ),
     ),
     max_size=60,
@@ -241,12 +243,12 @@ def test_committed_plus_outstanding_never_exceeds_any_bound(
             elif kind == "drawmany" and leases:
                 draws = [
                     (
-                        MeteredCall(amount=str(amount), currency="USD", call_class=second),
+                        MeteredCall(amount=str(amount), currency="USD", call_class=klass),
                         f"{eid}.{n}",
                         now + timedelta(seconds=60),
                         None,
                     )
-                    for n, amount in enumerate(first)
+                    for n, (amount, klass) in enumerate(first)
                 ]
                 refusals = m.draw_many(leases[-1], draws, now=now)
                 made.extend(d[1] for d, r in zip(draws, refusals, strict=True) if r is None)
@@ -289,6 +291,10 @@ def test_committed_plus_outstanding_never_exceeds_any_bound(
         )
         assert m.reserved == sum(h.units for h in m.outstanding.values())
         assert m.leased == sum(lease.units or 0 for lease in m.leases.values())
+        assert m.leased_calls == sum(lease.calls or 0 for lease in m.leases.values())
+        assert m.leased_class.get("write", 0) == sum(
+            lease.classes.get("write", 0) for lease in m.leases.values()
+        )
         assert m.spent == committed
         assert m.raised == sum(
             parse_units(e.amount or "0") or 0
