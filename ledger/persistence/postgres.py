@@ -2,8 +2,10 @@
 
 The hash chain itself is computed by the ``ledger_events_chain`` trigger that
 ``migrations/postgres`` installs, so a link can never be committed without its
-event nor an event without its link. This subclass adds, in the library's pipelined
-write transaction and after the events insert (so under the table lock): the
+event nor an event without its link. This subclass inserts the events itself (four arrays
+in binary rather than the library's array of a composite type, dumped as text) and adds,
+in the library's pipelined write transaction and after the events insert (so under the
+table lock): the
 idempotency record, the deadlines of metered reservations, and the read-version checks of
 aggregates a command read but did not write; and it rings the in-process doorbell after
 commit.
@@ -21,15 +23,15 @@ read version) are routine here. Two things went wrong with that, both reproduced
 * psycopg auto-prepares a statement on its fifth execution; if that Parse was among the
   skipped statements, the connection believed in a prepared statement the server never
   had, and its next write failed with ``prepared statement "_pg3_N" does not exist``. The
-  statements added here are never prepared (``prepare=False``). The library's own events
-  insert can still be auto-prepared behind its ``LOCK TABLE``; only a lock timeout on
-  exactly that write could skip its Parse (reproduced only by forcing it).
+  statements written here are never prepared (``prepare=False``), the events insert
+  included (this recorder writes its own: see ``_insert_stored_events``).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any
 
 import psycopg
@@ -38,6 +40,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.rows import DictRow
+from psycopg.sql import SQL, Composed, Identifier
 
 from ledger.persistence.idempotency import INSERT_SQL, IdempotencyRecord
 from ledger.persistence.notify import CommitListeners
@@ -47,16 +50,41 @@ from ledger.persistence.reservations import ReservationDeadlines
 class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
     commit_listeners: CommitListeners
 
+    @cached_property
+    def _insert_columns_statement(self) -> Composed:
+        return SQL(
+            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
+            "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::bytea[]) "
+            "RETURNING notification_id"
+        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
+
     def _insert_stored_events(
         self,
         curs: Cursor[DictRow],
         stored_events: Sequence[StoredEvent],
         **kwargs: Any,
     ) -> None:
-        super()._insert_stored_events(curs, stored_events, **kwargs)
-        # Under the table lock the library just took. Only unprepared statements from
-        # here on (see the module docstring), on a cursor of their own: the library
-        # reads the notification ids from ``curs`` once the pipeline is synced.
+        # The library's steps (table lock, doorbell, insert) with another insert: the
+        # library passes an array of a composite type, which psycopg dumps as text, field
+        # by field through regular expressions (~20 µs of CPU an event, measured: most of
+        # a Meter group's saving time). Four arrays sent in binary (``%b``) cost a
+        # fraction of that; the rows, their order and the RETURNING list the library reads
+        # are the same.
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        curs.execute(
+            self._insert_columns_statement,
+            (
+                [str(event.originator_id) for event in stored_events],
+                [event.originator_version for event in stored_events],
+                [event.topic for event in stored_events],
+                [event.state for event in stored_events],
+            ),
+            prepare=False,
+        )
+        # Under the table lock. Only unprepared statements from here on (see the module
+        # docstring), on a cursor of their own: the library reads the notification ids
+        # from ``curs`` once the pipeline is synced.
         record: IdempotencyRecord | None = kwargs.get("idempotency")
         expect: dict[str, int] | None = kwargs.get("expect")
         deadlines: ReservationDeadlines | None = kwargs.get("reservations")

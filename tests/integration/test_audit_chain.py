@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
+from eventsourcing.persistence import StoredEvent
 from typer.testing import CliRunner
 
 from api.cli import app as cli
@@ -158,3 +159,30 @@ def test_postgres_refuses_updates_and_deletes_of_events(postgres_url: str) -> No
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement.encode())
+
+
+def test_events_saved_together_keep_their_order_bytes_and_returned_positions(
+    ledger: Ledger,
+) -> None:
+    """One insert of several events (as a Meter group saves): each is stored at the position
+    the insert returned, in the order given, its state byte for byte (every byte value) and
+    its text intact, and the chain over them verifies."""
+    states = [bytes(range(256)), b"", '{"note":"caf\u00e9 \u2603"}'.encode(), b"\x00\\'\"{}"]
+    events = [
+        StoredEvent(
+            originator_id=f"test:ordr-\u00e9-{n}",
+            originator_version=1,
+            topic="ledger:Test.Stored \u2603",
+            state=state,
+        )
+        for n, state in enumerate(states)
+    ]
+    positions = ledger.recorder.insert_events(events)
+    assert positions is not None
+    assert list(positions) == sorted(positions)
+    stored = ledger.recorder.select_notifications(positions[0], limit=len(events))
+    assert [n.id for n in stored] == list(positions)
+    assert [(n.originator_id, n.topic, n.state) for n in stored] == [
+        (e.originator_id, e.topic, e.state) for e in events
+    ]
+    assert verify_chain(ledger.event_log.chain_rows()).intact
