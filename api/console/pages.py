@@ -75,9 +75,9 @@ SSE_SEND_TIMEOUT = 10
 
 #: What a decision form decides on (a proposal, an access request), the body it reads
 #: and what its write answers with.
-S = TypeVar("S")
-B = TypeVar("B")
-W = TypeVar("W", Mission, Proposal, AccessRequest)
+DecidedOn = TypeVar("DecidedOn")
+FormBody = TypeVar("FormBody")
+Saved = TypeVar("Saved", Mission, Proposal, AccessRequest)
 
 
 def _form(request: Request) -> FormData:
@@ -508,11 +508,11 @@ def _to_approved_mission(mission: Mission) -> str:
 
 async def _form_decision(
     request: Request,
-    load: Callable[[Request, str], Awaitable[tuple[Session, S]]],
+    load: Callable[[Request, str], Awaitable[tuple[Session, DecidedOn]]],
     subject_id: str,
-    read: Callable[[S, FormData], B],
-    write: Callable[[Services, Principal, str, B], Awaitable[Written[W]]],
-    then: Callable[[W], str],
+    read: Callable[[DecidedOn, FormData], FormBody],
+    write: Callable[[Services, Principal, str, FormBody], Awaitable[Written[Saved]]],
+    then: Callable[[Saved], str],
 ) -> Response:
     """A decision form (its route class has checked the page's rule and the CSRF token):
     what it decides on, loaded first (404 for what the person may not see); the form read
@@ -525,7 +525,9 @@ async def _form_decision(
     return await _written(request, written, then)
 
 
-async def _written(request: Request, written: Written[W], then: Callable[[W], str]) -> Response:
+async def _written(
+    request: Request, written: Written[Saved], then: Callable[[Saved], str]
+) -> Response:
     """After a write: on to ``then(written value)`` once this replica's pages include it."""
     response = see_other(then(written.value))
     await finish_write(services_of(request), response, written, status_code=303)

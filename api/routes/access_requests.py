@@ -319,6 +319,7 @@ async def approve_task(
 ) -> Written[AccessRequest]:
     """The approval (API and console alike), on a task the caller may see."""
     policy.DECIDE_ACCESS_REQUEST.check(principal)
+    approved_until = optional_instant(decision.approved_until, "/approved_until")
     return await _decide_task(
         services,
         principal,
@@ -328,7 +329,7 @@ async def approve_task(
             approver=principal.identity(services.settings.public_issuer),
             task_id=task_id,
             reason=decision.reason,
-            approved_until=optional_instant(decision.approved_until, "/approved_until"),
+            approved_until=approved_until,
             max_uses=decision.max_uses,
             idempotency=idempotency,
         ),

@@ -32,7 +32,7 @@ from ledger.domain.states import ProposalStatus
 router = APIRouter(tags=["proposals"], route_class=GatedRoute)
 
 #: What a decision on a proposal writes: the Mission it creates, or the denied proposal.
-T = TypeVar("T", Mission, Proposal)
+Decided = TypeVar("Decided", Mission, Proposal)
 
 
 async def load_proposal(services: Services, principal: Principal, proposal_id: str) -> Proposal:
@@ -142,6 +142,7 @@ async def approve(
 ) -> Written[Mission]:
     """The approval (API and console alike); ``request`` for its ``Idempotency-Key``."""
     policy.DECIDE_PROPOSAL.check(principal)
+    expires_at = optional_instant(body.expires_at, "/expires_at")  # the body's own check first
     return await _decide(
         services,
         principal,
@@ -153,7 +154,7 @@ async def approve(
             approver=principal.identity(services.settings.public_issuer),
             proposal_id=proposal_id,
             authorization_details=body.authorization_details,
-            expires_at=optional_instant(body.expires_at, "/expires_at"),
+            expires_at=expires_at,
             approval_event_id=body.approval_event_id,
             idempotency=idempotency,
         ),
@@ -206,8 +207,8 @@ async def _decide(
     proposal_id: str,
     request: Request | None,
     status_code: int,
-    write: Callable[[IdempotencyRequest | None], Written[T]],
-) -> Written[T]:
+    write: Callable[[IdempotencyRequest | None], Written[Decided]],
+) -> Written[Decided]:
     """A decision (after the caller checked its policy gate) on a proposal the caller may
     see, 404 for any other; ``write`` runs in a thread under the ``Idempotency-Key`` of
     ``request`` (none from the console)."""
