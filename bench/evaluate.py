@@ -424,6 +424,24 @@ def meter_writer(seeded: Seeded, port: int) -> dict[str, float]:
     return values
 
 
+def meter_writer_idle(
+    seeded: Seeded, port: int, *, quiet: float = 0.5, limit: float = 20.0
+) -> float:
+    """Wait until the Meter writer has applied no group for ``quiet`` seconds (at most
+    ``limit``): a metered phase leaves it recording the phase's last draws and reports for a
+    while (a group under load takes tens of milliseconds to seconds), and the next phase must
+    not pay for that. Returns how long it waited."""
+    started = time.monotonic()
+    last = meter_writer(seeded, port)["groups"]
+    while time.monotonic() - started < limit:
+        time.sleep(quiet)
+        now = meter_writer(seeded, port)["groups"]
+        if now == last:
+            break
+        last = now
+    return time.monotonic() - started
+
+
 def check_denials(seeded: Seeded, port: int) -> None:
     """The two denial workloads are what they claim: one plain, one requestable."""
     token, instance = seeded.mandates[0]
@@ -564,6 +582,7 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int
                 writer = {k: v - before[k] for k, v in meter_writer(seeded, server.port).items()}
                 for key, value in writer.items():
                     writer_totals[key] = writer_totals.get(key, 0.0) + value
+                meter_writer_idle(seeded, server.port)
                 metered_each_runs.append(
                     drive(
                         "127.0.0.1",
@@ -574,6 +593,17 @@ def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int
                         follow=follow_each,
                     )
                 )
+                waited = meter_writer_idle(seeded, server.port)
+                rates = {
+                    "decisions": eval_runs[-1].rps,
+                    "DPoP": dpop_runs[-1].rps,
+                    "requestable": requestable_runs[-1].rps,
+                    "metered": metered_runs[-1].rps,
+                    "log off": off_runs[-1].rps,
+                    "log on": logged_runs[-1].rps,
+                }
+                shown = ", ".join(f"{name} {rate:.0f}/s" for name, rate in rates.items())
+                progress(f"    {shown} (Meter writer idle after {waited:.1f} s)")
             ceil, ev, dp = merge(ceil_runs), merge(eval_runs), merge(dpop_runs)
             pl, rq = merge(plain_runs), merge(requestable_runs)
             me, each = merge(metered_runs), merge(metered_each_runs)
