@@ -163,7 +163,7 @@ class SignalLog(DurableProjection):
         if advanced and cur.dialect is Dialect.POSTGRES:
             cur.execute(
                 "UPDATE ssf_streams AS s SET next_seq = v.next_seq "
-                "FROM unnest(%s::text[], %s::bigint[]) AS v(stream_id, next_seq) "
+                "FROM unnest(%b::text[], %b::bigint[]) AS v(stream_id, next_seq) "
                 "WHERE s.stream_id = v.stream_id",
                 (advanced, [self._next_seq[stream_id] for stream_id in advanced]),
             )
