@@ -23,8 +23,9 @@ read version) are routine here. Two things went wrong with that, both reproduced
 * psycopg auto-prepares a statement on its fifth execution; if that Parse was among the
   skipped statements, the connection believed in a prepared statement the server never
   had, and its next write failed with ``prepared statement "_pg3_N" does not exist``. The
-  statements written here are never prepared (``prepare=False``), the events insert
-  included (this recorder writes its own: see ``_insert_stored_events``).
+  statements after the table lock are never prepared (``prepare=False``): this recorder
+  writes the doorbell's ``NOTIFY`` and the events insert itself (``_insert_stored_events``).
+  Only the library's lock statements are prepared, and they come first.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
     commit_listeners: CommitListeners
 
     @cached_property
+    def _notify_statement(self) -> Composed:
+        return SQL("NOTIFY {0}").format(Identifier(self.channel_name))
+
+    @cached_property
     def _insert_columns_statement(self) -> Composed:
         return SQL(
             "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
@@ -70,8 +75,8 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
         # a Meter group's saving time). Four arrays sent in binary (``%b``) cost a
         # fraction of that; the rows, their order and the RETURNING list the library reads
         # are the same.
-        self._lock_table(curs)
-        self._notify_channel(curs)
+        self._lock_table(curs)  # prepared, and first: nothing before it can fail
+        curs.execute(self._notify_statement, prepare=False)  # the library's, unprepared
         curs.execute(
             self._insert_columns_statement,
             (
