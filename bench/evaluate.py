@@ -428,9 +428,9 @@ def meter_writer_idle(
     seeded: Seeded, port: int, *, quiet: float = 0.5, limit: float = 20.0
 ) -> float:
     """Wait until the Meter writer has applied no group for ``quiet`` seconds (at most
-    ``limit``): a metered phase leaves it recording the phase's last draws and reports for a
-    while (a group under load takes tens of milliseconds to seconds), and the next phase must
-    not pay for that. Returns how long it waited."""
+    ``limit``): a metered phase may leave it recording the phase's last draws and reports (a
+    group under load takes tens of milliseconds), and the next phase must not pay for that.
+    Returns how long it waited (so far always one ``quiet``: the writer had finished)."""
     started = time.monotonic()
     last = meter_writer(seeded, port)["groups"]
     while time.monotonic() - started < limit:
