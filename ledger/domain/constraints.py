@@ -124,20 +124,37 @@ MAX_EVENT_TYPE_LENGTH = 2048
 MAX_CALL_CLASS_LENGTH = 128
 
 
+#: The grammar sets no bound on the integer digits; this service takes at most this many (no
+#: amount needs more, and Python turns at most 4,300 digits into an integer: a longer amount
+#: once failed a decision with a server error).
+MAX_INTEGER_DIGITS = 36
+DECIMAL_RULE = (
+    f"must be a decimal string: up to {MAX_INTEGER_DIGITS} digits, "
+    "then optionally a point and 1 to 18 digits"
+)
+
+
+def is_decimal(text: str) -> bool:
+    """``text`` is a decimal string of the Common Constraints grammar (``DECIMAL_PATTERN``: no
+    sign, exponent or separators) with at most ``MAX_INTEGER_DIGITS`` integer digits."""
+    return (
+        DECIMAL_PATTERN.match(text) is not None
+        and len(text.partition(".")[0]) <= MAX_INTEGER_DIGITS
+    )
+
+
 def parse_decimal(value: object) -> Decimal | None:
-    """The exact value of a decimal string of the Common Constraints grammar, else ``None``."""
-    if not isinstance(value, str) or DECIMAL_PATTERN.match(value) is None:
+    """The exact value of a decimal string (``is_decimal``), else ``None``."""
+    if not isinstance(value, str) or not is_decimal(value):
         return None
     return Decimal(value)
 
 
 def require_decimal(value: object, pointer: str) -> Decimal:
-    """A decimal string ``^[0-9]+(\\.[0-9]{1,18})?$`` (no sign, exponent or separators)."""
+    """A decimal string (``is_decimal``)."""
     parsed = parse_decimal(value)
     if parsed is None:
-        raise InvalidRequest.at(
-            pointer, "must be a decimal string of digits with up to 18 fractional digits"
-        )
+        raise InvalidRequest.at(pointer, DECIMAL_RULE)
     return parsed
 
 

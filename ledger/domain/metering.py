@@ -35,9 +35,10 @@ from ledger.domain.actors import SCHEDULER, Actor
 from ledger.domain.constraints import (
     CALL_CLASS,
     CURRENCY_PATTERN,
-    DECIMAL_PATTERN,
+    DECIMAL_RULE,
     PARAMETER_VIOLATION,
     Violation,
+    is_decimal,
 )
 from ledger.domain.errors import (
     BudgetExceeded,
@@ -74,7 +75,7 @@ def parse_units(text: object) -> int | None:
 def _units(text: str) -> int | None:
     # Remembered: the Meter writer parses each amount several times (the permit's call, the
     # event that records it, its report), and amounts repeat across permits.
-    if DECIMAL_PATTERN.match(text) is None:
+    if not is_decimal(text):
         return None
     whole, _, fraction = text.partition(".")
     return int(whole) * _ONE + int(fraction.ljust(SCALE, "0"))
@@ -83,9 +84,7 @@ def _units(text: str) -> int | None:
 def require_units(text: object, pointer: str) -> int:
     units = parse_units(text)
     if units is None:
-        raise InvalidRequest.at(
-            pointer, "must be a decimal string of digits with up to 18 fractional digits"
-        )
+        raise InvalidRequest.at(pointer, DECIMAL_RULE)
     return units
 
 

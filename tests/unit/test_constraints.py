@@ -103,6 +103,13 @@ def test_malformed_max_amount_is_rejected(amount: object) -> None:
     assert _rejected_at(value) == f"{P}/max_amount/amount"
 
 
+def test_an_amount_has_at_most_36_integer_digits() -> None:
+    longest = {"max_amount": {"amount": "9" * 36 + ".5", "currency": "USD"}}
+    assert validate_constraints(longest, P) is longest
+    too_long = {"max_amount": {"amount": "1" * 37, "currency": "USD"}}
+    assert _rejected_at(too_long) == f"{P}/max_amount/amount"
+
+
 @pytest.mark.parametrize("currency", ["usd", "US", "USDD", 840, "USD\n"])
 def test_malformed_currency_is_rejected(currency: object) -> None:
     value = {"max_amount": {"amount": "5", "currency": currency}}

@@ -72,6 +72,12 @@ def replayed(m: Meter) -> Meter:
 # ---------------------------------------------------------------------- the invariant
 
 
+def test_an_amount_is_exact_up_to_36_integer_digits_and_18_fractional() -> None:
+    assert parse_units("9" * 36 + "." + "9" * 18) == 10**54 - 1
+    assert parse_units("1" * 37) is None  # beyond what this service takes: not an amount
+    assert parse_units("1" * 5_000) is None  # (once a ValueError from int())
+
+
 def test_a_reservation_that_would_exceed_the_budget_is_refused() -> None:
     m = meter()
     reserve(m, "e1", spend("600.00"))

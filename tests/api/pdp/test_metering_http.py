@@ -113,6 +113,17 @@ def test_a_metered_amount_in_another_currency_is_a_parameter_violation(harness: 
     assert usage(harness, mission)["reserved"] == "0.00"
 
 
+@pytest.mark.parametrize("amount", ["1" * 5_000, "1." + "0" * 19, "5\n"])
+def test_a_malformed_metered_amount_is_a_parameter_violation(harness: Harness, amount: str) -> None:
+    mission, token = metered_token(harness, BUDGET)
+    refused = harness.evaluate(pay(token, amount))
+    assert (refused["context"]["reason"], refused["context"]["constraint"]) == (
+        "parameter_violation",
+        "max_budget",
+    )
+    assert usage(harness, mission)["reserved"] == "0.00"
+
+
 def test_a_metered_amount_without_a_currency_is_a_parameter_violation(harness: Harness) -> None:
     _, token = metered_token(harness, BUDGET)
     refused = harness.evaluate(request(token, action_properties={"amount": "5"}))
