@@ -72,6 +72,11 @@ from ledger.persistence.reservations import ReservationDeadlines, micros
 
 log = logging.getLogger("mission_ledger.metering")
 
+#: Exceptions that come from one operation's data or this module's code, never from the
+#: store (whose errors are the library's, ``sqlite3``'s or psycopg's own classes): a group
+#: that raises one is applied again one operation at a time (``MeterWriter.apply``).
+OPERATION_FAULTS = (ValueError, TypeError, KeyError, ArithmeticError, AttributeError)
+
 MAX_ATTEMPTS = 32
 MAX_GROUP = 1024
 CACHED_METERS = 4096
@@ -473,9 +478,30 @@ class MeterWriter:
         self.operations += len(operations)
         started = time.perf_counter()
         try:
-            return self._apply(operations)
+            try:
+                return self._apply(operations)
+            except OPERATION_FAULTS as error:
+                if len(operations) == 1:
+                    raise
+                # One operation's fault (not the store's) must not fail the others: each is
+                # applied alone, and only the faulty one answers that the write did not
+                # complete. (A malformed amount once failed whole groups this way.)
+                log.error(
+                    "metering group of %d failed on an operation (%s); applying them one by one",
+                    len(operations),
+                    type(error).__name__,
+                    exc_info=True,
+                )
+                return [self._alone(operation) for operation in operations]
         finally:
             self.apply_seconds += time.perf_counter() - started
+
+    def _alone(self, operation: Operation) -> Outcome:
+        try:
+            return self._apply([operation])[0]
+        except OPERATION_FAULTS as error:
+            log.error("metering %s failed", type(operation).__name__, exc_info=True)
+            return Unavailable(f"the metering write did not complete ({type(error).__name__})")
 
     def _apply(self, operations: Sequence[Operation]) -> list[Outcome]:
         refreshed: set[str] = set()

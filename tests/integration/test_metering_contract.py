@@ -129,6 +129,31 @@ def test_a_group_of_operations_is_saved_in_one_transaction(
     assert format_units(usage_of(ledger, mission.id).remaining or 0) == "0"
 
 
+def test_an_operation_that_fails_does_not_fail_the_others_of_its_group(
+    ledger: Ledger, clock: MutableClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mission = active_mission(ledger)
+    writer = MeterWriter(ledger)  # not started: the groups are applied here
+    writer.apply([reserve(mission.id, e, "10", clock=clock) for e in ("a1", "bad", "a2")])
+    report = Meter.report
+
+    def faulty(meter: Meter, evaluation_id: str, **kwargs: Any) -> Any:
+        if evaluation_id == "bad":
+            raise ValueError("a fault in this operation alone")
+        return report(meter, evaluation_id, **kwargs)
+
+    monkeypatch.setattr(Meter, "report", faulty)
+    outcomes = writer.apply(
+        [executed(mission.id, "a1", "4"), executed(mission.id, "bad"), executed(mission.id, "a2")]
+    )
+    assert [type(outcome).__name__ for outcome in outcomes] == [
+        "Reported",
+        "Unavailable",
+        "Reported",
+    ]
+    assert format_units(usage_of(ledger, mission.id).spent, 2) == "14.00"  # a1 and a2 only
+
+
 def pauses_applying(
     ledger: Ledger, clock: MutableClock, monkeypatch: pytest.MonkeyPatch, operations: int
 ) -> int:

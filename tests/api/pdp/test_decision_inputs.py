@@ -1,0 +1,130 @@
+"""No evaluation input makes the decision point fail: whatever a PEP forwards in the request's
+properties and context (values of any JSON type, oversized numbers and strings, control
+characters, trailing newlines), the answer is a decision (200) or a malformed-request answer
+(400), never a server error. (Two such inputs once were: an amount of 5,000 digits and one
+ending in a newline.)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.api.pdp.conftest import Harness
+from tests.api.pdp.test_authzen_decisions import entry
+from tests.api.pdp.test_authzen_decisions import request as evaluation
+
+CONSTRAINTS: dict[str, Any] = {
+    "max_amount": {"amount": "500.00", "currency": "USD"},
+    "resource_issued_after": "2026-07-01T00:00:00Z",
+    "tenant": "acme",
+    "recipient_domain": "example.com",
+    "data_classification": ["public", "internal"],
+    "allowed_tools": ["search"],
+    "call_class": "payments",
+}
+CONTROLS = {"max_budget": {"amount": "1000.00", "currency": "USD"}, "max_calls": 500}
+
+EDGE = ["5\n", "1.5\n", "USD\n", "1" * 5_000, "9" * 37, "1" * 4_301, "1e309", "-0", "NaN", ""]
+TEXT = st.one_of(st.sampled_from(EDGE), st.text(max_size=40))
+SCALAR = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    TEXT,
+)
+VALUE = st.recursive(
+    SCALAR,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+#: The members the decision point reads (SPEC 7.3 inputs), each absent, a likely text or
+#: any JSON value; a currency is often the right one, so that the amount is read further.
+CURRENCY = st.one_of(st.just("USD"), TEXT, VALUE)
+ACTION = st.fixed_dictionaries(
+    {},
+    optional={
+        "amount": st.one_of(TEXT, VALUE),
+        "currency": CURRENCY,
+        "tool": st.one_of(TEXT, VALUE),
+        "recipient": st.one_of(TEXT, VALUE),
+    },
+)
+RESOURCE = st.fixed_dictionaries(
+    {},
+    optional={"data_classification": st.one_of(TEXT, VALUE), "issued_at": st.one_of(TEXT, VALUE)},
+)
+CONTEXT = st.fixed_dictionaries(
+    {},
+    optional={
+        "amount": st.one_of(TEXT, VALUE),
+        "currency": CURRENCY,
+        "tenant": st.one_of(TEXT, VALUE),
+        "approval": VALUE,
+    },
+)
+
+
+@pytest.fixture(scope="module", params=["constrained", "metered only"])
+def token(shared_harness: Harness, request: pytest.FixtureRequest) -> str:
+    """A Mandate under every Common Constraint that reads request inputs (the amount is then
+    judged by ``max_amount`` first), or under the metered controls alone (the Meter reads it)."""
+    constraints = CONSTRAINTS if request.param == "constrained" else {"call_class": "payments"}
+    mission = shared_harness.mission([entry(["invoices.pay"], **constraints)], controls=CONTROLS)
+    return str(shared_harness.mandate(mission)["token"])
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    action=ACTION,
+    resource=RESOURCE,
+    context=CONTEXT,
+)
+def test_no_evaluation_input_gives_a_server_error(
+    shared_harness: Harness,
+    token: str,
+    action: dict[str, Any],
+    resource: dict[str, Any],
+    context: dict[str, Any],
+) -> None:
+    body = evaluation(
+        token, action_properties=action, resource_properties=resource, context=context
+    )
+    response = shared_harness.client.post(
+        "/access/v1/evaluation", json=body, headers=shared_harness.auth("pep")
+    )
+    assert response.status_code in (200, 400), response.text
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(amount=st.one_of(TEXT, VALUE))
+def test_no_usage_report_gives_a_server_error(
+    shared_harness: Harness, token: str, amount: Any
+) -> None:
+    """An ``executed`` report of a metered permit, whatever its amount. (A malformed amount
+    once failed the Meter writer's whole group: every report in it answered 503.)"""
+    permit = shared_harness.evaluate(
+        evaluation(token, action_properties={"amount": "1.00", "currency": "USD"})
+    )
+    report = {
+        "evaluation_id": permit["context"]["evaluation_id"],
+        "outcome": "executed",
+        "amount": amount,
+    }
+    response = shared_harness.client.post(
+        "/v1/usage", json=report, headers=shared_harness.auth("pep")
+    )
+    assert response.status_code in (200, 400, 404, 409, 422), response.text
