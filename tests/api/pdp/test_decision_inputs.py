@@ -99,10 +99,16 @@ def test_no_evaluation_input_gives_a_server_error(
     body = evaluation(
         token, action_properties=action, resource_properties=resource, context=context
     )
-    response = shared_harness.client.post(
+    single = shared_harness.client.post(
         "/access/v1/evaluation", json=body, headers=shared_harness.auth("pep")
     )
-    assert response.status_code in (200, 400), response.text
+    assert single.status_code in (200, 400), single.text
+    batch = shared_harness.client.post(
+        "/access/v1/evaluations",
+        json={"evaluations": [body, body]},
+        headers=shared_harness.auth("pep"),
+    )
+    assert batch.status_code in (200, 400), batch.text
 
 
 @settings(

@@ -1,0 +1,89 @@
+"""No proposal input makes the service fail: any member an agent submits (intent, Authority
+Set, constraints, controls, subject) set to an awkward value (of any JSON type, oversized
+numbers, trailing newlines, control characters) is accepted (202) or refused with a clear
+4xx, never a server error. (Amounts of 5,000 digits and instants ending in a newline once
+passed validation and failed later.)"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.api.conftest import Api
+from tests.api.pdp.test_decision_inputs import VALUE
+
+EDGE = [
+    "5\n",
+    "1.5\n",
+    "USD\n",
+    "1" * 5_000,
+    "9" * 37,
+    "2027-01-01T00:00:00Z\n",
+    "P1D\n",
+    "https://erp.example.com\n",
+    "invoices.pay\n",
+    "\u0000",
+    "",
+]
+AWKWARD = st.one_of(st.sampled_from(EDGE), st.text(max_size=30), VALUE)
+
+#: Where a value goes: a path of member names and list indexes into the proposal body.
+PATHS: list[tuple[str | int, ...]] = [
+    ("intent", "goal"),
+    ("intent", "expires_at"),
+    ("intent", "resources", 0),
+    ("intent", "max_duration"),
+    ("intent", "goal_lang"),
+    ("authorization_details", 0, "resource"),
+    ("authorization_details", 0, "actions", 0),
+    ("authorization_details", 0, "constraints", "max_amount", "amount"),
+    ("authorization_details", 0, "constraints", "max_amount", "currency"),
+    ("authorization_details", 0, "constraints", "tenant"),
+    ("authorization_details", 0, "constraints", "recipient_domain"),
+    ("authorization_details", 0, "constraints", "resource_issued_after"),
+    ("authorization_details", 0, "constraints", "time_window", "not_after"),
+    ("authorization_details", 0, "constraints", "call_class"),
+    ("intent", "controls", "max_budget", "amount"),
+    ("intent", "controls", "max_budget", "currency"),
+    ("intent", "controls", "max_calls"),
+    ("subject", "sub"),
+    ("client_id",),
+]
+
+
+def _set(body: dict[str, Any], path: tuple[str | int, ...], value: Any) -> None:
+    node: Any = body
+    for step in path[:-1]:
+        if isinstance(step, str) and step not in node:
+            node[step] = {}
+        node = node[step]
+    node[path[-1]] = value
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(path=st.sampled_from(PATHS), value=AWKWARD)
+def test_no_proposal_input_gives_a_server_error(
+    shared_api: Api, path: tuple[str | int, ...], value: Any
+) -> None:
+    body = shared_api.proposal_body()
+    body["authorization_details"][0]["constraints"] = {
+        "max_amount": {"amount": "500.00", "currency": "USD"}
+    }
+    body["intent"]["controls"] = {"max_budget": {"amount": "1000.00", "currency": "USD"}}
+    assert (
+        shared_api.client.post(  # the body as it is: accepted
+            "/v1/proposals", json=body, headers=shared_api.auth("agent")
+        ).status_code
+        == 202
+    )
+    body = copy.deepcopy(body)
+    _set(body, path, value)
+    response = shared_api.client.post("/v1/proposals", json=body, headers=shared_api.auth("agent"))
+    assert response.status_code in (202, 400, 403, 422), response.text
