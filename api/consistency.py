@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Response
 
 from api.services import Services, get_services
+from api.whole_numbers import whole_number
 from ledger.domain.errors import InvalidRequest, StaleState
 
 POSITION_HEADER = "Ledger-Position"
@@ -16,12 +17,12 @@ MIN_POSITION_HEADER = "Ledger-Min-Position"
 def parse_min_position(value: str | None) -> int | None:
     if value is None:
         return None
-    text = value.strip()
-    if not text.isdigit() or len(text) > 18:
+    position = whole_number(value.strip())
+    if position is None:
         raise InvalidRequest.at(
             "/headers/Ledger-Min-Position", "must be a non-negative integer position"
         )
-    return int(text)
+    return position
 
 
 async def _fresh(services: Services, value: str | None, *, core: bool) -> None:

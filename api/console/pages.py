@@ -52,6 +52,7 @@ from api.routes.missions import change_lifecycle_of, contain_mission, load_missi
 from api.routes.proposals import approve, deny, load_proposal
 from api.schemas import AccessApproveIn, ApproveIn, ContainmentIn, DecisionIn, LifecycleIn
 from api.services import Services
+from api.whole_numbers import whole_number
 from api.workers.checkpoints import read_witness_directory
 from ledger.application import IdempotencyRequest, Written
 from ledger.application.access import DEFAULT_APPROVAL_LIFETIME
@@ -637,12 +638,13 @@ async def approve_access_page(request: Request, task_id: str) -> Response:
 def _access_approval(_: AccessRequest, form: FormData) -> AccessApproveIn:
     until = _text(form, "approved_until")
     uses = _text(form, "max_uses")
-    if uses is not None and not uses.isdigit():
+    max_uses = None if uses is None else whole_number(uses, max_digits=9)
+    if uses is not None and max_uses is None:
         raise InvalidRequest.at("/max_uses", "must be a whole number")
     return AccessApproveIn(
         reason=_text(form, "reason"),
         approved_until=None if until is None else present.form_instant(until, "/approved_until"),
-        max_uses=None if uses is None else int(uses),
+        max_uses=max_uses,
     )
 
 
@@ -868,7 +870,7 @@ class Guard:
         return cls(
             reason=_text(form, "reason") or "",
             nonce=_text(form, "nonce"),
-            expected_version=int(version) if version and version.isdigit() else None,
+            expected_version=None if version is None else whole_number(version),
         )
 
 

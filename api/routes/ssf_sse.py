@@ -18,6 +18,7 @@ from api.auth import Principal, PrincipalDep, hidden
 from api.json_body import JsonBodyRoute
 from api.routes.common import ServicesDep
 from api.services import Services
+from api.whole_numbers import whole_number
 from api.workers.sse_hub import UNKNOWN_CURSOR
 from ledger.domain.actors import Actor
 from ledger.domain.errors import InvalidRequest, NotFound
@@ -49,10 +50,10 @@ async def owned_stream(services: Services, principal: Principal, stream_id: str)
 def _cursor(value: str | None, pointer: str) -> int | None:
     if value is None or value == "":
         return None
-    text = value.strip()
-    if not text.isdigit() or len(text) > 18:
+    cursor = whole_number(value.strip())
+    if cursor is None:
         raise InvalidRequest.at(pointer, "must be a non-negative integer event id")
-    return int(text)
+    return cursor
 
 
 def _last_event_id(value: str | None) -> int | None:

@@ -113,6 +113,14 @@ def test_backoff_is_capped_at_one_minute() -> None:
     assert delays[-1] >= 30.0
 
 
+@pytest.mark.parametrize("retry_after", ["\u00b2", "\u0661", "1" * 5_000, "-1", "soon"])
+def test_a_retry_after_that_is_not_delay_seconds_leaves_the_backoff_to_decide(
+    retry_after: str,
+) -> None:
+    delay = Backoff(2.0, 60.0).next_delay(retry_after)
+    assert 1.0 <= delay <= 2.0
+
+
 def test_reevaluate_presents_the_unchanged_approval() -> None:
     server = Server(httpx.Response(200, json={"decision": True}))
     decision = server.client().reevaluate(REQUEST, APPROVED)

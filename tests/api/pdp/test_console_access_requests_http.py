@@ -10,6 +10,8 @@ import html
 import re
 from datetime import timedelta
 
+import pytest
+
 from tests.api.pdp.access_flow import Flow, request_body
 from tests.api.pdp.conftest import Harness
 from tests.api.pdp.test_metering_http import BUDGET, metered_token, pay, permitted, usage
@@ -136,6 +138,22 @@ def test_submitting_the_same_approval_form_twice_writes_once(harness: Harness) -
     head = harness.head()
     again = approver.post(f"/console/access-requests/{task_id}/approve", form)
     assert again.status_code == 303, again.text
+    assert harness.head() == head
+
+
+@pytest.mark.parametrize("uses", ["two", "-1", "\u00b2", "\u0661", "1" * 5_000])
+def test_an_approval_form_whose_uses_are_not_a_whole_number_is_refused(
+    harness: Harness, uses: str
+) -> None:
+    flow = Flow.gated(harness)
+    task_id = pending_task(flow)
+    approver = Person(harness, "approver")
+    form = decision_form(approver, task_id)
+    head = harness.head()
+    refused = approver.post(
+        f"/console/access-requests/{task_id}/approve", {**form, "max_uses": uses}
+    )
+    assert refused.status_code == 400, refused.text
     assert harness.head() == head
 
 

@@ -199,6 +199,18 @@ def test_create_with_sse_delivery_answers_the_sse_endpoint_url(harness: Harness)
     }
 
 
+@pytest.mark.parametrize("after", ["abc", "-1", "\u00b2", "\u0661", "9" * 19])
+def test_an_sse_cursor_that_is_not_an_event_id_is_400(harness: Harness, after: str) -> None:
+    config = create(harness, {"delivery": {"method": SSE}})
+    response = harness.client.get(
+        f"/ssf/streams/{config['stream_id']}/events",
+        params={"after": after},
+        headers=harness.auth("pep"),
+    )
+    body = assert_problem(response, 400)
+    assert body["errors"][0]["pointer"] == "/after"
+
+
 def test_events_delivered_is_supported_intersected_with_requested(harness: Harness) -> None:
     config = create(harness, {"events_requested": [SESSION_REVOKED, UNKNOWN_EVENT]})
     assert config["events_requested"] == [SESSION_REVOKED, UNKNOWN_EVENT]

@@ -178,9 +178,12 @@ class Backoff:
     attempt: int = 0
 
     def next_delay(self, retry_after: str | None = None) -> float:
-        if retry_after is not None and retry_after.strip().isdigit():
+        seconds = None if retry_after is None else retry_after.strip()
+        # Delay-seconds (RFC 9110 10.2.3): ASCII digits (str.isdigit also takes "²", which
+        # float() refuses), and a sane number of them; else the backoff decides.
+        if seconds and seconds.isascii() and seconds.isdigit() and len(seconds) <= 6:
             self.attempt += 1
-            return float(retry_after.strip())
+            return float(seconds)
         ceiling = min(self.cap, self.initial * 2**self.attempt)
         self.attempt += 1
         return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not a secret

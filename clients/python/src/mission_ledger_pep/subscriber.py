@@ -221,7 +221,8 @@ class SignalSubscriber:
         saved = self.cursor.load()
         if saved is not None:
             headers["Last-Event-ID"] = saved
-            self._last_id = int(saved) if saved.isdigit() else self._last_id
+            saved_id = _event_id(saved)
+            self._last_id = self._last_id if saved_id is None else saved_id
         url = f"{self.base_url}/ssf/streams/{self.stream_id}/events"
         parser = SseParser()
         progressed = False
@@ -276,7 +277,7 @@ class SignalSubscriber:
                 progressed = True
 
     def _handle(self, event: Event) -> None:
-        seq = int(event.id) if event.id.isdigit() else None
+        seq = _event_id(event.id)
         if event.type == "resync":
             self._resync(event)
         elif event.type == "set":
@@ -331,3 +332,11 @@ class SignalSubscriber:
             hook(argument)
         except Exception:  # a failing hook must not stop the stream
             log.exception("signal stream %s: callback failed", self.stream_id)
+
+
+def _event_id(text: str) -> int | None:
+    """An SSE ``id`` (or a saved one) that is an event sequence number: ASCII digits, at most
+    18 (``str.isdigit`` also takes superscripts, which ``int`` refuses)."""
+    if 0 < len(text) <= 18 and text.isascii() and text.isdigit():
+        return int(text)
+    return None
