@@ -42,9 +42,10 @@ def parse_instant(value: object, pointer: str = "") -> datetime:
         parsed = datetime.fromisoformat(
             f"{match['date']}T{match['h']}:{match['m']}:{match['s']}.{frac}"
         ).replace(tzinfo=offset)
-    except ValueError:
+        # In UTC, an instant at either end of year 1 to 9999 may leave that range.
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise InvalidRequest.at(pointer, f"{value!r} is not a valid date-time") from None
-    return parsed.astimezone(UTC)
 
 
 def parse_as_of(value: object, now: datetime, pointer: str = "") -> datetime:

@@ -468,8 +468,9 @@ def test_issued_after_denies_an_earlier_resource() -> None:
     assert violation.constraint == "resource_issued_after"
 
 
-def test_issued_after_denies_a_malformed_issued_at() -> None:
-    violation = _evaluate(ISSUED, resource={"issued_at": "yesterday"})
+@pytest.mark.parametrize("issued_at", ["yesterday", "0001-01-01T00:00:00+01:00"])
+def test_issued_after_denies_a_malformed_issued_at(issued_at: str) -> None:
+    violation = _evaluate(ISSUED, resource={"issued_at": issued_at})
     assert violation is not None
     assert violation.reason == "parameter_violation"
 

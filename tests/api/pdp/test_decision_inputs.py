@@ -27,7 +27,20 @@ CONSTRAINTS: dict[str, Any] = {
 }
 CONTROLS = {"max_budget": {"amount": "1000.00", "currency": "USD"}, "max_calls": 500}
 
-EDGE = ["5\n", "1.5\n", "USD\n", "1" * 5_000, "9" * 37, "1" * 4_301, "1e309", "-0", "NaN", ""]
+EDGE = [
+    "5\n",
+    "1.5\n",
+    "USD\n",
+    "1" * 5_000,
+    "9" * 37,
+    "1" * 4_301,
+    "1e309",
+    "-0",
+    "NaN",
+    "",
+    "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59-01:00",
+]
 TEXT = st.one_of(st.sampled_from(EDGE), st.text(max_size=40))
 SCALAR = st.one_of(
     st.none(),
