@@ -45,7 +45,10 @@ class Callback:
 
 def parse_callback(endpoint: str, state: str | None, events: Sequence[str] | None) -> Callback:
     """The callback as requested, its URL's shape checked (``CallbackRefused``)."""
-    parts = urlsplit(endpoint)
+    try:
+        parts = urlsplit(endpoint)
+    except ValueError:  # a bracketed host that is not an IP address, an unclosed bracket
+        raise CallbackRefused("callback.endpoint is not a URL") from None
     if parts.scheme != "https":
         raise CallbackRefused(f"callback.endpoint must be an https URL, not {parts.scheme!r}")
     try:

@@ -83,6 +83,21 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+def _push_endpoint(url: object, *, allow_http_loopback: bool) -> str:
+    """A push receiver's URL: https (plain http to a loopback host only when allowed)."""
+    if not isinstance(url, str) or len(url) > 2048:
+        raise InvalidRequest.at("/delivery/endpoint_url", "push delivery needs the receiver URL")
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # a bracketed host that is not an IP address, an unclosed bracket
+        raise InvalidRequest.at("/delivery/endpoint_url", "must be an https URL") from None
+    secure = parts.scheme == "https"
+    local = parts.scheme == "http" and allow_http_loopback and is_loopback(parts.hostname)
+    if not parts.netloc or not (secure or local):
+        raise InvalidRequest.at("/delivery/endpoint_url", "must be an https URL")
+    return url
+
+
 def validate_receiver_config(
     value: Mapping[str, Any], *, allow_http_loopback: bool
 ) -> dict[str, Any]:
@@ -101,17 +116,9 @@ def validate_receiver_config(
         raise InvalidRequest.at(f"/delivery/{sorted(unknown)[0]}", "is not a recognised member")
     normalised: dict[str, Any] = {"method": method}
     if method == PUSH:
-        url = delivery.get("endpoint_url")
-        if not isinstance(url, str) or len(url) > 2048:
-            raise InvalidRequest.at(
-                "/delivery/endpoint_url", "push delivery needs the receiver URL"
-            )
-        parts = urlsplit(url)
-        secure = parts.scheme == "https"
-        local = parts.scheme == "http" and allow_http_loopback and is_loopback(parts.hostname)
-        if not parts.netloc or not (secure or local):
-            raise InvalidRequest.at("/delivery/endpoint_url", "must be an https URL")
-        normalised["endpoint_url"] = url
+        normalised["endpoint_url"] = _push_endpoint(
+            delivery.get("endpoint_url"), allow_http_loopback=allow_http_loopback
+        )
         header = delivery.get("authorization_header")
         if header is not None:
             if not isinstance(header, str) or not header or len(header) > 4096:

@@ -75,6 +75,15 @@ def normalise_htu(value: str) -> str:
     return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path or "/", "", ""))
 
 
+def _url(value: str) -> str | None:
+    """``normalise_htu``, or None for a text ``urlsplit`` refuses (a bracketed host that is
+    not an IP address, an unclosed bracket)."""
+    try:
+        return normalise_htu(value)
+    except ValueError:
+        return None
+
+
 def verify_dpop(token: object, *, htm: object, htu: object, now: float) -> VerifiedProof:
     """Check a DPoP proof for a request ``htm htu`` at ``now`` (seconds since the epoch)."""
     if not isinstance(token, str) or len(token) > MAX_PROOF_BYTES or token.count(".") != 2:
@@ -97,7 +106,7 @@ def verify_dpop(token: object, *, htm: object, htu: object, now: float) -> Verif
     if claims.get("htm") != htm:
         raise ProofInvalid("the DPoP proof was made for another HTTP method (htm)")
     proven_htu = claims.get("htu")
-    if not isinstance(proven_htu, str) or normalise_htu(proven_htu) != normalise_htu(htu):
+    if not isinstance(proven_htu, str) or _url(proven_htu) != _url(htu) or _url(htu) is None:
         raise ProofInvalid("the DPoP proof was made for another URL (htu)")
     iat = claims.get("iat")
     if isinstance(iat, bool) or not isinstance(iat, int | float):

@@ -36,6 +36,13 @@ def test_htu_is_compared_without_query_and_fragment() -> None:
     assert check(proof(htu="https://API.example.com/x?a=1#f")).jti == "j-1"
 
 
+@pytest.mark.parametrize(("proven", "requested"), [("http://[::1", None), (None, "http://[zz]/x")])
+def test_an_htu_that_is_not_a_url_is_refused(proven: str | None, requested: str | None) -> None:
+    token = proof() if proven is None else proof(htu=proven)
+    with pytest.raises(ProofInvalid, match="htu"):
+        check(token, htu=requested or "https://api.example.com/x")
+
+
 def test_another_typ_is_refused() -> None:
     with pytest.raises(ProofInvalid, match="typ"):
         check(proof({"typ": "JWT"}))
