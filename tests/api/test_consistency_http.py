@@ -135,7 +135,8 @@ def test_a_position_far_beyond_the_head_is_503_stale_state_after_waiting(api: Ap
     "value", ["abc", "-1", "1.5", "0x10", " ", "9" * 19, "1e3", "\u00b2", "\u00b9"]
 )
 def test_a_malformed_min_position_is_400_on_every_read(api: Api, value: str) -> None:
-    # A header is Latin-1: superscript digits can arrive (str.isdigit takes them; int not).
+    # (The test client re-encodes a non-ASCII header as UTF-8: a raw Latin-1 "²", which
+    # str.isdigit takes and int refuses, is sent by tests/e2e/test_raw_headers.py.)
     header = value.encode("latin-1")
     for who, path in _reads(api):
         response = api.client.get(path, headers={**api.auth(who), MIN: header})
