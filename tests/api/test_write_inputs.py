@@ -1,8 +1,8 @@
-"""No proposal input makes the service fail: any member an agent submits (intent, Authority
-Set, constraints, controls, subject) set to an awkward value (of any JSON type, oversized
-numbers, trailing newlines, control characters) is accepted (202) or refused with a clear
-4xx, never a server error. (Amounts of 5,000 digits and instants ending in a newline once
-passed validation and failed later.)"""
+"""No input to an agent's writes makes the service fail: any member of a proposal (intent,
+Authority Set, constraints, controls, subject) or of a completion event set to an awkward
+value (of any JSON type, oversized numbers, trailing newlines, control characters, instants
+out of range) is accepted or refused with a clear 4xx, never a server error. (Amounts of
+5,000 digits and instants ending in a newline once passed validation and failed later.)"""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from tests.api.conftest import Api
 from tests.api.pdp.test_decision_inputs import VALUE
+from tests.discharge_builders import discharge_authority
 
 EDGE = [
     "5\n",
@@ -92,3 +93,32 @@ def test_no_proposal_input_gives_a_server_error(
     _set(body, path, value)
     response = shared_api.client.post("/v1/proposals", json=body, headers=shared_api.auth("agent"))
     assert response.status_code in (202, 400, 403, 422), response.text
+
+
+@pytest.fixture(scope="module")
+def discharge_mission_id(shared_api: Api) -> str:
+    return str(shared_api.mission(authorization_details=discharge_authority())["id"])
+
+
+@pytest.mark.parametrize("member", ["event_type", "event_id", "occurred_at", "entry_digest"])
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(value=AWKWARD)
+def test_no_completion_event_input_gives_a_server_error(
+    shared_api: Api, discharge_mission_id: str, member: str, value: Any
+) -> None:
+    body = {
+        "event_type": "unnamed.event",  # no entry names it: a well-formed report is a 409
+        "event_id": "evt-fuzz",
+        "occurred_at": "2026-12-01T00:00:00Z",
+        member: value,
+    }
+    response = shared_api.client.post(
+        f"/v1/missions/{discharge_mission_id}/completion-events",
+        json=body,
+        headers=shared_api.auth("agent"),
+    )
+    assert response.status_code in (400, 409, 422), response.text
