@@ -1,17 +1,20 @@
-"""No evaluation input makes the decision point fail: whatever a PEP forwards in the request's
-properties and context (values of any JSON type, oversized numbers and strings, control
-characters, trailing newlines), the answer is a decision (200) or a malformed-request answer
-(400), never a server error. (Two such inputs once were: an amount of 5,000 digits and one
-ending in a newline.)"""
+"""No input the decision point or the access-request endpoint reads makes it fail: whatever a
+PEP forwards in an evaluation's properties and context, or in an access request (the echoed
+denial, the justification, the callback), set to an awkward value (of any JSON type,
+oversized numbers and strings, control characters, trailing newlines, instants out of
+range), the answer is a decision or a clear 4xx, never a server error. (Two such inputs once
+were: an amount of 5,000 digits and one ending in a newline.)"""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.api.pdp.access_flow import Flow, request_body
 from tests.api.pdp.conftest import Harness
 from tests.api.pdp.test_authzen_decisions import entry
 from tests.api.pdp.test_authzen_decisions import request as evaluation
@@ -147,3 +150,45 @@ def test_no_usage_report_gives_a_server_error(
         "/v1/usage", json=report, headers=shared_harness.auth("pep")
     )
     assert response.status_code in (200, 400, 404, 409, 422), response.text
+
+
+#: Where a value goes in an access request (the echoed denial and the request's own members).
+ACCESS_PATHS: list[tuple[str, ...]] = [
+    ("denial", "expires_at"),
+    ("denial", "reason"),
+    ("denial", "evaluation_id"),
+    ("denial", "binding_token"),
+    ("context", "business_justification"),
+    ("action", "properties", "amount"),
+    ("callback", "endpoint"),
+    ("callback", "state"),
+]
+
+
+@pytest.fixture(scope="module")
+def denial(shared_harness: Harness) -> dict[str, Any]:
+    """An access request that would be accepted as it is (a requestable denial, echoed)."""
+    flow = Flow.gated(shared_harness)
+    denied, decision = flow.evaluate()
+    return request_body(denied, decision)
+
+
+@pytest.mark.parametrize("path", ACCESS_PATHS, ids="/".join)
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(value=st.one_of(TEXT, VALUE))
+def test_no_access_request_input_gives_a_server_error(
+    shared_harness: Harness, denial: dict[str, Any], path: tuple[str, ...], value: Any
+) -> None:
+    body = copy.deepcopy(denial)
+    node = body
+    for step in path[:-1]:
+        node = node.setdefault(step, {})
+    node[path[-1]] = value
+    response = shared_harness.client.post(
+        "/access/v1/requests", json=body, headers=shared_harness.auth("pep")
+    )
+    assert response.status_code in (200, 202, 400, 403, 404, 409, 422), response.text
