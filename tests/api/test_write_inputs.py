@@ -10,29 +10,24 @@ import copy
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.api.conftest import Api
-from tests.api.pdp.test_decision_inputs import VALUE
+from tests.awkward_values import FUZZ, awkward_text, json_values
 from tests.discharge_builders import discharge_authority
 
-EDGE = [
-    "5\n",
-    "1.5\n",
-    "USD\n",
-    "1" * 5_000,
-    "9" * 37,
-    "2027-01-01T00:00:00Z\n",
-    "0001-01-01T00:00:00+01:00",
-    "9999-12-31T23:59:59-01:00",
-    "P1D\n",
-    "https://erp.example.com\n",
-    "invoices.pay\n",
-    "\u0000",
-    "",
-]
-AWKWARD = st.one_of(st.sampled_from(EDGE), st.text(max_size=30), VALUE)
+AWKWARD = st.one_of(
+    awkward_text(
+        "2027-01-01T00:00:00Z\n",
+        "P1D\n",
+        "https://erp.example.com\n",
+        "invoices.pay\n",
+        "\u0000",
+        max_size=30,
+    ),
+    json_values(awkward_text()),
+)
 
 
 #: Where a value goes: a path of member names and list indexes into the proposal body.
@@ -69,11 +64,7 @@ def _set(body: dict[str, Any], path: tuple[str | int, ...], value: Any) -> None:
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda path: "/".join(map(str, path)))
-@settings(
-    max_examples=30,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@settings(FUZZ, max_examples=30)
 @given(value=AWKWARD)
 def test_no_proposal_input_gives_a_server_error(
     shared_api: Api, path: tuple[str | int, ...], value: Any
@@ -101,11 +92,7 @@ def discharge_mission_id(shared_api: Api) -> str:
 
 
 @pytest.mark.parametrize("member", ["event_type", "event_id", "occurred_at", "entry_digest"])
-@settings(
-    max_examples=30,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@settings(FUZZ, max_examples=30)
 @given(value=AWKWARD)
 def test_no_completion_event_input_gives_a_server_error(
     shared_api: Api, discharge_mission_id: str, member: str, value: Any

@@ -11,13 +11,14 @@ import copy
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.api.pdp.access_flow import Flow, request_body
 from tests.api.pdp.conftest import Harness
 from tests.api.pdp.test_authzen_decisions import entry
 from tests.api.pdp.test_authzen_decisions import request as evaluation
+from tests.awkward_values import FUZZ, awkward_text, json_values
 
 CONSTRAINTS: dict[str, Any] = {
     "max_amount": {"amount": "500.00", "currency": "USD"},
@@ -30,35 +31,8 @@ CONSTRAINTS: dict[str, Any] = {
 }
 CONTROLS = {"max_budget": {"amount": "1000.00", "currency": "USD"}, "max_calls": 500}
 
-EDGE = [
-    "5\n",
-    "1.5\n",
-    "USD\n",
-    "1" * 5_000,
-    "9" * 37,
-    "1" * 4_301,
-    "1e309",
-    "-0",
-    "NaN",
-    "",
-    "0001-01-01T00:00:00+01:00",
-    "9999-12-31T23:59:59-01:00",
-]
-TEXT = st.one_of(st.sampled_from(EDGE), st.text(max_size=40))
-SCALAR = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=False, allow_infinity=False),
-    TEXT,
-)
-VALUE = st.recursive(
-    SCALAR,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
-    ),
-    max_leaves=6,
-)
+TEXT = awkward_text("1" * 4_301, "1e309", "-0", "NaN")
+VALUE = json_values(TEXT)
 #: The members the decision point reads (SPEC 7.3 inputs), each absent, a likely text or
 #: any JSON value; a currency is often the right one, so that the amount is read further.
 CURRENCY = st.one_of(st.just("USD"), TEXT, VALUE)
@@ -95,11 +69,7 @@ def token(shared_harness: Harness, request: pytest.FixtureRequest) -> str:
     return str(shared_harness.mandate(mission)["token"])
 
 
-@settings(
-    max_examples=150,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@settings(FUZZ, max_examples=150)
 @given(
     action=ACTION,
     resource=RESOURCE,
@@ -127,11 +97,7 @@ def test_no_evaluation_input_gives_a_server_error(
     assert batch.status_code in (200, 400), batch.text
 
 
-@settings(
-    max_examples=100,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@settings(FUZZ, max_examples=100)
 @given(amount=st.one_of(TEXT, VALUE))
 def test_no_usage_report_gives_a_server_error(
     shared_harness: Harness, token: str, amount: Any
@@ -174,11 +140,7 @@ def denial(shared_harness: Harness) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("path", ACCESS_PATHS, ids="/".join)
-@settings(
-    max_examples=20,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@settings(FUZZ, max_examples=20)
 @given(value=st.one_of(TEXT, VALUE))
 def test_no_access_request_input_gives_a_server_error(
     shared_harness: Harness, denial: dict[str, Any], path: tuple[str, ...], value: Any
