@@ -236,6 +236,10 @@ def test_agent_text_stays_inert_and_the_csp_holds(
     assert fenced.locator("pre.agent-text").first.text_content() == TRICKS
     assert fenced.locator("script, img, b, a").count() == 0
     page.goto(stack.url + pages["mission-as-approver"][1])
-    page.wait_for_function("window.__live === true")  # htmx opened the live stream
+    # htmx opened the live stream. A function, not an expression: Playwright evaluates the
+    # string once, inside its own (CSP-exempt) call, and polls the function it got. An
+    # expression is evaluated again on every later poll, which this page's CSP refuses
+    # ('unsafe-eval'), so the wait failed whenever the stream opened after the first poll.
+    page.wait_for_function("() => window.__live === true")
     assert page.evaluate("window.__csp") == []
     assert errors == []
