@@ -49,6 +49,7 @@ from api.workers.callbacks import CallbackDelivery
 from api.workers.checkpoints import Checkpointer, HttpWitness
 from api.workers.decision_process import ProcessDecisionWriter
 from api.workers.decision_writer import DecisionRecorder, DecisionWriter
+from api.workers.proof_process import ProofVerifier
 from api.workers.push import PushDelivery
 from api.workers.scheduler import Scheduler
 from api.workers.sse_hub import SseHub
@@ -152,6 +153,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         callbacks=callbacks,
         decision_records=decision_log_records(decision_log),
         decisions=decision_writer(settings, decision_log),
+        proofs=ProofVerifier(use_process=settings.proof_verifier == "process"),
     )
 
 
@@ -254,6 +256,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             scheduler.stop()
             # Every decision answered is recorded before the store closes.
             await services.decisions.close()
+            services.proofs.close()
             await run_in_threadpool(_final_checkpoint, checkpointer)
             services.meters.stop()
             if services.gc is not None:

@@ -129,6 +129,21 @@ class ServiceCollector(Collector):
             "(their unacknowledged records sent again).",
             writer.restarts,
         )
+        proofs = services.proofs
+        checks = CounterMetricFamily(
+            f"{PREFIX}_dpop_signature_checks",
+            "DPoP proof signatures checked, by where: the checker process, or the server itself.",
+            labels=["by"],
+        )
+        checks.add_metric(["checker"], proofs.checked_apart)
+        checks.add_metric(["server"], proofs.checked_here)
+        yield checks
+        yield _counter(
+            "dpop_checker_restarts",
+            "DPoP checker processes started again after one ended or stalled (their open "
+            "checks made by the server).",
+            proofs.restarts,
+        )
 
     def _metering(self) -> Iterator[Metric]:
         meters = self._services.meters

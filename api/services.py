@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from api.workers.callbacks import CallbackDelivery
     from api.workers.checkpoints import Checkpointer
     from api.workers.decision_writer import DecisionRecorder
+    from api.workers.proof_process import ProofVerifier
     from api.workers.push import PushDelivery
     from api.workers.sse_hub import SseHub
     from ledger.signing.keyring import Keyring
@@ -59,6 +60,8 @@ class Services:
     decisions: DecisionRecorder
     #: Access-request callbacks: the submission check and the delivery worker.
     callbacks: CallbackDelivery
+    #: The signatures of DPoP proofs, checked while the decision is made (decision 0023).
+    proofs: ProofVerifier
     push: PushDelivery | None = None  # set by the lifespan once started
     gc: GcPolicy | None = None  # set by the lifespan (settings.gc_freeze)
     checkpoints: Checkpointer | None = None  # set by the lifespan once started

@@ -69,7 +69,15 @@ from ledger.domain.metering import (
     metered_evaluation_id,
 )
 from ledger.domain.resources import parse_request
-from ledger.signing.dpop import ProofInvalid, ReplayCache, proven_key, verify_dpop
+from ledger.signing.dpop import (
+    BAD_SIGNATURE,
+    ProofInvalid,
+    ReadProof,
+    ReplayCache,
+    proven_key,
+    read_dpop,
+    verify_dpop,
+)
 from projections.evaluation_index import EvaluationIndex, MandateEntry, MissionEntry
 
 # Reason codes (domain.md 3.4).
@@ -113,6 +121,10 @@ class Evaluation:
     action: Action
     resource: Resource
     context: Mapping[str, Any] = field(default_factory=dict)
+    #: The DPoP proof at ``context.proof.dpop``, read (``read_proof``) by a caller that has
+    #: its signature checked elsewhere meanwhile: the decision takes the proof's key as
+    #: shown, and is an answer only once ``DecisionPoint.confirm`` has the verdict.
+    deferred_proof: ReadProof | None = None
 
 
 @dataclass(frozen=True)
@@ -227,12 +239,45 @@ class DecisionPoint:
         self.denials: Counter[str] = Counter()  # by context.reason
 
     def evaluate(self, request: Evaluation, now: datetime) -> Decision:
-        """The answer, or a pending metered permit (``Decision.pending``) to ``settle``."""
+        """The answer, or a pending metered permit (``Decision.pending``) to ``settle``. With
+        a ``deferred_proof``, a decision to ``confirm`` once its signature is checked."""
         position = self._index.position
         decision = replace(self._evaluate(request, now), position=position)
-        if decision.pending is None:
+        if decision.pending is None and request.deferred_proof is None:
             self._count(decision)
         return decision
+
+    def read_proof(self, request: Evaluation, now: datetime) -> ReadProof | None:
+        """The request's DPoP proof, all checked but its signature; None when it carries
+        none, or one that fails a check (``evaluate`` then refuses it, saying which)."""
+        proof = request.context.get("proof")
+        if not isinstance(proof, Mapping):
+            return None
+        dpop = proof.get("dpop")
+        if not isinstance(dpop, str):
+            return None
+        try:
+            return read_dpop(dpop, htm=proof.get("htm"), htu=proof.get("htu"), now=now.timestamp())
+        except ProofInvalid:
+            return None
+
+    def confirm(
+        self, decision: Decision, proof: ReadProof, signature_valid: bool, now: datetime
+    ) -> Decision:
+        """The answer to a request decided with a ``deferred_proof`` once its signature is
+        checked: the decision when the signature verifies and the proof is used for the
+        first time (recorded now); otherwise a ``key_mismatch`` denial, whatever the
+        decision was. (A proof that does not verify shows nothing, so no other reason is
+        given for it.)"""
+        if not signature_valid:
+            final = _unproven(decision, BAD_SIGNATURE)
+        elif not self._replays.first_use(proof.proof, now.timestamp()):
+            final = _unproven(decision, _REPLAYED)
+        else:
+            final = decision
+        if final.pending is None:
+            self._count(final)
+        return final
 
     def settle(
         self, decision: Decision, refusal: BaseException | None, expires_at: datetime
@@ -364,7 +409,11 @@ class DecisionPoint:
                 evaluation_id, ACTOR_INVALID, actor, mission=mission, mandate_id=mandate_id
             )
         key = self._key_problem(
-            request.context.get("proof"), mandate.jkt, now, required=not _is_token(reference)
+            request.context.get("proof"),
+            mandate.jkt,
+            now,
+            required=not _is_token(reference),
+            deferred=request.deferred_proof,
         )
         if key is not None:
             return _deny(evaluation_id, KEY_MISMATCH, key, mission=mission, mandate_id=mandate_id)
@@ -384,11 +433,18 @@ class DecisionPoint:
     # ------------------------------------------------------------------ key binding
 
     def _key_problem(
-        self, proof: object, bound: str | None, now: datetime, *, required: bool
+        self,
+        proof: object,
+        bound: str | None,
+        now: datetime,
+        *,
+        required: bool,
+        deferred: ReadProof | None = None,
     ) -> str | None:
         """Why the caller has not shown it holds the key the authority is bound to (None
         when it has). ``bound`` is the Mandate's ``cnf.jkt`` (None in join mode, where a
-        proof is required but there is no Mandate key to compare it with)."""
+        proof is required but there is no Mandate key to compare it with). ``deferred``:
+        the request's DPoP proof, read, whose signature and single use ``confirm`` checks."""
         if proof is None:
             if required or self._require_proof:
                 return (
@@ -399,7 +455,9 @@ class DecisionPoint:
         if not isinstance(proof, Mapping):
             return "context.proof must be an object"
         dpop = proof.get("dpop")
-        if dpop is not None:
+        if deferred is not None and dpop is deferred.token:
+            proven = deferred.proof.jkt
+        elif dpop is not None:
             try:
                 verified = verify_dpop(
                     dpop, htm=proof.get("htm"), htu=proof.get("htu"), now=now.timestamp()
@@ -407,7 +465,7 @@ class DecisionPoint:
             except ProofInvalid as error:
                 return str(error)
             if not self._replays.first_use(verified, now.timestamp()):
-                return "the DPoP proof has been used before (jti replayed)"
+                return _REPLAYED
             proven = verified.jkt
         else:
             jkt = proof.get("jkt")
@@ -442,7 +500,9 @@ class DecisionPoint:
         actor = _actor_problem(request.subject, mission.mission.client_id, None)
         if actor is not None:
             return _deny(evaluation_id, ACTOR_INVALID, actor, mission=mission)
-        key = self._key_problem(request.context.get("proof"), None, now, required=True)
+        key = self._key_problem(
+            request.context.get("proof"), None, now, required=True, deferred=request.deferred_proof
+        )
         if key is not None:
             return _deny(evaluation_id, KEY_MISMATCH, key, mission=mission)
         return self._authority(request, mission.entries, mission, now, evaluation_id, budget)
@@ -898,6 +958,18 @@ def _deny(
     if constraint is not None:
         context["constraint"] = constraint
     return Decision(decision=False, context=context, mandate_id=mandate_id)
+
+
+_REPLAYED = "the DPoP proof has been used before (jti replayed)"
+
+
+def _unproven(decision: Decision, detail: str) -> Decision:
+    """``decision`` refused because the proof it took as shown is not (``detail``)."""
+    refused = _deny(str(decision.context["evaluation_id"]), KEY_MISMATCH, detail)
+    mission = decision.context.get("mission")
+    if mission is not None:
+        refused.context["mission"] = mission
+    return replace(refused, mandate_id=decision.mandate_id, position=decision.position)
 
 
 def stale(evaluation_id: str, position: int, requested: int) -> Decision:

@@ -24,6 +24,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -112,8 +113,16 @@ async def _body(request: Request) -> dict[str, Any]:
 async def _decide(services: Services, item: Evaluation, now: datetime) -> Decision:
     """The PDP's answer; a metered permit once its reservation is taken: from this
     replica's budget lease, in memory (recorded in the background), else durably by the
-    Meter writer. Under an approved budget increase, the approval's use is spent first."""
-    decision = services.pdp.evaluate(item, now)
+    Meter writer. Under an approved budget increase, the approval's use is spent first.
+    A DPoP proof's signature is checked by the proof checker while the PDP decides (its key
+    taken as shown until ``confirm``), before anything is reserved."""
+    proof = services.pdp.read_proof(item, now)
+    if proof is None:
+        decision = services.pdp.evaluate(item, now)
+    else:
+        verdict = services.proofs.check(proof)
+        decision = services.pdp.evaluate(replace(item, deferred_proof=proof), now)
+        decision = services.pdp.confirm(decision, proof, await verdict, now)
     pending = decision.pending
     if pending is None:
         return decision

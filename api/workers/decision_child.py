@@ -24,16 +24,15 @@ import json
 import logging
 import os
 import select
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from api.workers.children import ignore_shutdown_signals
 from api.workers.decision_frames import (
     CONFIG_ENV,
     FAILED,
-    SHUTDOWN_SIGNALS,
     FrameReader,
     committed,
     enlarge,
@@ -142,11 +141,7 @@ class ChildWriter:
 
 
 def main(argv: list[str]) -> int:
-    for sig in SHUTDOWN_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
-    # The server started this process with them blocked (ProcessDecisionWriter._spawn): one
-    # that arrived meanwhile is pending, and now discarded.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, SHUTDOWN_SIGNALS)
+    ignore_shutdown_signals()
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,

@@ -13,7 +13,6 @@ order), the rows in the commit and 0; after a failed attempt to write, 0, 0 and 
 
 from __future__ import annotations
 
-import signal
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,11 +22,6 @@ ACK = struct.Struct(">QII")
 REPEATED = 1
 #: The environment variable that carries the writer's configuration (JSON).
 CONFIG_ENV = "MISSION_LEDGER_DECISION_WRITER_CONFIG"
-#: What the writer ignores: the server shuts down on them (a Ctrl-C or ``systemctl stop``
-#: reaches the process group), and the writer then stores what the server sends it. The
-#: server starts the writer with them blocked, so one sent while it starts waits until the
-#: writer ignores it.
-SHUTDOWN_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 #: The writer asks for pipes this large (Linux: ``F_SETPIPE_SZ``; at most the system's
 #: ``pipe-max-size``): a second of records at a few thousand decisions a second.
 PIPE_SIZE = 1 << 20

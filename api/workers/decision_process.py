@@ -30,19 +30,16 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections import deque
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+from api.workers.children import start_child, write_what_fits
 from api.workers.decision_frames import (
     CONFIG_ENV,
     HEADER,
-    SHUTDOWN_SIGNALS,
     AckReader,
     enlarge,
     frame,
@@ -63,8 +60,6 @@ log = logging.getLogger("mission_ledger.decision_log")
 SEND_DELAY = 0.005
 #: Answers waiting to be sent beyond this are sent at once.
 SEND_AT = 256
-#: The directory that holds the ``api`` package (the writer imports it from there).
-_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 class _Sent:
@@ -209,15 +204,8 @@ class ProcessDecisionWriter(DecisionRecorder):
             self._out += HEADER.pack(sent.seq, 0, len(payload))
             self._out += payload
         self._fresh.clear()
-        while self._out:
-            try:
-                written = os.write(self._frames, self._out)
-            except BlockingIOError:
-                break
-            except OSError:  # the writer is gone: its acknowledgements pipe says so too
-                self._out.clear()
-                return
-            del self._out[:written]
+        if not write_what_fits(self._frames, self._out):
+            return  # the writer is gone: its acknowledgements pipe says so too
         loop = self._running_loop()
         if self._out and not self._draining:
             self._draining = True
@@ -312,32 +300,12 @@ class ProcessDecisionWriter(DecisionRecorder):
         frames_read, frames_write = os.pipe()
         acks_read, acks_write = os.pipe()
         enlarge(frames_write)
-        env = {
-            **os.environ,
-            CONFIG_ENV: json.dumps(self._config),
-            "PYTHONPATH": os.pathsep.join([_ROOT, *filter(None, [os.environ.get("PYTHONPATH")])]),
-        }
-        # The writer starts with interrupts and termination requests blocked (a blocked
-        # signal mask is inherited across exec) and ignores them once running: one sent to
-        # the process group while the interpreter is still starting must not end it.
-        unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
-        try:
-            self._child = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                [
-                    sys.executable,
-                    "-m",
-                    "api.workers.decision_child",
-                    str(frames_read),
-                    str(acks_write),
-                ],
-                pass_fds=(frames_read, acks_write),
-                stdin=subprocess.DEVNULL,
-                env=env,
-            )
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
-            os.close(frames_read)
-            os.close(acks_write)
+        self._child = start_child(
+            "api.workers.decision_child",
+            frames_read,
+            acks_write,
+            {CONFIG_ENV: json.dumps(self._config)},
+        )
         os.set_blocking(frames_write, False)
         os.set_blocking(acks_read, False)
         self._frames, self._acks = frames_write, acks_read

@@ -48,6 +48,7 @@ DPOP_TYP: Final = "dpop+jwt"
 MAX_AGE_SECONDS: Final = 60
 MAX_PROOF_BYTES: Final = 8_192
 MAX_JTI_LENGTH: Final = 256
+BAD_SIGNATURE: Final = "the DPoP proof's signature does not verify"
 
 _REGISTRY = _registry(SUPPORTED_ALGS)
 # A proof's header carries the holder's public key: an RSA 2048 JWK alone is larger than
@@ -86,6 +87,56 @@ def _url(value: str) -> str | None:
 
 def verify_dpop(token: object, *, htm: object, htu: object, now: float) -> VerifiedProof:
     """Check a DPoP proof for a request ``htm htu`` at ``now`` (seconds since the epoch)."""
+    holder, signing_input, signature, claims = _parts(token, htm, htu)
+    if not _verifies(holder, signing_input, signature):
+        raise ProofInvalid(BAD_SIGNATURE)
+    return _checked(claims, holder, htm, htu, now)
+
+
+@dataclass(frozen=True)
+class ReadProof:
+    """A DPoP proof whose header and claims are checked, all but its signature: for a
+    caller that has the signature checked elsewhere (``signature_verifies``) while it goes
+    on. ``proof`` holds only once the signature verifies."""
+
+    token: str
+    header_segment: str
+    signing_input: bytes
+    signature: bytes
+    proof: VerifiedProof
+
+
+def read_dpop(token: object, *, htm: object, htu: object, now: float) -> ReadProof:
+    """Every check of ``verify_dpop`` but the signature's (ProofInvalid names the failed one)."""
+    holder, signing_input, signature, claims = _parts(token, htm, htu)
+    assert isinstance(token, str)  # _parts refuses anything else
+    return ReadProof(
+        token=token,
+        header_segment=token[: token.index(".")],
+        signing_input=signing_input,
+        signature=signature,
+        proof=_checked(claims, holder, htm, htu, now),
+    )
+
+
+def signature_verifies(header_segment: str, signing_input: bytes, signature: bytes) -> bool:
+    """Whether ``signature`` over ``signing_input`` verifies with the key of the proof
+    header ``header_segment`` (False too when the header is not a DPoP proof's)."""
+    try:
+        return _verifies(_holder(header_segment), signing_input, signature)
+    except ProofInvalid:
+        return False
+
+
+def _verifies(holder: _Holder, signing_input: bytes, signature: bytes) -> bool:
+    try:
+        return holder.verifies(signing_input, signature)
+    except (JoseError, ValueError, TypeError) as error:  # joserfc's algorithms: a bad signature
+        raise ProofInvalid(BAD_SIGNATURE) from error
+
+
+def _parts(token: object, htm: object, htu: object) -> tuple[_Holder, bytes, bytes, Any]:
+    """A proof's checked header, signing input, signature and (decoded) claims."""
     if not isinstance(token, str) or len(token) > MAX_PROOF_BYTES or token.count(".") != 2:
         raise ProofInvalid("context.proof.dpop must be a compact JWS")
     if not isinstance(htm, str) or not htm or not isinstance(htu, str) or not htu:
@@ -95,12 +146,15 @@ def verify_dpop(token: object, *, htm: object, htu: object, now: float) -> Verif
     try:
         signing_input = f"{header_segment}.{payload_segment}".encode("ascii")
         signature = urlsafe_b64decode(signature_segment.encode("ascii"))
-        valid = holder.verifies(signing_input, signature)
         claims: Any = orjson.loads(urlsafe_b64decode(payload_segment.encode("ascii")))
     except (JoseError, ValueError, TypeError, UnicodeError) as error:
-        raise ProofInvalid(_BAD_SIGNATURE) from error
-    if not valid:
-        raise ProofInvalid(_BAD_SIGNATURE)
+        raise ProofInvalid(BAD_SIGNATURE) from error
+    return holder, signing_input, signature, claims
+
+
+def _checked(claims: Any, holder: _Holder, htm: object, htu: object, now: float) -> VerifiedProof:
+    """The proof the claims describe, once they fit the request ``htm htu`` at ``now``."""
+    assert isinstance(htu, str)  # _parts refuses anything else
     if not isinstance(claims, dict):
         raise ProofInvalid("the DPoP proof's payload is not a JSON object")
     if claims.get("htm") != htm:
@@ -117,9 +171,6 @@ def verify_dpop(token: object, *, htm: object, htu: object, now: float) -> Verif
     if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_LENGTH:
         raise ProofInvalid("the DPoP proof has no usable jti")
     return VerifiedProof(jkt=holder.jkt, jti=jti, iat=float(iat))
-
-
-_BAD_SIGNATURE: Final = "the DPoP proof's signature does not verify"
 
 
 Verifier = Callable[[bytes, bytes], bool]  # (signing input, signature) -> valid
@@ -202,7 +253,7 @@ def _holder(header_segment: str) -> _Holder:
         alg.check_key(key)  # key type, curve, "use" and "alg" of the key fit the algorithm
         return _Holder(verifies=_verifier(alg, key), jkt=jkt)  # key_ops must allow verify
     except (JoseError, ValueError, TypeError, KeyError) as error:
-        raise ProofInvalid(_BAD_SIGNATURE) from error
+        raise ProofInvalid(BAD_SIGNATURE) from error
 
 
 @lru_cache(maxsize=4_096)

@@ -47,6 +47,29 @@ def issued(harness: Harness, holder: Holder) -> dict[str, Any]:
     return harness.mandate(mission, key=holder.jkt)
 
 
+@pytest.fixture(params=["process", "inline"])
+def checking(
+    request: pytest.FixtureRequest, store_settings: Settings, clock: MutableClock
+) -> Iterator[Harness]:
+    """A server whose DPoP signatures are checked by its checker process (ready before the
+    test starts, and checking every one the test sends), or by the server itself."""
+    settings = store_settings.model_copy(update={"proof_verifier": request.param})
+    if not settings.embedded:
+        settings = settings.model_copy(update={"key_encryption_key": TEST_KEK})
+    for started in _started(settings, clock):
+        proofs = started.client.app.state.services.proofs  # type: ignore[attr-defined]
+        if request.param == "process":
+            assert started.client.portal.call(proofs.wait_ready)  # type: ignore[union-attr]
+        yield started
+        assert proofs.checked_here == 0 or request.param == "inline"
+
+
+@pytest.fixture
+def bound(checking: Harness, holder: Holder) -> dict[str, Any]:
+    """A Mandate bound to ``holder``'s key, on the ``checking`` server."""
+    return checking.mandate(checking.mission([entry()]), key=holder.jkt)
+
+
 def _body(mandate: str, proof: dict[str, Any] | None) -> dict[str, Any]:
     context: dict[str, Any] = {"mandate": mandate}
     if proof is not None:
@@ -83,56 +106,96 @@ def test_another_keys_thumbprint_is_key_mismatch(harness: Harness, issued: dict[
 
 
 def test_a_valid_dpop_proof_permits(
-    harness: Harness, issued: dict[str, Any], holder: Holder
+    checking: Harness, bound: dict[str, Any], holder: Holder
 ) -> None:
-    proof = holder.dpop(iat=harness.clock.now().timestamp())
-    assert _reason(harness, _body(issued["token"], _dpop(proof))) is None
+    proof = holder.dpop(iat=checking.clock.now().timestamp())
+    assert _reason(checking, _body(bound["token"], _dpop(proof))) is None
+    proofs = checking.client.app.state.services.proofs  # type: ignore[attr-defined]
+    assert proofs.checked_apart + proofs.checked_here == 1  # its signature was checked once
+
+
+def test_metrics_count_the_signature_checks_by_where_they_were_made(
+    checking: Harness, bound: dict[str, Any], holder: Holder
+) -> None:
+    for _ in range(2):
+        proof = holder.dpop(iat=checking.clock.now().timestamp())
+        assert _reason(checking, _body(bound["token"], _dpop(proof))) is None
+    text = checking.client.get("/metrics", headers=checking.auth("operator")).text
+    proofs = checking.client.app.state.services.proofs  # type: ignore[attr-defined]
+    by = "checker" if proofs.pid is not None else "server"
+    assert f'mission_ledger_dpop_signature_checks_total{{by="{by}"}} 2.0' in text
 
 
 def test_a_dpop_proof_by_another_key_is_key_mismatch(
-    harness: Harness, issued: dict[str, Any]
+    checking: Harness, bound: dict[str, Any]
 ) -> None:
-    proof = Holder().dpop(iat=harness.clock.now().timestamp())
-    assert _reason(harness, _body(issued["token"], _dpop(proof))) == "key_mismatch"
+    proof = Holder().dpop(iat=checking.clock.now().timestamp())
+    assert _reason(checking, _body(bound["token"], _dpop(proof))) == "key_mismatch"
 
 
 def test_a_stale_dpop_iat_is_key_mismatch(
-    harness: Harness, issued: dict[str, Any], holder: Holder
+    checking: Harness, bound: dict[str, Any], holder: Holder
 ) -> None:
-    proof = holder.dpop(iat=harness.clock.now().timestamp() - 61)
-    assert _reason(harness, _body(issued["token"], _dpop(proof))) == "key_mismatch"
+    proof = holder.dpop(iat=checking.clock.now().timestamp() - 61)
+    assert _reason(checking, _body(bound["token"], _dpop(proof))) == "key_mismatch"
 
 
 def test_a_replayed_dpop_jti_is_key_mismatch(
-    harness: Harness, issued: dict[str, Any], holder: Holder
+    checking: Harness, bound: dict[str, Any], holder: Holder
 ) -> None:
-    proof = holder.dpop(iat=harness.clock.now().timestamp())
-    assert _reason(harness, _body(issued["token"], _dpop(proof))) is None
-    assert _reason(harness, _body(issued["token"], _dpop(proof))) == "key_mismatch"
+    proof = holder.dpop(iat=checking.clock.now().timestamp())
+    assert _reason(checking, _body(bound["token"], _dpop(proof))) is None
+    assert _reason(checking, _body(bound["token"], _dpop(proof))) == "key_mismatch"
 
 
 def test_a_dpop_proof_for_another_url_is_key_mismatch(
-    harness: Harness, issued: dict[str, Any], holder: Holder
+    checking: Harness, bound: dict[str, Any], holder: Holder
 ) -> None:
-    proof = holder.dpop(iat=harness.clock.now().timestamp(), htu="https://erp.example.com/other")
-    assert _reason(harness, _body(issued["token"], _dpop(proof))) == "key_mismatch"
+    proof = holder.dpop(iat=checking.clock.now().timestamp(), htu="https://erp.example.com/other")
+    assert _reason(checking, _body(bound["token"], _dpop(proof))) == "key_mismatch"
 
 
 def test_a_dpop_proof_for_another_method_is_key_mismatch(
-    harness: Harness, issued: dict[str, Any], holder: Holder
+    checking: Harness, bound: dict[str, Any], holder: Holder
 ) -> None:
-    proof = holder.dpop(iat=harness.clock.now().timestamp(), htm="GET")
-    assert _reason(harness, _body(issued["token"], _dpop(proof))) == "key_mismatch"
+    proof = holder.dpop(iat=checking.clock.now().timestamp(), htm="GET")
+    assert _reason(checking, _body(bound["token"], _dpop(proof))) == "key_mismatch"
 
 
 def test_a_tampered_dpop_proof_is_key_mismatch(
-    harness: Harness, issued: dict[str, Any], holder: Holder
+    checking: Harness, bound: dict[str, Any], holder: Holder
 ) -> None:
-    header, payload, signature = holder.dpop(iat=harness.clock.now().timestamp()).split(".")
-    other = Holder().dpop(iat=harness.clock.now().timestamp(), htu="https://erp.example.com/x")
+    header, payload, signature = holder.dpop(iat=checking.clock.now().timestamp()).split(".")
+    other = Holder().dpop(iat=checking.clock.now().timestamp(), htu="https://erp.example.com/x")
     tampered = ".".join([header, other.split(".")[1], signature])
     assert payload != other.split(".")[1]
-    assert _reason(harness, _body(issued["token"], _dpop(tampered))) == "key_mismatch"
+    assert _reason(checking, _body(bound["token"], _dpop(tampered))) == "key_mismatch"
+
+
+def _resigned(proof: str, other: str) -> str:
+    """``proof`` with the signature of ``other`` (a proof of the same key)."""
+    return ".".join([*proof.split(".")[:2], other.split(".")[2]])
+
+
+def test_a_dpop_proof_whose_signature_does_not_verify_is_key_mismatch(
+    checking: Harness, bound: dict[str, Any], holder: Holder
+) -> None:
+    now = checking.clock.now().timestamp()
+    forged = _resigned(holder.dpop(iat=now), holder.dpop(iat=now))
+    answer = checking.evaluate(_body(bound["token"], _dpop(forged)))
+    assert answer["decision"] is False
+    assert answer["context"]["reason"] == "key_mismatch"
+    assert "signature" in answer["context"]["reason_admin"]["en"]
+
+
+def test_a_proof_that_does_not_verify_does_not_use_up_its_jti(
+    checking: Harness, bound: dict[str, Any], holder: Holder
+) -> None:
+    now = checking.clock.now().timestamp()
+    genuine = holder.dpop(iat=now, jti="jti-1")
+    forged = _resigned(holder.dpop(iat=now, jti="jti-1", htu=HTU + "?x"), genuine)
+    assert _reason(checking, _body(bound["token"], _dpop(forged))) == "key_mismatch"
+    assert _reason(checking, _body(bound["token"], _dpop(genuine))) is None
 
 
 def test_a_key_mismatch_is_not_requestable_and_names_the_check(

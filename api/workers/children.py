@@ -1,0 +1,72 @@
+"""Worker processes of the server's own (the decision log writer, the DPoP checker): started
+with this interpreter as ``python -m MODULE READ_FD WRITE_FD``, talking over two pipes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+#: The directory that holds the ``api`` package (a child imports it from there).
+_ROOT = str(Path(__file__).resolve().parents[2])
+#: What a child ignores: the server shuts down on them (a Ctrl-C or ``systemctl stop``
+#: reaches the process group), then ends the child by closing its pipe (the decision log
+#: writer first stores what the server sent it).
+SHUTDOWN_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+def start_child(
+    module: str, read_fd: int, write_fd: int, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``module`` with the child's ends of its two pipes (closed here once it has
+    them, or once it failed to start; OSError then). ``env``: more environment.
+
+    The child starts with interrupts and termination requests blocked (a blocked signal
+    mask is inherited across exec) and ignores them once running: one sent to the process
+    group while its interpreter is still starting must not end it. The server handles them,
+    then closes its end of the pipe: the child's signal to finish."""
+    environment = {
+        **os.environ,
+        **(env or {}),
+        "PYTHONPATH": os.pathsep.join([_ROOT, *filter(None, [os.environ.get("PYTHONPATH")])]),
+    }
+    unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
+    try:
+        return subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", module, str(read_fd), str(write_fd)],
+            pass_fds=(read_fd, write_fd),
+            stdin=subprocess.DEVNULL,
+            env=environment,
+        )
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+def ignore_shutdown_signals() -> None:
+    """In a child, first: leave interrupts and termination requests to the server. (It
+    started the child with them blocked: one that arrived meanwhile is pending, and now
+    discarded.)"""
+    for shutdown in SHUTDOWN_SIGNALS:
+        signal.signal(shutdown, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SHUTDOWN_SIGNALS)
+
+
+def write_what_fits(fd: int, out: bytearray) -> bool:
+    """Write as much of ``out`` to the non-blocking ``fd`` as it takes now (removed from
+    ``out``). False when the pipe is gone (``out`` is cleared: the reading end's closing
+    says so too)."""
+    while out:
+        try:
+            written = os.write(fd, out)
+        except BlockingIOError:
+            return True
+        except OSError:
+            out.clear()
+            return False
+        del out[:written]
+    return True

@@ -1,0 +1,78 @@
+"""The DPoP signature checker process (``PROOF_VERIFIER=process``, the default; decision
+0023).
+
+Started by the server (``proof_process.ProofVerifier``) as
+``python -m api.workers.proof_child REQUESTS_FD VERDICTS_FD``. It reads signature checks
+from the requests pipe (``proof_process.REQUEST``: a number, the proof's header segment,
+its signature and its signing input), checks each (``ledger.signing.dpop``: the key of a
+header is imported once) and writes back one verdict per check (``proof_process.VERDICT``).
+Its first verdict, numbered 0, says it is ready.
+
+It ends when the requests pipe ends (the server closed it, or died). Interrupts and
+termination requests are the server's to handle: the checker ignores them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+from api.workers.children import ignore_shutdown_signals
+from api.workers.proof_process import CHECK_FAILED, INVALID, REQUEST, VALID, VERDICT
+from ledger.signing.dpop import signature_verifies
+
+READ_SIZE = 1 << 16
+
+
+def verdicts(buffer: bytearray) -> bytes:
+    """The verdicts of every whole request at the start of ``buffer`` (removed from it)."""
+    out = bytearray()
+    offset = 0
+    while len(buffer) - offset >= REQUEST.size:
+        seq, header_len, signature_len, input_len = REQUEST.unpack_from(buffer, offset)
+        start = offset + REQUEST.size
+        end = start + header_len + signature_len + input_len
+        if len(buffer) < end:
+            break
+        header = bytes(buffer[start : start + header_len])
+        signature = bytes(buffer[start + header_len : start + header_len + signature_len])
+        signing_input = bytes(buffer[start + header_len + signature_len : end])
+        try:
+            valid = signature_verifies(header.decode("ascii"), signing_input, signature)
+        except Exception:  # the server checks this one itself
+            verdict = CHECK_FAILED
+        else:
+            verdict = VALID if valid else INVALID
+        out += VERDICT.pack(seq, verdict)
+        offset = end
+    del buffer[:offset]
+    return bytes(out)
+
+
+def _write(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def main(argv: list[str]) -> int:
+    requests, answers = int(argv[1]), int(argv[2])
+    ignore_shutdown_signals()
+    _write(answers, VERDICT.pack(0, VALID))  # ready
+    buffer = bytearray()
+    while chunk := os.read(requests, READ_SIZE):
+        buffer += chunk
+        out = verdicts(buffer)
+        if out:
+            try:
+                _write(answers, out)
+            except BrokenPipeError:
+                return 0  # the server is gone
+    with contextlib.suppress(OSError):
+        os.close(answers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
