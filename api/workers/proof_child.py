@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Iterator
 
 from api.workers.children import ignore_shutdown_signals
 from api.workers.proof_process import CHECK_FAILED, INVALID, REQUEST, VALID, VERDICT
@@ -25,9 +26,10 @@ from ledger.signing.dpop import signature_verifies
 READ_SIZE = 1 << 16
 
 
-def verdicts(buffer: bytearray) -> bytes:
-    """The verdicts of every whole request at the start of ``buffer`` (removed from it)."""
-    out = bytearray()
+def verdicts(buffer: bytearray) -> Iterator[bytes]:
+    """The verdict of each whole request at the start of ``buffer``, one at a time (each
+    can be sent as soon as it is made); the requests answered are removed from ``buffer``
+    once all are."""
     offset = 0
     while len(buffer) - offset >= REQUEST.size:
         seq, header_len, signature_len, input_len = REQUEST.unpack_from(buffer, offset)
@@ -44,10 +46,9 @@ def verdicts(buffer: bytearray) -> bytes:
             verdict = CHECK_FAILED
         else:
             verdict = VALID if valid else INVALID
-        out += VERDICT.pack(seq, verdict)
         offset = end
+        yield VERDICT.pack(seq, verdict)
     del buffer[:offset]
-    return bytes(out)
 
 
 def _write(fd: int, data: bytes) -> None:
@@ -63,12 +64,11 @@ def main(argv: list[str]) -> int:
     buffer = bytearray()
     while chunk := os.read(requests, READ_SIZE):
         buffer += chunk
-        out = verdicts(buffer)
-        if out:
-            try:
-                _write(answers, out)
-            except BrokenPipeError:
-                return 0  # the server is gone
+        try:
+            for verdict in verdicts(buffer):  # each sent at once: its decision waits on it
+                _write(answers, verdict)
+        except BrokenPipeError:
+            return 0  # the server is gone
     with contextlib.suppress(OSError):
         os.close(answers)
     return 0

@@ -150,7 +150,7 @@ def test_a_check_the_checker_cannot_make_is_answered_as_such() -> None:
         + _request(2, "é".encode(), bad.signature, bad.signing_input)
         + _request(3, bad.header_segment.encode(), bad.signature, bad.signing_input)
     )
-    answers = list(VERDICT.iter_unpack(verdicts(buffer)))
+    answers = [VERDICT.unpack(verdict) for verdict in verdicts(buffer)]
     assert answers == [(1, VALID), (2, CHECK_FAILED), (3, INVALID)]
     assert buffer == b""
 
@@ -159,6 +159,7 @@ def test_a_request_not_yet_whole_waits_for_the_rest() -> None:
     good = read()
     whole = _request(7, good.header_segment.encode(), good.signature, good.signing_input)
     buffer = bytearray(whole[:-5])
-    assert verdicts(buffer) == b""
+    assert list(verdicts(buffer)) == []
     buffer += whole[-5:]
-    assert list(VERDICT.iter_unpack(verdicts(buffer))) == [(7, VALID)]
+    assert [VERDICT.unpack(verdict) for verdict in verdicts(buffer)] == [(7, VALID)]
+    assert buffer == b""
