@@ -52,6 +52,7 @@ from api.routes.missions import change_lifecycle_of, contain_mission, load_missi
 from api.routes.proposals import approve, deny, load_proposal
 from api.schemas import AccessApproveIn, ApproveIn, ContainmentIn, DecisionIn, LifecycleIn
 from api.services import Services
+from api.text_filters import text_filter
 from api.whole_numbers import whole_number
 from api.workers.checkpoints import read_witness_directory
 from ledger.application import IdempotencyRequest, Written
@@ -666,8 +667,8 @@ async def deny_access_page(request: Request, task_id: str) -> Response:
 async def missions(
     request: Request,
     state: Annotated[str | None, Query(max_length=32)] = None,
-    agent: Annotated[str | None, Query(max_length=128)] = None,
-    subject: Annotated[str | None, Query(max_length=256)] = None,
+    agent: Annotated[str | None, text_filter(128)] = None,
+    subject: Annotated[str | None, text_filter(256)] = None,
     cursor: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Response:
     state = state or None
@@ -1072,9 +1073,9 @@ def _verify_with_checkpoints(
 )
 async def decisions(
     request: Request,
-    mission: Annotated[str | None, Query(max_length=128)] = None,
-    mandate: Annotated[str | None, Query(max_length=128)] = None,
-    agent: Annotated[str | None, Query(max_length=128)] = None,
+    mission: Annotated[str | None, text_filter(128)] = None,
+    mandate: Annotated[str | None, text_filter(128)] = None,
+    agent: Annotated[str | None, text_filter(128)] = None,
     decision: Annotated[str | None, Query(max_length=8)] = None,
     start: Annotated[str | None, Query(alias="from", max_length=32)] = None,
     end: Annotated[str | None, Query(alias="to", max_length=32)] = None,
@@ -1117,7 +1118,7 @@ async def decisions(
 
 @router.get("/audit/export", response_model=None, dependencies=[signed_in(policy.EXPORT_EVIDENCE)])
 async def export_page(
-    request: Request, mission: Annotated[str | None, Query(max_length=128)] = None
+    request: Request, mission: Annotated[str | None, text_filter(128)] = None
 ) -> Response:
     """The evidence export form: one Mission, or a time range."""
     return render(request, "export.html", mission=(mission or "").strip())
@@ -1130,7 +1131,7 @@ async def export_page(
 )
 async def export_bundle(
     request: Request,
-    mission: Annotated[str | None, Query(max_length=128)] = None,
+    mission: Annotated[str | None, text_filter(128)] = None,
     start: Annotated[str | None, Query(alias="from", max_length=32)] = None,
     end: Annotated[str | None, Query(alias="to", max_length=32)] = None,
 ) -> Response:

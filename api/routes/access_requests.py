@@ -33,6 +33,7 @@ from api.routes.common import (
 from api.routes.gate import GatedRoute, allowed
 from api.schemas import AccessApproveIn, AccessRequestIn, CallbackIn, CancelIn, DecisionIn
 from api.services import Services
+from api.text_filters import text_filter
 from ledger.application import AccessRequestInput, IdempotencyRequest, Written
 from ledger.domain.access_binding import ACCESS_REQUEST_PATH, BINDING_TOKEN_TYP
 from ledger.domain.access_requests import STATUSES, AccessRequest
@@ -260,7 +261,7 @@ async def approver_views(services: Services, tasks: list[AccessRequest]) -> list
 async def list_access_requests(
     services: ServicesDep,
     status: Annotated[str | None, Query(max_length=32)] = None,
-    mission: Annotated[str | None, Query(max_length=128)] = None,
+    mission: Annotated[str | None, text_filter(128)] = None,
     cursor: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:

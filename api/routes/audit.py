@@ -18,8 +18,8 @@ from api import policy
 from api.evidence import EvidenceExporter, ExportScope
 from api.routes.common import ServicesDep, optional_instant
 from api.routes.gate import GatedRoute, allowed
-from api.schemas import PRINTABLE
 from api.services import Services
+from api.text_filters import text_filter
 from api.views import audit_entry_view, decision_record_view
 from ledger.domain.errors import InvalidRequest
 from ledger.domain.instants import parse_instant
@@ -31,7 +31,7 @@ TAR_MEDIA_TYPE = "application/x-tar"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1_000
 #: Ids and names are matched exactly; printable text only (PostgreSQL cannot compare NUL).
-_FILTER = Query(max_length=4096, pattern=PRINTABLE)
+_FILTER = text_filter(4096)
 
 
 @router.get("/v1/audit/log", dependencies=[allowed(policy.READ_AUDIT_LOG)])
@@ -56,7 +56,7 @@ async def audit_log(
 )
 async def audit_export(
     services: ServicesDep,
-    mission: Annotated[str | None, Query(max_length=128)] = None,
+    mission: Annotated[str | None, text_filter(128)] = None,
     start: Annotated[str | None, Query(alias="from", max_length=64)] = None,
     end: Annotated[str | None, Query(alias="to", max_length=64)] = None,
 ) -> FileResponse:

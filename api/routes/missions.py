@@ -15,8 +15,9 @@ from api.idempotency import idempotency_for
 from api.replay import mission_at, mission_resource
 from api.routes.common import ServicesDep, finish_write, optional_instant, well_formed_id
 from api.routes.gate import GatedRoute, allowed
-from api.schemas import NAME_PATTERN, PRINTABLE, ContainmentIn, ExpansionIn, LifecycleIn
+from api.schemas import NAME_PATTERN, ContainmentIn, ExpansionIn, LifecycleIn
 from api.services import Services
+from api.text_filters import text_filter
 from api.views import event_view, mission_view, proposal_view
 from ledger.application import Written
 from ledger.domain.errors import InvalidRequest, NotFound
@@ -51,7 +52,7 @@ async def load_mission(
 async def list_missions(
     services: ServicesDep,
     state: Annotated[str | None, Query(max_length=32)] = None,
-    subject: Annotated[str | None, Query(max_length=256, pattern=PRINTABLE)] = None,
+    subject: Annotated[str | None, text_filter(256)] = None,
     client_id: Annotated[str | None, Query(max_length=128, pattern=NAME_PATTERN)] = None,
     cursor: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
