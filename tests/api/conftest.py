@@ -27,7 +27,7 @@ from ledger.domain.instants import format_instant
 from ledger.domain.roles import Role
 from ledger.settings import Settings
 from tests.builders import ERP, SUBJECT
-from tests.conftest import T0, MutableClock, in_process_writer, with_kek
+from tests.conftest import T0, MutableClock, PostgresServer, in_process_writer, with_kek
 
 # who -> key name (an agent key's name is its client_id)
 ROLES = {
@@ -176,6 +176,25 @@ def shared_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     move its clock."""
     settings = Settings(data_dir=tmp_path_factory.mktemp("shared-api") / "data")
     yield from _started(settings, MutableClock(T0))
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def store_api(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Api]:
+    """``shared_api`` on each store in turn (PostgreSQL: a database of its own): for the
+    property tests whose examples share one app, where a value one store takes and the other
+    refuses matters (PostgreSQL text cannot hold NUL)."""
+    if request.param == "sqlite":
+        yield from _started(
+            Settings(data_dir=tmp_path_factory.mktemp("store-api") / "data"), MutableClock(T0)
+        )
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    database = server.create_database(template=server.template)
+    settings = with_kek(Settings(database_url=server.url_for(database), db_pool_size=2))
+    yield from _started(settings, MutableClock(T0))
+    server.drop_later(database)
 
 
 def _started(settings: Settings, clock: MutableClock) -> Iterator[Api]:

@@ -5,19 +5,16 @@ cannot compare a text holding NUL; instants out of years 1-9999 once overflowed)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 from hypothesis import given, settings
 
-from ledger.settings import Settings
 from tests.api.as_of_story import issue
-from tests.api.conftest import Api, _started
+from tests.api.conftest import Api
 from tests.api.test_console_http import Person
 from tests.awkward_values import FUZZ, awkward_text
-from tests.conftest import T0, MutableClock, PostgresServer, with_kek
 
 AWKWARD = awkward_text(
     "\u0000",
@@ -70,26 +67,14 @@ CASES = [(path, who, name) for path, who, names in READS + CONSOLE_READS for nam
 Reading = tuple[Api, dict[str, str], dict[str, Person]]
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def reading(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Reading]:
-    """One app per store for the module, with a Mission and a Mandate to read (the examples
-    only read)."""
-    database = None
-    if request.param == "sqlite":
-        store = Settings(data_dir=tmp_path_factory.mktemp("reads") / "data")
-    else:
-        server: PostgresServer = request.getfixturevalue("postgres_server")
-        database = server.create_database(template=server.template)
-        store = with_kek(Settings(database_url=server.url_for(database), db_pool_size=2))
-    for api in _started(store, MutableClock(T0)):
-        mission = api.mission()["id"]
-        mandate = issue(api, mission)
-        people = {who: Person(api, who) for who in ("approver", "operator", "auditor")}
-        yield api, {"mission": mission, "mandate": mandate["mandate_id"]}, people
-    if database is not None:
-        server.drop_later(database)
+@pytest.fixture(scope="module")
+def reading(store_api: Api) -> Reading:
+    """The module's app on one store, with a Mission and a Mandate to read (the examples
+    only read), and a signed-in console person per role."""
+    mission = store_api.mission()["id"]
+    mandate = issue(store_api, mission)
+    people = {who: Person(store_api, who) for who in ("approver", "operator", "auditor")}
+    return store_api, {"mission": mission, "mandate": mandate["mandate_id"]}, people
 
 
 @pytest.mark.parametrize(("path", "who", "name"), CASES, ids=str)

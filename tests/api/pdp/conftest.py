@@ -17,7 +17,7 @@ from ledger.domain.instants import format_instant
 from ledger.domain.roles import Role
 from ledger.settings import Settings
 from tests.builders import SUBJECT
-from tests.conftest import T0, MutableClock, in_process_writer
+from tests.conftest import T0, MutableClock, PostgresServer, in_process_writer
 from tests.mandate_builders import jkt
 
 ROLES = {
@@ -127,6 +127,25 @@ def shared_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness
     matters: they only read)."""
     settings = Settings(data_dir=tmp_path_factory.mktemp("shared") / "data")
     yield from _started(settings, MutableClock(T0))
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def store_harness(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Harness]:
+    """``shared_harness`` on each store in turn (PostgreSQL: a database of its own), for
+    the property tests whose examples share one app and write (usage, access requests)."""
+    if request.param == "sqlite":
+        data = tmp_path_factory.mktemp("store-harness") / "data"
+        yield from _started(Settings(data_dir=data), MutableClock(T0))
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    database = server.create_database(template=server.template)
+    settings = Settings(
+        database_url=server.url_for(database), db_pool_size=2, key_encryption_key=TEST_KEK
+    )
+    yield from _started(settings, MutableClock(T0))
+    server.drop_later(database)
 
 
 def _started(settings: Settings, clock: MutableClock) -> Iterator[Harness]:

@@ -61,12 +61,12 @@ CONTEXT = st.fixed_dictionaries(
 
 
 @pytest.fixture(scope="module", params=["constrained", "metered only"])
-def token(shared_harness: Harness, request: pytest.FixtureRequest) -> str:
+def token(store_harness: Harness, request: pytest.FixtureRequest) -> str:
     """A Mandate under every Common Constraint that reads request inputs (the amount is then
     judged by ``max_amount`` first), or under the metered controls alone (the Meter reads it)."""
     constraints = CONSTRAINTS if request.param == "constrained" else {"call_class": "payments"}
-    mission = shared_harness.mission([entry(["invoices.pay"], **constraints)], controls=CONTROLS)
-    return str(shared_harness.mandate(mission)["token"])
+    mission = store_harness.mission([entry(["invoices.pay"], **constraints)], controls=CONTROLS)
+    return str(store_harness.mandate(mission)["token"])
 
 
 @settings(FUZZ, max_examples=150)
@@ -76,7 +76,7 @@ def token(shared_harness: Harness, request: pytest.FixtureRequest) -> str:
     context=CONTEXT,
 )
 def test_no_evaluation_input_gives_a_server_error(
-    shared_harness: Harness,
+    store_harness: Harness,
     token: str,
     action: dict[str, Any],
     resource: dict[str, Any],
@@ -85,14 +85,14 @@ def test_no_evaluation_input_gives_a_server_error(
     body = evaluation(
         token, action_properties=action, resource_properties=resource, context=context
     )
-    single = shared_harness.client.post(
-        "/access/v1/evaluation", json=body, headers=shared_harness.auth("pep")
+    single = store_harness.client.post(
+        "/access/v1/evaluation", json=body, headers=store_harness.auth("pep")
     )
     assert single.status_code in (200, 400), single.text
-    batch = shared_harness.client.post(
+    batch = store_harness.client.post(
         "/access/v1/evaluations",
         json={"evaluations": [body, body]},
-        headers=shared_harness.auth("pep"),
+        headers=store_harness.auth("pep"),
     )
     assert batch.status_code in (200, 400), batch.text
 
@@ -100,11 +100,11 @@ def test_no_evaluation_input_gives_a_server_error(
 @settings(FUZZ, max_examples=100)
 @given(amount=st.one_of(TEXT, VALUE))
 def test_no_usage_report_gives_a_server_error(
-    shared_harness: Harness, token: str, amount: Any
+    store_harness: Harness, token: str, amount: Any
 ) -> None:
     """An ``executed`` report of a metered permit, whatever its amount. (A malformed amount
     once failed the Meter writer's whole group: every report in it answered 503.)"""
-    permit = shared_harness.evaluate(
+    permit = store_harness.evaluate(
         evaluation(token, action_properties={"amount": "1.00", "currency": "USD"})
     )
     report = {
@@ -112,8 +112,8 @@ def test_no_usage_report_gives_a_server_error(
         "outcome": "executed",
         "amount": amount,
     }
-    response = shared_harness.client.post(
-        "/v1/usage", json=report, headers=shared_harness.auth("pep")
+    response = store_harness.client.post(
+        "/v1/usage", json=report, headers=store_harness.auth("pep")
     )
     assert response.status_code in (200, 400, 404, 409, 422), response.text
 
@@ -132,9 +132,9 @@ ACCESS_PATHS: list[tuple[str, ...]] = [
 
 
 @pytest.fixture(scope="module")
-def denial(shared_harness: Harness) -> dict[str, Any]:
+def denial(store_harness: Harness) -> dict[str, Any]:
     """An access request that would be accepted as it is (a requestable denial, echoed)."""
-    flow = Flow.gated(shared_harness)
+    flow = Flow.gated(store_harness)
     denied, decision = flow.evaluate()
     return request_body(denied, decision)
 
@@ -143,14 +143,14 @@ def denial(shared_harness: Harness) -> dict[str, Any]:
 @settings(FUZZ, max_examples=20)
 @given(value=st.one_of(TEXT, VALUE))
 def test_no_access_request_input_gives_a_server_error(
-    shared_harness: Harness, denial: dict[str, Any], path: tuple[str, ...], value: Any
+    store_harness: Harness, denial: dict[str, Any], path: tuple[str, ...], value: Any
 ) -> None:
     body = copy.deepcopy(denial)
     node = body
     for step in path[:-1]:
         node = node.setdefault(step, {})
     node[path[-1]] = value
-    response = shared_harness.client.post(
-        "/access/v1/requests", json=body, headers=shared_harness.auth("pep")
+    response = store_harness.client.post(
+        "/access/v1/requests", json=body, headers=store_harness.auth("pep")
     )
     assert response.status_code in (200, 202, 400, 403, 404, 409, 422), response.text
