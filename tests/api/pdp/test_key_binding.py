@@ -198,6 +198,36 @@ def test_a_proof_that_does_not_verify_does_not_use_up_its_jti(
     assert _reason(checking, _body(bound["token"], _dpop(genuine))) is None
 
 
+def _revoked(h: Harness, mandate_id: str) -> None:
+    response = h.client.post(
+        f"/v1/mandates/{mandate_id}/revoke", json={"reason": "test"}, headers=h.auth("admin")
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_a_proof_that_does_not_verify_is_key_mismatch_whatever_else_the_decision_found(
+    checking: Harness, bound: dict[str, Any], holder: Holder
+) -> None:
+    _revoked(checking, bound["mandate_id"])
+    now = checking.clock.now().timestamp()
+    genuine = holder.dpop(iat=now)
+    assert _reason(checking, _body(bound["token"], _dpop(genuine))) == "credential_invalid"
+    forged = _resigned(holder.dpop(iat=now), genuine)
+    assert _reason(checking, _body(bound["token"], _dpop(forged))) == "key_mismatch"
+
+
+def test_a_verified_proof_is_used_up_even_by_a_decision_that_denied_before_the_key_check(
+    checking: Harness, holder: Holder
+) -> None:
+    mission = checking.mission([entry()])
+    revoked = checking.mandate(mission, key=holder.jkt)
+    live = checking.mandate(mission, key=holder.jkt)
+    _revoked(checking, revoked["mandate_id"])
+    proof = holder.dpop(iat=checking.clock.now().timestamp())
+    assert _reason(checking, _body(revoked["token"], _dpop(proof))) == "credential_invalid"
+    assert _reason(checking, _body(live["token"], _dpop(proof))) == "key_mismatch"
+
+
 def test_a_key_mismatch_is_not_requestable_and_names_the_check(
     harness: Harness, issued: dict[str, Any]
 ) -> None:
