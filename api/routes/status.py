@@ -60,8 +60,13 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 def _audience_entries(mission: Mission, audience: str) -> list[dict[str, Any]]:
-    """Only the entries for resources at or below the audience (never other audiences')."""
-    parts = urlsplit(audience)
+    """Only the entries for resources at or below the audience (never other audiences'):
+    none for an audience that is not a URL with a host (``urlsplit`` refuses some texts
+    outright, such as an unclosed bracket)."""
+    try:
+        parts = urlsplit(audience)
+    except ValueError:
+        return []
     if not parts.scheme or not parts.netloc:
         return []
     entries = parse_authority_set(mission.effective_authority()) if mission.authority_set else ()

@@ -63,6 +63,13 @@ def test_audience_scopes_the_authority(harness: Harness) -> None:
     assert [e["resource"] for e in claims["authorization_details"]] == [ERP]
 
 
+def test_an_audience_that_is_not_a_url_gets_no_authority(harness: Harness) -> None:
+    mission = harness.mission(AUTHORITY)
+    response = status(harness, {"mission_id": mission, "audience": "https://[erp.example.com"})
+    assert response.status_code == 200, response.text
+    assert claims_of(harness, response.text)["authorization_details"] == []
+
+
 @pytest.mark.postgres_smoke
 def test_status_follows_the_lifecycle(harness: Harness) -> None:
     mission = harness.mission(AUTHORITY)
