@@ -2,7 +2,9 @@
 
 The keys come from a ``jwks_uri`` given directly (``file://`` too, for tests and air-gapped
 setups), or found through the issuer's OpenID Provider metadata
-(``<issuer>/.well-known/openid-configuration``, whose ``issuer`` must be the issuer itself).
+(``<issuer>/.well-known/openid-configuration``, whose ``issuer`` must be the issuer itself;
+a ``jwks_uri`` found there must be ``http(s)``: the issuer's document never makes this
+server read one of its own files).
 The set is cached and fetched again, at most every 30 seconds, when a token names a ``kid``
 it does not hold (``keys(refresh=True)``). A failure to fetch raises what ``failure`` makes
 of its description, so each caller answers in its own terms.
@@ -77,8 +79,11 @@ class IssuerKeys:
             return self._keys
 
     def _fetch_keys(self) -> KeySet:
+        url = self._locate()
         try:
-            return KeySet.import_key_set(self._get(self._locate()))
+            if self._jwks_uri is None and urlsplit(url).scheme not in {"https", "http"}:
+                raise self._failure("the issuer's metadata names a jwks_uri that is not http(s)")
+            return KeySet.import_key_set(self._get(url))
         except (ValueError, TypeError, KeyError) as error:
             raise self._failure(f"the issuer's keys are not a usable JWKS: {error}") from None
 
