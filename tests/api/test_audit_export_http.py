@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from httpx import Response
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from api.evidence import EventRange, ExportScope
 from ledger.evidence.bundle import DECISIONS, EVENTS, JWKS, LISTED_FILES, MANIFEST
@@ -20,6 +22,7 @@ from ledger.evidence.verify import BundleReport, verify_bundle
 from ledger.settings import Settings
 from ledger.signing.algorithms import generate_private_key, public_jwk
 from tests.api.conftest import Api, _started, assert_problem
+from tests.awkward_values import FUZZ, awkward_text, json_values
 from tests.builders import ERP
 from tests.conftest import T0, MutableClock
 from tests.mandate_builders import jkt
@@ -224,3 +227,39 @@ def test_a_range_that_ends_before_it_starts_is_400(evidence: Evidence) -> None:
 
 def test_an_unknown_mission_is_404(evidence: Evidence) -> None:
     assert_problem(evidence.export(mission="msn_unknown"), 404, "not_found")
+
+
+_FILES = [MANIFEST, *LISTED_FILES]
+
+
+@st.composite
+def _corruptions(draw: st.DrawFn, original: dict[str, bytes]) -> tuple[str, bytes]:
+    """One file of the bundle corrupted: a byte changed, cut short, a line dropped or
+    duplicated, or its content replaced by any JSON value."""
+    name = draw(st.sampled_from(_FILES))
+    content = original[name]
+    how = draw(st.sampled_from(["byte", "cut", "drop line", "repeat line", "json"]))
+    if how == "byte":
+        at = draw(st.integers(0, len(content) - 1))
+        value = draw(st.integers(0, 255).filter(lambda b: b != content[at]))
+        return name, content[:at] + bytes([value]) + content[at + 1 :]
+    if how == "cut":
+        return name, content[: draw(st.integers(0, len(content) - 1))]
+    lines = content.splitlines(keepends=True)
+    if how in ("drop line", "repeat line") and len(lines) > 1:
+        at = draw(st.integers(0, len(lines) - 1))
+        kept = lines[:at] + lines[at + 1 :] if how == "drop line" else lines[: at + 1] + lines[at:]
+        return name, b"".join(kept)
+    return name, json.dumps(draw(json_values(awkward_text()))).encode() + b"\n"
+
+
+@settings(FUZZ, max_examples=150)
+@given(data=st.data())
+def test_no_corruption_of_a_bundle_verifies_or_crashes_the_verifier(
+    bundle: Path, tmp_path: Path, data: st.DataObject
+) -> None:
+    """Any one file changed (as above) makes ``verify_bundle`` report a problem, and never
+    raise: an auditor gets a finding, not a traceback."""
+    name, corrupted = data.draw(_corruptions(_members(bundle)))
+    report = verify_bundle(_rewritten(bundle, tmp_path, **{name.replace(".", "_"): corrupted}))
+    assert not report.ok, (name, corrupted[:200])
