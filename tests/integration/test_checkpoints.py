@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from api.cli import app as cli
@@ -25,6 +27,7 @@ from ledger.persistence.store import open_ledger
 from ledger.settings import Settings
 from ledger.signing.jwks import JwksVerifier
 from ledger.signing.keyring import Keyring
+from tests.awkward_values import FUZZ, awkward_text
 from tests.builders import OPERATOR, active_mission
 from tests.conftest import MutableClock
 from tests.raw_store import RawStore
@@ -302,3 +305,26 @@ def test_a_forged_checkpoint_file_fails_naming_it(
     [failure] = report["checkpoints"]["failed"]
     assert failure["file"] == witnessed[0]
     assert "signature" in failure["problem"]
+
+
+@FUZZ
+@given(
+    content=st.one_of(
+        st.binary(max_size=300),
+        awkward_text(max_size=300).map(str.encode),
+        st.sampled_from([b"", b"a.b.c\n", b"..\n", b"\xff\xfe\n", b"e30.e30.e30\n"]),
+    )
+)
+def test_no_content_of_a_checkpoint_file_passes_or_crashes_the_verifier(
+    witnessed: list[str],
+    settings: Settings,
+    witness: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    content: bytes,
+) -> None:
+    """Whatever a witness file holds instead of its checkpoint, ``audit verify`` reports it
+    (exit 1, the file named in its JSON report), never a traceback."""
+    Path(witnessed[0]).write_bytes(content)
+    code, report = _verify(settings, witness, monkeypatch)
+    assert code == 1, report
+    assert witnessed[0] in _failed_files(report)
