@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from joserfc.jwk import ECKey
-from mission_ledger_pep import SignalSubscriber
+from mission_ledger_pep import PdpClient, SignalSubscriber
 from mission_ledger_pep.jwks import JwksCache
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -289,3 +289,37 @@ def test_poll_subscriber_receives_a_revocation_and_acknowledges_it(
     finally:
         running.stop()
     assert revoked == [mandate_id]
+
+
+@pytest.mark.parametrize(
+    ("semantic", "expected"),
+    [
+        ("execute_all", [True, False, True]),
+        ("deny_on_first_deny", [True, False]),
+        ("permit_on_first_permit", [True]),
+    ],
+)
+def test_the_toolkit_reads_the_servers_batch_answers_whole(
+    ledger: Ledger, semantic: str, expected: list[bool]
+) -> None:
+    """The server's short-circuit answers are the shapes the toolkit accepts (it denies
+    every item of any other)."""
+    issued = ledger.mandate()
+    context = {"mandate": issued["token"], "proof": {"jkt": ledger.jkt}}
+    subject = {"type": "agent", "id": "agent-pep", "properties": {"instance_id": "i-1"}}
+    resource = {"type": "api", "id": "https://erp.example.com/invoices/7"}
+    batch = {
+        "subject": subject,
+        "resource": resource,
+        "context": context,
+        "evaluations": [
+            {"action": {"name": "invoices.read"}},
+            {"action": {"name": "invoices.void"}},
+            {"action": {"name": "invoices.read"}},
+        ],
+        "options": {"evaluations_semantic": semantic},
+    }
+    with PdpClient(ledger.url, ledger.keys["pep"]) as pdp:
+        decisions = pdp.evaluations(batch)
+    assert [d.allowed for d in decisions] == expected
+    assert all(d.reason != "pdp_unavailable" for d in decisions)

@@ -78,7 +78,7 @@ class PdpClient(_Base):
             )
         except httpx.HTTPError as error:
             return [Decision.unavailable(f"{type(error).__name__}: {error}")] * max(count, 1)
-        return protocol.decisions_of(response, count)
+        return protocol.decisions_of(response, count, _semantic(request))
 
     def _search(self, kind: str, request: Mapping[str, Any]) -> Json:
         try:
@@ -225,7 +225,7 @@ class AsyncPdpClient(_Base):
             )
         except httpx.HTTPError as error:
             return [Decision.unavailable(f"{type(error).__name__}: {error}")] * max(count, 1)
-        return protocol.decisions_of(response, count)
+        return protocol.decisions_of(response, count, _semantic(request))
 
     async def _search(self, kind: str, request: Mapping[str, Any]) -> Json:
         try:
@@ -311,3 +311,9 @@ class AsyncPdpClient(_Base):
     async def report_usages(self, reports: Sequence[Mapping[str, Any]]) -> httpx.Response:
         """Many usage reports in one ``POST /v1/usage`` (``{"reports": [...]}``)."""
         return await self._post(protocol.USAGE, {"reports": list(reports)}, headers=self._headers())
+
+
+def _semantic(request: Mapping[str, Any]) -> object:
+    """The batch's ``options.evaluations_semantic`` (``execute_all`` when absent)."""
+    options = request.get("options")
+    return options.get("evaluations_semantic") if isinstance(options, Mapping) else None

@@ -60,17 +60,38 @@ def decision_of(response: httpx.Response, request: Mapping[str, Any] | None) -> 
     return Decision.from_json(_body(response), request)
 
 
-def decisions_of(response: httpx.Response, count: int) -> list[Decision]:
-    """The batch answer in request order; a broken answer denies every item."""
+def decisions_of(
+    response: httpx.Response, count: int, semantic: object = "execute_all"
+) -> list[Decision]:
+    """The batch answer in request order, one Decision per answered item; a broken answer
+    denies every item. An answer is broken unless it has one item per request
+    (``execute_all``, the default) or, under a short-circuit ``evaluations_semantic``, stops
+    exactly at the first deny (``deny_on_first_deny``) or permit (``permit_on_first_permit``)
+    or runs to the end without one: a cut-short answer is never read as the whole."""
     body = _body(response) if response.status_code == 200 else None
     if not isinstance(body, dict):
         return [decision_of(response, None)] * max(count, 1)
     items = body.get("evaluations")
     if items is None and count == 0:
         return [Decision.from_json(body)]
+    broken = [Decision.unavailable("the batch answer is not a list of decisions")] * max(count, 1)
     if not isinstance(items, list) or len(items) > count:
-        return [Decision.unavailable("the batch answer is not a list of decisions")] * max(count, 1)
-    return [Decision.from_json(item) for item in items]
+        return broken
+    decisions = [Decision.from_json(item) for item in items]
+    if not _complete(decisions, count, semantic):
+        return broken
+    return decisions
+
+
+def _complete(decisions: list[Decision], count: int, semantic: object) -> bool:
+    """Whether ``decisions`` is a whole answer to ``count`` items under ``semantic``."""
+    stop = {"deny_on_first_deny": False, "permit_on_first_permit": True}.get(str(semantic))
+    if stop is None:
+        return len(decisions) == count
+    outcomes = [d.allowed for d in decisions]
+    if stop in outcomes:
+        return outcomes.index(stop) == len(outcomes) - 1  # it stopped there, not later
+    return len(decisions) == count
 
 
 def search_of(response: httpx.Response) -> dict[str, Any]:
