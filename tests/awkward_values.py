@@ -1,8 +1,12 @@
 """Awkward values for the "no input gives a server error" property tests: texts that once
 passed a validation and failed later (a trailing newline, thousands of digits, an instant
-that leaves years 1-9999 in UTC), any text, and any JSON value built from them."""
+that leaves years 1-9999 in UTC), any text, and any JSON value built from them; and the
+two helpers those tests share (a body with one member changed, the answer checked)."""
 
 from __future__ import annotations
+
+import copy
+from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -44,3 +48,24 @@ def json_values(text: st.SearchStrategy[str]) -> st.SearchStrategy[object]:
         ),
         max_leaves=6,
     )
+
+
+def changed(body: dict[str, Any], path: tuple[str | int, ...], value: Any) -> dict[str, Any]:
+    """A copy of ``body`` with ``value`` at ``path`` (member names and list indexes; objects
+    missing on the way are made)."""
+    out = copy.deepcopy(body)
+    node: Any = out
+    for step in path[:-1]:
+        if isinstance(step, str) and step not in node:
+            node[step] = {}
+        node = node[step]
+    node[path[-1]] = value
+    return out
+
+
+def assert_answered(response: Any, *what: object, problem: bool = True) -> None:
+    """The request was answered or refused, not failed (``what``: shown when it fails);
+    with ``problem``, a refusal is a problem document."""
+    assert response.status_code < 500, (*what, response.text)
+    if problem and response.status_code >= 400:
+        assert response.headers["content-type"].startswith("application/problem+json")

@@ -5,7 +5,6 @@ accepted or refused with a clear 4xx, never a server error, on both stores."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 from urllib.parse import quote
 
@@ -15,7 +14,7 @@ from hypothesis import strategies as st
 
 from ledger.domain.streams import POLL
 from tests.api.conftest import Api
-from tests.awkward_values import FUZZ, awkward_text, json_values
+from tests.awkward_values import FUZZ, assert_answered, awkward_text, changed, json_values
 
 AWKWARD = st.one_of(
     awkward_text("\u0000", POLL + "\n", "https://pep.example.com/ssf\n", "ES256\n", max_size=30),
@@ -43,21 +42,6 @@ CONFIG_PATHS: list[tuple[str | int, ...]] = [
 ]
 
 
-def _with(body: dict[str, Any], path: tuple[str | int, ...], value: Any) -> dict[str, Any]:
-    changed = copy.deepcopy(body)
-    node: Any = changed
-    for step in path[:-1]:
-        node = node[step]
-    node[path[-1]] = value
-    return changed
-
-
-def _fine(response: Any, *what: object) -> None:
-    assert response.status_code < 500, (*what, response.text)
-    if response.status_code >= 400:
-        assert response.headers["content-type"].startswith("application/problem+json")
-
-
 @pytest.fixture(scope="module")
 def stream_id(store_api: Api) -> str:
     response = store_api.client.post("/ssf/streams", json=CONFIG, headers=store_api.auth("pep"))
@@ -71,12 +55,16 @@ def stream_id(store_api: Api) -> str:
 def test_no_stream_configuration_gives_a_server_error(
     store_api: Api, stream_id: str, path: tuple[str | int, ...], value: Any
 ) -> None:
-    body = _with(CONFIG, path, value)
+    body = changed(CONFIG, path, value)
     pep = store_api.auth("pep")
-    _fine(store_api.client.post("/ssf/streams", json=body, headers=pep), "create", path, value)
+    assert_answered(
+        store_api.client.post("/ssf/streams", json=body, headers=pep), "create", path, value
+    )
     update = {"stream_id": stream_id, **body}
-    _fine(store_api.client.patch("/ssf/streams", json=update, headers=pep), "update", path)
-    _fine(store_api.client.put("/ssf/streams", json=update, headers=pep), "replace", path)
+    assert_answered(
+        store_api.client.patch("/ssf/streams", json=update, headers=pep), "update", path
+    )
+    assert_answered(store_api.client.put("/ssf/streams", json=update, headers=pep), "replace", path)
 
 
 @pytest.mark.parametrize("member", ["stream_id", "status", "reason"])
@@ -88,7 +76,7 @@ def test_no_status_change_gives_a_server_error(
     body = {"stream_id": stream_id, "status": "enabled", "reason": "property test"}
     body[member] = value
     response = store_api.client.post("/ssf/status", json=body, headers=store_api.auth("pep"))
-    _fine(response, member, value)
+    assert_answered(response, member, value)
 
 
 @pytest.mark.parametrize(
@@ -115,7 +103,7 @@ def test_no_subject_or_verification_input_gives_a_server_error(
     }
     body[member] = value
     response = store_api.client.post(endpoint, json=body, headers=store_api.auth("pep"))
-    _fine(response, endpoint, member, value)
+    assert_answered(response, endpoint, member, value)
 
 
 @pytest.mark.parametrize("member", ["maxEvents", "returnImmediately", "ack", "setErrs"])
@@ -128,7 +116,7 @@ def test_no_poll_request_gives_a_server_error(
     response = store_api.client.post(
         f"/ssf/poll/{stream_id}", json=body, headers=store_api.auth("pep")
     )
-    _fine(response, member, value)
+    assert_answered(response, member, value)
 
 
 @settings(FUZZ, max_examples=30)
@@ -141,11 +129,11 @@ def test_no_stream_id_gives_a_server_error(store_api: Api, stream_id: str, value
         ("DELETE", "/ssf/streams"),
     ]:
         response = store_api.client.request(method, url, params={"stream_id": value}, headers=pep)
-        _fine(response, method, url, value)
+        assert_answered(response, method, url, value)
     poll = store_api.client.post(
         f"/ssf/poll/{quote(value, safe='')}", json={"maxEvents": 0}, headers=pep
     )
-    _fine(poll, "poll", value)
+    assert_answered(poll, "poll", value)
     assert (
         store_api.client.get(
             "/ssf/status", params={"stream_id": stream_id}, headers=pep

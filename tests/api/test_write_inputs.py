@@ -7,7 +7,6 @@ ending in a newline once passed validation and failed later.)"""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.api.conftest import Api
-from tests.awkward_values import FUZZ, awkward_text, json_values
+from tests.awkward_values import FUZZ, awkward_text, changed, json_values
 from tests.discharge_builders import discharge_authority
 
 AWKWARD = st.one_of(
@@ -55,15 +54,6 @@ PATHS: list[tuple[str | int, ...]] = [
 ]
 
 
-def _set(body: dict[str, Any], path: tuple[str | int, ...], value: Any) -> None:
-    node: Any = body
-    for step in path[:-1]:
-        if isinstance(step, str) and step not in node:
-            node[step] = {}
-        node = node[step]
-    node[path[-1]] = value
-
-
 @pytest.mark.parametrize("path", PATHS, ids=lambda path: "/".join(map(str, path)))
 @settings(FUZZ, max_examples=30)
 @given(value=AWKWARD)
@@ -81,8 +71,7 @@ def test_no_proposal_input_gives_a_server_error(
         ).status_code
         == 202
     )
-    body = copy.deepcopy(body)
-    _set(body, path, value)
+    body = changed(body, path, value)
     response = store_api.client.post("/v1/proposals", json=body, headers=store_api.auth("agent"))
     assert response.status_code in (202, 400, 403, 422), response.text
 
