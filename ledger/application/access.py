@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import rfc8785
+
 from ledger.application.base import Changes, IdempotencyRequest, LedgerBase, Replay, Written, new_id
 from ledger.domain.access_binding import (
     APPROVAL_STATE_TYP,
@@ -165,14 +167,20 @@ class AccessRequestUseCases(LedgerBase):
             raise InvalidDenialBinding("denial.evaluation_id is not the bound evaluation's")
         if now >= expires:
             raise ExpiredDenial("the denial's access_request.expires_at has passed")
-        actual = binding_hash(
-            subject=request.subject,
-            resource=request.resource,
-            action=request.action,
-            context=request.context,
-            members=members,
-            proof_jkt=request.proof_jkt,
-        )
+        try:
+            actual = binding_hash(
+                subject=request.subject,
+                resource=request.resource,
+                action=request.action,
+                context=request.context,
+                members=members,
+                proof_jkt=request.proof_jkt,
+            )
+        except rfc8785.CanonicalizationError as error:  # the denied request's could be
+            raise InvalidDenialBinding(
+                "subject, resource, action or the authorization context cannot be "
+                f"canonicalised (RFC 8785), so they are not the denied request's: {error}"
+            ) from None
         if actual != expected_hash:
             raise InvalidDenialBinding(
                 "subject, resource, action or the authorization context differ from the "

@@ -189,6 +189,19 @@ def test_a_mismatched_resource_is_invalid_denial_binding(harness: Harness) -> No
     assert harness.head() == before
 
 
+def test_an_action_jcs_cannot_canonicalise_is_invalid_denial_binding(harness: Harness) -> None:
+    """An integer beyond the I-JSON range has no RFC 8785 form, so the request cannot hash
+    to the denied one's (found by the property test: it was a 500)."""
+    flow = Flow.gated(harness)
+    denied, decision = flow.evaluate()
+    body = request_body(denied, decision)
+    body["action"]["properties"]["amount"] = -(2**70)
+    before = harness.head()
+    problem = assert_arap_problem(flow.submit(body), 400, "invalid_denial_binding")
+    assert "RFC 8785" in problem["detail"]
+    assert harness.head() == before
+
+
 def test_a_mismatched_subject_is_invalid_denial_binding(harness: Harness) -> None:
     flow = Flow.gated(harness)
     denied, decision = flow.evaluate()
