@@ -22,6 +22,7 @@ from api.gc_policy import GcPolicy
 from api.middleware import BodyLimit, RequestId
 from api.oauth import OAuthVerifier
 from api.read_models import read_models
+from api.requests_in_progress import RequestsInProgress
 from api.routes import (
     access_requests,
     audit,
@@ -73,8 +74,12 @@ from projections.retention import Retention
 log = logging.getLogger("mission_ledger")
 
 
-def build_services(settings: Settings, clock: Clock) -> Services:
-    """Open the store, the signing keys and the read side (blocking: runs in a thread)."""
+def build_services(
+    settings: Settings, clock: Clock, requests: RequestsInProgress | None = None
+) -> Services:
+    """Open the store, the signing keys and the read side (blocking: runs in a thread).
+    ``requests``: the HTTP server's requests in progress, when it says."""
+    requests = requests or RequestsInProgress()
     ledger = open_ledger(settings, clock=clock)
     keyring = Keyring.open(settings, ledger.database)
     keyring.ensure(settings.signing_alg, clock.now())
@@ -153,7 +158,8 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         callbacks=callbacks,
         decision_records=decision_log_records(decision_log),
         decisions=decision_writer(settings, decision_log),
-        proofs=ProofVerifier(use_process=settings.proof_verifier == "process"),
+        proofs=ProofVerifier(mode=settings.proof_verifier, alone=requests.alone),
+        requests=requests,
     )
 
 
@@ -209,7 +215,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await run_in_threadpool(build_services, resolved, the_clock)
+        services = await run_in_threadpool(
+            build_services, resolved, the_clock, app.state.requests_in_progress
+        )
         # Rows older than migration 0009 learn their approver (the console's "approved by me").
         await run_in_threadpool(services.missions.fill_approver_keys, services.ledger.database)
         app.state.console.attach(services.ledger.database)
@@ -300,7 +308,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     ):
         app.include_router(router)
     app.mount(STATIC_PREFIX, StaticFiles(directory=HERE / "static"), name="console-static")
-    app.state.console = Console.create(resolved)
+    # The HTTP requests in progress: ``mission-ledger serve`` attaches its server's.
+    app.state.console, app.state.requests_in_progress = (
+        Console.create(resolved),
+        RequestsInProgress(),
+    )
     # The last added is the outermost: the X-Request-ID echo wraps every answer, the
     # body limit's early 413/400 included.
     app.add_middleware(BodyLimit)

@@ -103,15 +103,24 @@ def serve(
         _bootstrap_admin(settings)
     except (MigrationError, LedgerError) as error:
         raise _fail(str(error)) from None
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        loop="uvloop",
-        http="httptools",
-        timeout_graceful_shutdown=5,
+    service = create_app(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            service,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            loop="uvloop",
+            http="httptools",
+            timeout_graceful_shutdown=5,
+        )
     )
+    # Which decisions are alone (api/requests_in_progress.py): the server's request tasks.
+    service.state.requests_in_progress.attach(server.server_state.tasks)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        raise typer.Exit(code=3)  # as uvicorn.run: the server could not start
 
 
 def _bootstrap_admin(settings: Settings) -> None:

@@ -132,11 +132,14 @@ class ServiceCollector(Collector):
         proofs = services.proofs
         checks = CounterMetricFamily(
             f"{PREFIX}_dpop_signature_checks",
-            "DPoP proof signatures checked, by where: the checker process, or the server itself.",
+            "DPoP proof signatures checked, by where: the checker process, the server itself "
+            "(the checker could not), or the server because the decision was alone (the only "
+            "request in progress).",
             labels=["by"],
         )
         checks.add_metric(["checker"], proofs.checked_apart)
         checks.add_metric(["server"], proofs.checked_here)
+        checks.add_metric(["alone"], proofs.checked_alone)
         yield checks
         yield _counter(
             "dpop_checker_restarts",

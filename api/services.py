@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from api.console.live import MissionWatch
     from api.gc_policy import GcPolicy
     from api.oauth import OAuthVerifier
+    from api.requests_in_progress import RequestsInProgress
     from api.subject_tokens import SubjectTokenVerifier
     from api.tokens import TokenVerifier
     from api.workers.callbacks import CallbackDelivery
@@ -62,6 +63,8 @@ class Services:
     callbacks: CallbackDelivery
     #: The signatures of DPoP proofs, checked while the decision is made (decision 0023).
     proofs: ProofVerifier
+    #: The HTTP requests in progress (whether a decision is the only one).
+    requests: RequestsInProgress
     push: PushDelivery | None = None  # set by the lifespan once started
     gc: GcPolicy | None = None  # set by the lifespan (settings.gc_freeze)
     checkpoints: Checkpointer | None = None  # set by the lifespan once started

@@ -68,11 +68,13 @@ class Settings(BaseSettings):
         "(context.proof.jkt or a DPoP proof at context.proof.dpop); false only for "
         "development. Bare Mandate ids and join mode need a proof either way.",
     )
-    proof_verifier: Literal["process", "inline"] = Field(
-        default="process",
-        description="process: the signatures of DPoP proofs are checked by a process of its "
-        "own while the server decides (decision 0023; the server checks any it cannot); "
-        "inline: by the server itself, before it decides.",
+    proof_verifier: Literal["auto", "process", "inline"] = Field(
+        default="auto",
+        description="auto: the signatures of DPoP proofs are checked by a process of its "
+        "own while the server decides, but by the server itself when the decision is the "
+        "only request in progress (decision 0023); process: always by that process when it "
+        "runs (the server checks any it cannot); inline: by the server itself, before it "
+        "decides.",
     )
     dpop_replay_cache_size: int = Field(
         default=200_000,

@@ -843,12 +843,14 @@ async def mission_live(
         )
 
     return EventSourceResponse(
-        mission_changes(
-            services.console_watch,
-            mission.id,
-            changed_since_page=changed_since_page,
-            signed_in=still_signed_in,
-            recheck_seconds=services.settings.sse_credential_recheck_seconds,
+        services.requests.stream(
+            mission_changes(
+                services.console_watch,
+                mission.id,
+                changed_since_page=changed_since_page,
+                signed_in=still_signed_in,
+                recheck_seconds=services.settings.sse_credential_recheck_seconds,
+            )
         ),
         ping=services.settings.sse_heartbeat_seconds,
         send_timeout=SSE_SEND_TIMEOUT,

@@ -131,7 +131,7 @@ async def stream_events(
     if last is None:
         last = _cursor(after, "/after")
     return EventSourceResponse(
-        services.sse.events(stream_id, last, lease_of(request, services)),
+        services.requests.stream(services.sse.events(stream_id, last, lease_of(request, services))),
         ping=services.settings.sse_heartbeat_seconds,
         send_timeout=SEND_TIMEOUT_SECONDS,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},

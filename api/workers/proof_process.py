@@ -1,5 +1,5 @@
 """DPoP signatures checked by a process of its own while the event loop decides
-(``PROOF_VERIFIER=process``, the default; decision 0023).
+(``PROOF_VERIFIER=auto``, the default, and ``process``; decision 0023).
 
 A decision on a request with a DPoP proof: the route has the proof read (header and
 claims, ``DecisionPoint.read_proof``), hands its signature to ``check`` and decides while the
@@ -7,7 +7,13 @@ checker process (``proof_child``) verifies it; then it awaits the verdict and
 ``DecisionPoint.confirm`` turns the decision into the answer (a ``key_mismatch`` denial
 unless the signature verifies and the proof is used the first time). The signature check
 (an ECDSA verification, the most expensive step of such a decision) no longer takes the
-server's interpreter, and at one connection it runs at the same time as the decision.
+server's interpreter, and it runs at the same time as the decision.
+
+In ``auto`` mode a check is made here, on the loop, when its decision is the only request
+in progress (``alone``): nothing else could use the loop while the decision waited for the
+verdict, and the round trip to the checker (two wake-ups, often of an idle CPU) takes
+longer than the check. The checker takes the checks made while other requests wait, and
+is started at the first of them (in ``process`` mode, at the first proof).
 
 The checker only ever takes work off the event loop; no answer needs it. Every check it
 cannot give is made here, on the loop, as without it: before it has said it is ready,
@@ -24,7 +30,8 @@ import os
 import struct
 import subprocess
 import time
-from typing import Final
+from collections.abc import Callable
+from typing import Final, Literal
 
 from api.workers.children import start_child, write_what_fits
 from ledger.signing.dpop import ReadProof, signature_verifies
@@ -54,11 +61,23 @@ class _Check:
         self.sent = sent
 
 
-class ProofVerifier:
-    """Signature checks of DPoP proofs: by the checker process when it runs, else here."""
+Mode = Literal["auto", "process", "inline"]
 
-    def __init__(self, *, use_process: bool = True) -> None:
-        self._use_process = use_process
+
+def _never() -> bool:
+    return False
+
+
+class ProofVerifier:
+    """Signature checks of DPoP proofs: by the checker process when it runs, else here.
+
+    ``mode``: ``auto`` checks here when ``alone()`` says the decision is the only request in
+    progress; ``process`` leaves every check to the checker while it runs; ``inline`` never
+    starts it."""
+
+    def __init__(self, *, mode: Mode = "process", alone: Callable[[], bool] = _never) -> None:
+        self._use_process = mode != "inline"
+        self._alone = alone if mode == "auto" else _never
         self._loop: asyncio.AbstractEventLoop | None = None
         self._child: subprocess.Popen[bytes] | None = None
         self._requests = -1  # the write end of the requests pipe (-1: closed)
@@ -74,9 +93,11 @@ class ProofVerifier:
         self._start_after = 0.0  # time.monotonic() before which the checker is not started
         self._restart_pause = RESTART_FIRST
         self._closed = False
-        #: Checks answered by the checker process, and made here instead (for metrics).
+        #: Checks answered by the checker process, made here instead, and made here because
+        #: their decision was the only request in progress (for metrics).
         self.checked_apart = 0
         self.checked_here = 0
+        self.checked_alone = 0
         self.restarts = 0
 
     @property
@@ -88,6 +109,12 @@ class ProofVerifier:
         """Whether ``proof``'s signature verifies (called on the event loop)."""
         loop = self._loop = self._loop or asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
+        if self._alone():
+            self.checked_alone += 1
+            future.set_result(
+                signature_verifies(proof.header_segment, proof.signing_input, proof.signature)
+            )
+            return future
         if not self._available():
             future.set_result(self._here(proof))
             return future

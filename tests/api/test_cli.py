@@ -429,7 +429,9 @@ def test_a_command_group_help_opens_with_verbs_that_are_its_commands(group: str)
 @pytest.fixture
 def serve(run: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """``mission-ledger serve`` up to the point where the server would start listening."""
-    monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: None)
+    monkeypatch.setattr(
+        "uvicorn.Server.run", lambda self, sockets=None: setattr(self, "started", True)
+    )
 
     def start(settings: Settings) -> Result:
         result = run(settings, "serve")

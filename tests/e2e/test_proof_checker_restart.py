@@ -1,6 +1,8 @@
 """A running server's DPoP proof checker (decision 0023): killed, it costs no answer (the
 server checks the signatures itself meanwhile: a genuine proof permits, a forged one is
-``key_mismatch``), it is started again, and it does not outlive the server."""
+``key_mismatch``), it is started again, and it does not outlive the server. In ``auto``
+mode (the default) a decision that is the only request in progress has its signature
+checked by the server, and decisions made together by the checker."""
 
 from __future__ import annotations
 
@@ -10,9 +12,11 @@ import re
 import secrets
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 from joserfc import jws
 from joserfc.jwk import ECKey
 
@@ -76,6 +80,9 @@ class Client:
         assert answer.status_code == 200, answer.text
         return dict(answer.json())
 
+    def close(self) -> None:
+        self.http.close()
+
     def metric(self, name: str) -> float:
         text = self.http.get("/metrics", headers=self.auth["operator"]).text
         found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
@@ -106,13 +113,16 @@ def wait_for(condition: object, timeout: float = 15.0) -> None:
 
 CHECKED_BY_CHECKER = 'mission_ledger_dpop_signature_checks_total{by="checker"}'
 CHECKED_BY_SERVER = 'mission_ledger_dpop_signature_checks_total{by="server"}'
+CHECKED_ALONE = 'mission_ledger_dpop_signature_checks_total{by="alone"}'
 
 
 def test_a_killed_checker_costs_no_answer_and_is_started_again(
-    servers: list[ServerProcess], tmp_path: Path
+    servers: list[ServerProcess], tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    server = launch(servers, store_env(data_dir=tmp_path / "data"), tmp_path)
+    env = store_env(data_dir=tmp_path / "data") | {"MISSION_LEDGER_PROOF_VERIFIER": "process"}
+    server = launch(servers, env, tmp_path)
     client = Client(server)
+    request.addfinalizer(client.close)
 
     def checked_apart() -> bool:
         assert client.decide(proof())["decision"] is True
@@ -148,3 +158,29 @@ def test_a_killed_checker_costs_no_answer_and_is_started_again(
         not Path(f"/proc/{second}").exists()
         or b"zombie" in Path(f"/proc/{second}/status").read_bytes().lower()
     )
+
+
+def test_by_default_a_decision_alone_is_checked_by_the_server_and_many_by_the_checker(
+    servers: list[ServerProcess], tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    server = launch(servers, store_env(data_dir=tmp_path / "data"), tmp_path)
+    client = Client(server)
+    request.addfinalizer(client.close)
+    for _ in range(5):  # one at a time: each the only request in progress
+        assert client.decide(proof())["decision"] is True
+    assert client.metric(CHECKED_ALONE) == 5
+    assert checker_of(server) is None  # not needed yet
+    decided = 5
+
+    def together() -> bool:
+        nonlocal decided
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda _: client.decide(proof()), range(64)))
+        decided += len(answers)
+        assert all(answer["decision"] is True for answer in answers)
+        return client.metric(CHECKED_BY_CHECKER) > 0
+
+    wait_for(together)  # (the checker starts at the first decision made with others)
+    assert checker_of(server) is not None
+    checked = (CHECKED_BY_CHECKER, CHECKED_BY_SERVER, CHECKED_ALONE)
+    assert sum(client.metric(name) for name in checked) == decided  # each checked once

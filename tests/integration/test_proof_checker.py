@@ -48,11 +48,14 @@ def running(verifier: ProofVerifier) -> int | None:
     return verifier.pid
 
 
-def with_checker(scenario: Callable[[ProofVerifier], Awaitable[None]]) -> None:
-    """Run ``scenario`` on an event loop with a verifier whose checker is ready."""
+def with_checker(
+    scenario: Callable[[ProofVerifier], Awaitable[None]],
+    make: Callable[[], ProofVerifier] = ProofVerifier,
+) -> None:
+    """Run ``scenario`` on an event loop with a verifier (``make``) whose checker is ready."""
 
     async def run() -> None:
-        checker = ProofVerifier()
+        checker = make()
         assert await checker.wait_ready()
         try:
             await scenario(checker)
@@ -129,7 +132,7 @@ def test_the_checker_is_started_again_after_a_pause() -> None:
 
 def test_without_the_process_every_check_is_made_by_the_server() -> None:
     async def scenario() -> None:
-        verifier = ProofVerifier(use_process=False)
+        verifier = ProofVerifier(mode="inline")
         assert await verifier.wait_ready() is False
         assert await verifier.check(read()) is True
         assert await verifier.check(forged()) is False
@@ -163,3 +166,33 @@ def test_a_request_not_yet_whole_waits_for_the_rest() -> None:
     buffer += whole[-5:]
     assert [VERDICT.unpack(verdict) for verdict in verdicts(buffer)] == [(7, VALID)]
     assert buffer == b""
+
+
+def verifier_in(mode: proof_process.Mode, *, alone: bool) -> Callable[[], ProofVerifier]:
+    return lambda: ProofVerifier(mode=mode, alone=lambda: alone)
+
+
+def test_in_auto_mode_a_decision_alone_has_its_signature_checked_by_the_server() -> None:
+    async def scenario(verifier: ProofVerifier) -> None:
+        assert await verifier.check(read()) is True
+        assert await verifier.check(forged()) is False
+        assert (verifier.checked_alone, verifier.checked_apart, verifier.checked_here) == (2, 0, 0)
+
+    with_checker(scenario, verifier_in("auto", alone=True))
+
+
+def test_in_auto_mode_a_decision_among_others_has_its_signature_checked_by_the_checker() -> None:
+    async def scenario(verifier: ProofVerifier) -> None:
+        assert await verifier.check(read()) is True
+        assert await verifier.check(forged()) is False
+        assert (verifier.checked_alone, verifier.checked_apart) == (0, 2)
+
+    with_checker(scenario, verifier_in("auto", alone=False))
+
+
+def test_in_process_mode_the_checker_checks_even_a_decision_alone() -> None:
+    async def scenario(verifier: ProofVerifier) -> None:
+        assert await verifier.check(read()) is True
+        assert (verifier.checked_alone, verifier.checked_apart) == (0, 1)
+
+    with_checker(scenario, verifier_in("process", alone=True))
