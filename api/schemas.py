@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from ledger.domain.intent import MAX_SAFE_INTEGER
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"
 # No control characters: identifiers end up in indexed columns, and PostgreSQL text cannot
 # even hold a NUL (one in a subject would stall the read models that index it).
@@ -52,7 +54,7 @@ class LifecycleIn(Body):
     operation: Literal["revoke", "suspend", "resume", "complete"]
     reason: Reason
     nonce: Short | None = None
-    expected_version: Annotated[int, Field(ge=1)] | None = None
+    expected_version: Annotated[int, Field(ge=1, le=MAX_SAFE_INTEGER)] | None = None
     suspend_until: Instant | None = None
     on_expiry: Literal["resume", "revoke"] | None = None
 
@@ -61,7 +63,7 @@ class ContainmentIn(Body):
     contained: list[Any]
     reason: Reason
     nonce: Short | None = None
-    expected_version: Annotated[int, Field(ge=1)] | None = None
+    expected_version: Annotated[int, Field(ge=1, le=MAX_SAFE_INTEGER)] | None = None
 
 
 class ExpansionIn(Body):

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
+import rfc8785
 from eventsourcing.application import AggregateNotFoundError, Application, Repository
 from eventsourcing.domain import BaseAggregate
 from eventsourcing.persistence import IntegrityError
@@ -45,7 +46,13 @@ from eventsourcing.utils import Environment
 from ledger.application.contention import ESCALATE_AFTER, WriteGate, backoff
 from ledger.clock import Clock
 from ledger.domain.canonical import raw_digest
-from ledger.domain.errors import Conflict, IdempotencyConflict, NotFound, StaleVersion
+from ledger.domain.errors import (
+    Conflict,
+    IdempotencyConflict,
+    InvalidRequest,
+    NotFound,
+    StaleVersion,
+)
 from ledger.domain.events import name_the_write
 from ledger.domain.instants import format_instant
 from ledger.domain.metering import Meter, bounds_of, empty_usage, meter_id
@@ -115,7 +122,12 @@ class Replay(Exception):  # control flow: an idempotent replay, not an error
 
 
 def fingerprint(request: Mapping[str, Any]) -> str:
-    return raw_digest(dict(request))
+    """The digest that tells a retried request from another with the same nonce; a request
+    JCS cannot represent (an integer beyond the I-JSON range, say) is refused."""
+    try:
+        return raw_digest(dict(request))
+    except rfc8785.CanonicalizationError as error:
+        raise InvalidRequest(f"the request cannot be canonicalised (RFC 8785): {error}") from None
 
 
 def working_copy(aggregate: A) -> A:

@@ -143,6 +143,16 @@ def test_a_stale_expected_version_is_409_stale_version(api: Api) -> None:
     assert api.get_mission(mission["id"])["state"] == "suspended"
 
 
+def test_an_expected_version_beyond_the_i_json_range_is_400_even_with_a_nonce(api: Api) -> None:
+    """(It was a 500: the nonce's request digest could not canonicalise the number.)"""
+    mission = api.mission()
+    head = api.head()
+    response = api.lifecycle(mission["id"], "suspend", nonce="n-1", expected_version=2**60)
+    body = assert_problem(response, 400, "invalid_request")
+    assert body["errors"][0]["pointer"] == "/expected_version"
+    assert api.head() == head
+
+
 def test_a_current_expected_version_is_accepted(api: Api) -> None:
     mission = api.mission()
     response = api.lifecycle(mission["id"], "suspend", expected_version=1)

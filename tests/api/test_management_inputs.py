@@ -78,7 +78,8 @@ WRITES: dict[str, tuple[str, Target, str, Callable[[], dict[str, Any]], list[tup
         "admin",
         _mission,
         "/v1/missions/{id}/lifecycle",
-        lambda: {"operation": "suspend", "reason": "property test"},
+        # (a nonce: every member then goes into the request's digest too)
+        lambda: {"operation": "suspend", "reason": "property test", "nonce": "n-1"},
         [
             ("operation",),
             ("reason",),
@@ -92,7 +93,11 @@ WRITES: dict[str, tuple[str, Target, str, Callable[[], dict[str, Any]], list[tup
         "admin",
         _mission,
         "/v1/missions/{id}/containment",
-        lambda: {"contained": [{"resource": ERP, "actions": ["invoices.read"]}], "reason": "x"},
+        lambda: {
+            "contained": [{"resource": ERP, "actions": ["invoices.read"]}],
+            "reason": "x",
+            "nonce": "n-1",
+        },
         [
             ("contained",),
             ("contained", 0, "resource"),
