@@ -20,6 +20,7 @@ AWKWARD = awkward_text(
     "²",
     "-1",
     "9" * 30,
+    "9" * 17,  # read as a number, beyond the I-JSON range JCS can digest
     "2026-12-05T10:00",
     "2026-12-05T10:00\n",
     "0001-01-01T00:00",
