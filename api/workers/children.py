@@ -56,6 +56,17 @@ def ignore_shutdown_signals() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, SHUTDOWN_SIGNALS)
 
 
+def read_what_is_there(fd: int) -> bytes | None:
+    """What the non-blocking ``fd`` holds now: None when nothing, ``b""`` when the pipe has
+    ended (the other end closed, or reading failed)."""
+    try:
+        return os.read(fd, 1 << 16)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
+
+
 def write_what_fits(fd: int, out: bytearray) -> bool:
     """Write as much of ``out`` to the non-blocking ``fd`` as it takes now (removed from
     ``out``). False when the pipe is gone (``out`` is cleared: the reading end's closing

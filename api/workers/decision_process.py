@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from api.workers.children import start_child, write_what_fits
+from api.workers.children import read_what_is_there, start_child, write_what_fits
 from api.workers.decision_frames import (
     CONFIG_ENV,
     HEADER,
@@ -230,12 +230,9 @@ class ProcessDecisionWriter(DecisionRecorder):
     # ------------------------------------------------------------------ acknowledgements
 
     def _on_acks(self) -> None:
-        try:
-            data = os.read(self._acks, 1 << 16)
-        except BlockingIOError:
+        data = read_what_is_there(self._acks)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self._writer_ended()
             return

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Final, Literal
 
-from api.workers.children import start_child, write_what_fits
+from api.workers.children import read_what_is_there, start_child, write_what_fits
 from ledger.signing.dpop import ReadProof, signature_verifies
 
 log = logging.getLogger("mission_ledger.proofs")
@@ -188,12 +188,9 @@ class ProofVerifier:
         self._flush()
 
     def _on_verdicts(self) -> None:
-        try:
-            data = os.read(self._verdicts, 1 << 16)
-        except BlockingIOError:
+        data = read_what_is_there(self._verdicts)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self._ended("ended", kill=False)
             return
