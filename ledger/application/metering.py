@@ -50,7 +50,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 from eventsourcing.persistence import IntegrityError
 
@@ -94,10 +94,6 @@ HOUSEKEEPING_SECONDS = 0.5
 DRAW_LINGER_SECONDS = 0.02
 #: A group starts at once when this many draws wait.
 DRAW_BATCH = 512
-#: A group of up to this many operations is paced (see ``_attempt``); a larger one is a
-#: backlog, applied without pauses so that the writer catches up (pacing caps it near
-#: 10,000 operations a second).
-PACED_GROUP = 4096
 
 
 @dataclass(frozen=True)
@@ -233,6 +229,58 @@ Outcome = None | Reported | int | LedgerError
 the refusal."""
 
 
+class Waiter(Protocol):
+    """Who hears an operation's outcome: a ``Future``, or one share of a batch."""
+
+    def set_result(self, result: Outcome) -> None: ...
+
+    def set_exception(self, exception: BaseException | None) -> None: ...
+
+
+class _Batch:
+    """The outcomes of operations submitted together (``submit_many``): one future, set
+    once every one of them is settled, instead of one future (and one wake-up of the event
+    loop) per operation."""
+
+    def __init__(self, size: int) -> None:
+        self.future: Future[list[Outcome]] = Future()
+        self._outcomes: list[Outcome] = [None] * size
+        self._left = size
+        self._lock = threading.Lock()
+        if not size:
+            self.future.set_result([])
+
+    def settle(self, index: int, outcome: Outcome) -> None:
+        with self._lock:
+            self._outcomes[index] = outcome
+            self._left -= 1
+            done = self._left == 0
+        if done:
+            self.future.set_result(self._outcomes)
+
+
+class _Share:
+    """One operation's place in a ``_Batch`` (a ``Waiter``). A failed group answers each
+    of its operations with the refusal (a ``LedgerError``) as that operation's outcome."""
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, batch: _Batch, index: int) -> None:
+        self._batch = batch
+        self._index = index
+
+    def set_result(self, result: Outcome) -> None:
+        self._batch.settle(self._index, result)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        refusal = (
+            exception
+            if isinstance(exception, LedgerError)
+            else Unavailable("the metering write did not complete")
+        )
+        self._batch.settle(self._index, refusal)
+
+
 class _Refresh(Exception):  # control flow: a refusal to check against the store
     def __init__(self, meter: str) -> None:
         super().__init__(meter)
@@ -257,7 +305,7 @@ class MeterWriter:
         self._margin = min(LEASE_MARGIN, self._lease_ttl / 3)
         self.holder = holder or "rpl_" + secrets.token_hex(6)
         self._cond = threading.Condition()
-        self._queue: list[tuple[Operation, Future[Outcome] | None]] = []
+        self._queue: list[tuple[Operation, Waiter | None]] = []
         self._stopping = False
         self._thread: threading.Thread | None = None
         #: Meters as last saved or read from the store (never a working copy).
@@ -320,6 +368,25 @@ class MeterWriter:
                 self.reserved_durably += 1
             self._cond.notify()
         return future
+
+    def submit_many(self, operations: Sequence[Operation]) -> Future[list[Outcome]]:
+        """Queue ``operations`` together; the future holds their outcomes, in order, once
+        every one is saved (a refusal, or a failed group's error, as that operation's
+        outcome: never raised)."""
+        batch = _Batch(len(operations))
+        with self._cond:
+            if self._stopping:
+                refusal = Conflict("the service is shutting down; try again")
+                for index in range(len(operations)):
+                    batch.settle(index, refusal)
+                return batch.future
+            for index, operation in enumerate(operations):
+                self._queue.append((operation, _Share(batch, index)))
+                if isinstance(operation, Reserve):
+                    self.reserved_durably += 1
+            if operations:
+                self._cond.notify()
+        return batch.future
 
     def draw(
         self,
@@ -398,7 +465,7 @@ class MeterWriter:
             if group:
                 self._settle(group)
 
-    def _group(self) -> list[tuple[Operation, Future[Outcome] | None]]:
+    def _group(self) -> list[tuple[Operation, Waiter | None]]:
         """The next group (under the lock): every draw made so far, then the leases this
         group returns (each after its draws), then the waiting operations. A permit that
         waited for the durable way is drawn from a lease installed meanwhile when it fits;
@@ -407,7 +474,7 @@ class MeterWriter:
         now = self._ledger.clock.now()
         taken = self._queue[: self._max_group]
         del self._queue[: self._max_group]
-        ops: list[tuple[Operation, Future[Outcome] | None]] = []
+        ops: list[tuple[Operation, Waiter | None]] = []
         for operation, future in taken:
             lease = self._leases.get(operation.mission_id)
             if isinstance(operation, Renew):
@@ -425,10 +492,8 @@ class MeterWriter:
         if self._stopping:
             for mission_id in list(self._leases):
                 self._retire(mission_id)
-        draws: list[tuple[Operation, Future[Outcome] | None]] = [(d, None) for d in self._draws]
-        returns: list[tuple[Operation, Future[Outcome] | None]] = [
-            (r, None) for r in self._returning
-        ]
+        draws: list[tuple[Operation, Waiter | None]] = [(d, None) for d in self._draws]
+        returns: list[tuple[Operation, Waiter | None]] = [(r, None) for r in self._returning]
         self._draws, self._returning = [], []
         return [*draws, *returns, *ops]
 
@@ -446,7 +511,7 @@ class MeterWriter:
                 self._retire(mission_id)
         return bool(self._returning)
 
-    def _settle(self, group: list[tuple[Operation, Future[Outcome] | None]]) -> None:
+    def _settle(self, group: list[tuple[Operation, Waiter | None]]) -> None:
         try:
             outcomes = self.apply([operation for operation, _ in group])
         except Exception as error:  # the store failed: every caller of the group hears it
@@ -566,17 +631,12 @@ class MeterWriter:
                 now=now,
             )
             later.update(zip(indexes, results, strict=True))
+        # No pauses between operations: a group is applied as fast as the interpreter lock
+        # allows (the short switch interval bounds what a decision waits for it). Pausing after
+        # each operation made groups larger and commits rarer, but under load it also left the
+        # writer far behind the decisions: usage reports waited for whole groups of half a
+        # second and fell ever further behind (decision 0019, "Revisited (late evening)").
         for index, operation in enumerate(operations):
-            # The decision path first: the writer offers the interpreter lock to the event
-            # loop after every operation (draws included), so a decision arriving while a
-            # group is applied waits for one operation, not for a switch interval. Each
-            # offer also paces the writer (on Linux a zero sleep lasts the timer slack,
-            # about 50 µs): it works in the loop's idle moments, its groups grow with the
-            # load, and each commit (with its fixed cost: the transaction, the fsync) is
-            # shared by more operations. Measured (decision 0019, "Revisited"): yielding
-            # every 8 operations (as before), or not after draws, loses most of the gain.
-            if index and len(operations) <= PACED_GROUP:
-                time.sleep(0)
             key = meter_id(operation.mission_id)
             working(key)
             if isinstance(operation, Draw):

@@ -367,6 +367,7 @@ class Meter(BaseAggregate[str]):
             aggregate.calls_reserved = 0
             aggregate.class_calls = {}
             aggregate.outstanding = {}
+            aggregate.due_from = None
             aggregate.settled = {}
             aggregate.leases = {}
             aggregate.leased = 0
@@ -545,6 +546,9 @@ class Meter(BaseAggregate[str]):
         calls_reserved: int
         class_calls: dict[str, int]
         outstanding: dict[str, Reservation]
+        #: No outstanding reservation expires before this (None: not known; see
+        #: ``expire_due``). Derived, never recorded: lowered as reservations are held.
+        due_from: datetime | None
         settled: dict[str, Settlement]
         leases: dict[str, Lease]
         leased: int
@@ -794,7 +798,15 @@ class Meter(BaseAggregate[str]):
         """Release every reservation whose expiry has come, and end every lease whose
         expiry has come (its holder stopped using it well before); returns how many
         reservations."""
-        due = [eid for eid, held in self.outstanding.items() if held.expires_at <= now]
+        due: list[str] = []
+        due_from = self.due_from
+        if due_from is None or due_from <= now:
+            # A full look only when something may be due: held once per group by the
+            # metering writer, a Meter with thousands of reservations outstanding would
+            # otherwise be scanned whole every time.
+            due = [eid for eid, held in self.outstanding.items() if held.expires_at <= now]
+            later = [held.expires_at for held in self.outstanding.values()]
+            self.due_from = min((when for when in later if when > now), default=None)
         for evaluation_id in due:
             self.trigger_event(
                 self.Released,
@@ -890,6 +902,8 @@ class Meter(BaseAggregate[str]):
         self.outstanding[evaluation_id] = Reservation(
             units=units, call_class=klass, expires_at=expires_at
         )
+        if self.due_from is not None and expires_at < self.due_from:
+            self.due_from = expires_at
         self.reserved += units
         self.calls_reserved += 1
         if klass is not None:

@@ -5,7 +5,6 @@ take a Meter past its bound, and expiry releases each reservation exactly once."
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
@@ -13,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from ledger.application import Ledger, metering
-from ledger.application.metering import Expire, MeterWriter, Report, Reserve
+from ledger.application import Ledger
+from ledger.application.metering import Expire, MeterWriter, Report, Reported, Reserve
 from ledger.domain.actors import Actor
-from ledger.domain.errors import BudgetExceeded, NotFound
+from ledger.domain.errors import BudgetExceeded, Conflict, NotFound
 from ledger.domain.metering import Bounds, Meter, MeteredCall, Usage, format_units, meter_id
 from ledger.persistence.reservations import due_meters
 from ledger.persistence.store import open_ledger
@@ -108,6 +107,34 @@ def test_an_unknown_reservation_is_not_found_on_any_replica(
         writer.report(executed("msn_unknown", "e1"))
 
 
+def test_operations_submitted_together_are_answered_in_order_each_on_its_own(
+    ledger: Ledger, writer: MeterWriter, clock: MutableClock
+) -> None:
+    mission = active_mission(ledger)
+    writer.reserve(reserve(mission.id, "e1", "1.00", clock=clock))
+    writer.reserve(reserve(mission.id, "e2", "2.00", clock=clock))
+    outcomes = writer.submit_many(
+        [executed(mission.id, "e1"), executed(mission.id, "e9"), executed(mission.id, "e2")]
+    ).result(10)
+    assert isinstance(outcomes[0], Reported)
+    assert isinstance(outcomes[1], NotFound)
+    assert isinstance(outcomes[2], Reported)
+    assert format_units(usage_of(ledger, mission.id).spent, 2) == "3.00"
+
+
+def test_operations_submitted_together_to_a_stopped_writer_are_each_refused(
+    ledger: Ledger, clock: MutableClock
+) -> None:
+    mission = active_mission(ledger)
+    writer = MeterWriter(ledger).start()
+    writer.stop()
+    outcomes = writer.submit_many(
+        [executed(mission.id, "e1"), reserve(mission.id, "e2", "1.00", clock=clock)]
+    ).result(10)
+    assert [type(outcome) for outcome in outcomes] == [Conflict, Conflict]
+    assert meter_events(ledger, mission.id) == []
+
+
 def test_a_group_of_operations_is_saved_in_one_transaction(
     ledger: Ledger, clock: MutableClock
 ) -> None:
@@ -152,33 +179,6 @@ def test_an_operation_that_fails_does_not_fail_the_others_of_its_group(
         "Reported",
     ]
     assert format_units(usage_of(ledger, mission.id).spent, 2) == "14.00"  # a1 and a2 only
-
-
-def pauses_applying(
-    ledger: Ledger, clock: MutableClock, monkeypatch: pytest.MonkeyPatch, operations: int
-) -> int:
-    """How many times the writer paused (offered the interpreter lock) while applying one
-    group of ``operations`` reservations."""
-    mission = active_mission(ledger)
-    pauses: list[float] = []
-    monkeypatch.setattr(time, "sleep", pauses.append)
-    MeterWriter(ledger).apply(
-        [reserve(mission.id, f"e{n}", "0.01", clock=clock) for n in range(operations)]
-    )
-    return pauses.count(0)
-
-
-def test_a_group_offers_the_interpreter_lock_after_every_operation(
-    ledger: Ledger, clock: MutableClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    assert pauses_applying(ledger, clock, monkeypatch, 10) == 9
-
-
-def test_a_backlog_larger_than_a_paced_group_is_applied_without_pauses(
-    ledger: Ledger, clock: MutableClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(metering, "PACED_GROUP", 8)
-    assert pauses_applying(ledger, clock, monkeypatch, 9) == 0
 
 
 def test_two_replicas_reserving_at_once_never_exceed_the_bound(

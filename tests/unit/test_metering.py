@@ -158,6 +158,20 @@ def test_expiry_releases_each_due_reservation_once() -> None:
     assert list(m.outstanding) == ["long"]
 
 
+def test_a_reservation_held_after_a_look_is_released_when_its_earlier_expiry_comes() -> None:
+    # expire_due remembers when the next expiry can come (so that a Meter with thousands of
+    # reservations is not scanned whole on every look); a reservation expiring sooner than
+    # everything seen at the last look must lower that, or it would never be released.
+    m = meter()
+    reserve(m, "long", spend("100"), ttl=600)
+    assert m.expire_due(NOW + timedelta(seconds=1)) == 0
+    reserve(m, "short", spend("100"), ttl=10)
+    assert m.expire_due(NOW + timedelta(seconds=10)) == 1
+    assert list(m.outstanding) == ["long"]
+    assert m.expire_due(NOW + timedelta(seconds=600)) == 1
+    assert not m.outstanding
+
+
 def test_a_report_after_expiry_is_refused_whether_or_not_the_release_was_recorded() -> None:
     m = meter()
     reserve(m, "e1", spend("100"), ttl=10)
@@ -287,6 +301,7 @@ def test_committed_plus_outstanding_never_exceeds_any_bound(
             elif kind == "tick":
                 now += timedelta(seconds=first)
                 m.expire_due(now)
+                assert all(held.expires_at > now for held in m.outstanding.values())
         except (BudgetExceeded, ReservationExpired, Conflict):
             pass
         # Outstanding includes what leases hold unused; raises lift the bounds.
