@@ -63,15 +63,14 @@ async def _reported(
 ) -> list[dict[str, Any] | LedgerError]:
     """Each report's answer view or refusal; reports for no known reservation are tried
     again after each pause of ``UNKNOWN_RETRIES``."""
-    answers: list[dict[str, Any] | LedgerError] = []
-    todo: list[int] = []
+    answers: list[dict[str, Any] | LedgerError | None] = [None] * len(reports)
+    todo: list[tuple[int, Report]] = []
     for index, report in enumerate(reports):
         mission_id = mission_of_evaluation(report.evaluation_id)
         if mission_id is None or not well_formed_id(mission_id, "msn"):
-            answers.append(NotFound(f"no reservation for evaluation {report.evaluation_id!r}"))
+            answers[index] = NotFound(f"no reservation for evaluation {report.evaluation_id!r}")
         else:
-            answers.append(NotFound(""))
-            todo.append(index)
+            todo.append((index, _operation(report, mission_id, actor)))
     for pause in (0.0, *UNKNOWN_RETRIES):
         if not todo:
             break
@@ -79,17 +78,17 @@ async def _reported(
             await asyncio.sleep(pause)
         # One future for all of them: the event loop wakes once when their groups are saved.
         outcomes = await asyncio.wrap_future(
-            services.meters.submit_many([_operation(reports[i], actor) for i in todo])
+            services.meters.submit_many([operation for _, operation in todo])
         )
-        for index, outcome in zip(todo, outcomes, strict=True):
-            answers[index] = _answer(reports[index], outcome)
-        todo = [i for i in todo if isinstance(answers[i], NotFound)]
-    return answers
+        for (index, operation), outcome in zip(todo, outcomes, strict=True):
+            answers[index] = _answer(operation, outcome)
+        todo = [(i, operation) for i, operation in todo if isinstance(answers[i], NotFound)]
+    answered = [answer for answer in answers if answer is not None]
+    assert len(answered) == len(reports)  # the first attempt answers every one
+    return answered
 
 
-def _operation(report: UsageIn, actor: Actor) -> Report:
-    mission_id = mission_of_evaluation(report.evaluation_id)
-    assert mission_id is not None
+def _operation(report: UsageIn, mission_id: str, actor: Actor) -> Report:
     return Report(
         mission_id=mission_id,
         evaluation_id=report.evaluation_id,
@@ -99,10 +98,8 @@ def _operation(report: UsageIn, actor: Actor) -> Report:
     )
 
 
-def _answer(report: UsageIn, outcome: Outcome) -> dict[str, Any] | LedgerError:
+def _answer(operation: Report, outcome: Outcome) -> dict[str, Any] | LedgerError:
     if isinstance(outcome, LedgerError):
         return outcome
     assert isinstance(outcome, Reported)
-    mission_id = mission_of_evaluation(report.evaluation_id)
-    assert mission_id is not None
-    return usage_report_view(report.evaluation_id, mission_id, outcome)
+    return usage_report_view(operation.evaluation_id, operation.mission_id, outcome)
