@@ -185,6 +185,18 @@ class ServiceCollector(Collector):
             "Metering groups retried because another replica wrote a Meter first.",
             meters.conflicts,
         )
+        waiting, age = meters.backlog()
+        yield _gauge(
+            "metering_backlog",
+            "Metering operations waiting for the Meter writer: usage reports, durable "
+            "reservations, expiries, and permits drawn from a lease not yet recorded.",
+            waiting,
+        )
+        yield _gauge(
+            "metering_backlog_age_seconds",
+            "How long the oldest of them has waited (0 when none waits).",
+            age,
+        )
 
     def _signals(self) -> Iterator[Metric]:
         services = self._services

@@ -305,7 +305,8 @@ class MeterWriter:
         self._margin = min(LEASE_MARGIN, self._lease_ttl / 3)
         self.holder = holder or "rpl_" + secrets.token_hex(6)
         self._cond = threading.Condition()
-        self._queue: list[tuple[Operation, Waiter | None]] = []
+        #: Operations waiting for a group, each with when it was queued (monotonic).
+        self._queue: list[tuple[Operation, Waiter | None, float]] = []
         self._stopping = False
         self._thread: threading.Thread | None = None
         #: Meters as last saved or read from the store (never a working copy).
@@ -344,7 +345,7 @@ class MeterWriter:
             self._thread.join(timeout=10)
         with self._cond:
             waiting, self._queue = self._queue, []
-        for _, future in waiting:
+        for _, future, _ in waiting:
             if future is not None:
                 future.set_exception(Conflict("the service is shutting down; try again"))
 
@@ -363,7 +364,7 @@ class MeterWriter:
             if self._stopping:
                 future.set_exception(Conflict("the service is shutting down; try again"))
                 return future
-            self._queue.append((operation, future))
+            self._queue.append((operation, future, time.monotonic()))
             if isinstance(operation, Reserve):
                 self.reserved_durably += 1
             self._cond.notify()
@@ -380,13 +381,26 @@ class MeterWriter:
                 for index in range(len(operations)):
                     batch.settle(index, refusal)
                 return batch.future
+            queued = time.monotonic()
             for index, operation in enumerate(operations):
-                self._queue.append((operation, _Share(batch, index)))
+                self._queue.append((operation, _Share(batch, index), queued))
                 if isinstance(operation, Reserve):
                     self.reserved_durably += 1
             if operations:
                 self._cond.notify()
         return batch.future
+
+    def backlog(self) -> tuple[int, float]:
+        """(how many operations wait for a group, how long the oldest has waited in
+        seconds): usage reports, durable reservations, expiries, and permits drawn from a
+        lease but not yet recorded. A backlog that grows, or ages, means the writer is not
+        keeping up (each waiting report holds its reservation, which may expire)."""
+        with self._cond:
+            count = len(self._queue) + len(self._draws)
+            since = [self._queue[0][2]] if self._queue else []
+            if self._draws:
+                since.append(self._first_draw)
+        return count, (time.monotonic() - min(since)) if since else 0.0
 
     def draw(
         self,
@@ -420,7 +434,8 @@ class MeterWriter:
                 self._first_draw = time.monotonic()
             if not lease.renewing and (lease.low() or now >= lease.renew_after):
                 lease.renewing = True
-                self._queue.append((Renew(mission_id, lease.lease_id, lease.bounds), None))
+                renew = Renew(mission_id, lease.lease_id, lease.bounds)
+                self._queue.append((renew, None, time.monotonic()))
                 self._cond.notify()
             elif len(self._draws) >= DRAW_BATCH:
                 self._cond.notify()
@@ -475,7 +490,7 @@ class MeterWriter:
         taken = self._queue[: self._max_group]
         del self._queue[: self._max_group]
         ops: list[tuple[Operation, Waiter | None]] = []
-        for operation, future in taken:
+        for operation, future, _ in taken:
             lease = self._leases.get(operation.mission_id)
             if isinstance(operation, Renew):
                 if lease is None or lease.lease_id != operation.lease_id:

@@ -89,6 +89,18 @@ def test_metrics_count_decisions_by_outcome_and_denial_reason(api: Api) -> None:
     assert sum(denials.values()) == 3
 
 
+def test_metrics_report_the_meter_writers_backlog_and_its_age(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # How the backlog is counted is the writer's (tests/integration/test_metering_contract.py);
+    # here, that /metrics shows what the writer reports.
+    assert _samples(api)[("mission_ledger_metering_backlog", ())] == 0
+    monkeypatch.setattr(api.services.meters, "backlog", lambda: (7, 2.5))
+    samples = _samples(api)
+    assert samples[("mission_ledger_metering_backlog", ())] == 7
+    assert samples[("mission_ledger_metering_backlog_age_seconds", ())] == 2.5
+
+
 def test_metrics_report_the_frozen_objects_when_the_gc_policy_is_on(
     store_settings: Settings, clock: MutableClock
 ) -> None:

@@ -5,6 +5,7 @@ take a Meter past its bound, and expiry releases each reservation exactly once."
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
@@ -133,6 +134,26 @@ def test_operations_submitted_together_to_a_stopped_writer_are_each_refused(
     ).result(10)
     assert [type(outcome) for outcome in outcomes] == [Conflict, Conflict]
     assert meter_events(ledger, mission.id) == []
+
+
+def test_the_backlog_counts_and_ages_what_waits_for_the_writer(
+    ledger: Ledger, clock: MutableClock
+) -> None:
+    mission = active_mission(ledger)
+    writer = MeterWriter(ledger)  # not started yet: what is submitted waits
+    assert writer.backlog() == (0, 0.0)
+    waiting = writer.submit_many(
+        [reserve(mission.id, "e1", "1.00", clock=clock), executed(mission.id, "e1")]
+    )
+    queued_for = time.monotonic()
+    time.sleep(0.05)
+    waited = time.monotonic() - queued_for  # the backlog's oldest has waited at least this
+    count, age = writer.backlog()
+    assert count == 2
+    assert age >= waited >= 0.05
+    with writer:
+        assert [type(o) for o in waiting.result(10)] == [type(None), Reported]
+        assert writer.backlog() == (0, 0.0)
 
 
 def test_a_group_of_operations_is_saved_in_one_transaction(
