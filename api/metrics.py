@@ -189,7 +189,8 @@ class ServiceCollector(Collector):
         yield _gauge(
             "metering_backlog",
             "Metering operations waiting for the Meter writer: usage reports, durable "
-            "reservations, expiries, and permits drawn from a lease not yet recorded.",
+            "reservations, expiries, lease renewals, and permits drawn from a lease not yet "
+            "recorded.",
             waiting,
         )
         yield _gauge(

@@ -47,7 +47,7 @@ import threading
 import time
 from collections import ChainMap, OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
@@ -237,6 +237,25 @@ class Waiter(Protocol):
     def set_exception(self, exception: BaseException | None) -> None: ...
 
 
+def _answer(waiter: Waiter, outcome: Outcome) -> None:
+    """Give ``waiter`` its outcome (a refusal too is an outcome). Its caller may have given
+    up meanwhile: an awaiting request cancelled (``asyncio.wrap_future`` cancels the future
+    too) must not end the writer thread, which still has the rest of the group to answer
+    and its draws to record."""
+    try:
+        waiter.set_result(outcome)
+    except InvalidStateError:
+        log.info("a metering outcome was not delivered: its caller had given up")
+
+
+def _fail(waiter: Waiter, error: BaseException) -> None:
+    """``waiter``'s operation could not be applied (as ``_answer``: once, if still wanted)."""
+    try:
+        waiter.set_exception(error)
+    except InvalidStateError:
+        log.info("a metering failure was not delivered: its caller had given up")
+
+
 class _Batch:
     """The outcomes of operations submitted together (``submit_many``): one future, set
     once every one of them is settled, instead of one future (and one wake-up of the event
@@ -256,7 +275,10 @@ class _Batch:
             self._left -= 1
             done = self._left == 0
         if done:
-            self.future.set_result(self._outcomes)
+            try:
+                self.future.set_result(self._outcomes)
+            except InvalidStateError:  # its caller gave up (see ``_answer``)
+                log.info("metering outcomes were not delivered: their caller had given up")
 
 
 class _Share:
@@ -347,7 +369,7 @@ class MeterWriter:
             waiting, self._queue = self._queue, []
         for _, future, _ in waiting:
             if future is not None:
-                future.set_exception(Conflict("the service is shutting down; try again"))
+                _fail(future, Conflict("the service is shutting down; try again"))
 
     def __enter__(self) -> MeterWriter:
         return self.start()
@@ -370,7 +392,7 @@ class MeterWriter:
             self._cond.notify()
         return future
 
-    def submit_many(self, operations: Sequence[Operation]) -> Future[list[Outcome]]:
+    def submit_many(self, operations: Sequence[Reserve | Report | Expire]) -> Future[list[Outcome]]:
         """Queue ``operations`` together; the future holds their outcomes, in order, once
         every one is saved (a refusal, or a failed group's error, as that operation's
         outcome: never raised)."""
@@ -392,9 +414,10 @@ class MeterWriter:
 
     def backlog(self) -> tuple[int, float]:
         """(how many operations wait for a group, how long the oldest has waited in
-        seconds): usage reports, durable reservations, expiries, and permits drawn from a
-        lease but not yet recorded. A backlog that grows, or ages, means the writer is not
-        keeping up (each waiting report holds its reservation, which may expire)."""
+        seconds): usage reports, durable reservations, expiries, lease renewals, and
+        permits drawn from a lease but not yet recorded. A backlog that grows, or ages,
+        means the writer is not keeping up (each waiting report holds its reservation,
+        which may expire)."""
         with self._cond:
             count = len(self._queue) + len(self._draws)
             since = [self._queue[0][2]] if self._queue else []
@@ -500,7 +523,7 @@ class MeterWriter:
                 if now < lease.use_until and lease.take(operation.call):
                     self._draws.append(_drawn(operation, lease.lease_id))
                     assert future is not None
-                    future.set_result(None)
+                    _answer(future, None)
                     continue
                 self._retire(operation.mission_id)
             ops.append((operation, future))
@@ -538,11 +561,11 @@ class MeterWriter:
             )
             for _, future in group:
                 if future is not None:
-                    future.set_exception(refusal)
+                    _fail(future, refusal)
             return
         for (operation, future), outcome in zip(group, outcomes, strict=True):
             if future is not None:
-                future.set_result(outcome)
+                _answer(future, outcome)
             elif isinstance(outcome, LedgerError) and not isinstance(operation, Renew):
                 # A draw the Meter refused was answered as a permit already: its lease
                 # covered it, and still does until the lease expires.

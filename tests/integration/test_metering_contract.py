@@ -120,7 +120,25 @@ def test_operations_submitted_together_are_answered_in_order_each_on_its_own(
     assert isinstance(outcomes[0], Reported)
     assert isinstance(outcomes[1], NotFound)
     assert isinstance(outcomes[2], Reported)
+    assert format_units(outcomes[0].settlement.units, 2) == "1.00"  # e1's, in its place
+    assert format_units(outcomes[2].settlement.units, 2) == "2.00"
     assert format_units(usage_of(ledger, mission.id).spent, 2) == "3.00"
+
+
+def test_a_caller_that_gave_up_does_not_stop_the_writer(
+    ledger: Ledger, clock: MutableClock
+) -> None:
+    mission = active_mission(ledger)
+    writer = MeterWriter(ledger)  # started below, with both waiting
+    abandoned = writer.submit(reserve(mission.id, "e1", "1.00", clock=clock))
+    abandoned_batch = writer.submit_many([reserve(mission.id, "e2", "1.00", clock=clock)])
+    waiting = writer.submit(reserve(mission.id, "e3", "1.00", clock=clock))
+    assert abandoned.cancel()  # as a cancelled request does (asyncio.wrap_future)
+    assert abandoned_batch.cancel()
+    with writer:
+        assert waiting.result(10) is None
+        writer.reserve(reserve(mission.id, "e4", "1.00", clock=clock))  # a later group too
+    assert format_units(usage_of(ledger, mission.id).reserved, 2) == "4.00"
 
 
 def test_operations_submitted_together_to_a_stopped_writer_are_each_refused(

@@ -253,7 +253,9 @@ def test_committed_plus_outstanding_never_exceeds_any_bound(
                 m.reserve(
                     MeteredCall(amount=str(first), currency="USD", call_class=second),
                     evaluation_id=eid,
-                    expires_at=now + timedelta(seconds=60),
+                    # Lifetimes vary with the amount (1-300 s), so a later reservation may
+                    # expire before earlier ones.
+                    expires_at=now + timedelta(seconds=1 + int(first * 100) % 300),
                     mandate_id=None,
                     now=now,
                     lease_id=lease_id,
