@@ -16,7 +16,7 @@ import pytest
 from ledger.application import Ledger
 from ledger.application.metering import Expire, MeterWriter, Report, Reported, Reserve
 from ledger.domain.actors import Actor
-from ledger.domain.errors import BudgetExceeded, Conflict, NotFound
+from ledger.domain.errors import BudgetExceeded, Conflict, NotFound, Unavailable
 from ledger.domain.metering import Bounds, Meter, MeteredCall, Usage, format_units, meter_id
 from ledger.persistence.reservations import due_meters
 from ledger.persistence.store import open_ledger
@@ -123,6 +123,26 @@ def test_operations_submitted_together_are_answered_in_order_each_on_its_own(
     assert format_units(outcomes[0].settlement.units, 2) == "1.00"  # e1's, in its place
     assert format_units(outcomes[2].settlement.units, 2) == "2.00"
     assert format_units(usage_of(ledger, mission.id).spent, 2) == "3.00"
+
+
+def test_operations_submitted_together_each_hear_that_their_group_failed(
+    ledger: Ledger, writer: MeterWriter, clock: MutableClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mission = active_mission(ledger)
+
+    def unreachable(*_: object, **__: object) -> None:
+        raise OSError("the store is unreachable")
+
+    monkeypatch.setattr(ledger, "save", unreachable)
+    outcomes = writer.submit_many(
+        [
+            reserve(mission.id, "e1", "1.00", clock=clock),
+            reserve(mission.id, "e2", "1.00", clock=clock),
+        ]
+    ).result(10)
+    assert [type(outcome) for outcome in outcomes] == [Unavailable, Unavailable]
+    monkeypatch.undo()
+    assert meter_events(ledger, mission.id) == []
 
 
 def test_a_caller_that_gave_up_does_not_stop_the_writer(
