@@ -208,6 +208,32 @@ def _final_checkpoint(checkpointer: Checkpointer) -> None:
         log.exception("the shutdown checkpoint failed")
 
 
+def _add_routes(app: FastAPI) -> None:
+    """Every router, in matching order, and the console's static files."""
+    for router in (
+        authzen.router,  # first: the decision path is the hottest, and routes match in order
+        discovery.router,
+        jwks.router,
+        health.router,
+        proposals.router,
+        missions.router,
+        completion_events.router,
+        usage.router,
+        mandates.router,
+        status.router,
+        metrics.router,
+        ssf.router,
+        ssf_poll.router,
+        ssf_sse.router,
+        audit.router,
+        console_pages.router,
+        access_requests.router,
+        egress.router,
+    ):
+        app.include_router(router)
+    app.mount(STATIC_PREFIX, StaticFiles(directory=HERE / "static"), name="console-static")
+
+
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     """Build the ASGI app. Nothing is opened until the lifespan starts."""
     resolved = settings or load_settings()
@@ -286,33 +312,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         redoc_url=None,
     )
     errors.install(app)
-    for router in (
-        authzen.router,  # first: the decision path is the hottest, and routes match in order
-        discovery.router,
-        jwks.router,
-        health.router,
-        proposals.router,
-        missions.router,
-        completion_events.router,
-        usage.router,
-        mandates.router,
-        status.router,
-        metrics.router,
-        ssf.router,
-        ssf_poll.router,
-        ssf_sse.router,
-        audit.router,
-        console_pages.router,
-        access_requests.router,
-        egress.router,
-    ):
-        app.include_router(router)
-    app.mount(STATIC_PREFIX, StaticFiles(directory=HERE / "static"), name="console-static")
+    _add_routes(app)
+    app.state.console = Console.create(resolved)
     # The HTTP requests in progress: ``mission-ledger serve`` attaches its server's.
-    app.state.console, app.state.requests_in_progress = (
-        Console.create(resolved),
-        RequestsInProgress(),
-    )
+    app.state.requests_in_progress = RequestsInProgress()
     # The last added is the outermost: the X-Request-ID echo wraps every answer, the
     # body limit's early 413/400 included.
     app.add_middleware(BodyLimit)
