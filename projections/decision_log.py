@@ -22,7 +22,6 @@ import functools
 import json
 import logging
 import re
-import sqlite3
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from ledger.domain.actors import Actor
 from ledger.domain.canonical import DIGEST_PREFIX, jcs, sha256_b64url
 from ledger.domain.errors import InvalidRequest
 from ledger.persistence.database import Cursor, Database, Dialect
+from ledger.persistence.sqlite_rows import CHUNKS, chunks, flat, values
 
 if TYPE_CHECKING:
     from projections.pdp import Decision
@@ -354,35 +354,25 @@ _INSERT = (
     f"VALUES ({', '.join('%s' for _ in COLUMNS)})"
 )
 _INSERT_IGNORING_DUPLICATES = _INSERT + " ON CONFLICT DO NOTHING"
-#: Rows per multi-row INSERT on SQLite, largest first (few distinct statements, few per
-#: batch); SQLite before 3.32 allows only 999 parameters per statement.
-_CHUNKS = (512, 128, 32, 8, 1) if sqlite3.sqlite_version_info >= (3, 32) else (64, 8, 1)
 
 
-@functools.lru_cache(maxsize=2 * len(_CHUNKS))
+@functools.lru_cache(maxsize=2 * len(CHUNKS))
 def _insert_many(rows: int, *, ignoring_duplicates: bool) -> str:
-    one = "(" + ", ".join("%s" for _ in COLUMNS) + ")"
     return (
         f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES "  # noqa: S608 - constants only
-        + ", ".join([one] * rows)
+        + values(rows, len(COLUMNS), "%s")
         + (" ON CONFLICT DO NOTHING" if ignoring_duplicates else "")
     )
 
 
 def _insert_sqlite(cur: Cursor, rows: Sequence[Row], *, ignoring_duplicates: bool) -> None:
-    """Multi-row INSERTs: the sqlite3 module lets other threads run during each statement
-    and takes the interpreter lock back after it; with ``executemany`` that is once per row,
-    and a busy event loop makes each take-back wait up to the switch interval (5 ms): a
-    batch of hundreds of rows would take seconds and hold every decision back."""
-    done = 0
-    for size in _CHUNKS:
-        while len(rows) - done >= size:
-            part = rows[done : done + size]
-            cur.execute(
-                _insert_many(size, ignoring_duplicates=ignoring_duplicates),
-                [value for row in part for value in row],
-            )
-            done += size
+    """Multi-row INSERTs (``ledger.persistence.sqlite_rows``): with ``executemany`` the
+    writer thread would take the interpreter lock back from a busy event loop once per row."""
+    for start, size in chunks(len(rows), len(COLUMNS)):
+        cur.execute(
+            _insert_many(size, ignoring_duplicates=ignoring_duplicates),
+            flat(rows[start : start + size]),
+        )
 
 
 class DecisionLog:

@@ -15,13 +15,15 @@ from datetime import datetime
 from typing import Any
 
 from ledger.persistence.database import Database
+from ledger.persistence.sqlite_rows import chunks, flat, in_list, values
 
 METER_PREFIX = "meter:"
 
-INSERT_SQL = (
-    "INSERT INTO reservation_deadlines (evaluation_id, meter_id, expires_at) VALUES (%s, %s, %s)"
+#: SQLite: followed by ``sqlite_rows.values`` / ``sqlite_rows.in_list``.
+INSERT_VALUES_SQL = (
+    "INSERT INTO reservation_deadlines (evaluation_id, meter_id, expires_at) VALUES "
 )
-DELETE_SQL = "DELETE FROM reservation_deadlines WHERE evaluation_id = %s"
+DELETE_IN_SQL = "DELETE FROM reservation_deadlines WHERE evaluation_id IN "
 INSERT_MANY_SQL = (
     "INSERT INTO reservation_deadlines (evaluation_id, meter_id, expires_at) "
     "SELECT * FROM unnest(%b::text[], %b::text[], %b::bigint[])"
@@ -44,12 +46,13 @@ class ReservationDeadlines:
 
     def write(self, cursor: Any, *, placeholder: str = "%s", **options: Any) -> None:
         """Apply the rows through ``cursor`` (PostgreSQL: ``%s``; SQLite: ``?``)."""
-        if placeholder == "?":  # SQLite: one statement for all the rows
-            cursor.executemany(INSERT_SQL.replace("%s", placeholder), self.added)
-            cursor.executemany(
-                DELETE_SQL.replace("%s", placeholder),
-                [(evaluation_id,) for evaluation_id in self.removed],
-            )
+        if placeholder == "?":  # SQLite: a few multi-row statements (``sqlite_rows``)
+            for start, size in chunks(len(self.added), 3):
+                cursor.execute(
+                    INSERT_VALUES_SQL + values(size, 3), flat(self.added[start : start + size])
+                )
+            for start, size in chunks(len(self.removed), 1):
+                cursor.execute(DELETE_IN_SQL + in_list(size), self.removed[start : start + size])
             return
         # PostgreSQL: one statement each, whatever the number of rows (arrays).
         if self.added:

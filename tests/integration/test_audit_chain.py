@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 from api.cli import app as cli
 from ledger.application import Ledger
 from ledger.domain.states import Operation
+from ledger.persistence import sqlite_rows
 from ledger.persistence.chain import verify_chain
 from ledger.persistence.store import open_ledger
 from ledger.settings import Settings
@@ -186,3 +188,50 @@ def test_events_saved_together_keep_their_order_bytes_and_returned_positions(
         (e.originator_id, e.topic, e.state) for e in events
     ]
     assert verify_chain(ledger.event_log.chain_rows()).intact
+
+
+def test_a_save_of_hundreds_of_events_keeps_their_order_across_statements(
+    ledger: Ledger,
+) -> None:
+    """On SQLite a save goes in as a few multi-row statements (512, 128, 32, 8 and 1 rows):
+    700 events are stored and chained in the order given, at the positions returned."""
+    events = [
+        StoredEvent(
+            originator_id=f"test:many-{n % 7}",
+            originator_version=1 + n // 7,
+            topic="ledger:Test.Stored",
+            state=f'{{"n":{n}}}'.encode(),
+        )
+        for n in range(700)
+    ]
+    positions = ledger.recorder.insert_events(events)
+    assert positions is not None
+    assert list(positions) == list(range(positions[0], positions[0] + 700))
+    stored = ledger.recorder.select_notifications(positions[0], limit=700)
+    assert [(n.originator_id, n.originator_version, n.state) for n in stored] == [
+        (e.originator_id, e.originator_version, e.state) for e in events
+    ]
+    assert verify_chain(ledger.event_log.chain_rows()).intact
+
+
+def test_sqlite_without_returning_inserts_a_row_at_a_time_in_the_same_order(
+    tmp_path: Path, clock: MutableClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite before 3.35 has no ``INSERT … RETURNING``: the events go in one statement a
+    row, at the positions that tells, and the chain still verifies."""
+    monkeypatch.setattr(sqlite_rows, "RETURNING", False)
+    ledger = open_ledger(Settings(data_dir=tmp_path), clock=clock)
+    try:
+        events = [
+            StoredEvent(originator_id=f"test:old-{n}", originator_version=1, topic="t", state=b"{}")
+            for n in range(20)
+        ]
+        positions = ledger.recorder.insert_events(events)
+        assert positions is not None
+        stored = ledger.recorder.select_notifications(positions[0], limit=20)
+        assert [(n.id, n.originator_id) for n in stored] == [
+            (p, e.originator_id) for p, e in zip(positions, events, strict=True)
+        ]
+        assert verify_chain(ledger.event_log.chain_rows()).intact
+    finally:
+        ledger.close()
