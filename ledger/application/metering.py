@@ -694,7 +694,7 @@ class MeterWriter:
         if changed:
             saving = time.perf_counter()
             try:
-                self._ledger.save(*changed, reservations=_deadlines(changed))
+                self._ledger.save(*changed, reservations=deadlines_of(changed))
             finally:
                 self.save_seconds += time.perf_counter() - saving
         for key, meter in copies.items():
@@ -879,31 +879,50 @@ def _drawn(operation: Reserve, lease_id: str) -> Draw:
     )
 
 
-def _deadlines(meters: Sequence[Meter]) -> ReservationDeadlines:
+def deadlines_of(meters: Sequence[Meter]) -> ReservationDeadlines:
     """The deadline rows the pending events of ``meters`` add and remove (written in the
-    same transaction: ``ledger.persistence.reservations``)."""
-    added: list[tuple[str, str, int]] = []
+    same transaction: ``ledger.persistence.reservations``).
+
+    A reservation (or lease) made and ended by the same save needs no row at all: under
+    load a permit's draw and its usage report are often recorded by the same group, and
+    inserting a row only to delete it in the same transaction was a third of the rows the
+    writer wrote. Its events are saved all the same."""
+    added: dict[str, tuple[str, str, int]] = {}  # by evaluation (or lease) id, in order
     removed: list[str] = []
     for meter in meters:
         for event in meter.pending_events:
             if isinstance(event, Meter.Reserved):
-                added.append((event.evaluation_id, event.originator_id, micros(event.expires_at)))
+                added[event.evaluation_id] = (
+                    event.evaluation_id,
+                    event.originator_id,
+                    micros(event.expires_at),
+                )
             elif isinstance(event, Meter.UsageCommitted | Meter.Released):
-                removed.append(event.evaluation_id)
+                _end(event.evaluation_id, added, removed)
             elif isinstance(event, Meter.LeaseDrawn):
-                added.extend(
-                    (
-                        held["evaluation_id"],
+                for held in event.reservations:
+                    evaluation_id = held["evaluation_id"]
+                    added[evaluation_id] = (
+                        evaluation_id,
                         event.originator_id,
                         micros(datetime.fromisoformat(held["expires_at"])),
                     )
-                    for held in event.reservations
-                )
             elif isinstance(event, Meter.LeaseGranted):  # a lease expires like a reservation
-                added.append((event.lease_id, event.originator_id, micros(event.expires_at)))
+                added[event.lease_id] = (
+                    event.lease_id,
+                    event.originator_id,
+                    micros(event.expires_at),
+                )
             elif isinstance(event, Meter.LeaseReturned):
-                removed.append(event.lease_id)
-    return ReservationDeadlines(added=tuple(added), removed=tuple(removed))
+                _end(event.lease_id, added, removed)
+    return ReservationDeadlines(added=tuple(added.values()), removed=tuple(removed))
+
+
+def _end(key: str, added: dict[str, tuple[str, str, int]], removed: list[str]) -> None:
+    """The reservation (or lease) ``key`` ended: no row if this save made it, else delete
+    the stored one."""
+    if added.pop(key, None) is None:
+        removed.append(key)
 
 
 def _fork(meter: Meter) -> Meter:
@@ -914,12 +933,30 @@ def _fork(meter: Meter) -> Meter:
     state = dict(meter.__dict__)
     for name, value in state.items():
         if name == "settled":
-            state[name] = ChainMap({}, value)
+            state[name] = _Overlay({}, value)
         elif isinstance(value, dict | list):
             state[name] = copy.copy(value)  # as ``working_copy``: events change these in place
     state["_pending_events"] = []
     clone.__dict__.update(state)
     return clone
+
+
+class _Overlay(ChainMap[str, Settlement]):
+    """A working copy's ``settled``: this attempt's settlements over the held copy's.
+    ``ChainMap`` looks through any number of maps in Python (a generator for ``in``, a
+    caught ``KeyError`` for a miss); a Meter asks for every reservation it touches, so
+    these two-map lookups are written out."""
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.maps[0] or key in self.maps[1]
+
+    def __getitem__(self, key: str) -> Settlement:
+        top = self.maps[0]
+        return top[key] if key in top else self.maps[1][key]
+
+    def get(self, key: str, default: Settlement | None = None) -> Settlement | None:  # type: ignore[override]
+        top = self.maps[0]
+        return top[key] if key in top else self.maps[1].get(key, default)
 
 
 def _joined(meter: Meter) -> Meter:

@@ -317,6 +317,54 @@ def test_a_deadline_exists_exactly_when_its_reservation_committed(
     assert due_meters(ledger.database, later) == [mission.id]
 
 
+def deadline_rows(ledger: Ledger) -> list[str]:
+    rows = ledger.database.fetchall(
+        "SELECT evaluation_id FROM reservation_deadlines ORDER BY evaluation_id"
+    )
+    return [r["evaluation_id"] for r in rows]
+
+
+def test_a_reservation_made_and_reported_by_one_group_writes_no_deadline(
+    ledger: Ledger, clock: MutableClock
+) -> None:
+    mission = active_mission(ledger)
+    writer = MeterWriter(ledger)
+    outcomes = writer.apply(
+        [
+            reserve(mission.id, "e1", "10", clock=clock),
+            reserve(mission.id, "e2", "10", clock=clock),
+            executed(mission.id, "e1", "4"),
+        ]
+    )
+    assert isinstance(outcomes[2], Reported)
+    assert deadline_rows(ledger) == ["e2"]  # e1 ended in the same save: no row
+    kinds = [type(e).__name__ for e in meter_events(ledger, mission.id)]
+    assert kinds == ["Opened", "Reserved", "Reserved", "UsageCommitted"]  # events all saved
+    writer.apply([executed(mission.id, "e2")])  # ended by a later save: its row deleted
+    assert deadline_rows(ledger) == []
+
+
+def test_a_lease_granted_and_returned_by_one_group_writes_no_deadline(
+    ledger: Ledger, clock: MutableClock
+) -> None:
+    """The second permit does not fit what is left of the first lease: the group returns
+    that lease and grants another, in the same save."""
+    mission = active_mission(ledger)
+    writer = MeterWriter(ledger, lease_seconds=30)
+    writer.apply(
+        [
+            reserve(mission.id, "e1", "10", clock=clock),
+            reserve(mission.id, "e2", "10", clock=clock),
+        ]
+    )
+    events = meter_events(ledger, mission.id)
+    granted = [e.lease_id for e in events if isinstance(e, Meter.LeaseGranted)]
+    returned = [e.lease_id for e in events if isinstance(e, Meter.LeaseReturned)]
+    assert len(granted) == 2
+    assert returned == granted[:1]
+    assert deadline_rows(ledger) == sorted(["e1", "e2", granted[1]])
+
+
 def test_a_replica_refuses_only_on_the_stores_current_state(
     ledger: Ledger, replica: Ledger, clock: MutableClock
 ) -> None:
