@@ -219,6 +219,38 @@ def load_average() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
+class StolenTime:
+    """The share of the machine's CPU time the hypervisor gave to other guests while it
+    ran (Linux ``/proc/stat``, "steal"; None elsewhere). On a shared VM a few percent of
+    steal during a run moves its rates by tens of percent: report it beside the figures."""
+
+    def __init__(self) -> None:
+        self._start = self._ticks()
+
+    @staticmethod
+    def _ticks() -> tuple[int, int] | None:
+        try:
+            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        except OSError:
+            return None
+        counts = [int(field) for field in fields[:8]]
+        steal = counts[7] if len(counts) > 7 else 0
+        return steal, sum(counts)
+
+    def share(self) -> float | None:
+        end = self._ticks()
+        if self._start is None or end is None or end[1] == self._start[1]:
+            return None
+        return (end[0] - self._start[0]) / (end[1] - self._start[1])
+
+    def describe(self) -> str:
+        share = self.share()
+        if share is None:
+            return "CPU time stolen by the hypervisor during the run: not known on this system"
+        verdict = " (above 2 %: the rates are noisy, compare ratios only)" if share > 0.02 else ""
+        return f"CPU time stolen by the hypervisor during the run: {share:.1%}{verdict}"
+
+
 def cpu_seconds(pid: int) -> tuple[float, float]:
     """CPU time (user + system) of process ``pid`` and of its child processes (Linux /proc:
     (0, 0) elsewhere or once it is gone)."""

@@ -51,7 +51,7 @@ from joserfc.jwk import ECKey
 from pydantic import SecretStr
 
 from bench._load import LoadResult, build_request, drive, percentile
-from bench._support import PostgresServer, cpu_seconds, proof_of
+from bench._support import PostgresServer, StolenTime, cpu_seconds, proof_of
 from ledger.clock import SystemClock
 from ledger.domain.actors import Actor
 from ledger.domain.delegation import ActorRef
@@ -893,6 +893,7 @@ def store(backend: str, tmp: Path, label: str) -> Iterator[Settings]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    stolen = StolenTime()
     with (
         tempfile.TemporaryDirectory(prefix="ml-bench-eval-") as tmp,
         store(args.backend, Path(tmp), "eval") as settings,
@@ -919,6 +920,7 @@ def main(argv: list[str] | None = None) -> int:
                 big = seed(boot_settings, missions, 100, tokens=False)
                 boot = measure_index(big.settings, missions * 100)
         print(render(http, index, boot))
+        print(stolen.describe())
         if args.json:
             print(json.dumps({"http": http, "index": index, "bootstrap": boot}))
     return 0
