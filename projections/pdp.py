@@ -27,6 +27,7 @@ records before answering, or answers ``Decision.fallback`` when none is left.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import secrets
 import time
@@ -861,15 +862,25 @@ def _permit(
 ) -> Decision:
     """``valid_until`` is no later than the index's freshness plus the staleness bound
     (``budget`` is what remains of that bound now), the Mission's and the Mandate's expiry."""
+    context = _permit_context(
+        evaluation_id, mission, mandate, _valid_until(mission, mandate, now, budget)
+    )
+    return Decision(
+        decision=True, context=context, mandate_id=None if mandate is None else mandate.mandate_id
+    )
+
+
+def _permit_context(
+    evaluation_id: str, mission: MissionEntry, mandate: MandateEntry | None, valid_until: float
+) -> dict[str, Any]:
     context: dict[str, Any] = {
         "evaluation_id": evaluation_id,
         "mission": {"id": mission.mission.id, "version": mission.version},
-        "valid_until": _instant(_valid_until(mission, mandate, now, budget)),
+        "valid_until": _instant(valid_until),
     }
-    if mandate is None:
-        return Decision(decision=True, context=context)
-    context["mandate"] = {"id": mandate.mandate_id, "version": mandate.token_version}
-    return Decision(decision=True, context=context, mandate_id=mandate.mandate_id)
+    if mandate is not None:
+        context["mandate"] = {"id": mandate.mandate_id, "version": mandate.token_version}
+    return context
 
 
 def _pending(
@@ -884,18 +895,21 @@ def _pending(
     """A metered permit waiting for its reservation. Its ``evaluation_id`` names the Mission,
     so a usage report reaching any replica finds the Meter without a lookup."""
     assert mission.bounds is not None
-    permit = _permit(
-        metered_evaluation_id(evaluation_id, mission.mission.id), mission, mandate, now, budget
-    )
+    mission_id = mission.mission.id
+    mandate_id = None if mandate is None else mandate.mandate_id
+    valid_until = _valid_until(mission, mandate, now, budget)
     return Decision(
         decision=True,
-        context=permit.context,
+        context=_permit_context(
+            metered_evaluation_id(evaluation_id, mission_id), mission, mandate, valid_until
+        ),
+        mandate_id=mandate_id,
         pending=PendingReservation(
-            mission_id=mission.mission.id,
+            mission_id=mission_id,
             bounds=mission.bounds,
             call=call,
-            mandate_id=None if mandate is None else mandate.mandate_id,
-            valid_until=_valid_until(mission, mandate, now, budget),
+            mandate_id=mandate_id,
+            valid_until=valid_until,
             request=request,
             now=now,
         ),
@@ -933,7 +947,13 @@ def _refused(context: dict[str, Any], refusal: BaseException) -> dict[str, Any]:
 
 def _instant(ts: float) -> str:
     """RFC 3339 UTC with whole seconds (what a PEP needs of ``valid_until``), rounded down."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    return _second(int(ts))
+
+
+@functools.lru_cache(maxsize=1024)
+def _second(second: int) -> str:
+    # (Every decision formats one to three instants, nearly all within the same seconds.)
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
 
 
 def _deny(

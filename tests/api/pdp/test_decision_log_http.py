@@ -108,6 +108,19 @@ def test_a_permit_is_recorded_with_the_members_of_spec_7_4(h: Harness) -> None:
     assert (record["decision"], record["reason"], record["approval_id"]) == (True, None, None)
 
 
+def test_a_metered_permit_is_recorded_with_its_mandate(h: Harness) -> None:
+    mission = h.mission(
+        [entry(["invoices.pay"])], controls={"max_budget": {"amount": "100.00", "currency": "USD"}}
+    )
+    token = str(h.mandate(mission)["token"])
+    answer = h.evaluate(request(token, action_properties={"amount": "5.00", "currency": "USD"}))
+    assert "reservation_expires_at" in answer["context"]  # metered
+    [record] = _all(h, mission=mission)
+    assert record["evaluation_id"] == answer["context"]["evaluation_id"]
+    assert record["mandate_id"] == answer["context"]["mandate"]["id"]
+    assert record["decision"] is True
+
+
 def test_a_denial_is_recorded_with_its_reason_and_mandate(h: Harness) -> None:
     mission, token = _token(h)
     answer = h.evaluate(request(token, action="journal-entries.write"))
