@@ -884,9 +884,9 @@ def deadlines_of(meters: Sequence[Meter]) -> ReservationDeadlines:
     same transaction: ``ledger.persistence.reservations``).
 
     A reservation (or lease) made and ended by the same save needs no row at all: under
-    load a permit's draw and its usage report are often recorded by the same group, and
-    inserting a row only to delete it in the same transaction was a third of the rows the
-    writer wrote. Its events are saved all the same."""
+    load a permit's draw and its usage report are often recorded by the same group, and its
+    row was inserted only to be deleted in the same transaction. Its events are saved all
+    the same."""
     added: dict[str, tuple[str, str, int]] = {}  # by evaluation (or lease) id, in order
     removed: list[str] = []
     for meter in meters:
