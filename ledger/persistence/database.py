@@ -19,6 +19,8 @@ from eventsourcing.sqlite import SQLiteDatastore
 from psycopg import sql
 from psycopg.rows import tuple_row
 
+from ledger.persistence.sqlite_rows import chunks, flat, values
+
 if TYPE_CHECKING:
     from ledger.settings import Settings
 
@@ -97,9 +99,15 @@ class _SQLiteCursor:
         self._cursor = cursor
 
     def copy_in(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        marks = ", ".join("?" for _ in columns)
-        statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
-        self._cursor.executemany(statement, [tuple(row) for row in rows])
+        # A few multi-row INSERTs, not one statement a row (``sqlite_rows``): the caller may
+        # be a thread sharing the interpreter lock with the event loop (the signal log's
+        # writer: one row per stream for every change).
+        listed = list(rows)
+        head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "  # noqa: S608
+        for start, size in chunks(len(listed), len(columns)):
+            self._cursor.execute(
+                head + values(size, len(columns)), flat(listed[start : start + size])
+            )
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self._cursor.execute(sql.replace("%s", "?"), tuple(params))
