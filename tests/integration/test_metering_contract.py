@@ -324,7 +324,7 @@ def deadline_rows(ledger: Ledger) -> list[str]:
     return [r["evaluation_id"] for r in rows]
 
 
-def test_a_reservation_made_and_reported_by_one_group_writes_no_deadline(
+def test_a_reservation_made_and_reported_by_one_group_leaves_no_deadline(
     ledger: Ledger, clock: MutableClock
 ) -> None:
     mission = active_mission(ledger)
@@ -344,7 +344,7 @@ def test_a_reservation_made_and_reported_by_one_group_writes_no_deadline(
     assert deadline_rows(ledger) == []
 
 
-def test_a_lease_granted_and_returned_by_one_group_writes_no_deadline(
+def test_a_lease_granted_and_returned_by_one_group_leaves_no_deadline(
     ledger: Ledger, clock: MutableClock
 ) -> None:
     """The second permit does not fit what is left of the first lease: the group returns
