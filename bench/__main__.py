@@ -14,6 +14,7 @@ from collections.abc import Sequence
 BENCHMARKS: list[str] = [
     "bench.ledger",
     "bench.evaluate",
+    "bench.metered_load",
     "bench.mandates",
     "bench.replica_lag",
     "bench.access_requests",

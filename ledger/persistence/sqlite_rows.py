@@ -5,7 +5,7 @@ interpreter lock back after it: ``executemany`` (or a loop of ``execute``) does 
 per row. In a server whose event loop is busy, each take-back waits for the loop to let go
 of the lock, up to the switch interval (``api/switch_interval.py``): a writer thread saving
 hundreds of rows then takes hundreds of those waits (the Meter writer's saves took about
-0.2 s a group under metered load, most of it waiting), and every hand-over interrupts a
+0.34 s a group under metered load, most of it waiting), and every hand-over interrupts a
 decision in progress. A few multi-row statements take the lock back a few times.
 
 The statements have a few fixed sizes (``CHUNKS``, largest first), so each shape is

@@ -1,0 +1,170 @@
+"""Metered decisions against a server whose event loop is saturated: does the Meter writer
+keep up?
+
+``bench.evaluate``'s metered row runs on a server with the decision log on, whose event
+loop has some slack. Here the server has the decision log off, so plain decisions run as
+fast as the loop allows, and the metered phase shows whether the Meter writer (a thread
+sharing the interpreter lock with that loop) still records every permit and its usage
+report: the share of permits whose report was sent within the phase must stay at least
+``KEPT_UP``, else the metered rate is of permits without their reports.
+
+Per phase, rounds alternating plain then metered (16 connections by default, the usage
+reports batched by a background connection as the PEP toolkit does): the rates and their
+ratio, the reported share, the Meter writer's operations per group and time per save, and
+the server's CPU per operation on its event-loop thread and its other threads (Linux
+``/proc``).
+
+    python -m bench.metered_load [--seconds 5] [--rounds 2] [--connections 16] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench._load import drive
+from bench.evaluate import (
+    KEPT_UP,
+    Server,
+    batched_usage_reports,
+    check_permits,
+    evaluation_requests,
+    meter_writer,
+    meter_writer_idle,
+    metered_requests,
+    seed,
+)
+from ledger.settings import Settings
+
+
+def _thread_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds of ``pid``'s main thread (the event loop) and of its other threads."""
+    tick = os.sysconf("SC_CLK_TCK")
+    main = others = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / tick
+        if task.name == str(pid):
+            main += seconds
+        else:
+            others += seconds
+    return main, others
+
+
+def _phase(
+    server: Server, requests: list[bytes], connections: int, seconds: float, **load: Any
+) -> dict[str, float]:
+    before = _thread_cpu(server.process.pid)
+    result = drive(
+        "127.0.0.1", server.port, requests, connections=connections, seconds=seconds, **load
+    )
+    after = _thread_cpu(server.process.pid)
+    count = max(1, result.requests)
+    return {
+        "rps": result.rps,
+        "errors": float(result.errors),
+        "loop_cpu_us": (after[0] - before[0]) / count * 1e6,
+        "other_threads_cpu_us": (after[1] - before[1]) / count * 1e6,
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.metered_load", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per phase")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--json", action="store_true", help="also print a JSON summary")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="ml-bench-metered-") as tmp:
+        print("seeding 200 Mandates and 10 metered Missions", file=sys.stderr, flush=True)
+        seeded = seed(
+            Settings(data_dir=Path(tmp) / "store"), 10, 20, tokens=True, metered_missions=10
+        )
+        server = Server(seeded.settings, {"MISSION_LEDGER_DECISION_LOG_MODE": "off"})
+        try:
+            check_permits(seeded, server.port)
+            plain = evaluation_requests(seeded, server.port, sample=200)
+            metered = metered_requests(seeded, server.port)
+            follow, flusher, counts = batched_usage_reports(seeded, server.port)
+            drive("127.0.0.1", server.port, plain, connections=4, seconds=2)
+            drive(
+                "127.0.0.1",
+                server.port,
+                metered,
+                connections=4,
+                seconds=2,
+                follow=follow,
+                flusher=flusher,
+            )
+            meter_writer_idle(seeded, server.port)
+            rounds: list[dict[str, Any]] = []
+            for number in range(args.rounds):
+                print(f"round {number + 1}/{args.rounds}", file=sys.stderr, flush=True)
+                plain_phase = _phase(server, plain, args.connections, args.seconds)
+                writer_before, counts_before = meter_writer(seeded, server.port), dict(counts)
+                metered_phase = _phase(
+                    server,
+                    metered,
+                    args.connections,
+                    args.seconds,
+                    follow=follow,
+                    flusher=flusher,
+                )
+                writer = {
+                    k: v - writer_before[k] for k, v in meter_writer(seeded, server.port).items()
+                }
+                permits = counts["permits"] - counts_before["permits"]
+                sent = counts["sent"] - counts_before["sent"]
+                groups = max(1.0, writer["groups"])
+                rounds.append(
+                    {
+                        "plain": plain_phase,
+                        "metered": metered_phase,
+                        "ratio": metered_phase["rps"] / plain_phase["rps"]
+                        if plain_phase["rps"]
+                        else 0.0,
+                        "reported": sent / max(1, permits),
+                        "operations_per_group": writer["operations"] / groups,
+                        "save_ms": 1000 * writer["save_seconds"] / groups,
+                    }
+                )
+                meter_writer_idle(seeded, server.port)
+        finally:
+            server.stop()
+    print(
+        f"Metered decisions vs plain decisions, decision log off, {args.connections} "
+        f"connections, {args.seconds:g} s phases (reports kept up: reported >= {KEPT_UP}):\n"
+    )
+    print(
+        "round  plain/s  metered/s  ratio  reported  ops/group  ms/save  "
+        "loop µs/op plain, metered  other threads µs/op metered"
+    )
+    for number, row in enumerate(rounds, 1):
+        plain, metered = row["plain"], row["metered"]
+        behind = " BEHIND" if row["reported"] < KEPT_UP else ""
+        print(
+            f"{number:>5} {plain['rps']:>8.0f} {metered['rps']:>10.0f} "
+            f"{row['ratio']:>6.2f} {row['reported']:>9.2f}{behind:7} "
+            f"{row['operations_per_group']:>9.0f} {row['save_ms']:>8.1f}  "
+            f"{plain['loop_cpu_us']:>10.0f} {metered['loop_cpu_us']:>8.0f}  "
+            f"{metered['other_threads_cpu_us']:>10.0f}"
+        )
+    if args.json:
+        print(json.dumps({"rounds": rounds}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
