@@ -19,6 +19,7 @@ from eventsourcing.sqlite import SQLiteDatastore
 from psycopg import sql
 from psycopg.rows import tuple_row
 
+from ledger.persistence.sqlite_connections import CachingSQLiteDatastore
 from ledger.persistence.sqlite_rows import chunks, flat, values
 
 if TYPE_CHECKING:
@@ -212,7 +213,7 @@ def open_database(params: Mapping[str, Any]) -> Database:
     lock_timeout = int(params["lock_timeout"])
     if "sqlite" in params:
         return Database(
-            SQLiteDatastore(str(params["sqlite"]), lock_timeout=lock_timeout, pool_size=1)
+            CachingSQLiteDatastore(str(params["sqlite"]), lock_timeout=lock_timeout, pool_size=1)
         )
     postgres = params["postgres"]
     return Database(

@@ -10,6 +10,8 @@ from ledger.persistence.migrations import MigrationError, migrate, pending
 from ledger.settings import Settings
 
 _SQLITE_RECORDER = "ledger.persistence.sqlite:ChainedSQLiteApplicationRecorder"
+#: The library's SQLite factory with connections that keep their prepared statements.
+_SQLITE_FACTORY = "ledger.persistence.sqlite_connections:Factory"
 _POSTGRES_RECORDER = "ledger.persistence.postgres:LedgerPostgresApplicationRecorder"
 
 
@@ -24,7 +26,7 @@ def persistence_env(settings: Settings) -> dict[str, str]:
     if settings.embedded:
         return {
             **common,
-            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "PERSISTENCE_MODULE": _SQLITE_FACTORY,
             "SQLITE_DBNAME": str(settings.sqlite_path),
             "SQLITE_LOCK_TIMEOUT": str(settings.db_lock_timeout_seconds),
             "APPLICATION_RECORDER_TOPIC": _SQLITE_RECORDER,

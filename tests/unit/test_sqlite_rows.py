@@ -22,6 +22,11 @@ def test_no_statement_carries_more_parameters_than_sqlite_allows(count: int, wid
     assert all(size * width <= MAX_PARAMETERS for _, size in chunks(count, width))
 
 
+@given(count=st.integers(0, 5000))
+def test_rows_take_at_most_one_statement_per_512_and_one_per_bit_of_the_rest(count: int) -> None:
+    assert len(list(chunks(count, 4))) <= count // 512 + 9
+
+
 def test_hundreds_of_rows_take_a_few_statements() -> None:
     sizes = [size for _, size in chunks(700, 4)]
     assert len(sizes) <= 10
