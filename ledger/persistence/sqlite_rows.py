@@ -10,8 +10,8 @@ decision in progress. A few multi-row statements take the lock back a few times.
 
 The statements have a few fixed sizes (``CHUNKS``: powers of two, largest first), so each
 shape is prepared once and kept in the connection's statement cache
-(``ledger.persistence.sqlite_connections``), and n rows take at most n // 512 + 9
-statements (30 rows: 16 + 8 + 4 + 2).
+(``ledger.persistence.sqlite_connections``), and on SQLite 3.32 and later n rows of up to
+63 parameters take at most n // 512 + 9 statements (30 rows: 16 + 8 + 4 + 2).
 """
 
 from __future__ import annotations
