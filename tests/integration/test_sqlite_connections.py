@@ -5,6 +5,7 @@ with a cache of one statement), and are otherwise the library's: WAL, rows as
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,15 +64,26 @@ def test_a_database_opened_on_its_own_keeps_its_prepared_statements(
     assert [kwargs["cached_statements"] for kwargs in opened] == [STATEMENT_CACHE]
 
 
-def test_the_ledgers_connections_are_otherwise_the_librarys(embedded: Settings) -> None:
+@pytest.fixture
+def pooled(embedded: Settings) -> Iterator[sqlite3.Connection]:
+    """A connection of the ledger's pool, as the library hands it out."""
     ledger = open_ledger(embedded)
     try:
-        with ledger.recorder.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
-            cursor.execute("PRAGMA journal_mode")
-            row = cursor.fetchone()
-        assert isinstance(row, sqlite3.Row)
-        assert row[0] == "wal"
-        mission = active_mission(ledger)
-        assert ledger.get_mission(mission.id).id == mission.id  # written and read back
+        with ledger.recorder.datastore.get_connection(commit=False) as conn:  # type: ignore[attr-defined]
+            yield conn.cursor().sqlite_cursor.connection
     finally:
         ledger.close()
+
+
+def test_the_embedded_store_is_in_wal_mode(pooled: sqlite3.Connection) -> None:
+    assert pooled.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_rows_are_read_as_sqlite_rows(pooled: sqlite3.Connection) -> None:
+    assert isinstance(pooled.execute("SELECT 1 AS one").fetchone(), sqlite3.Row)
+
+
+def test_connections_autocommit_outside_the_librarys_transactions(
+    pooled: sqlite3.Connection,
+) -> None:
+    assert pooled.isolation_level is None
