@@ -276,7 +276,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         services.push = push
         services.callbacks.start()
         if resolved.gc_freeze:
-            services.gc = GcPolicy(full_every_seconds=resolved.gc_full_collection_minutes * 60)
+            services.gc = GcPolicy(
+                full_every_seconds=resolved.gc_full_collection_minutes * 60,
+                young_threshold=resolved.gc_young_threshold,
+            )
             services.gc.start()
         app.state.services = services
         app.state.scheduler = scheduler

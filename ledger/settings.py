@@ -146,6 +146,13 @@ class Settings(BaseSettings):
         le=24 * 60,
         description="With gc_freeze: how often everything is unfrozen and collected once.",
     )
+    gc_young_threshold: int = Field(
+        default=50_000,
+        ge=700,
+        le=1_000_000,
+        description="With gc_freeze: allocations between two collections of the youngest "
+        "generation (CPython's default is 700; see api/gc_policy.py).",
+    )
 
     db_pool_size: int = Field(default=4, ge=1, le=64)
     db_max_overflow: int = Field(default=8, ge=0, le=128)

@@ -88,3 +88,29 @@ def test_cyclic_garbage_younger_than_a_tick_is_collected_not_frozen(policy: GcPo
     del cycle
     policy.tick()
     assert ref() is None
+
+
+@pytest.fixture
+def young(clock: Monotonic) -> Iterator[GcPolicy]:
+    policy = GcPolicy(full_every_seconds=3600, young_threshold=50_000, monotonic=clock)
+    yield policy
+    policy.stop()
+
+
+def test_start_collects_the_youngest_generation_less_often(young: GcPolicy) -> None:
+    _, middle, oldest = gc.get_threshold()
+    young.start()
+    assert gc.get_threshold() == (50_000, middle, oldest)
+
+
+def test_stop_restores_the_collectors_thresholds(young: GcPolicy) -> None:
+    before = gc.get_threshold()
+    young.start()
+    young.stop()
+    assert gc.get_threshold() == before
+
+
+def test_without_a_young_threshold_the_collectors_thresholds_stay(policy: GcPolicy) -> None:
+    before = gc.get_threshold()
+    policy.start()
+    assert gc.get_threshold() == before
