@@ -6,7 +6,7 @@ is not the one run just before is parsed and planned again. A Meter writer's sav
 about a dozen different statements (begin, the events, the chain head, the links, the
 reservation deadlines, commit), the log follower and the dispatchers theirs, so under load
 SQLite spent much of its time preparing the same statements over and over (measured on
-the Meter writer alone: ≈ 11 % of its CPU per operation, bench/README.md, 2026-12-06).
+the Meter writer alone: ≈ 9 % of its CPU per operation, bench/README.md, 2026-12-06).
 
 ``CachingSQLiteDatastore`` is the library's datastore with connections that keep
 ``STATEMENT_CACHE`` statements; ``Factory`` is the library's SQLite factory using it
