@@ -38,9 +38,14 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
 import rfc8785
-from eventsourcing.application import AggregateNotFoundError, Application, Repository
-from eventsourcing.domain import BaseAggregate
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    ProcessingEvent,
+    Repository,
+)
+from eventsourcing.domain import BaseAggregate, DomainEventProtocol, MutableOrImmutableAggregate
+from eventsourcing.persistence import IntegrityError, Recording
 from eventsourcing.utils import Environment
 
 from ledger.application.contention import ESCALATE_AFTER, WriteGate, backoff
@@ -240,6 +245,30 @@ class LedgerBase(Application[str]):
         # Configuration comes only from Settings (via ``env``), never from stray
         # process environment variables such as POSTGRES_HOST.
         return Environment(name, dict(env or {}))
+
+    def save(
+        self,
+        *objs: MutableOrImmutableAggregate[str] | DomainEventProtocol[str] | None,
+        **kwargs: Any,
+    ) -> list[Recording[str]]:
+        """The library's ``Application.save`` (eventsourcing 9.5), for the ledger's own
+        aggregates without its two runtime ``Protocol`` checks per object: on CPython 3.11
+        ``isinstance(meter, DomainEventProtocol)`` and ``isinstance(meter,
+        CollectEventsProtocol)`` take ≈ 22 µs together, more than a Meter's own work for a
+        usage report (``bench.meter_writer``). Anything else goes the library's way."""
+        aggregates = [obj for obj in objs if obj is not None]
+        if not all(isinstance(obj, BaseAggregate) for obj in aggregates):
+            return super().save(*objs, **kwargs)
+        processing_event: ProcessingEvent[str] = ProcessingEvent()
+        for aggregate in aggregates:
+            assert isinstance(aggregate, BaseAggregate)
+            processing_event.events.extend(aggregate.collect_events())
+            processing_event.aggregates[aggregate.id] = aggregate
+        processing_event.saved_kwargs.update(kwargs)
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        return recordings
 
     # ------------------------------------------------------------------ reads
 
