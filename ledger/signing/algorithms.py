@@ -122,6 +122,10 @@ def jwk_thumbprint(jwk: Mapping[str, object]) -> str:
     if not isinstance(kty, str) or kty not in _REQUIRED_MEMBERS:
         msg = f"cannot compute a thumbprint for key type {kty!r}"
         raise ValueError(msg)
+    missing = [name for name in _REQUIRED_MEMBERS[kty] if name not in jwk]
+    if missing:
+        msg = f"an {kty} key needs {', '.join(missing)} for its thumbprint"
+        raise ValueError(msg)
     members = {name: jwk[name] for name in _REQUIRED_MEMBERS[kty]}
     canonical = json.dumps(members, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
     return _b64url(hashlib.sha256(canonical.encode("utf-8")).digest())

@@ -56,6 +56,15 @@ def test_rfc7638_thumbprint_reproduces_the_rfc_example() -> None:
     assert jwk_thumbprint(example) == "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
 
 
+def test_a_key_missing_a_thumbprint_member_is_refused_by_name(alg: str) -> None:
+    """A corrupted JWK Set in an evidence bundle is a finding, not a ``KeyError``."""
+    jwk = public_jwk(generate_private_key(alg), alg)
+    member = "crv" if "crv" in jwk else "e"
+    del jwk[member]
+    with pytest.raises(ValueError, match=member):
+        jwk_thumbprint(jwk)
+
+
 def test_kid_is_the_thumbprint_other_libraries_compute(alg: str) -> None:
     jwk = public_jwk(generate_private_key(alg), alg)
     assert jwk["kid"] == JWKRegistry.import_key(dict(jwk)).thumbprint()
