@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -50,17 +51,19 @@ from api.workers.callbacks import CallbackDelivery
 from api.workers.checkpoints import Checkpointer, HttpWitness
 from api.workers.decision_process import ProcessDecisionWriter
 from api.workers.decision_writer import DecisionRecorder, DecisionWriter
+from api.workers.meter_process import ProcessMeterBook, child_config
 from api.workers.proof_process import ProofVerifier
 from api.workers.push import PushDelivery
 from api.workers.scheduler import Scheduler
 from api.workers.sse_hub import SseHub
+from ledger.application import Ledger
 from ledger.application.metering import MeterWriter
 from ledger.clock import Clock, SystemClock
 from ledger.domain.access_binding import APPROVAL_STATE_TYP
 from ledger.persistence.checkpoints import CheckpointStore
 from ledger.persistence.database import store_params
 from ledger.persistence.snapshots import StateCodec
-from ledger.persistence.store import open_ledger
+from ledger.persistence.store import open_ledger, persistence_env
 from ledger.settings import Settings, load_settings
 from ledger.signing.keyring import Keyring
 from projections.callbacks import CallbackOutbox
@@ -105,7 +108,7 @@ def build_services(
         poll_interval=min(1.0, settings.mission_max_stale_seconds / 4),
     )
     follower.start()
-    meters = MeterWriter(ledger, lease_seconds=settings.metering_lease_seconds).start()
+    meters = meter_writer(settings, ledger).start()
     tokens = TokenVerifier(keyring, clock)
     pdp = DecisionPoint(
         index,
@@ -160,6 +163,26 @@ def build_services(
         decisions=decision_writer(settings, decision_log),
         proofs=ProofVerifier(mode=settings.proof_verifier, alone=requests.alone),
         requests=requests,
+    )
+
+
+def meter_writer(settings: Settings, ledger: Ledger) -> MeterWriter:
+    """The Meter writer, its groups applied where the settings ask (``meter_writer``). A
+    clock other than the system's (tests that drive time) keeps them on the writer thread:
+    the writer process reads the system clock."""
+    holder = "rpl_" + secrets.token_hex(6)
+    backend = None
+    if settings.meter_writer == "process" and isinstance(ledger.clock, SystemClock):
+        config = child_config(
+            persistence_env(settings),
+            holder=holder,
+            lease_seconds=settings.metering_lease_seconds,
+            issuer=settings.public_issuer,
+            policy_version=settings.policy_version,
+        )
+        backend = ProcessMeterBook(ledger, config).start()
+    return MeterWriter(
+        ledger, lease_seconds=settings.metering_lease_seconds, holder=holder, backend=backend
     )
 
 

@@ -11,10 +11,11 @@ report: the share of permits whose report was sent within the phase must stay at
 Per phase, rounds alternating plain then metered (16 connections by default, the usage
 reports batched by a background connection as the PEP toolkit does): the rates and their
 ratio, the reported share, the Meter writer's operations per group and time per save, and
-the server's CPU per operation on its event-loop thread and its other threads (Linux
-``/proc``).
+the server's CPU per operation on its event-loop thread, its other threads and its child
+processes (the Meter writer process in ``METER_WRITER=process``; Linux ``/proc``).
 
-    python -m bench.metered_load [--seconds 5] [--rounds 2] [--connections 16] [--json]
+    python -m bench.metered_load [--seconds 5] [--rounds 2] [--connections 16]
+                                 [--meter-writer process|thread] [--json]
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._load import drive
+from bench._support import cpu_seconds
 from bench.evaluate import (
     KEPT_UP,
     Server,
@@ -62,17 +64,19 @@ def _thread_cpu(pid: int) -> tuple[float, float]:
 def _phase(
     server: Server, requests: list[bytes], connections: int, seconds: float, **load: Any
 ) -> dict[str, float]:
-    before = _thread_cpu(server.process.pid)
+    pid = server.process.pid
+    before, children_before = _thread_cpu(pid), cpu_seconds(pid)[1]
     result = drive(
         "127.0.0.1", server.port, requests, connections=connections, seconds=seconds, **load
     )
-    after = _thread_cpu(server.process.pid)
+    after, children_after = _thread_cpu(pid), cpu_seconds(pid)[1]
     count = max(1, result.requests)
     return {
         "rps": result.rps,
         "errors": float(result.errors),
         "loop_cpu_us": (after[0] - before[0]) / count * 1e6,
         "other_threads_cpu_us": (after[1] - before[1]) / count * 1e6,
+        "children_cpu_us": (children_after - children_before) / count * 1e6,
     }
 
 
@@ -81,6 +85,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=5.0, help="per phase")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--meter-writer",
+        choices=["process", "thread"],
+        default=None,
+        help="the server's METER_WRITER (default: the server's default)",
+    )
     parser.add_argument("--json", action="store_true", help="also print a JSON summary")
     return parser.parse_args(argv)
 
@@ -92,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         seeded = seed(
             Settings(data_dir=Path(tmp) / "store"), 10, 20, tokens=True, metered_missions=10
         )
-        server = Server(seeded.settings, {"MISSION_LEDGER_DECISION_LOG_MODE": "off"})
+        env = {"MISSION_LEDGER_DECISION_LOG_MODE": "off"}
+        if args.meter_writer:
+            env["MISSION_LEDGER_METER_WRITER"] = args.meter_writer
+        server = Server(seeded.settings, env)
         try:
             check_permits(seeded, server.port)
             plain = evaluation_requests(seeded, server.port, sample=200)
@@ -149,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         "round  plain/s  metered/s  ratio  reported  ops/group  ms/save  "
-        "loop µs/op plain, metered  other threads µs/op metered"
+        "loop µs/op plain, metered  other threads, children µs/op metered"
     )
     for number, row in enumerate(rounds, 1):
         plain, metered = row["plain"], row["metered"]
@@ -159,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['ratio']:>6.2f} {row['reported']:>9.2f}{behind:7} "
             f"{row['operations_per_group']:>9.0f} {row['save_ms']:>8.1f}  "
             f"{plain['loop_cpu_us']:>10.0f} {metered['loop_cpu_us']:>8.0f}  "
-            f"{metered['other_threads_cpu_us']:>10.0f}"
+            f"{metered['other_threads_cpu_us']:>13.0f} {metered['children_cpu_us']:>9.0f}"
         )
     if args.json:
         print(json.dumps({"rounds": rounds}))

@@ -131,6 +131,14 @@ class Settings(BaseSettings):
         "0019): metered permits are reserved from the lease in memory and recorded in the "
         "background. 0 turns leases off (a durable reservation before every metered permit).",
     )
+    meter_writer: Literal["process", "thread"] = Field(
+        default="process",
+        description="process: the Meter writer's groups are applied and saved by a process of "
+        "its own (the server keeps the queue and the leases metered permits draw from; "
+        "decision 0019, 'A writer process'); thread: by the writer thread of the server's "
+        "process, sharing its interpreter lock with the decision path (tests that drive the "
+        "clock, and platforms that cannot start processes).",
+    )
     read_your_writes_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     idempotency_retention_hours: int = Field(default=24, ge=24, le=24 * 90)
     policy_version: str = "mission-ledger/1"

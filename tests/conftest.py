@@ -240,14 +240,18 @@ def empty_postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
 
 
 def in_process_writer(settings: Settings) -> Settings:
-    """``settings`` with the decision log written by a thread of the app's process, unless
-    they name a writer: the API tests start an app per test (~2,000), and a writer process
-    adds ~0.3 s to each start. The writer process has tests of its own
-    (tests/integration/test_decision_log_process.py, tests/api/pdp/test_decision_log_http.py)
-    and every server the e2e tests run uses it (the default)."""
-    if "decision_log_writer" in settings.model_fields_set:
-        return settings
-    return settings.model_copy(update={"decision_log_writer": "thread"})
+    """``settings`` with the decision log and the Meters written by threads of the app's
+    process, unless they name a writer: the API tests start an app per test (~2,000), and a
+    writer process adds ~0.3 s to each start. The writer processes have tests of their own
+    (tests/integration/test_decision_log_process.py, tests/api/pdp/test_decision_log_http.py,
+    tests/integration/test_meter_process.py) and every server the e2e tests run uses them
+    (the default)."""
+    update = {
+        name: "thread"
+        for name in ("decision_log_writer", "meter_writer")
+        if name not in settings.model_fields_set
+    }
+    return settings.model_copy(update=update)
 
 
 def make_settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:

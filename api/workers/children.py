@@ -3,6 +3,7 @@ with this interpreter as ``python -m MODULE READ_FD WRITE_FD``, talking over two
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -45,6 +46,17 @@ def start_child(
         signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
         os.close(read_fd)
         os.close(write_fd)
+
+
+def child_started(label: str) -> None:
+    """A child's first step: shutdown signals left to the server, and its log lines on
+    stderr (which it shares with the server) marked ``[label]``."""
+    ignore_shutdown_signals()
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format=f"%(asctime)s %(levelname)s %(name)s [{label}] %(message)s",
+    )
 
 
 def ignore_shutdown_signals() -> None:

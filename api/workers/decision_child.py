@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from api.workers.children import ignore_shutdown_signals
+from api.workers.children import child_started
 from api.workers.decision_frames import (
     CONFIG_ENV,
     FAILED,
@@ -141,12 +141,7 @@ class ChildWriter:
 
 
 def main(argv: list[str]) -> int:
-    ignore_shutdown_signals()
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s [writer process] %(message)s",
-    )
+    child_started("writer process")
     frames, acks = int(argv[0]), int(argv[1])
     config: dict[str, Any] = json.loads(os.environ[CONFIG_ENV])
     enlarge(frames)

@@ -5,23 +5,19 @@ any replica, and the invariant must hold across replicas), so metering is a writ
 decision path. ``MeterWriter`` keeps that write cheap:
 
 * **Group commit.** One thread per process takes every metering operation waiting (from
-  any number of concurrent decisions, usage reports and the scheduler), applies them in
-  arrival order to the Meters they name, and saves every changed Meter in one transaction:
+  any number of concurrent decisions, usage reports and the scheduler) and has them applied
+  in arrival order to the Meters they name, every changed Meter saved in one transaction:
   decisions that arrive together share one commit. The first operation after an idle
   period is saved at once (no timer); those that arrive while it is being saved form the
   next group.
-* **Optimistic concurrency across replicas.** A Meter is an aggregate of its own
-  (``ledger.domain.metering``), so metering never contends with governance writes on the
-  Mission. The writer keeps each Meter it has seen in memory and applies a group to a
-  working copy; if another replica wrote the Meter meanwhile, the store rejects the save
-  (same version twice), the writer brings its copies up to date from the store and applies
-  the whole group again (each operation's outcome decided anew), with jittered back-off.
-  Within one process the writer is the only one writing Meters, so it never races itself
-  and needs neither the ``WriteGate`` nor the command cache of ``LedgerBase.execute``.
-* A refusal is decided on the store's current state: before a reservation is refused for
-  ``budget_exceeded`` or a usage report answers 404, the Meter is brought up to date (another
-  replica may have released budget, or made the reservation reported). Accepted operations
-  need no such read: if the copy was stale, the save conflicts and the group runs again.
+* **Two halves.** This module is the half that stays beside the decision path: the queue,
+  the groups, the leases held in memory and their draws. Applying a group to the Meters and
+  saving it is ``meter_book.MeterBook``'s (optimistic concurrency across replicas, refusals
+  decided on the store's current state: see its docstring), behind the ``MeterBackend``
+  interface: on this thread (``METER_WRITER=thread``), or in a process of its own
+  (``METER_WRITER=process``, ``api/workers/meter_process.py``) so that its work does not
+  take turns with the decision path at the interpreter lock (decision 0019, "A writer
+  process").
 
 Outcomes are per operation: a reservation refused for ``budget_exceeded`` does not stop
 the others of its group.
@@ -40,49 +36,52 @@ holder's unused slice, and the unrecorded draws in it, come back exactly once).
 
 from __future__ import annotations
 
-import copy
 import logging
 import secrets
 import threading
 import time
-from collections import ChainMap, OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
-
-from eventsourcing.persistence import IntegrityError
+from typing import Protocol
 
 from ledger.application.base import LedgerBase
-from ledger.application.contention import backoff
-from ledger.domain.actors import SCHEDULER, Actor
-from ledger.domain.errors import BudgetExceeded, Conflict, LedgerError, NotFound, Unavailable
-from ledger.domain.metering import (
-    EXPIRED,
-    Bounds,
-    Lease,
-    Meter,
-    MeteredCall,
-    Settlement,
-    meter_id,
-    parse_units,
+from ledger.application.meter_book import MeterBook
+from ledger.application.meter_operations import (
+    Applied,
+    Draw,
+    Expire,
+    GrantedLease,
+    Operation,
+    Outcome,
+    Renew,
+    Report,
+    Reported,
+    Reserve,
+    ReturnLease,
 )
-from ledger.persistence.reservations import ReservationDeadlines, micros
+from ledger.domain.errors import Conflict, LedgerError, Unavailable
+from ledger.domain.metering import Bounds, MeteredCall, parse_units
+
+__all__ = [  # the operations are part of this module's interface (routes import them here)
+    "Applied",
+    "Draw",
+    "Expire",
+    "MeterBackend",
+    "MeterWriter",
+    "Operation",
+    "Outcome",
+    "Renew",
+    "Report",
+    "Reported",
+    "Reserve",
+    "ReturnLease",
+]
 
 log = logging.getLogger("mission_ledger.metering")
 
-#: Exceptions that come from one operation's data or this module's code, never from the
-#: store (whose errors are the library's, ``sqlite3``'s or psycopg's own classes): a group
-#: that raises one is applied again one operation at a time (``MeterWriter.apply``).
-OPERATION_FAULTS = (ValueError, TypeError, KeyError, ArithmeticError, AttributeError)
-
-MAX_ATTEMPTS = 32
 MAX_GROUP = 1024
-CACHED_METERS = 4096
-
-#: A lease takes 1/LEASE_SHARE of what remains of each bound (at least the permit's need).
-LEASE_SHARE = 8
 #: A lease is used until this long before its expiry (time to record its last draws).
 LEASE_MARGIN = timedelta(seconds=10)
 #: A lease nobody drew from for this long is returned.
@@ -96,49 +95,15 @@ DRAW_LINGER_SECONDS = 0.02
 DRAW_BATCH = 512
 
 
-@dataclass(frozen=True)
-class Reserve:
-    """Reserve ``call`` for the permit ``evaluation_id`` until ``expires_at``."""
+class MeterBackend(Protocol):
+    """Where groups are applied and saved: ``MeterBook`` on the writer thread, or the Meter
+    writer process's proxy (``api/workers/meter_process.py``). ``apply`` raises when the
+    group could not be written (the store failed, the process died): every operation of
+    the group is then answered with that failure."""
 
-    mission_id: str
-    bounds: Bounds
-    call: MeteredCall
-    evaluation_id: str
-    mandate_id: str | None
-    expires_at: datetime
-    #: An approved ``mission_budget_increase`` whose use this permit spends: the bounds are
-    #: raised by what the call needs (never under a lease).
-    approval_id: str | None = None
+    def apply(self, operations: Sequence[Operation]) -> Applied: ...
 
-
-@dataclass(frozen=True)
-class Draw:
-    """A permit already answered from this replica's lease ``lease_id``: record it."""
-
-    mission_id: str
-    lease_id: str
-    call: MeteredCall
-    evaluation_id: str
-    mandate_id: str | None
-    expires_at: datetime
-
-
-@dataclass(frozen=True)
-class ReturnLease:
-    """This replica no longer draws from ``lease_id``: give back what it still holds."""
-
-    mission_id: str
-    lease_id: str
-
-
-@dataclass(frozen=True)
-class Renew:
-    """Replace the Mission's lease ``lease_id`` (it runs low or old) by a fresh one; no
-    waiter."""
-
-    mission_id: str
-    lease_id: str
-    bounds: Bounds
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -195,38 +160,6 @@ class HeldLease:
             and self.granted_calls is not None
             and self.calls * 4 <= self.granted_calls
         )
-
-
-@dataclass(frozen=True)
-class Report:
-    """The PEP's usage report for the permit ``evaluation_id``."""
-
-    mission_id: str
-    evaluation_id: str
-    outcome: Literal["executed", "aborted"]
-    amount: str | None
-    actor: Actor
-
-
-@dataclass(frozen=True)
-class Expire:
-    """Release the Mission's reservations whose expiry has come."""
-
-    mission_id: str
-
-
-Operation = Reserve | Report | Expire | Draw | ReturnLease | Renew
-
-
-@dataclass(frozen=True)
-class Reported:
-    settlement: Settlement
-    replayed: bool
-
-
-Outcome = None | Reported | int | LedgerError
-"""Per operation: ``None`` (reserved), ``Reported``, the number of reservations expired, or
-the refusal."""
 
 
 class Waiter(Protocol):
@@ -303,12 +236,6 @@ class _Share:
         self._batch.settle(self._index, refusal)
 
 
-class _Refresh(Exception):  # control flow: a refusal to check against the store
-    def __init__(self, meter: str) -> None:
-        super().__init__(meter)
-        self.meter = meter
-
-
 class MeterWriter:
     """The one writer of Meters in this process (see the module docstring)."""
 
@@ -319,20 +246,24 @@ class MeterWriter:
         max_group: int = MAX_GROUP,
         lease_seconds: float = 0,
         holder: str | None = None,
+        backend: MeterBackend | None = None,
     ) -> None:
+        """``backend``: where groups are applied (default: a ``MeterBook`` on ``ledger``,
+        on the writer thread); it must lease for ``holder`` with ``lease_seconds``."""
         self._ledger = ledger
         self._max_group = max_group
         #: Lease lifetime (0: no leases, a durable reservation per permit).
         self._lease_ttl = timedelta(seconds=lease_seconds)
         self._margin = min(LEASE_MARGIN, self._lease_ttl / 3)
         self.holder = holder or "rpl_" + secrets.token_hex(6)
+        self._backend = backend or MeterBook(
+            ledger, holder=self.holder, lease_seconds=lease_seconds
+        )
         self._cond = threading.Condition()
         #: Operations waiting for a group, each with when it was queued (monotonic).
         self._queue: list[tuple[Operation, Waiter | None, float]] = []
         self._stopping = False
         self._thread: threading.Thread | None = None
-        #: Meters as last saved or read from the store (never a working copy).
-        self._meters: OrderedDict[str, Meter] = OrderedDict()
         #: This replica's leases by Mission, and the draws not yet handed to a group.
         self._leases: dict[str, HeldLease] = {}
         self._draws: list[Draw] = []
@@ -365,6 +296,7 @@ class MeterWriter:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self._backend.close()
         with self._cond:
             waiting, self._queue = self._queue, []
         for _, future, _ in waiting:
@@ -574,250 +506,36 @@ class MeterWriter:
     # ------------------------------------------------------------------ one group
 
     def apply(self, operations: Sequence[Operation]) -> list[Outcome]:
-        """Apply ``operations`` in order and save every changed Meter in one transaction,
-        retrying from the store's state after a lost race (the writer thread's body; tests
-        may call it directly)."""
+        """Have ``operations`` applied in order and saved in one transaction (the writer
+        thread's body; tests may call it directly); the leases granted become what the
+        decision path draws from."""
         self.groups += 1
         self.operations += len(operations)
-        started = time.perf_counter()
-        try:
-            try:
-                return self._apply(operations)
-            except OPERATION_FAULTS as error:
-                if len(operations) == 1:
-                    raise
-                # One operation's fault (not the store's) must not fail the others: each is
-                # applied alone, and only the faulty one answers that the write did not
-                # complete. (A malformed amount once failed whole groups this way.)
-                log.error(
-                    "metering group of %d failed on an operation (%s); applying them one by one",
-                    len(operations),
-                    type(error).__name__,
-                    exc_info=True,
-                )
-                return [self._alone(operation) for operation in operations]
-        finally:
-            self.apply_seconds += time.perf_counter() - started
+        applied = self._backend.apply(operations)
+        self.conflicts += applied.conflicts
+        self.apply_seconds += applied.apply_seconds
+        self.save_seconds += applied.save_seconds
+        self._install(applied.granted)
+        return applied.outcomes
 
-    def _alone(self, operation: Operation) -> Outcome:
-        try:
-            return self._apply([operation])[0]
-        except OPERATION_FAULTS as error:
-            log.error("metering %s failed", type(operation).__name__, exc_info=True)
-            return Unavailable(f"the metering write did not complete ({type(error).__name__})")
-
-    def _apply(self, operations: Sequence[Operation]) -> list[Outcome]:
-        refreshed: set[str] = set()
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            try:
-                return self._attempt(operations, refreshed)
-            except _Refresh as refresh:
-                self._fast_forward([refresh.meter])
-                refreshed.add(refresh.meter)
-            except IntegrityError:
-                self.conflicts += 1
-                touched = sorted({meter_id(op.mission_id) for op in operations})
-                self._fast_forward(touched)
-                refreshed.update(touched)
-                if attempt < MAX_ATTEMPTS:
-                    backoff(min(attempt, 6))
-            except BaseException:
-                # Whatever the store did, these copies may no longer be current.
-                self._forget({meter_id(op.mission_id) for op in operations})
-                raise
-        return [
-            Conflict("the Mission's meter kept changing concurrently; try again")
-            for _ in operations
-        ]
-
-    def _attempt(self, operations: Sequence[Operation], refreshed: set[str]) -> list[Outcome]:
-        now = self._ledger.clock.now()
-        copies: dict[str, Meter | None] = {}
-        grants: dict[str, str] = {}  # Mission -> the lease this attempt granted it
-        outcomes: list[Outcome] = []
-
-        def working(key: str) -> Meter | None:
-            if key not in copies:
-                held = self._known(key)
-                copy = None if held is None else _fork(held)
-                if copy is not None:
-                    copy.expire_due(now)
-                copies[key] = copy
-            return copies[key]
-
-        # Draws first (a group lists them first), one LeaseDrawn event per lease.
-        drawn: dict[tuple[str, str], list[int]] = {}
-        for index, operation in enumerate(operations):
-            if isinstance(operation, Draw):
-                drawn.setdefault((meter_id(operation.mission_id), operation.lease_id), [])
-                drawn[(meter_id(operation.mission_id), operation.lease_id)].append(index)
-        later: dict[int, Outcome] = {}
-        for (key, lease_id), indexes in drawn.items():
-            meter = working(key)
-            if meter is None:
-                for index in indexes:
-                    later[index] = NotFound(f"no Meter for lease {lease_id!r}")
-                continue
-            batch = [operations[i] for i in indexes]
-            results = meter.draw_many(
-                lease_id,
-                [
-                    (d.call, d.evaluation_id, d.expires_at, d.mandate_id)
-                    for d in batch
-                    if isinstance(d, Draw)
-                ],
-                now=now,
-            )
-            later.update(zip(indexes, results, strict=True))
-        # No pauses between operations: a group is applied as fast as the interpreter lock
-        # allows (the short switch interval bounds what a decision waits for it). Pausing after
-        # each operation made groups larger and commits rarer, but under load it also left the
-        # writer far behind the decisions: usage reports waited for whole groups of half a
-        # second and fell ever further behind (decision 0019, "Revisited (late evening)").
-        for index, operation in enumerate(operations):
-            key = meter_id(operation.mission_id)
-            working(key)
-            if isinstance(operation, Draw):
-                outcomes.append(later[index])
-                continue
-            try:
-                outcomes.append(self._one(operation, key, copies, grants, now))
-            except (NotFound, BudgetExceeded) as error:
-                # Refusals are decided on the store's current state: the copy held here may
-                # miss what another replica wrote (a reservation, a release).
-                if key not in refreshed and not isinstance(operation, Draw | Renew):
-                    raise _Refresh(key) from None
-                outcomes.append(error)
-            except LedgerError as error:
-                outcomes.append(error)
-        changed = [m for m in copies.values() if m is not None and m.pending_events]
-        if changed:
-            saving = time.perf_counter()
-            try:
-                self._ledger.save(*changed, reservations=deadlines_of(changed))
-            finally:
-                self.save_seconds += time.perf_counter() - saving
-        for key, meter in copies.items():
-            if meter is not None:
-                self._remember(key, _joined(meter))
-        self._install(grants, copies)
-        return outcomes
-
-    def _one(
-        self,
-        operation: Reserve | Renew | ReturnLease | Report | Expire,
-        key: str,
-        copies: dict[str, Meter | None],
-        grants: dict[str, str],
-        now: datetime,
-    ) -> Outcome:
-        meter = copies[key]
-        if isinstance(operation, Reserve | Renew):
-            if meter is None:
-                meter = Meter.open(
-                    mission_id=operation.mission_id, bounds=operation.bounds, now=now
-                )
-                copies[key] = meter
-            if isinstance(operation, Renew):
-                self._lease(meter, operation.mission_id, None, grants, now)
-                return None
-            target = meter
-
-            def reserve(lease_id: str | None = None, approval_id: str | None = None) -> None:
-                target.reserve(
-                    operation.call,
-                    evaluation_id=operation.evaluation_id,
-                    expires_at=operation.expires_at,
-                    mandate_id=operation.mandate_id,
-                    now=now,
-                    lease_id=lease_id,
-                    approval_id=approval_id,
-                )
-
-            if operation.approval_id is not None or not self.leasing:
-                reserve(approval_id=operation.approval_id)
-                return None
-            granted = grants.get(operation.mission_id)
-            if granted is not None:
-                try:  # a lease granted earlier in this group may have room
-                    reserve(lease_id=granted)
-                    return None
-                except BudgetExceeded:
-                    pass
-            reserve(lease_id=self._lease(meter, operation.mission_id, operation.call, grants, now))
-            return None
-        if isinstance(operation, ReturnLease):
-            if meter is not None:
-                meter.return_lease(operation.lease_id, outcome="returned", actor=SCHEDULER, now=now)
-            return None
-        if isinstance(operation, Report):
-            if meter is None:
-                raise NotFound(f"no reservation for evaluation {operation.evaluation_id!r}")
-            settlement, replayed = meter.report(
-                operation.evaluation_id,
-                outcome=operation.outcome,
-                amount=operation.amount,
-                actor=operation.actor,
-                now=now,
-            )
-            return Reported(settlement=settlement, replayed=replayed)
-        # Expire: due reservations were released when the Meter was first touched.
-        if meter is None:
-            return 0
-        return sum(
-            1
-            for event in meter.pending_events
-            if isinstance(event, Meter.Released) and event.outcome == EXPIRED
-        )
-
-    def _lease(
-        self,
-        meter: Meter,
-        mission_id: str,
-        call: MeteredCall | None,
-        grants: dict[str, str],
-        now: datetime,
-    ) -> str:
-        """Grant this replica a fresh lease on ``meter`` (returning the one this attempt
-        granted before, if any); refused when ``call`` (or, for a renewal, one call) does
-        not fit."""
-        earlier = grants.pop(mission_id, None)
-        if earlier is not None:
-            meter.return_lease(earlier, outcome="returned", actor=SCHEDULER, now=now)
-        lease_id = "lse_" + secrets.token_hex(8)
-        meter.grant_lease(
-            call or MeteredCall(amount=None, currency=None, call_class=None),
-            lease_id=lease_id,
-            holder=self.holder,
-            expires_at=now + self._lease_ttl,
-            share=LEASE_SHARE,
-            now=now,
-        )
-        grants[mission_id] = lease_id
-        return lease_id
-
-    def _install(self, grants: dict[str, str], copies: dict[str, Meter | None]) -> None:
+    def _install(self, granted: Sequence[GrantedLease]) -> None:
         """After the save: the leases granted become what the decision path draws from."""
-        if not grants:
+        if not granted:
             return
         with self._cond:
-            for mission_id, lease_id in grants.items():
-                meter = copies[meter_id(mission_id)]
-                lease: Lease | None = None if meter is None else meter.leases.get(lease_id)
-                if lease is None:
-                    continue
+            for lease in granted:
+                mission_id = lease.mission_id
                 if self._stopping or mission_id in self._leases:
                     # Nothing may draw from it (stopping, or a lease installed meanwhile).
-                    self._returning = [*self._returning, ReturnLease(mission_id, lease_id)]
+                    self._returning = [*self._returning, ReturnLease(mission_id, lease.lease_id)]
                     self._cond.notify()
                     continue
-                assert meter is not None
                 use_until = lease.expires_at - self._margin
                 self._leases[mission_id] = HeldLease(
                     mission_id=mission_id,
-                    lease_id=lease_id,
-                    bounds=meter.bounds,
-                    currency=meter.bounds.currency,
+                    lease_id=lease.lease_id,
+                    bounds=lease.bounds,
+                    currency=lease.bounds.currency,
                     units=lease.units,
                     calls=lease.calls,
                     classes=dict(lease.classes),
@@ -826,46 +544,6 @@ class MeterWriter:
                     granted_units=lease.units,
                     granted_calls=lease.calls,
                 )
-
-    # ------------------------------------------------------------------ the Meters held
-
-    def _known(self, key: str) -> Meter | None:
-        """The Meter as last saved or read, else as stored (``None``: not opened yet)."""
-        meter = self._meters.get(key)
-        if meter is not None:
-            self._meters.move_to_end(key)
-            return meter
-        loaded = self._load(key)
-        if loaded is not None:
-            self._remember(key, loaded)
-        return loaded
-
-    def _load(self, key: str) -> Meter | None:
-        meter: Meter | None = None
-        for event in self._ledger.events.get(key):
-            assert isinstance(event, Meter.Event)
-            meter = event.mutate(meter)
-        return meter
-
-    def _fast_forward(self, keys: Sequence[str]) -> None:
-        """Bring the held copies of ``keys`` up to what the store holds."""
-        for key in keys:
-            meter = self._meters.get(key)
-            if meter is None:
-                continue  # loaded afresh when next needed
-            for event in self._ledger.events.get(key, gt=meter.version):
-                assert isinstance(event, Meter.Event)
-                event.mutate(meter)
-
-    def _remember(self, key: str, meter: Meter) -> None:
-        self._meters[key] = meter
-        self._meters.move_to_end(key)
-        while len(self._meters) > CACHED_METERS:
-            self._meters.popitem(last=False)
-
-    def _forget(self, keys: set[str]) -> None:
-        for key in keys:
-            self._meters.pop(key, None)
 
 
 def _drawn(operation: Reserve, lease_id: str) -> Draw:
@@ -877,97 +555,6 @@ def _drawn(operation: Reserve, lease_id: str) -> Draw:
         mandate_id=operation.mandate_id,
         expires_at=operation.expires_at,
     )
-
-
-def deadlines_of(meters: Sequence[Meter]) -> ReservationDeadlines:
-    """The deadline rows the pending events of ``meters`` add and remove (written in the
-    same transaction: ``ledger.persistence.reservations``).
-
-    A reservation (or lease) made and ended by the same save needs no row at all: under
-    load a permit's draw and its usage report are often recorded by the same group, and its
-    row was inserted only to be deleted in the same transaction. Its events are saved all
-    the same."""
-    added: dict[str, tuple[str, str, int]] = {}  # by evaluation (or lease) id, in order
-    removed: list[str] = []
-    for meter in meters:
-        for event in meter.pending_events:
-            if isinstance(event, Meter.Reserved):
-                added[event.evaluation_id] = (
-                    event.evaluation_id,
-                    event.originator_id,
-                    micros(event.expires_at),
-                )
-            elif isinstance(event, Meter.UsageCommitted | Meter.Released):
-                _end(event.evaluation_id, added, removed)
-            elif isinstance(event, Meter.LeaseDrawn):
-                for held in event.reservations:
-                    evaluation_id = held["evaluation_id"]
-                    added[evaluation_id] = (
-                        evaluation_id,
-                        event.originator_id,
-                        micros(datetime.fromisoformat(held["expires_at"])),
-                    )
-            elif isinstance(event, Meter.LeaseGranted):  # a lease expires like a reservation
-                added[event.lease_id] = (
-                    event.lease_id,
-                    event.originator_id,
-                    micros(event.expires_at),
-                )
-            elif isinstance(event, Meter.LeaseReturned):
-                _end(event.lease_id, added, removed)
-    return ReservationDeadlines(added=tuple(added.values()), removed=tuple(removed))
-
-
-def _end(key: str, added: dict[str, tuple[str, str, int]], removed: list[str]) -> None:
-    """The reservation (or lease) ``key`` ended: no row if this save made it, else delete
-    the stored one."""
-    if added.pop(key, None) is None:
-        removed.append(key)
-
-
-def _fork(meter: Meter) -> Meter:
-    """A working copy of a held Meter for one attempt, in time independent of its history:
-    the reservations settled so far (which only grow, and answer repeated reports) are
-    shared read-only under an overlay that takes this attempt's settlements."""
-    clone = Meter.__new__(Meter)
-    state = dict(meter.__dict__)
-    for name, value in state.items():
-        if name == "settled":
-            state[name] = _Overlay({}, value)
-        elif isinstance(value, dict | list):
-            state[name] = copy.copy(value)  # as ``working_copy``: events change these in place
-    state["_pending_events"] = []
-    clone.__dict__.update(state)
-    return clone
-
-
-class _Overlay(ChainMap[str, Settlement]):
-    """A working copy's ``settled``: this attempt's settlements over the held copy's.
-    ``ChainMap`` looks through any number of maps in Python (a generator for ``in``, a
-    caught ``KeyError`` for a miss); a Meter asks for every reservation it touches, so
-    these two-map lookups are written out."""
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.maps[0] or key in self.maps[1]
-
-    def __getitem__(self, key: str) -> Settlement:
-        top = self.maps[0]
-        return top[key] if key in top else self.maps[1][key]
-
-    def get(self, key: str, default: Settlement | None = None) -> Settlement | None:  # type: ignore[override]
-        top = self.maps[0]
-        return top[key] if key in top else self.maps[1].get(key, default)
-
-
-def _joined(meter: Meter) -> Meter:
-    """A saved working copy as the Meter to hold: its overlay folded into the shared
-    ``settled`` (the held copy it came from is replaced, never used again)."""
-    settled = meter.__dict__["settled"]
-    if isinstance(settled, ChainMap):
-        (base,) = settled.maps[1:]
-        base.update(settled.maps[0])
-        meter.__dict__["settled"] = base
-    return meter
 
 
 def _raised(outcome: Outcome) -> Outcome:

@@ -73,6 +73,16 @@ class LedgerError(Exception):
         self.errors = errors
         self.extensions: Mapping[str, Any] = dict(extensions or {})
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its class, message and attributes, rebuilt without ``__init__`` (which
+        some subclasses give keyword-only arguments): refusals cross the pipe from the Meter
+        writer process as the outcomes of their operations."""
+        return (_rebuilt, (type(self), self.args), self.__dict__)
+
+
+def _rebuilt(cls: type[LedgerError], args: tuple[Any, ...]) -> LedgerError:
+    return cls.__new__(cls, *args)
+
 
 class NotAuthenticated(LedgerError):
     code = "unauthorized"

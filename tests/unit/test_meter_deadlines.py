@@ -4,7 +4,7 @@ nothing for one it both makes and ends."""
 
 from __future__ import annotations
 
-from ledger.application.metering import deadlines_of
+from ledger.application.meter_book import deadlines_of
 from ledger.domain.metering import Meter
 from tests.unit.test_metering import NOW, PEP, lease, meter, reserve, spend
 

@@ -1,0 +1,90 @@
+"""The Meter writer process (``METER_WRITER=process``; decision 0019, "A writer process").
+
+Started by the server (``meter_process.ProcessMeterBook``) as ``python -m
+api.workers.meter_child REQUESTS_FD REPLIES_FD`` with its configuration in the environment
+(``meter_process.CONFIG_ENV``). It opens a Ledger on the server's store, and for each group
+it reads (a pickled list of metering operations) applies it with a ``MeterBook`` and sends
+back ``(Applied, positions saved, failure)``: ``failure`` is the ``LedgerError`` every
+operation of the group is answered with when the group could not be written.
+
+It ends when the requests pipe ends (the server closed it at shutdown, or died).
+Interrupts and termination requests are the server's to handle: the child ignores them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import sys
+from datetime import timedelta
+from multiprocessing.connection import Connection
+from typing import Any
+
+from api.workers.children import child_started
+from api.workers.meter_process import CONFIG_ENV
+from ledger.application.base import LedgerBase
+from ledger.application.meter_book import MeterBook
+from ledger.clock import SystemClock
+from ledger.domain.errors import LedgerError, Unavailable
+
+log = logging.getLogger("mission_ledger.metering")
+
+
+def serve(book: MeterBook, ledger: LedgerBase, requests: Connection, replies: Connection) -> int:
+    """Apply every group the server sends until its pipe ends; the exit status."""
+    saved: list[int] = []
+    ledger.commit_listeners.add(saved.extend)
+    while True:
+        try:
+            data = requests.recv_bytes()
+        except EOFError:
+            return 0
+        saved.clear()
+        operations = pickle.loads(data)  # noqa: S301 - the server's own bytes
+        failure: LedgerError | None = None
+        applied = None
+        try:
+            applied = book.apply(operations)
+        except Exception as error:  # the store failed: the server answers the whole group
+            log.warning("metering group of %d failed", len(operations), exc_info=True)
+            failure = refusal(error)
+        try:
+            replies.send_bytes(
+                pickle.dumps((applied, list(saved), failure), pickle.HIGHEST_PROTOCOL)
+            )
+        except OSError:
+            return 0  # the server is gone
+
+
+def refusal(error: BaseException) -> LedgerError:
+    """What the writer's callers hear of a group that could not be written."""
+    if isinstance(error, LedgerError):
+        return error
+    return Unavailable(f"the metering write did not complete ({type(error).__name__})")
+
+
+def main(argv: list[str]) -> int:
+    child_started("meter writer process")
+    config: dict[str, Any] = json.loads(os.environ[CONFIG_ENV])
+    requests = Connection(int(argv[0]), writable=False)
+    replies = Connection(int(argv[1]), readable=False)
+    ledger = LedgerBase(
+        config["store"],
+        clock=SystemClock(),
+        issuer=config["issuer"],
+        proposal_ttl=timedelta(0),  # no proposals are written here
+        policy_version=config["policy_version"],
+    )
+    try:
+        book = MeterBook(
+            ledger, holder=config["holder"], lease_seconds=float(config["lease_seconds"])
+        )
+        return serve(book, ledger, requests, replies)
+    finally:
+        ledger.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,167 @@
+"""The Meter writer's store half in a process of its own (``METER_WRITER=process``; decision
+0019, "A writer process").
+
+``MeterWriter`` (``ledger.application.metering``) keeps its queue, its groups and the leases
+the decision path draws from in the server. What it hands this backend is a whole group;
+the group is pickled to the Meter writer process (``meter_child``) over one pipe, applied
+and saved there by a ``MeterBook`` on a Ledger of its own (same store), and its ``Applied``
+(outcomes, leases granted, costs) comes back over a second pipe with the positions the save
+took. The writer thread waits for that answer without holding the interpreter lock, so the
+book's work (the Meters' rules, encoding events, the hash chain, the store's statements) no
+longer takes turns with the decision path.
+
+* The positions the child saved are announced to this process's commit listeners, as the
+  recorder does after a save of its own: the log follower wakes at once.
+* **A child that dies** (or cannot be started) fails the group it held with ``Unavailable``,
+  as a store failure does on the writer thread: its futures answer 503; its draws, answered
+  already, go unrecorded (the "holder crashed" case of decision 0019: their lease's slice
+  comes back when it expires); a group that was saved before the child died was saved (a
+  usage report retried is answered as replayed). The next group starts a new child.
+* ``close`` (at shutdown, after the writer thread recorded its last draws and returned its
+  leases) closes the pipe: the child finishes and exits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import subprocess
+import threading
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+from api.workers.children import start_child
+from ledger.application.base import LedgerBase
+from ledger.application.meter_operations import Applied, Operation
+from ledger.domain.errors import Unavailable
+
+log = logging.getLogger("mission_ledger.metering")
+
+#: The environment variable that carries the child's configuration (JSON).
+CONFIG_ENV = "MISSION_LEDGER_METER_WRITER_CONFIG"
+#: How long ``close`` waits for the child to finish before killing it.
+CLOSE_SECONDS = 10.0
+
+
+def child_config(
+    store: dict[str, str],
+    *,
+    holder: str,
+    lease_seconds: float,
+    issuer: str,
+    policy_version: str,
+) -> dict[str, Any]:
+    """What the child needs: the ``eventsourcing`` environment of the store
+    (``persistence_env``), the replica's lease holder id and lease lifetime, and the
+    Ledger's identity (its events name the issuer and policy version)."""
+    return {
+        "store": store,
+        "holder": holder,
+        "lease_seconds": lease_seconds,
+        "issuer": issuer,
+        "policy_version": policy_version,
+    }
+
+
+class ProcessMeterBook:
+    """A ``MeterBackend`` whose groups are applied by the Meter writer process."""
+
+    def __init__(self, ledger: LedgerBase, config: dict[str, Any]) -> None:
+        self._ledger = ledger  # the server's: its commit listeners hear the child's saves
+        self._config = config
+        self._child: subprocess.Popen[bytes] | None = None
+        self._requests: Connection | None = None
+        self._replies: Connection | None = None
+        self._lock = threading.Lock()  # ``apply`` (writer thread) against ``close``
+        self._closed = False
+        self.restarts = 0  # children started after the first (one died)
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id (while one runs)."""
+        return None if self._child is None else self._child.pid
+
+    def start(self) -> ProcessMeterBook:
+        """Start the child now (else with the first group)."""
+        with self._lock:
+            self._spawn()
+        return self
+
+    def apply(self, operations: Sequence[Operation]) -> Applied:
+        with self._lock:
+            if self._closed:
+                raise Unavailable("the service is shutting down; try again")
+            if self._requests is None or self._replies is None:
+                if self._child is not None:
+                    self.restarts += 1
+                self._spawn()
+            assert self._requests is not None
+            assert self._replies is not None
+            try:
+                self._requests.send_bytes(pickle.dumps(list(operations), pickle.HIGHEST_PROTOCOL))
+                reply = self._replies.recv_bytes()
+            except (OSError, EOFError) as error:
+                code = self._hang_up()
+                log.error("the Meter writer process ended (exit status %s) during a group", code)
+                msg = "the Meter writer process ended before the group was confirmed"
+                raise Unavailable(msg) from error
+        applied, positions, failure = pickle.loads(reply)  # noqa: S301 - our own child's bytes
+        if positions:
+            self._ledger.commit_listeners.fire(positions)
+        if failure is not None:
+            raise failure
+        assert isinstance(applied, Applied)
+        return applied
+
+    def close(self) -> None:
+        """Let the child finish (it exits when its pipe ends); kill it if it does not."""
+        with self._lock:
+            self._closed = True
+            child = self._child
+            self._close_pipes()
+        if child is None:
+            return
+        try:
+            child.wait(CLOSE_SECONDS)
+        except subprocess.TimeoutExpired:
+            log.error("the Meter writer process did not exit; killing it")
+            child.kill()
+            child.wait()
+
+    # ------------------------------------------------------------------ the child
+
+    def _spawn(self) -> None:
+        requests_read, requests_write = os.pipe()
+        replies_read, replies_write = os.pipe()
+        try:
+            self._child = start_child(
+                "api.workers.meter_child",
+                requests_read,
+                replies_write,
+                env={CONFIG_ENV: json.dumps(self._config)},
+            )
+        except OSError as error:
+            os.close(requests_write)
+            os.close(replies_read)
+            raise Unavailable("the Meter writer process could not be started") from error
+        self._requests = Connection(requests_write, readable=False)
+        self._replies = Connection(replies_read, writable=False)
+
+    def _hang_up(self) -> int | None:
+        """Forget a child that stopped answering (killed if it still runs)."""
+        self._close_pipes()
+        child = self._child
+        if child is None:
+            return None
+        if child.poll() is None:
+            child.kill()
+        return child.wait()
+
+    def _close_pipes(self) -> None:
+        for connection in (self._requests, self._replies):
+            if connection is not None:
+                connection.close()
+        self._requests = self._replies = None

@@ -1,0 +1,133 @@
+"""The Meter writer process (``METER_WRITER=process``, both backends): a group crosses the
+pipe, is saved by the child on the same store and announced to the server's commit
+listeners; refusals come back as outcomes; leases granted there are drawn from here; a
+child that dies fails its group with ``Unavailable`` and is replaced; ``close`` ends it.
+
+The child reads the system clock, so these tests use a Ledger on the system clock too."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from api.workers.meter_process import ProcessMeterBook, child_config
+from ledger.application import Ledger
+from ledger.application.metering import MeterWriter, Reserve
+from ledger.clock import SystemClock
+from ledger.domain.errors import BudgetExceeded, Unavailable
+from ledger.domain.metering import Bounds, Meter, MeteredCall, format_units, meter_id
+from ledger.persistence.store import open_ledger, persistence_env
+from ledger.settings import Settings
+
+HOLDER = "rpl_test"
+BOUNDS = Bounds(budget="100.00", currency="USD")
+
+
+@pytest.fixture
+def system_ledger(store_settings: Settings) -> Iterator[Ledger]:
+    ledger = open_ledger(store_settings)
+    yield ledger
+    ledger.close()
+
+
+def book(settings: Settings, ledger: Ledger, *, lease_seconds: float = 0) -> ProcessMeterBook:
+    config = child_config(
+        persistence_env(settings),
+        holder=HOLDER,
+        lease_seconds=lease_seconds,
+        issuer=settings.public_issuer,
+        policy_version=settings.policy_version,
+    )
+    return ProcessMeterBook(ledger, config)
+
+
+@pytest.fixture
+def process_book(store_settings: Settings, system_ledger: Ledger) -> Iterator[ProcessMeterBook]:
+    started = book(store_settings, system_ledger).start()
+    yield started
+    started.close()
+
+
+def reserve(mission_id: str, evaluation_id: str, amount: str) -> Reserve:
+    return Reserve(
+        mission_id=mission_id,
+        bounds=BOUNDS,
+        call=MeteredCall(amount=amount, currency="USD", call_class=None),
+        evaluation_id=evaluation_id,
+        mandate_id=None,
+        expires_at=SystemClock().now() + timedelta(minutes=5),
+    )
+
+
+def test_a_group_is_saved_by_the_process_and_announced_here(
+    system_ledger: Ledger, process_book: ProcessMeterBook
+) -> None:
+    announced: list[int] = []
+    system_ledger.commit_listeners.add(announced.extend)
+    applied = process_book.apply([reserve("msn_a", "ev1", "30"), reserve("msn_a", "ev2", "20")])
+    assert applied.outcomes == [None, None]
+    meter: Meter = system_ledger.repository.get(meter_id("msn_a"))
+    assert format_units(meter.usage().reserved, 2) == "50.00"
+    stored = [logged.position for logged in system_ledger.history(meter_id("msn_a"))]
+    assert announced == stored
+
+
+def test_a_refusal_comes_back_as_its_operations_outcome(
+    process_book: ProcessMeterBook,
+) -> None:
+    applied = process_book.apply([reserve("msn_b", "ev1", "80"), reserve("msn_b", "ev2", "30")])
+    assert applied.outcomes[0] is None
+    refusal = applied.outcomes[1]
+    assert isinstance(refusal, BudgetExceeded)
+    assert refusal.control == "max_budget"
+
+
+def test_a_lease_granted_by_the_process_is_drawn_from_in_memory(
+    store_settings: Settings, system_ledger: Ledger
+) -> None:
+    backend = book(store_settings, system_ledger, lease_seconds=60)
+    writer = MeterWriter(system_ledger, lease_seconds=60, holder=HOLDER, backend=backend)
+    with writer:
+        writer.reserve(reserve("msn_c", "ev1", "1"))  # takes a lease, in the child
+        now = SystemClock().now()
+        drawn = writer.draw(
+            mission_id="msn_c",
+            call=MeteredCall(amount="1", currency="USD", call_class=None),
+            evaluation_id="ev2",
+            mandate_id=None,
+            expires_at=now + timedelta(minutes=5),
+            now=now,
+        )
+    assert drawn
+    meter: Meter = system_ledger.repository.get(meter_id("msn_c"))
+    assert {"ev1", "ev2"} <= set(meter.outstanding)  # the draw recorded too
+
+
+def test_a_process_that_dies_fails_its_group_and_is_replaced(
+    system_ledger: Ledger, process_book: ProcessMeterBook
+) -> None:
+    process_book.apply([reserve("msn_d", "ev1", "10")])
+    assert process_book.pid is not None
+    os.kill(process_book.pid, signal.SIGKILL)
+    with pytest.raises(Unavailable):
+        process_book.apply([reserve("msn_d", "ev2", "10")])
+    applied = process_book.apply([reserve("msn_d", "ev3", "10")])
+    assert applied.outcomes == [None]
+    assert process_book.restarts == 1
+
+
+def test_close_ends_the_process_and_refuses_later_groups(
+    store_settings: Settings, system_ledger: Ledger
+) -> None:
+    backend = book(store_settings, system_ledger).start()
+    child = backend.pid
+    assert child is not None
+    backend.close()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(child, os.WNOHANG)  # reaped: it exited
+    with pytest.raises(Unavailable):
+        backend.apply([reserve("msn_e", "ev1", "10")])
