@@ -185,6 +185,12 @@ class ServiceCollector(Collector):
             "Metering groups retried because another replica wrote a Meter first.",
             meters.conflicts,
         )
+        yield _counter(
+            "metering_writer_restarts",
+            "Meter writer processes started again after one ended unexpectedly (the group "
+            "it held was answered 503).",
+            meters.restarts,
+        )
         waiting, age = meters.backlog()
         yield _gauge(
             "metering_backlog",

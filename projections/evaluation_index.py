@@ -175,12 +175,19 @@ class EvaluationIndex:
 
     # ------------------------------------------------------------------ following
 
+    #: The events it reads (the log follower reads only those some read model reads).
+    topics = MANDATE_TOPICS | MISSION_TOPICS
+
     def apply(self, item: Item) -> None:
         if item.topic in MANDATE_TOPICS:
             self._apply_mandate(item.event)
         elif item.topic in MISSION_TOPICS:
             self._apply_mission(item.event)
         self.position = item.position
+
+    def end_batch(self, end: int) -> None:
+        """Every event up to ``end`` it reads is applied: it holds the ledger up to there."""
+        self.position = max(self.position, end)
 
     def _apply_mission(self, event: LedgerEvent) -> None:
         current = self.missions.get(event.originator_id)

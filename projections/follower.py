@@ -141,8 +141,13 @@ class LiveConsumer(Protocol):
 
     def apply(self, item: Item) -> None: ...
 
-    # Optionally: ``end_batch()``, called after each batch (every durable read model of
-    # the batch is committed by then).
+    # Optionally:
+    # * ``topics``: the stored topics it reads (a ``frozenset``, read before every read of
+    #   the log, so it may change), or ``None`` for every event (also when absent). The
+    #   follower reads from the store only the events some read model reads.
+    # * ``end_batch(end)``, called after each batch with the position it reached: every
+    #   event up to ``end`` that the consumer reads has been applied (every durable read
+    #   model of the batch is committed by then). A batch may hold no event for it at all.
 
 
 class LogFollower:
@@ -313,19 +318,47 @@ class LogFollower:
     # ------------------------------------------------------------------ reading
 
     def catch_up(self) -> None:
-        """Apply everything up to the current head (called by the thread, and at start)."""
+        """Apply everything up to the current head (called by the thread, and at start).
+
+        Only the events some read model reads are read from the store (``_topics``): under
+        metering load nearly every event is a Meter's, which none reads, and reading each
+        row cost this thread (and the event loop, at the interpreter lock) more than
+        everything else it does. Positions advance over the others all the same: the head
+        is read first, and a read that returns less than a batch has seen every event up to
+        it (writers commit in position order: decision 0003)."""
         while not self._stopping.is_set():
             reading_at = time.monotonic()
+            head = self.head()
+            if head <= self._position:
+                self._fresh_at = max(self._fresh_at, reading_at)
+                return
             notifications = self._ledger.recorder.select_notifications(
-                start=self._position, limit=self._batch_size, inclusive_of_start=False
+                start=self._position,
+                limit=self._batch_size,
+                stop=head,
+                topics=self._topics(),
+                inclusive_of_start=False,
             )
-            if notifications:
-                self._apply([self._decode(n) for n in notifications])
-            if len(notifications) < self._batch_size:
+            full = len(notifications) == self._batch_size
+            end = notifications[-1].id if full else head
+            self._apply([self._decode(n) for n in notifications], end)
+            if not full:
                 # That read saw every event committed before ``reading_at``, and all of
                 # them are applied now.
                 self._fresh_at = max(self._fresh_at, reading_at)
                 return
+
+    def _topics(self) -> tuple[str, ...]:
+        """The stored topics some read model reads, sorted (empty: every topic)."""
+        wanted: set[str] = set()
+        for projection in self._durable:
+            wanted |= projection.topics
+        for consumer in self._live:
+            topics: frozenset[str] | None = getattr(consumer, "topics", None)
+            if topics is None:
+                return ()
+            wanted |= topics
+        return tuple(sorted(wanted))
 
     def _decode(self, notification: Notification) -> Item:
         def decode() -> LedgerEvent:
@@ -335,38 +368,39 @@ class LogFollower:
 
         return Item(position=notification.id, topic=notification.topic, decode=decode)
 
-    def _apply(self, items: list[Item]) -> None:
-        last = items[-1].position
+    def _apply(self, items: list[Item], end: int) -> None:
+        """Apply ``items`` (the events read models read, in order) and advance every
+        position to ``end``, the last position the batch covers (at or after the last
+        item)."""
         for projection in self._durable[: self._core_durable]:
-            self._apply_durable(projection, items)
+            self._apply_durable(projection, items, end)
         for index in range(self._core_live):
-            self._apply_live(index, items)
-        self._advance(last, core_only=True)
+            self._apply_live(index, items, end)
+        self._advance(end, core_only=True)
         for projection in self._durable[self._core_durable :]:
-            self._apply_durable(projection, items)
+            self._apply_durable(projection, items, end)
         for index in range(self._core_live, len(self._live)):
-            self._apply_live(index, items)
+            self._apply_live(index, items, end)
         self.batches_applied += 1
-        self._advance(last)
+        self._advance(end)
 
-    def _apply_live(self, index: int, items: list[Item]) -> None:
+    def _apply_live(self, index: int, items: list[Item], end: int) -> None:
         consumer = self._live[index]
         started = time.perf_counter()
         floor = self._live_positions[index]
-        last = items[-1].position
         for item in items:
             if item.position > floor:
                 consumer.apply(item)
-        self._live_positions[index] = max(floor, last)
+        self._live_positions[index] = max(floor, end)
         end_batch = getattr(consumer, "end_batch", None)
         if end_batch is not None:
-            end_batch()
+            end_batch(end)
         self.timings[_live_name(consumer)].add(time.perf_counter() - started, 0.0)
 
-    def _apply_durable(self, projection: DurableProjection, items: list[Item]) -> None:
+    def _apply_durable(self, projection: DurableProjection, items: list[Item], end: int) -> None:
         if (
             not any(i.topic in projection.topics for i in items)
-            and items[-1].position - self._tracked.get(projection.name, 0) < TRACKING_SLACK
+            and end - self._tracked.get(projection.name, 0) < TRACKING_SLACK
         ):
             return  # nothing it reads: its tracking row may trail (see TRACKING_SLACK)
         started = time.perf_counter()
@@ -375,11 +409,11 @@ class LogFollower:
             with self._db.transaction() as cur:
                 tracked = _lock_tracking(cur, self._db.dialect, projection.name)
                 locked = time.perf_counter()
-                fresh = [i for i in items if i.position > tracked]
                 self._tracked[projection.name] = tracked
-                if not fresh:
-                    return
-                relevant = [i for i in fresh if i.topic in projection.topics]
+                if end <= tracked:
+                    return  # another replica applied this batch already
+                topics = projection.topics
+                relevant = [i for i in items if i.position > tracked and i.topic in topics]
                 if relevant:
                     projection.begin_batch(cur, tracked)
                     for item in relevant:
@@ -387,10 +421,10 @@ class LogFollower:
                     projection.end_batch(cur)
                 cur.execute(
                     "UPDATE projection_tracking SET position = %s WHERE projection = %s",
-                    (fresh[-1].position, projection.name),
+                    (end, projection.name),
                 )
-            self._tracked[projection.name] = fresh[-1].position
-            projection.committed(tracked, fresh[-1].position, applied=bool(relevant))
+            self._tracked[projection.name] = end
+            projection.committed(tracked, end, applied=bool(relevant))
         finally:
             done = time.perf_counter()
             self.timings[projection.name].add(done - locked, locked - started)

@@ -30,6 +30,13 @@ class MissionWatch:
         """Nothing to load: only changes from now on matter."""
         return ledger.head_position()
 
+    @property
+    def topics(self) -> frozenset[str] | None:
+        """Every event while a page watches (a Mission's page shows its Mandates and its
+        Meter's usage too), none otherwise: the log follower then reads only what other
+        read models read (under metering load, nearly every event is a Meter's)."""
+        return None if self._watchers else frozenset()
+
     def apply(self, item: Item) -> None:
         if not self._watchers:
             # Nobody watches (the usual case): no need to decode the event. Under metering

@@ -221,8 +221,10 @@ class SseHub:
         self._scanned = self._batch_high = self._handed = position
         return position
 
+    #: The events it reads (the log follower reads only those some read model reads).
+    topics = STREAM_TOPICS
+
     def apply(self, item: Item) -> None:
-        self._batch_high = max(self._batch_high, item.position)
         if item.topic not in STREAM_TOPICS:
             return
         event = item.event
@@ -239,8 +241,10 @@ class SseHub:
                 self._status_changed, channel, info.status, info.deleted
             )
 
-    def end_batch(self) -> None:
-        """Hand every SET the batch caused to the channels of its streams."""
+    def end_batch(self, end: int) -> None:
+        """Hand every SET the events up to ``end`` caused to the channels of their
+        streams."""
+        self._batch_high = max(self._batch_high, end)
         low, high = self._scanned, self._batch_high
         if high <= low or self._loop is None:
             self._scanned = high

@@ -91,6 +91,7 @@ class MeterBook:
         self._conflicts = 0
         self._save_seconds = 0.0
         self._granted: list[GrantedLease] = []
+        self.restarts = 0  # (a ``MeterBackend``: nothing here is ever restarted)
 
     @property
     def leasing(self) -> bool:

@@ -101,6 +101,9 @@ class MeterBackend(Protocol):
     group could not be written (the store failed, the process died): every operation of
     the group is then answered with that failure."""
 
+    #: Times its process was started again after one died (0 on the writer thread).
+    restarts: int
+
     def apply(self, operations: Sequence[Operation]) -> Applied: ...
 
     def close(self) -> None: ...
@@ -281,6 +284,11 @@ class MeterWriter:
     @property
     def leasing(self) -> bool:
         return self._lease_ttl > timedelta(0)
+
+    @property
+    def restarts(self) -> int:
+        """Meter writer processes started again after one died (``METER_WRITER=process``)."""
+        return self._backend.restarts
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -101,6 +101,16 @@ def test_metrics_report_the_meter_writers_backlog_and_its_age(
     assert samples[("mission_ledger_metering_backlog_age_seconds", ())] == 2.5
 
 
+def test_metrics_report_the_meter_writer_process_restarts(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Counted by the process backend (tests/integration/test_meter_process.py); the API tests
+    # run the writer on a thread, which is never restarted.
+    assert _samples(api)[("mission_ledger_metering_writer_restarts_total", ())] == 0
+    monkeypatch.setattr(api.services.meters._backend, "restarts", 3)
+    assert _samples(api)[("mission_ledger_metering_writer_restarts_total", ())] == 3
+
+
 def test_metrics_report_the_frozen_objects_when_the_gc_policy_is_on(
     store_settings: Settings, clock: MutableClock
 ) -> None:

@@ -8,6 +8,7 @@ until the test lets them through again.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -22,29 +23,40 @@ from tests.api.pdp.test_authzen_decisions import entry, request
 from tests.conftest import MutableClock
 
 MAX_STALE = 1
+FOLLOWER_THREAD = "ledger-follower"
 
 # The follower reads the log differently on each backend (LISTEN/NOTIFY on PostgreSQL).
 pytestmark = pytest.mark.postgres_smoke
 
 
 class LogOutage:
-    """Makes the follower's reads of the log fail while ``cut`` is set."""
+    """Makes the follower's reads of the log (its head, then its events) fail while ``cut``
+    is set, as if its own connection were cut: reads made by other threads (``/readyz``
+    reading the head) still go through."""
+
+    READS = ("max_notification_id", "select_notifications")
 
     def __init__(self, harness: Harness) -> None:
         recorder = harness.client.app.state.services.ledger.recorder  # type: ignore[attr-defined]
         self._recorder = recorder
-        self._read: Callable[..., Any] = recorder.select_notifications
+        self._reads: dict[str, Callable[..., Any]] = {
+            name: getattr(recorder, name) for name in self.READS
+        }
         self.cut = False
+        for name, read in self._reads.items():
+            setattr(recorder, name, self._cuttable(read))
 
-        def select(*args: Any, **kwargs: Any) -> Any:
-            if self.cut:
+    def _cuttable(self, read: Callable[..., Any]) -> Callable[..., Any]:
+        def cuttable(*args: Any, **kwargs: Any) -> Any:
+            if self.cut and threading.current_thread().name == FOLLOWER_THREAD:
                 raise ConnectionError("fault hook: the log is unreachable")
-            return self._read(*args, **kwargs)
+            return read(*args, **kwargs)
 
-        recorder.select_notifications = select
+        return cuttable
 
     def restore(self) -> None:
-        self._recorder.select_notifications = self._read
+        for name, read in self._reads.items():
+            setattr(self._recorder, name, read)
 
 
 @pytest.fixture
