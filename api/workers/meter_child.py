@@ -26,8 +26,9 @@ from api.workers.children import child_started
 from api.workers.meter_process import CONFIG_ENV
 from ledger.application.base import LedgerBase
 from ledger.application.meter_book import MeterBook
+from ledger.application.meter_operations import write_failure
 from ledger.clock import SystemClock
-from ledger.domain.errors import LedgerError, Unavailable
+from ledger.domain.errors import LedgerError
 
 log = logging.getLogger("mission_ledger.metering")
 
@@ -49,20 +50,13 @@ def serve(book: MeterBook, ledger: LedgerBase, requests: Connection, replies: Co
             applied = book.apply(operations)
         except Exception as error:  # the store failed: the server answers the whole group
             log.warning("metering group of %d failed", len(operations), exc_info=True)
-            failure = refusal(error)
+            failure = write_failure(error)
         try:
             replies.send_bytes(
                 pickle.dumps((applied, list(saved), failure), pickle.HIGHEST_PROTOCOL)
             )
         except OSError:
             return 0  # the server is gone
-
-
-def refusal(error: BaseException) -> LedgerError:
-    """What the writer's callers hear of a group that could not be written."""
-    if isinstance(error, LedgerError):
-        return error
-    return Unavailable(f"the metering write did not complete ({type(error).__name__})")
 
 
 def main(argv: list[str]) -> int:

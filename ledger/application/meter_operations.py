@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Literal
 
 from ledger.domain.actors import Actor
-from ledger.domain.errors import LedgerError
+from ledger.domain.errors import LedgerError, Unavailable
 from ledger.domain.metering import Bounds, MeteredCall, Settlement
 
 
@@ -116,3 +116,13 @@ class Applied:
     conflicts: int  # saves lost to another replica's write and applied again
     apply_seconds: float
     save_seconds: float
+
+
+def write_failure(error: BaseException | None) -> LedgerError:
+    """What the callers of a group hear when it could not be written: a refusal as it is,
+    anything else (the store's own errors) as ``Unavailable`` naming its class."""
+    if isinstance(error, LedgerError):
+        return error
+    if error is None:
+        return Unavailable("the metering write did not complete")
+    return Unavailable(f"the metering write did not complete ({type(error).__name__})")

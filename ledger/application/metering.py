@@ -60,8 +60,9 @@ from ledger.application.meter_operations import (
     Reported,
     Reserve,
     ReturnLease,
+    write_failure,
 )
-from ledger.domain.errors import Conflict, LedgerError, Unavailable
+from ledger.domain.errors import Conflict, LedgerError
 from ledger.domain.metering import Bounds, MeteredCall, parse_units
 
 __all__ = [  # the operations are part of this module's interface (routes import them here)
@@ -231,12 +232,7 @@ class _Share:
         self._batch.settle(self._index, result)
 
     def set_exception(self, exception: BaseException | None) -> None:
-        refusal = (
-            exception
-            if isinstance(exception, LedgerError)
-            else Unavailable("the metering write did not complete")
-        )
-        self._batch.settle(self._index, refusal)
+        self._batch.settle(self._index, write_failure(exception))
 
 
 class MeterWriter:
@@ -494,11 +490,7 @@ class MeterWriter:
             outcomes = self.apply([operation for operation, _ in group])
         except Exception as error:  # the store failed: every caller of the group hears it
             log.warning("metering group of %d failed", len(group), exc_info=True)
-            refusal = (
-                error
-                if isinstance(error, LedgerError)
-                else Unavailable(f"the metering write did not complete ({type(error).__name__})")
-            )
+            refusal = write_failure(error)
             for _, future in group:
                 if future is not None:
                     _fail(future, refusal)
