@@ -12,7 +12,9 @@ Per phase, rounds alternating plain then metered (16 connections by default, the
 reports batched by a background connection as the PEP toolkit does): the rates and their
 ratio, the reported share, the Meter writer's operations per group and time per save, and
 the server's CPU per operation on its event-loop thread, its other threads and its child
-processes (the Meter writer process in ``METER_WRITER=process``; Linux ``/proc``).
+processes (the Meter writer process in ``METER_WRITER=process``), and the voluntary context
+switches a second of the event loop and of the other threads (a thread that blocks, mostly
+waiting for the interpreter lock; Linux ``/proc``).
 
     python -m bench.metered_load [--seconds 5] [--rounds 2] [--connections 16]
                                  [--meter-writer process|thread] [--json]
@@ -44,21 +46,28 @@ from bench.evaluate import (
 from ledger.settings import Settings
 
 
-def _thread_cpu(pid: int) -> tuple[float, float]:
-    """CPU seconds of ``pid``'s main thread (the event loop) and of its other threads."""
+def _thread_cpu(pid: int) -> tuple[float, float, int, int]:
+    """CPU seconds of ``pid``'s main thread (the event loop) and of its other threads, and
+    the voluntary context switches of each side (a thread blocking, mostly on the
+    interpreter lock while another thread holds it)."""
     tick = os.sysconf("SC_CLK_TCK")
     main = others = 0.0
+    main_switches = other_switches = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            status = (task / "status").read_text()
         except OSError:
             continue
         seconds = (int(fields[11]) + int(fields[12])) / tick
+        switches = int(status.split("voluntary_ctxt_switches:", 1)[1].split()[0])
         if task.name == str(pid):
             main += seconds
+            main_switches += switches
         else:
             others += seconds
-    return main, others
+            other_switches += switches
+    return main, others, main_switches, other_switches
 
 
 def _phase(
@@ -77,6 +86,8 @@ def _phase(
         "loop_cpu_us": (after[0] - before[0]) / count * 1e6,
         "other_threads_cpu_us": (after[1] - before[1]) / count * 1e6,
         "children_cpu_us": (children_after - children_before) / count * 1e6,
+        "loop_switches_per_s": (after[2] - before[2]) / seconds,
+        "other_switches_per_s": (after[3] - before[3]) / seconds,
     }
 
 
@@ -162,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         "round  plain/s  metered/s  ratio  reported  ops/group  ms/save  "
-        "loop µs/op plain, metered  other threads, children µs/op metered"
+        "loop µs/op plain, metered  other threads, children µs/op metered  "
+        "loop switches/s plain, metered  other threads' switches/s metered"
     )
     for number, row in enumerate(rounds, 1):
         plain, metered = row["plain"], row["metered"]
@@ -172,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['ratio']:>6.2f} {row['reported']:>9.2f}{behind:7} "
             f"{row['operations_per_group']:>9.0f} {row['save_ms']:>8.1f}  "
             f"{plain['loop_cpu_us']:>10.0f} {metered['loop_cpu_us']:>8.0f}  "
-            f"{metered['other_threads_cpu_us']:>13.0f} {metered['children_cpu_us']:>9.0f}"
+            f"{metered['other_threads_cpu_us']:>13.0f} {metered['children_cpu_us']:>9.0f}  "
+            f"{plain['loop_switches_per_s']:>21.0f} {metered['loop_switches_per_s']:>8.0f}  "
+            f"{metered['other_switches_per_s']:>31.0f}"
         )
     if args.json:
         print(json.dumps({"rounds": rounds}))
