@@ -13,7 +13,10 @@ loses, an event) and feeds, in order:
 Wake-ups: local writes ring the in-process doorbell (commit listeners); on
 PostgreSQL a listener thread turns ``NOTIFY ledger_events`` into the same doorbell;
 and a periodic poll catches anything else (writes by other processes on SQLite, a
-dropped LISTEN connection).
+dropped LISTEN connection). A write whose events no read model here reads (a Meter's,
+under metering load: each group of the Meter writer is one) does not wake the thread:
+the positions move over it at the next wake-up, at the latest the poll's (a
+``wait(position)`` rings the doorbell itself).
 
 ``wait(position)`` / ``await wait_async(position)`` block until every read model of
 this process includes ``position``: the basis of read-your-writes.
@@ -37,6 +40,7 @@ from eventsourcing.persistence import Notification
 from ledger.application import Ledger
 from ledger.domain.events import LedgerEvent
 from ledger.persistence.database import Cursor, Dialect
+from ledger.persistence.notify import payload_topics
 
 log = logging.getLogger("mission_ledger.follower")
 
@@ -169,6 +173,7 @@ class LogFollower:
         self._ledger = ledger
         self._db = ledger.database
         self._durable = [*durable, *trailing_durable]
+        self._durable_topics = frozenset[str]().union(*(p.topics for p in self._durable))
         self._live = [*live, *trailing_live]
         self._core_durable = len(durable)
         self._core_live = len(live)
@@ -350,15 +355,27 @@ class LogFollower:
 
     def _topics(self) -> tuple[str, ...]:
         """The stored topics some read model reads, sorted (empty: every topic)."""
-        wanted: set[str] = set()
-        for projection in self._durable:
-            wanted |= projection.topics
+        wanted = self._wanted()
+        return () if wanted is None else tuple(sorted(wanted))
+
+    def _wanted(self) -> frozenset[str] | None:
+        """The stored topics some read model reads (``None``: every topic). A live read
+        model's may change (``LiveConsumer``): read each time."""
+        wanted = self._durable_topics
         for consumer in self._live:
             topics: frozenset[str] | None = getattr(consumer, "topics", None)
             if topics is None:
-                return ()
-            wanted |= topics
-        return tuple(sorted(wanted))
+                return None
+            wanted = wanted | topics
+        return wanted
+
+    def wakes_for(self, topics: frozenset[str] | None) -> bool:
+        """Whether a write of events of ``topics`` (``None``: not known) is worth waking
+        the thread for: some read model here reads one of them."""
+        if topics is None:
+            return True
+        wanted = self._wanted()
+        return wanted is None or not wanted.isdisjoint(topics)
 
     def _decode(self, notification: Notification) -> Item:
         def decode() -> LedgerEvent:
@@ -442,8 +459,9 @@ class LogFollower:
 
     # ------------------------------------------------------------------ threads
 
-    def _on_commit(self, _positions: Sequence[int]) -> None:
-        self._bell.set()
+    def _on_commit(self, _positions: Sequence[int], topics: frozenset[str]) -> None:
+        if self.wakes_for(topics):
+            self._bell.set()
 
     def _run(self) -> None:
         backoff = 0.1
@@ -473,8 +491,9 @@ class LogFollower:
                     conn.execute(f"LISTEN {self._wake_channel}")
                     self._bell.set()  # catch up on anything missed while disconnected
                     while not self._stopping.is_set():
-                        for _ in conn.notifies(timeout=0.5, stop_after=1):
-                            self._bell.set()
+                        for notify in conn.notifies(timeout=0.5, stop_after=1):
+                            if self.wakes_for(payload_topics(notify.payload)):
+                                self._bell.set()
             except psycopg.Error:
                 log.warning("LISTEN connection lost; reconnecting", exc_info=True)
                 self._stopping.wait(1.0)

@@ -4,8 +4,9 @@ Started by the server (``meter_process.ProcessMeterBook``) as ``python -m
 api.workers.meter_child REQUESTS_FD REPLIES_FD`` with its configuration in the environment
 (``meter_process.CONFIG_ENV``). It opens a Ledger on the server's store, and for each group
 it reads (a pickled list of metering operations) applies it with a ``MeterBook`` and sends
-back ``(Applied, positions saved, failure)``: ``failure`` is the ``LedgerError`` every
-operation of the group is answered with when the group could not be written.
+back ``(Applied, positions saved, their topics, failure)``: ``failure`` is the
+``LedgerError`` every operation of the group is answered with when the group could not be
+written.
 
 It ends when the requests pipe ends (the server closed it at shutdown, or died).
 Interrupts and termination requests are the server's to handle: the child ignores them.
@@ -18,6 +19,7 @@ import logging
 import os
 import pickle
 import sys
+from collections.abc import Sequence
 from datetime import timedelta
 from multiprocessing.connection import Connection
 from typing import Any
@@ -36,13 +38,20 @@ log = logging.getLogger("mission_ledger.metering")
 def serve(book: MeterBook, ledger: LedgerBase, requests: Connection, replies: Connection) -> int:
     """Apply every group the server sends until its pipe ends; the exit status."""
     saved: list[int] = []
-    ledger.commit_listeners.add(saved.extend)
+    topics: set[str] = set()
+
+    def heard(positions: Sequence[int], written: frozenset[str]) -> None:
+        saved.extend(positions)
+        topics.update(written)
+
+    ledger.commit_listeners.add(heard)
     while True:
         try:
             data = requests.recv_bytes()
         except EOFError:
             return 0
         saved.clear()
+        topics.clear()
         operations = pickle.loads(data)  # noqa: S301 - the server's own bytes
         failure: LedgerError | None = None
         applied = None
@@ -53,7 +62,9 @@ def serve(book: MeterBook, ledger: LedgerBase, requests: Connection, replies: Co
             failure = write_failure(error)
         try:
             replies.send_bytes(
-                pickle.dumps((applied, list(saved), failure), pickle.HIGHEST_PROTOCOL)
+                pickle.dumps(
+                    (applied, list(saved), frozenset(topics), failure), pickle.HIGHEST_PROTOCOL
+                )
             )
         except OSError:
             return 0  # the server is gone

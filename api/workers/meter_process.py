@@ -10,8 +10,9 @@ took. The writer thread waits for that answer without holding the interpreter lo
 book's work (the Meters' rules, encoding events, the hash chain, the store's statements) no
 longer takes turns with the decision path.
 
-* The positions the child saved are announced to this process's commit listeners, as the
-  recorder does after a save of its own: the log follower wakes at once.
+* The positions the child saved, and their events' topics, are announced to this process's
+  commit listeners, as the recorder does after a save of its own (the log follower wakes
+  only if one of its read models reads one of those topics: none reads a Meter's).
 * **A child that dies** (or cannot be started) fails the group it held with ``Unavailable``,
   as a store failure does on the writer thread: its futures answer 503; its draws, answered
   already, go unrecorded (the "holder crashed" case of decision 0019: their lease's slice
@@ -108,9 +109,9 @@ class ProcessMeterBook:
                 log.error("the Meter writer process ended (exit status %s) during a group", code)
                 msg = "the Meter writer process ended before the group was confirmed"
                 raise Unavailable(msg) from error
-        applied, positions, failure = pickle.loads(reply)  # noqa: S301 - our own child's bytes
+        applied, positions, topics, failure = pickle.loads(reply)  # noqa: S301 - our child's
         if positions:
-            self._ledger.commit_listeners.fire(positions)
+            self._ledger.commit_listeners.fire(positions, topics)
         if failure is not None:
             raise failure
         assert isinstance(applied, Applied)

@@ -41,10 +41,10 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from ledger.persistence.idempotency import INSERT_SQL, IdempotencyRecord
-from ledger.persistence.notify import CommitListeners
+from ledger.persistence.notify import CommitListeners, doorbell_payload
 from ledger.persistence.reservations import ReservationDeadlines
 
 
@@ -53,7 +53,7 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
 
     @cached_property
     def _notify_statement(self) -> Composed:
-        return SQL("NOTIFY {0}").format(Identifier(self.channel_name))
+        return SQL("NOTIFY {0}, ").format(Identifier(self.channel_name))
 
     @cached_property
     def _insert_columns_statement(self) -> Composed:
@@ -76,7 +76,11 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
         # fraction of that; the rows, their order and the RETURNING list the library reads
         # are the same.
         self._lock_table(curs)  # prepared, and first: nothing before it can fail
-        curs.execute(self._notify_statement, prepare=False)  # the library's, unprepared
+        # The library's doorbell, unprepared, with the write's topics as its payload (a
+        # follower whose read models read none of them need not wake: ``notify``). NOTIFY
+        # takes no parameters: the payload is a quoted literal.
+        payload = Literal(doorbell_payload(event.topic for event in stored_events))
+        curs.execute(self._notify_statement + payload, prepare=False)
         curs.execute(
             self._insert_columns_statement,
             (
@@ -115,7 +119,7 @@ class LedgerPostgresApplicationRecorder(PostgresApplicationRecorder):
         positions: Sequence[int] | None = self._write(stored_events, **kwargs)
         listeners = getattr(self, "commit_listeners", None)
         if listeners is not None and positions:
-            listeners.fire(positions)
+            listeners.fire(positions, frozenset(event.topic for event in stored_events))
         return positions
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)

@@ -125,5 +125,5 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         positions = super().insert_events(stored_events, **kwargs)
         listeners = getattr(self, "commit_listeners", None)
         if listeners is not None and positions:
-            listeners.fire(positions)
+            listeners.fire(positions, frozenset(event.topic for event in stored_events))
         return positions

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 
 import pytest
@@ -67,13 +67,20 @@ def test_a_group_is_saved_by_the_process_and_announced_here(
     system_ledger: Ledger, process_book: ProcessMeterBook
 ) -> None:
     announced: list[int] = []
-    system_ledger.commit_listeners.add(announced.extend)
+    topics: set[str] = set()
+
+    def heard(positions: Sequence[int], written: frozenset[str]) -> None:
+        announced.extend(positions)
+        topics.update(written)
+
+    system_ledger.commit_listeners.add(heard)
     applied = process_book.apply([reserve("msn_a", "ev1", "30"), reserve("msn_a", "ev2", "20")])
     assert applied.outcomes == [None, None]
     meter: Meter = system_ledger.repository.get(meter_id("msn_a"))
     assert format_units(meter.usage().reserved, 2) == "50.00"
-    stored = [logged.position for logged in system_ledger.history(meter_id("msn_a"))]
-    assert announced == stored
+    history = system_ledger.history(meter_id("msn_a"))
+    assert announced == [logged.position for logged in history]
+    assert topics == {logged.topic for logged in history}
 
 
 def test_a_refusal_comes_back_as_its_operations_outcome(

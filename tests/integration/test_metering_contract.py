@@ -199,7 +199,7 @@ def test_a_group_of_operations_is_saved_in_one_transaction(
 ) -> None:
     mission, other = active_mission(ledger), active_mission(ledger)
     commits: list[int] = []
-    ledger.commit_listeners.add(lambda positions: commits.append(len(positions)))
+    ledger.commit_listeners.add(lambda positions, _topics: commits.append(len(positions)))
     writer = MeterWriter(ledger)  # not started: the group is applied here, in this thread
     outcomes = writer.apply(
         [
