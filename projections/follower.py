@@ -15,8 +15,9 @@ PostgreSQL a listener thread turns ``NOTIFY ledger_events`` into the same doorbe
 and a periodic poll catches anything else (writes by other processes on SQLite, a
 dropped LISTEN connection). A write whose events no read model here reads (a Meter's,
 under metering load: each group of the Meter writer is one) does not wake the thread:
-the positions move over it at the next wake-up, at the latest the poll's (a
-``wait(position)`` rings the doorbell itself).
+when it continues the log from where the read models are, the positions move over it
+at once, without reading it (``_pass_over``); else the next wake-up covers it, at the
+latest the poll's (a ``wait(position)`` rings the doorbell itself).
 
 ``wait(position)`` / ``await wait_async(position)`` block until every read model of
 this process includes ``position``: the basis of read-your-writes.
@@ -459,9 +460,25 @@ class LogFollower:
 
     # ------------------------------------------------------------------ threads
 
-    def _on_commit(self, _positions: Sequence[int], topics: frozenset[str]) -> None:
+    def _on_commit(self, positions: Sequence[int], topics: frozenset[str]) -> None:
         if self.wakes_for(topics):
             self._bell.set()
+        else:
+            self._pass_over(positions)
+
+    def _pass_over(self, positions: Sequence[int]) -> None:
+        """Advance over a write of this process that no read model reads, without reading
+        it, when it continues the log from where every read model is: a write's positions
+        are consecutive, and later than those of every write committed before it (the
+        table lock of decision 0003), so every position up to its last is then applied
+        here. Otherwise (another write came between) the next wake-up covers it."""
+        first, last = min(positions), max(positions)
+        if last - first + 1 != len(positions):
+            return
+        with self._cond:
+            if first > min(self._position, self._core_position) + 1:
+                return
+        self._advance(last)
 
     def _run(self) -> None:
         backoff = 0.1

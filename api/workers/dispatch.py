@@ -2,7 +2,8 @@
 callbacks): one thread that looks for due work and hands each item to a small pool of
 delivery threads, at most one per key in this process.
 
-It wakes whenever the log follower applies a batch (its position moved), every
+It wakes whenever the log follower has applied a batch (its read models read the log:
+a write the follower only passed over, such as a Meter's, makes no work here), every
 ``interval`` seconds (for retries that became due), and on ``ring()``. A subclass says
 what is due (``due_work``: ``(key, argument)`` pairs) and does one item (``work``:
 True to look again at once, e.g. a burst ended with more to send).
@@ -22,8 +23,10 @@ log = logging.getLogger("mission_ledger.dispatch")
 
 
 class Positioned(Protocol):
+    """The log follower, as a dispatcher watches it."""
+
     @property
-    def position(self) -> int: ...
+    def batches_applied(self) -> int: ...
 
 
 class Dispatcher(ABC):
@@ -111,7 +114,7 @@ class Dispatcher(ABC):
                 return
             rung = self._bell.is_set()
             self._bell.clear()
-            position = self._follower.position if self._follower is not None else seen
+            position = self._follower.batches_applied if self._follower is not None else seen
             now = time.monotonic()
             if not (rung or position != seen or now - last_scan >= self.interval):
                 continue

@@ -2,7 +2,8 @@
 metering load nearly every event is a Meter's, which none reads), and still advances every
 position over the others: to the head it read before. A write of events none of its read
 models reads does not wake it (in this process: the commit listeners hear the write's
-topics; from another process on PostgreSQL: the ``NOTIFY`` payload names them)."""
+topics, and it moves its positions over such a write at once when it continues the log from
+where they are; from another process on PostgreSQL: the ``NOTIFY`` payload names them)."""
 
 from __future__ import annotations
 
@@ -99,13 +100,16 @@ def test_events_no_read_model_reads_are_not_read_from_the_store(
     assert not METER_TOPICS & set(consumer.applied)
 
 
-def test_positions_advance_over_the_events_not_read(ledger: Ledger) -> None:
+def test_positions_advance_over_the_events_not_read(
+    ledger: Ledger, store_settings: Settings, clock: MutableClock
+) -> None:
     consumer = Recorder(event_topics(Mission))
     follower = LogFollower(ledger, live=[consumer])
     mission = active_mission(ledger)
+    other = open_ledger(store_settings, clock=clock)  # a write of another process
     follower.start()
     try:
-        _meter_events(ledger, mission.id)
+        _meter_events(other, mission.id)
         follower.catch_up()
         head = ledger.head_position()
         assert (follower.position, follower.core_position) == (head, head)
@@ -113,6 +117,7 @@ def test_positions_advance_over_the_events_not_read(ledger: Ledger) -> None:
         assert follower.staleness() < 1.0
     finally:
         follower.stop()
+        other.close()
 
 
 def test_a_live_read_model_without_topics_is_given_every_event(
@@ -172,13 +177,40 @@ def test_a_write_announces_the_topics_of_its_events(ledger: Ledger) -> None:
     assert set().union(*heard) == {logged.topic for logged in ledger.history(meter_id(mission.id))}
 
 
-def test_a_write_no_read_model_reads_does_not_wake_the_follower(
-    ledger: Ledger, mission_follower: LogFollower
+def test_a_write_no_read_model_reads_is_passed_over_without_reading_the_log(
+    ledger: Ledger, mission_follower: LogFollower, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     mission = active_mission(ledger)
     assert _caught_up_within(mission_follower, ledger.head_position(), 5.0)
+    time.sleep(0.2)  # the follower's thread is done with that write
+    head_reads: list[int] = []
+    head = ledger.head_position
+
+    def counted() -> int:
+        head_reads.append(1)
+        return head()
+
+    monkeypatch.setattr(ledger, "head_position", counted)
+    _meter_events(ledger, mission.id)
+    passed = mission_follower.position
+    time.sleep(0.3)  # a wake-up would read the head
+    monkeypatch.undo()
+    assert passed == ledger.head_position()
+    assert head_reads == []
+
+
+def test_a_write_not_continuing_from_the_read_models_waits_for_a_wake_up(
+    ledger: Ledger, mission_follower: LogFollower, store_settings: Settings, clock: MutableClock
+) -> None:
+    mission = active_mission(ledger)
+    other = open_ledger(store_settings, clock=clock)  # its writes ring no bell here
+    try:
+        active_mission(other)
+    finally:
+        other.close()
     _meter_events(ledger, mission.id)
     assert not _caught_up_within(mission_follower, ledger.head_position(), 0.3)
+    assert mission_follower.wait(ledger.head_position(), timeout=5.0)
 
 
 def test_a_write_a_read_model_reads_wakes_the_follower(
@@ -188,14 +220,6 @@ def test_a_write_a_read_model_reads_wakes_the_follower(
     _meter_events(ledger, mission.id)
     active_mission(ledger)
     assert _caught_up_within(mission_follower, ledger.head_position(), 5.0)
-
-
-def test_waiting_for_a_position_not_woken_for_reaches_it(
-    ledger: Ledger, mission_follower: LogFollower
-) -> None:
-    mission = active_mission(ledger)
-    _meter_events(ledger, mission.id)
-    assert mission_follower.wait(ledger.head_position(), timeout=5.0)
 
 
 def test_a_read_model_reading_every_event_is_woken_by_any_write(ledger: Ledger) -> None:
