@@ -180,7 +180,7 @@ def meter_writer(settings: Settings, ledger: Ledger) -> MeterWriter:
             issuer=settings.public_issuer,
             policy_version=settings.policy_version,
         )
-        backend = ProcessMeterBook(ledger, config).start()
+        backend = ProcessMeterBook(ledger, config, nice=settings.meter_writer_nice()).start()
     return MeterWriter(
         ledger, lease_seconds=settings.metering_lease_seconds, holder=holder, backend=backend
     )
@@ -192,7 +192,11 @@ def decision_writer(settings: Settings, store: DecisionLog) -> DecisionRecorder:
     queue_size = settings.decision_log_queue_size
     if settings.decision_log_writer == "process":
         return ProcessDecisionWriter(
-            store_params(settings), mode=mode, flush_ms=flush_ms, queue_size=queue_size
+            store_params(settings),
+            mode=mode,
+            flush_ms=flush_ms,
+            queue_size=queue_size,
+            nice=settings.decision_writer_nice(),
         )
     return DecisionWriter(store, mode=mode, flush_ms=flush_ms, queue_size=queue_size)
 

@@ -139,6 +139,17 @@ class Settings(BaseSettings):
         "process, sharing its interpreter lock with the decision path (tests that drive the "
         "clock, and platforms that cannot start processes).",
     )
+    writer_process_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="How far below the server's scheduling priority its background writer "
+        "processes run: the Meter writer's (unless metering_lease_seconds is 0) and the "
+        "decision log writer's (unless decision_log_mode is sync); with those settings "
+        "answers wait for the writer, which then keeps the server's priority. Where a "
+        "writer shares a core with the server's event loop, the decision path goes first "
+        "(Unix nice; bench/README.md '2026-12-06, afternoon'). 0: the server's priority.",
+    )
     read_your_writes_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     idempotency_retention_hours: int = Field(default=24, ge=24, le=24 * 90)
     policy_version: str = "mission-ledger/1"
@@ -394,6 +405,16 @@ class Settings(BaseSettings):
     @property
     def sqlite_path(self) -> Path:
         return self.data_dir / "ledger.sqlite3"
+
+    def meter_writer_nice(self) -> int:
+        """``writer_process_nice`` for the Meter writer process: 0 without budget leases
+        (every metered permit then waits for the writer)."""
+        return self.writer_process_nice if self.metering_lease_seconds > 0 else 0
+
+    def decision_writer_nice(self) -> int:
+        """``writer_process_nice`` for the decision log writer process: 0 in ``sync`` mode
+        (every answer then waits for the writer)."""
+        return 0 if self.decision_log_mode == "sync" else self.writer_process_nice
 
     def postgres_params(self) -> dict[str, Any]:
         """Connection parameters parsed from ``database_url``."""

@@ -13,6 +13,8 @@ from pathlib import Path
 
 #: The directory that holds the ``api`` package (a child imports it from there).
 _ROOT = str(Path(__file__).resolve().parents[2])
+
+log = logging.getLogger("mission_ledger.children")
 #: What a child ignores: the server shuts down on them (a Ctrl-C or ``systemctl stop``
 #: reaches the process group), then ends the child by closing its pipe (the decision log
 #: writer first stores what the server sent it).
@@ -20,10 +22,16 @@ SHUTDOWN_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 
 
 def start_child(
-    module: str, read_fd: int, write_fd: int, env: Mapping[str, str] | None = None
+    module: str,
+    read_fd: int,
+    write_fd: int,
+    env: Mapping[str, str] | None = None,
+    *,
+    nice: int = 0,
 ) -> subprocess.Popen[bytes]:
     """Start ``module`` with the child's ends of its two pipes (closed here once it has
-    them, or once it failed to start; OSError then). ``env``: more environment.
+    them, or once it failed to start; OSError then). ``env``: more environment; ``nice``:
+    how far below this process's scheduling priority the child runs (``lower_priority``).
 
     The child starts with interrupts and termination requests blocked (a blocked signal
     mask is inherited across exec) and ignores them once running: one sent to the process
@@ -36,7 +44,7 @@ def start_child(
     }
     unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
     try:
-        return subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        child = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", module, str(read_fd), str(write_fd)],
             pass_fds=(read_fd, write_fd),
             stdin=subprocess.DEVNULL,
@@ -46,6 +54,21 @@ def start_child(
         signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
         os.close(read_fd)
         os.close(write_fd)
+    if nice:
+        lower_priority(child.pid, nice)
+    return child
+
+
+def lower_priority(pid: int, by: int) -> None:
+    """Run the process ``pid`` ``by`` steps of ``nice`` below this one (at most 19): a
+    background writer yields a shared core to the server's event loop. Set before the
+    child's interpreter has started any thread (each inherits it). Where the system refuses,
+    the child keeps this process's priority (logged)."""
+    try:
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, own + by))
+    except OSError:
+        log.warning("could not lower the priority of process %d", pid, exc_info=True)
 
 
 def child_started(label: str) -> None:

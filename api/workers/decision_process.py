@@ -98,8 +98,10 @@ class ProcessDecisionWriter(DecisionRecorder):
         flush_ms: int = 100,
         queue_size: int = 10_000,
         batch_size: int = BATCH_SIZE,
+        nice: int = 0,
     ) -> None:
         super().__init__(mode)
+        self._nice = nice  # how far below the server's priority the child runs
         self._config = {
             "store": store,
             "mode": mode,
@@ -302,6 +304,7 @@ class ProcessDecisionWriter(DecisionRecorder):
             frames_read,
             acks_write,
             {CONFIG_ENV: json.dumps(self._config)},
+            nice=self._nice,
         )
         os.set_blocking(frames_write, False)
         os.set_blocking(acks_read, False)

@@ -70,9 +70,10 @@ def child_config(
 class ProcessMeterBook:
     """A ``MeterBackend`` whose groups are applied by the Meter writer process."""
 
-    def __init__(self, ledger: LedgerBase, config: dict[str, Any]) -> None:
+    def __init__(self, ledger: LedgerBase, config: dict[str, Any], *, nice: int = 0) -> None:
         self._ledger = ledger  # the server's: its commit listeners hear the child's saves
         self._config = config
+        self._nice = nice  # how far below the server's priority the child runs
         self._child: subprocess.Popen[bytes] | None = None
         self._requests: Connection | None = None
         self._replies: Connection | None = None
@@ -143,6 +144,7 @@ class ProcessMeterBook:
                 requests_read,
                 replies_write,
                 env={CONFIG_ENV: json.dumps(self._config)},
+                nice=self._nice,
             )
         except OSError as error:
             os.close(requests_write)

@@ -281,3 +281,14 @@ def test_a_writer_whose_server_is_gone_stores_what_it_was_sent_and_exits(
         last = [ack.through for ack in AckReader().feed(acks.read())]
     assert last[-1] == len(answers)
     _assert_all_stored(store, answers)
+
+
+def test_the_writer_process_runs_below_the_servers_priority_when_asked(
+    store: DecisionLog, store_settings: Settings
+) -> None:
+    async def scenario(writer: ProcessDecisionWriter) -> int:
+        assert writer.pid is not None
+        return os.getpriority(os.PRIO_PROCESS, writer.pid)
+
+    priority, _ = _in_loop(store_settings, scenario, nice=5)
+    assert priority == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 5)

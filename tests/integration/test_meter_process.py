@@ -138,3 +138,22 @@ def test_close_ends_the_process_and_refuses_later_groups(
         os.waitpid(child, os.WNOHANG)  # reaped: it exited
     with pytest.raises(Unavailable):
         backend.apply([reserve("msn_e", "ev1", "10")])
+
+
+def test_the_writer_process_runs_below_the_servers_priority_when_asked(
+    store_settings: Settings, system_ledger: Ledger
+) -> None:
+    config = child_config(
+        persistence_env(store_settings),
+        holder=HOLDER,
+        lease_seconds=0,
+        issuer=store_settings.public_issuer,
+        policy_version=store_settings.policy_version,
+    )
+    started = ProcessMeterBook(system_ledger, config, nice=5).start()
+    try:
+        assert started.pid is not None
+        priority = os.getpriority(os.PRIO_PROCESS, started.pid)
+    finally:
+        started.close()
+    assert priority == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 5)
