@@ -471,9 +471,13 @@ class LogFollower:
         it, when it continues the log from where every read model is: a write's positions
         are consecutive, and later than those of every write committed before it (the
         table lock of decision 0003), so every position up to its last is then applied
-        here. Otherwise (another write came between) the next wake-up covers it."""
+        here. Otherwise (another write came between) the next wake-up covers it; so does it
+        when a durable read model's tracking row would trail by ``TRACKING_SLACK``."""
         first, last = min(positions), max(positions)
         if last - first + 1 != len(positions):
+            return
+        if last - min(self._tracked.values(), default=last) >= TRACKING_SLACK:
+            self._bell.set()  # a batch, to write the tracking rows that trail that far
             return
         with self._cond:
             if first > min(self._position, self._core_position) + 1:
