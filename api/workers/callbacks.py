@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 
 import httpcore
 
-from api.workers.dispatch import Dispatcher, Positioned
+from api.workers.dispatch import AppliesBatches, Dispatcher
 from api.workers.push import backoff_seconds
 from ledger.application import Ledger
 from ledger.domain.callbacks import Callback, address_problem
@@ -143,7 +143,7 @@ class CallbackDelivery(Dispatcher):
         *,
         allow_private: bool = False,
         ca_file: Path | None = None,
-        follower: Positioned | None = None,
+        follower: AppliesBatches | None = None,
         interval: float = 0.5,
         timeout: float = 5.0,
         concurrency: int = 4,

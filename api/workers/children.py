@@ -13,12 +13,12 @@ from pathlib import Path
 
 #: The directory that holds the ``api`` package (a child imports it from there).
 _ROOT = str(Path(__file__).resolve().parents[2])
-
-log = logging.getLogger("mission_ledger.children")
 #: What a child ignores: the server shuts down on them (a Ctrl-C or ``systemctl stop``
 #: reaches the process group), then ends the child by closing its pipe (the decision log
 #: writer first stores what the server sent it).
 SHUTDOWN_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+log = logging.getLogger("mission_ledger.children")
 
 
 def start_child(

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 log = logging.getLogger("mission_ledger.dispatch")
 
 
-class Positioned(Protocol):
+class AppliesBatches(Protocol):
     """The log follower, as a dispatcher watches it."""
 
     @property
@@ -36,7 +36,7 @@ class Dispatcher(ABC):
     def __init__(
         self,
         *,
-        follower: Positioned | None,
+        follower: AppliesBatches | None,
         interval: float,
         timeout: float,
         concurrency: int,

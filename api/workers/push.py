@@ -55,7 +55,7 @@ from typing import Any
 
 import httpx
 
-from api.workers.dispatch import Dispatcher, Positioned
+from api.workers.dispatch import AppliesBatches, Dispatcher
 from ledger.application import Ledger
 from ledger.domain.streams import PUSH, STREAM_UPDATED, Stream, StreamStatus
 from ledger.persistence.database import Cursor, Dialect
@@ -156,7 +156,7 @@ class PushDelivery(Dispatcher):
         self,
         ledger: Ledger,
         *,
-        follower: Positioned | None = None,
+        follower: AppliesBatches | None = None,
         interval: float = 0.5,
         timeout: float = 5.0,
         concurrency: int = 4,
