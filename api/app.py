@@ -239,13 +239,13 @@ def _add_routes(app: FastAPI) -> None:
     """Every router, in matching order, and the console's static files."""
     for router in (
         authzen.router,  # first: the decision path is the hottest, and routes match in order
+        usage.router,  # a metered decision's second half
         discovery.router,
         jwks.router,
         health.router,
         proposals.router,
         missions.router,
         completion_events.router,
-        usage.router,
         mandates.router,
         status.router,
         metrics.router,

@@ -22,11 +22,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Coroutine
-from typing import Any, NoReturn
+from email.message import Message
+from typing import Any, NoReturn, TypeVar
 
 import orjson
 from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from pydantic import TypeAdapter, ValidationError
 
 DEFAULT_MAX_DEPTH = 64
 
@@ -130,6 +133,58 @@ def max_depth_of(request: Request) -> int:
 async def json_of(request: Request) -> Any:
     """The request's body parsed by ``parse_json`` (``JsonBodyError`` if refused)."""
     return parse_json(await request.body(), max_depth_of(request))
+
+
+T = TypeVar("T")
+
+
+def _is_json(content_type: str | None) -> bool:
+    """Whether FastAPI would read a body of ``content_type`` as JSON (none given: yes)."""
+    if not content_type:
+        return True
+    message = Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
+
+
+async def body_value(request: Request) -> Any:
+    """The body of a plain route on the decision path, read as FastAPI reads a route's
+    declared body (``JsonBodyRoute``), so that its refusals are the same 400s
+    (``RequestValidationError``, rendered by ``api.errors``): JSON parsed by
+    ``parse_json_fast``, any other media type left as bytes (no model takes them). Judge it
+    with ``validated``. No dependency solving and no response model: what makes a FastAPI
+    route cost several times a decision."""
+    raw = await request.body()
+    value: Any = raw
+    if raw and _is_json(request.headers.get("content-type")):
+        try:
+            value = parse_json_fast(raw, max_depth_of(request))
+        except JsonBodyError as error:
+            invalid = {
+                "type": "json_invalid",
+                "loc": ("body", error.pos),
+                "msg": "JSON decode error",
+                "input": {},
+                "ctx": {"error": error.msg},
+            }
+            raise RequestValidationError([invalid]) from None
+    if not raw or value is None:
+        missing = {"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}
+        raise RequestValidationError([missing])
+    return value
+
+
+def validated(value: Any, adapter: TypeAdapter[T]) -> T:
+    """``value`` (a ``body_value``) as ``adapter`` reads it; its errors as FastAPI's."""
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as error:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False)]
+        ) from None
 
 
 class _StrictJsonRequest(Request):

@@ -9,7 +9,8 @@ that this server never sends. The document served at ``/openapi.json`` is that o
 * the bodies the SSF and AuthZEN routes parse by hand (their protocols' shapes: unknown
   members ignored, AuthZEN's plain-text 400, RFC 8936's ``{"err", "description"}``), and
   the media types of Mission Status, the JWKS, metrics and SSE;
-* the AuthZEN evaluation route, which is a plain Starlette route for speed.
+* the AuthZEN evaluation route and the usage report route, plain Starlette routes for
+  speed (their bodies' schemas taken from the models the routes validate with).
 
 ``tests/api/test_openapi_schemathesis.py`` runs schemathesis against a live server with
 this document, so the two cannot drift apart unnoticed.
@@ -18,10 +19,14 @@ this document, so the two cannot drift apart unnoticed.
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Any
 
 from fastapi import FastAPI
+from pydantic import TypeAdapter
 
+from api.routes.usage import report_usage
+from api.schemas import UsageIn, UsageReportsIn
 from ledger.domain.streams import (
     DELIVERY_METHODS,
     MAX_STREAM_RESOURCES,
@@ -478,6 +483,26 @@ EVALUATION_PATH: Schema = {
 }
 
 
+def _usage_path() -> tuple[Schema, Schema]:
+    """The usage report route (a plain Starlette route) and the schemas its body refers to,
+    as FastAPI would describe the route had it declared ``UsageIn | UsageReportsIn``."""
+    either: TypeAdapter[UsageIn | UsageReportsIn] = TypeAdapter(UsageIn | UsageReportsIn)
+    body = either.json_schema(ref_template="#/components/schemas/{model}")
+    models: Schema = body.pop("$defs")
+    path: Schema = {
+        "post": {
+            "tags": ["usage"],
+            "summary": "Report Usage",
+            "description": inspect.getdoc(report_usage),
+            "operationId": "report_usage_v1_usage_post",
+            "requestBody": _json_body(body | {"title": "Body"}),
+            "responses": {"200": _json_response("The outcome, or one per report", _OBJECT)},
+            "security": [{"bearer": []}],
+        }
+    }
+    return path, models
+
+
 def _complete(path: str, method: str, operation: Schema) -> None:
     responses: Schema = operation.setdefault("responses", {})
     responses.pop("422", None)
@@ -501,6 +526,8 @@ def build(app: FastAPI) -> Schema:
     """The completed document (FastAPI's own, cached by the app, is left untouched)."""
     document = copy.deepcopy(app.openapi())
     document["paths"]["/access/v1/evaluation"] = copy.deepcopy(EVALUATION_PATH)
+    usage, usage_models = _usage_path()
+    document["paths"]["/v1/usage"] = usage
     for path, item in document["paths"].items():
         for method, operation in item.items():
             _complete(path, method, operation)
@@ -508,6 +535,7 @@ def build(app: FastAPI) -> Schema:
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
     schemas.update(copy.deepcopy(COMPONENTS))
+    schemas.update(usage_models)
     return document
 
 

@@ -5,6 +5,12 @@ answered on its own): the Meter writer saves those arriving together in one tran
 A permit answered from another replica's budget lease is recorded by that replica a few
 milliseconds after it was answered (decision 0019), so a report that finds no reservation
 is tried again for a moment before it is answered 404.
+
+Reports are half of every metered decision, so this is a plain Starlette route like the
+AuthZEN evaluation: FastAPI's dependency solving and response model cost ≈ 300 µs of the
+event loop a request, more than a decision (``bench/README.md``, 2026-12-06 evening). The
+role is checked before the body is read; the body is judged as FastAPI would
+(``api.json_body.validated_body``); ``api/openapi.py`` describes the route.
 """
 
 from __future__ import annotations
@@ -12,13 +18,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter
+import orjson
+from fastapi import APIRouter, Request, Response
+from pydantic import TypeAdapter
 
 from api import policy
-from api.auth import PrincipalDep
+from api.auth import authenticate_request
 from api.errors import problem_body
-from api.routes.common import ServicesDep, well_formed_id
-from api.routes.gate import GatedRoute, allowed
+from api.json_body import body_value, validated
+from api.routes.common import well_formed_id
 from api.schemas import UsageIn, UsageReportsIn
 from api.services import Services
 from api.views import usage_report_view
@@ -27,35 +35,51 @@ from ledger.domain.actors import Actor
 from ledger.domain.errors import LedgerError, NotFound
 from ledger.domain.metering import mission_of_evaluation
 
-router = APIRouter(tags=["usage"], route_class=GatedRoute)
+router = APIRouter(tags=["usage"])
 
 #: Pauses before a report that found no reservation is tried again (seconds).
 UNKNOWN_RETRIES = (0.05, 0.1, 0.2, 0.4, 0.8)
 
+#: The body: one report, or many (an object with ``reports``).
+ONE: TypeAdapter[UsageIn] = TypeAdapter(UsageIn)
+MANY: TypeAdapter[UsageReportsIn] = TypeAdapter(UsageReportsIn)
 
-@router.post("/v1/usage", dependencies=[allowed(policy.REPORT_USAGE)])
-async def report_usage(
-    body: UsageIn | UsageReportsIn, principal: PrincipalDep, services: ServicesDep
-) -> dict[str, Any]:
+
+async def report_usage(request: Request) -> Response:
     """``executed`` commits the permit's reservation (for ``amount`` when it is lower than
     the reserved amount), ``aborted`` releases it. Reporting the same ``evaluation_id`` again
     answers with the first outcome and changes nothing. Many reports: 200 with one answer
     per report, in order (``status`` 200 and the report's outcome, or a problem)."""
+    services: Services = request.app.state.services
+    principal = await authenticate_request(request, services)
+    policy.REPORT_USAGE.check(principal)
+    value = await body_value(request)
+    many = isinstance(value, dict) and "reports" in value
+    body = validated(value, MANY) if many else validated(value, ONE)
     actor = principal.actor()
     if isinstance(body, UsageIn):
         outcome = (await _reported(services, [body], actor))[0]
         if isinstance(outcome, LedgerError):
             raise outcome
-        return outcome
+        return _json(outcome)
     outcomes = await _reported(services, body.reports, actor)
-    return {
-        "reports": [
-            {"status": 200, **outcome}
-            if not isinstance(outcome, LedgerError)
-            else {"evaluation_id": report.evaluation_id, **problem_body(outcome)}
-            for report, outcome in zip(body.reports, outcomes, strict=True)
-        ]
-    }
+    return _json(
+        {
+            "reports": [
+                {"status": 200, **outcome}
+                if not isinstance(outcome, LedgerError)
+                else {"evaluation_id": report.evaluation_id, **problem_body(outcome)}
+                for report, outcome in zip(body.reports, outcomes, strict=True)
+            ]
+        }
+    )
+
+
+router.add_route("/v1/usage", report_usage, methods=["POST"], include_in_schema=False)
+
+
+def _json(body: dict[str, Any]) -> Response:
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 async def _reported(

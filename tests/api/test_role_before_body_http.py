@@ -1,8 +1,9 @@
 """The role check comes before the body (hardening C.10): a credential without the role an
 operation needs gets 403 whatever it sends, never a 400 judging a body it may not send.
 
-Every ``/v1`` write route is taken from the app's router, so a new route is covered (and
-fails here until it is given a row in ``CALLERS``)."""
+Every ``/v1`` write route is taken from the app's router (FastAPI's routes and plain
+Starlette ones such as ``POST /v1/usage``), so a new route is covered (and fails here until
+it is given a row in ``CALLERS``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from fastapi.routing import APIRoute
+from starlette.routing import Route
 
 from api.app import create_app
 from ledger.settings import Settings
@@ -53,7 +54,7 @@ def _v1_writes() -> list[tuple[str, str]]:
     return sorted(
         (method, route.path)
         for route in _routes(app.routes)
-        if isinstance(route, APIRoute) and route.path.startswith("/v1/")
+        if isinstance(route, Route) and route.path.startswith("/v1/")
         for method in route.methods or ()
         if method in WRITES
     )
