@@ -117,9 +117,25 @@ def parse_json_fast(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return parse_json(raw, max_depth)
-    if raw.count(b"[") + raw.count(b"{") > max_depth:
-        _check(value, max_depth)
+    if raw.count(b"[") + raw.count(b"{") > max_depth and _deeper(value, max_depth):
+        raise too_deep(max_depth)
     return value
+
+
+def _deeper(value: Any, max_depth: int) -> bool:
+    """Whether ``value`` nests arrays and objects deeper than ``max_depth`` (its strings are
+    not looked at: orjson refused any that is not Unicode). A third of ``_check``'s time
+    on a batch of a few hundred usage reports or evaluations."""
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
+    while stack:
+        item, depth = stack.pop()
+        if depth > max_depth:
+            return True
+        for member in item.values() if isinstance(item, dict) else item:
+            if isinstance(member, dict | list):
+                # (A loop: an extend of a comprehension per container takes twice as long.)
+                stack.append((member, depth + 1))  # noqa: PERF401
+    return False
 
 
 def max_depth_of(request: Request) -> int:

@@ -35,6 +35,14 @@ def test_objects_count_towards_the_depth_like_arrays(parse: Parse) -> None:
 
 
 @PARSERS
+def test_containers_side_by_side_do_not_add_up_to_depth(parse: Parse) -> None:
+    wide = b'{"reports": [' + b",".join([b'{"a": ["x"]}'] * 100) + b"]}"
+    assert len(parse(wide, 4)["reports"]) == 100
+    with pytest.raises(JsonBodyError, match="deeper than 3 levels"):
+        parse(wide, 3)
+
+
+@PARSERS
 def test_brackets_inside_strings_do_not_count(parse: Parse) -> None:
     assert parse(b'{"a": "[[[[[[[[[[{{{{{{{{"}', 2) == {"a": "[[[[[[[[[[{{{{{{{{"}
 
