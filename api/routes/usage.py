@@ -7,10 +7,12 @@ milliseconds after it was answered (decision 0019), so a report that finds no re
 is tried again for a moment before it is answered 404.
 
 Reports are half of every metered decision, so this is a plain Starlette route like the
-AuthZEN evaluation: FastAPI's dependency solving and response model cost ≈ 300 µs of the
-event loop a request, more than a decision (``bench/README.md``, 2026-12-06 evening). The
-role is checked before the body is read; the body is judged as FastAPI would
-(``api.json_body.validated_body``); ``api/openapi.py`` describes the route.
+AuthZEN evaluation: FastAPI's dependency solving, routing and response model cost the event
+loop ≈ 200 µs a request, about two decisions (``bench/README.md``, "2026-12-06, evening").
+The role is checked before the body is read; the body is read as FastAPI would
+(``api.json_body.body_value``) and judged as one report or many by its shape, so that a
+refusal points at the member at fault (``/reports/3/outcome``); ``api/openapi.py``
+describes the route.
 """
 
 from __future__ import annotations
