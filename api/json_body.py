@@ -155,9 +155,10 @@ T = TypeVar("T")
 
 
 def _is_json(content_type: str | None) -> bool:
-    """Whether FastAPI would read a body of ``content_type`` as JSON (none given: yes)."""
+    """Whether FastAPI would read a body of ``content_type`` as JSON: ``application/json`` or
+    ``application/*+json``; none given, no (FastAPI's ``strict_content_type``, on here)."""
     if not content_type:
-        return True
+        return False
     message = Message()
     message["content-type"] = content_type
     subtype = message.get_content_subtype()
@@ -168,10 +169,10 @@ def _is_json(content_type: str | None) -> bool:
 
 async def body_value(request: Request) -> Any:
     """The body of a plain route on the decision path, read as FastAPI reads a route's
-    declared body (``JsonBodyRoute``), so that its refusals are the same 400s
-    (``RequestValidationError``, rendered by ``api.errors``): JSON parsed by
-    ``parse_json_fast``, any other media type left as bytes (no model takes them). Judge it
-    with ``validated``. No dependency solving and no response model: what makes a FastAPI
+    declared body (``JsonBodyRoute``), refused the same way (``RequestValidationError``,
+    rendered by ``api.errors`` as 400 ``invalid_request``): JSON parsed by
+    ``parse_json_fast``; any other media type, or none, left as bytes (no model takes them).
+    Judge it with ``validated``. No dependency solving and no response model: what makes a FastAPI
     route cost several times a decision."""
     raw = await request.body()
     value: Any = raw

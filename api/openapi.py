@@ -10,7 +10,7 @@ that this server never sends. The document served at ``/openapi.json`` is that o
   members ignored, AuthZEN's plain-text 400, RFC 8936's ``{"err", "description"}``), and
   the media types of Mission Status, the JWKS, metrics and SSE;
 * the AuthZEN evaluation route and the usage report route, plain Starlette routes for
-  speed (their bodies' schemas taken from the models the routes validate with).
+  speed (the usage body's schema taken from the models the route validates with).
 
 ``tests/api/test_openapi_schemathesis.py`` runs schemathesis against a live server with
 this document, so the two cannot drift apart unnoticed.

@@ -252,20 +252,20 @@ def test_a_malformed_report_is_refused(harness: Harness, body: dict[str, Any]) -
         (b"null", "application/json", "/: is required"),
         (b'{"evaluation_id": ', "application/json", "not valid JSON"),
         (b'{"evaluation_id": "x", "outcome": "executed"}', "text/plain", "/: Input should be"),
+        (b'{"evaluation_id": "x", "outcome": "executed"}', None, "/: Input should be"),
         (b'{"reports": []}', "application/json", "/reports: "),
     ],
-    ids=["empty", "json-null", "not-json", "not-a-json-media-type", "no-reports"],
+    ids=["empty", "json-null", "not-json", "not-a-json-media-type", "no-media-type", "no-reports"],
 )
 def test_a_report_body_that_is_no_report_is_refused_and_writes_nothing(
-    harness: Harness, content: bytes, content_type: str, says: str
+    harness: Harness, content: bytes, content_type: str | None, says: str
 ) -> None:
     """The route reads its body by hand (a plain route, for speed) as FastAPI reads a
-    declared body: the same 400 problem, naming what is wrong."""
+    declared body (a body without a media type is not JSON): 400, naming what is wrong."""
     head = harness.head()
+    media = {} if content_type is None else {"Content-Type": content_type}
     response = harness.client.post(
-        "/v1/usage",
-        content=content,
-        headers=harness.auth("pep") | {"Content-Type": content_type},
+        "/v1/usage", content=content, headers=harness.auth("pep") | media
     )
     assert says in assert_problem(response, 400, "invalid_request")["detail"]
     assert harness.head() == head
