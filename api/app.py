@@ -118,6 +118,8 @@ def build_services(
         staleness=follower.staleness,
         require_proof=settings.require_proof,
         replay_cache_size=settings.dpop_replay_cache_size,
+        draw=meters.draw,
+        reservation_ttl_seconds=settings.reservation_ttl_seconds,
         access_requests=AccessRequests(
             # One token per denial: the protected header encoded once per key, the
             # signature made by cryptography directly (Keyring.compact_signer).

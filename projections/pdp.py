@@ -12,10 +12,13 @@ A permit requires, each independently (SPEC "Continuous evaluation"):
 5. every constraint of a covering entry holds for the request's parameters
    (unknown constraint: deny);
 6. for a metered action on a Mission with ``max_budget`` or ``max_calls`` (SPEC 7.3), a
-   reservation on the Mission's Meter. The decision point only finds what to reserve: its
-   answer is then *pending* (``Decision.pending``), the caller has the Meter writer record
-   the reservation and ``settle`` turns the outcome into the final answer (a permit with
-   ``reservation_expires_at``, or a ``budget_exceeded`` denial).
+   reservation on the Mission's Meter. Given a ``LeaseDraw`` (this replica's budget lease,
+   in memory), the decision point takes the reservation from it and answers at once;
+   otherwise (no lease covers it, an approval's use is to be spent first, a DPoP
+   signature is still being checked) its answer is *pending* (``Decision.pending``): the
+   caller has the Meter writer record the reservation and ``settle`` turns the outcome into
+   the final answer (a permit with ``reservation_expires_at``, or a ``budget_exceeded``
+   denial).
 
 Denials carry a reason code from domain.md 3.4. A denial an approval can lift
 (``ledger.domain.access_binding.REQUESTABLE``) also carries ``context.access_request`` with a
@@ -34,8 +37,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 import orjson
 
@@ -68,6 +71,7 @@ from ledger.domain.metering import (
     MeteredCall,
     metered_call,
     metered_evaluation_id,
+    reservation_expiry,
 )
 from ledger.domain.resources import parse_request
 from ledger.signing.dpop import (
@@ -198,6 +202,23 @@ Staleness = Callable[[], float]
 """Seconds since the index last confirmed it included everything in the store."""
 
 
+class LeaseDraw(Protocol):
+    """Reserve a metered permit's call from this replica's budget lease on the Mission, in
+    memory (``MeterWriter.draw``): True when the lease covered it, False when it must be
+    reserved durably."""
+
+    def __call__(
+        self,
+        *,
+        mission_id: str,
+        call: MeteredCall,
+        evaluation_id: str,
+        mandate_id: str | None,
+        expires_at: datetime,
+        now: datetime,
+    ) -> bool: ...
+
+
 def _never_stale() -> float:
     return 0.0
 
@@ -225,8 +246,12 @@ class DecisionPoint:
         require_proof: bool = True,
         access_requests: AccessRequests | None = None,
         replay_cache_size: int = 200_000,
+        draw: LeaseDraw | None = None,
+        reservation_ttl_seconds: int = 300,
     ) -> None:
         self._index = index
+        self._draw = draw
+        self._reservation_ttl = timedelta(seconds=reservation_ttl_seconds)
         self._access = access_requests
         self._access_endpoint = access_request_endpoint(issuer)
         self._issuer = issuer
@@ -241,10 +266,31 @@ class DecisionPoint:
 
     def evaluate(self, request: Evaluation, now: datetime) -> Decision:
         """The answer, or a pending metered permit (``Decision.pending``) to ``settle``. With
-        a ``deferred_proof``, a decision to ``confirm`` once its signature is checked."""
+        a ``deferred_proof``, a decision to ``confirm`` once its signature is checked (its
+        reservation is taken only then)."""
         position = self._index.position
-        decision = replace(self._evaluate(request, now), position=position)
-        if decision.pending is None and request.deferred_proof is None:
+        decision = self._evaluate(request, now)
+        pending = decision.pending
+        if (
+            pending is not None
+            and pending.approval_id is None
+            and request.deferred_proof is None
+            and self._draw is not None
+        ):
+            expires_at = reservation_expiry(now, self._reservation_ttl)
+            if self._draw(
+                mission_id=pending.mission_id,
+                call=pending.call,
+                evaluation_id=decision.context["evaluation_id"],
+                mandate_id=pending.mandate_id,
+                expires_at=expires_at,
+                now=now,
+            ):
+                final = _reserved(decision, pending, expires_at, position)
+                self._count(final)
+                return final
+        decision = replace(decision, position=position)
+        if pending is None and request.deferred_proof is None:
             self._count(decision)
         return decision
 
@@ -287,14 +333,10 @@ class DecisionPoint:
         its reservation (``refusal`` None, expiring at ``expires_at``) or refused it."""
         pending = decision.pending
         assert pending is not None
-        context = dict(decision.context)
         if refusal is None:
-            context["valid_until"] = _instant(min(pending.valid_until, expires_at.timestamp()))
-            context["reservation_expires_at"] = _instant(expires_at.timestamp())
-            final = replace(
-                decision, decision=True, context=context, pending=None, use=None, fallback=None
-            )
+            final = _reserved(decision, pending, expires_at, decision.position)
         else:
+            context = dict(decision.context)
             final = replace(
                 decision,
                 decision=False,
@@ -913,6 +955,24 @@ def _pending(
             request=request,
             now=now,
         ),
+    )
+
+
+def _reserved(
+    decision: Decision, pending: PendingReservation, expires_at: datetime, position: int | None
+) -> Decision:
+    """The permit a pending one becomes once its reservation, expiring at ``expires_at``,
+    is taken: valid no longer than the reservation."""
+    expires = expires_at.timestamp()
+    context = dict(decision.context)
+    context["valid_until"] = _instant(min(pending.valid_until, expires))
+    context["reservation_expires_at"] = _instant(expires)
+    return Decision(
+        decision=True,
+        context=context,
+        mandate_id=decision.mandate_id,
+        position=position,
+        approval_id=decision.approval_id,
     )
 
 

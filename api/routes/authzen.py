@@ -54,6 +54,7 @@ from api.services import Services
 from ledger.application.metering import Reserve
 from ledger.domain.access_binding import access_request_endpoint
 from ledger.domain.errors import ApprovalUnusable, Conflict, InvalidRequest, LedgerError, NotFound
+from ledger.domain.metering import reservation_expiry
 from projections import search
 from projections.decision_log import DecisionRecord
 from projections.pdp import Decision, Evaluation, new_evaluation_id, stale
@@ -112,10 +113,11 @@ async def _body(request: Request) -> dict[str, Any]:
 
 async def _decide(services: Services, item: Evaluation, now: datetime) -> Decision:
     """The PDP's answer; a metered permit once its reservation is taken: from this
-    replica's budget lease, in memory (recorded in the background), else durably by the
-    Meter writer. Under an approved budget increase, the approval's use is spent first.
-    A DPoP proof's signature is checked by the proof checker while the PDP decides (its key
-    taken as shown until ``confirm``), before anything is reserved."""
+    replica's budget lease, in memory (recorded in the background; the PDP draws it itself
+    and answers at once), else durably by the Meter writer. Under an approved budget
+    increase, the approval's use is spent first. A DPoP proof's signature is checked by the
+    proof checker while the PDP decides (its key taken as shown until ``confirm``), before
+    anything is reserved: such a permit is drawn from the lease here, once confirmed."""
     proof = services.pdp.read_proof(item, now)
     if proof is None:
         decision = services.pdp.evaluate(item, now)
@@ -127,15 +129,19 @@ async def _decide(services: Services, item: Evaluation, now: datetime) -> Decisi
     if pending is None:
         return decision
     ttl = timedelta(seconds=services.settings.reservation_ttl_seconds)
-    expires_at = (now + ttl).replace(microsecond=0)
+    expires_at = reservation_expiry(now, ttl)
     evaluation_id = str(decision.context["evaluation_id"])
-    if pending.approval_id is None and services.meters.draw(
-        mission_id=pending.mission_id,
-        call=pending.call,
-        evaluation_id=evaluation_id,
-        mandate_id=pending.mandate_id,
-        expires_at=expires_at,
-        now=now,
+    if (
+        pending.approval_id is None
+        and proof is not None  # without one, the PDP tried the lease already
+        and services.meters.draw(
+            mission_id=pending.mission_id,
+            call=pending.call,
+            evaluation_id=evaluation_id,
+            mandate_id=pending.mandate_id,
+            expires_at=expires_at,
+            now=now,
+        )
     ):
         return services.pdp.settle(decision, None, expires_at)
     if pending.approval_id is not None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -212,6 +212,12 @@ def metered_call(
 
 def meter_id(mission_id: str) -> str:
     return f"meter:{mission_id}"
+
+
+def reservation_expiry(now: datetime, ttl: timedelta) -> datetime:
+    """When a reservation taken at ``now`` expires unless reported: ``ttl`` later, in
+    whole seconds (as ``reservation_expires_at`` shows it)."""
+    return (now + ttl).replace(microsecond=0)
 
 
 def metered_evaluation_id(evaluation_id: str, mission_id: str) -> str:

@@ -14,6 +14,9 @@ from ledger.domain.instants import format_instant
 from tests.api.conftest import assert_problem
 from tests.api.pdp.conftest import Harness
 from tests.api.pdp.test_authzen_decisions import entry, request
+from tests.api.pdp.test_key_binding import Holder
+from tests.api.pdp.test_key_binding import _dpop as dpop_context
+from tests.api.pdp.test_key_binding import _resigned as resigned
 
 BUDGET = {"max_budget": {"amount": "100.00", "currency": "USD"}}
 
@@ -94,6 +97,45 @@ def test_a_metered_permit_carries_its_reservation_expiry(harness: Harness) -> No
     context = harness.evaluate(pay(token, "10"))["context"]
     assert context["reservation_expires_at"] == "2026-11-28T12:05:00Z"  # T0 + 300 s
     assert context["valid_until"] <= context["reservation_expires_at"]
+
+
+def _meters(h: Harness) -> Any:
+    return h.client.app.state.services.meters  # type: ignore[attr-defined]
+
+
+def test_a_permit_its_budget_lease_covers_is_drawn_in_memory(harness: Harness) -> None:
+    mission, token = metered_token(harness, BUDGET)
+    meters = _meters(harness)
+    # Reserved durably: its group takes a lease (an eighth of the budget, decision 0019).
+    permitted(harness, pay(token, "1"))
+    durable, drawn = meters.reserved_durably, meters.drawn
+    context = harness.evaluate(pay(token, "1"))["context"]
+    assert (meters.reserved_durably, meters.drawn) == (durable, drawn + 1)
+    assert context["reservation_expires_at"] == "2026-11-28T12:05:00Z"  # as a durable one's
+    assert Decimal(usage(harness, mission)["reserved"]) >= Decimal("2.00")
+
+
+def test_a_metered_permit_with_a_dpop_proof_is_drawn_once_its_signature_verifies(
+    harness: Harness,
+) -> None:
+    holder = Holder()
+    mission = harness.mission([entry(["invoices.pay"])], controls=BUDGET)
+    token = harness.mandate(mission, key=holder.jkt)["token"]
+    meters = _meters(harness)
+    iat = harness.clock.now().timestamp()
+
+    def with_proof(proof: str) -> dict[str, Any]:
+        body = pay(token, "1")
+        body["context"]["proof"] = dpop_context(proof)
+        return body
+
+    permitted(harness, with_proof(holder.dpop(iat=iat)))  # the lease is taken
+    drawn = meters.drawn
+    permitted(harness, with_proof(holder.dpop(iat=iat)))
+    assert meters.drawn == drawn + 1
+    forged = resigned(holder.dpop(iat=iat), Holder().dpop(iat=iat))
+    assert harness.evaluate(with_proof(forged))["context"]["reason"] == "key_mismatch"
+    assert meters.drawn == drawn + 1  # nothing reserved for a proof that does not verify
 
 
 def test_an_unmetered_permit_reserves_nothing(harness: Harness) -> None:
