@@ -5,8 +5,9 @@ after its lifespan has started on a seeded embedded store (``bench.evaluate.seed
 each operation the loop thread's CPU (``time.thread_time``), this process's CPU (the loop
 plus its threads: the Meter writer's queue, the proof checker's; not child processes) and
 the wall time are divided by the operations made. Rounds alternate the operations; the
-table shows each one's median over rounds and its loop CPU as a ratio to a plain decision
-in the same run.
+table shows each one's median over rounds, its loop CPU as a ratio to a plain decision in
+the same run, and the median over rounds of its difference from the plain decision of the
+same round (loop and process CPU: the steadiest figures on a shared machine).
 
 Operations: a plain decision (``context.proof.jkt``); a decision with a DPoP proof; a
 metered permit (drawn from this replica's budget lease); the usage report of one metered
@@ -160,13 +161,21 @@ class Meter:
         )
 
     def medians(self) -> dict[str, dict[str, float]]:
-        return {
-            name: {
+        """Each operation's median over rounds; and, steadier on a shared machine, the median
+        of its difference from a plain decision measured in the same round (loop CPU and
+        process CPU)."""
+        base = self.samples.get("decision", [])
+        out: dict[str, dict[str, float]] = {}
+        for name, samples in self.samples.items():
+            out[name] = {
                 what: statistics.median(s[i] for s in samples)
                 for i, what in enumerate(("loop_us", "process_us", "wall_us"))
             }
-            for name, samples in self.samples.items()
-        }
+            paired = list(zip(samples, base, strict=False))
+            if paired:
+                out[name]["loop_over_us"] = statistics.median(s[0] - b[0] for s, b in paired)
+                out[name]["process_over_us"] = statistics.median(s[1] - b[1] for s, b in paired)
+        return out
 
     def thread_medians(self, least: float = 1.0) -> dict[str, dict[str, float]]:
         """Per operation, the other threads that spent at least ``least`` µs an operation."""
@@ -260,12 +269,22 @@ def render(medians: dict[str, dict[str, float]]) -> str:
             name,
             f"{m['loop_us']:.1f}",
             f"{m['loop_us'] / base:.2f}",
+            f"{m.get('loop_over_us', 0.0):+.1f}",
             f"{m['process_us']:.1f}",
+            f"{m.get('process_over_us', 0.0):+.1f}",
             f"{m['wall_us']:.1f}",
         ]
         for name, m in medians.items()
     ]
-    headers = ["operation", "loop CPU µs", "÷ decision", "process CPU µs", "wall µs"]
+    headers = [
+        "operation",
+        "loop CPU µs",
+        "÷ decision",
+        "loop over decision",
+        "process CPU µs",
+        "process over decision",
+        "wall µs",
+    ]
     return table(headers, rows)
 
 
@@ -290,8 +309,8 @@ async def run(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.loop_costs", description=__doc__)
-    parser.add_argument("--count", type=int, default=4000, help="operations per kind and round")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--count", type=int, default=2000, help="operations per kind and round")
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--seconds", type=float, help="ignored (python -m bench passes it)")
     parser.add_argument("--json", action="store_true", help="also print a JSON summary")
     parser.add_argument("--profile", metavar="OPERATION", help="cProfile this operation's blocks")

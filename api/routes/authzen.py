@@ -24,8 +24,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -123,13 +122,12 @@ async def _decide(services: Services, item: Evaluation, now: datetime) -> Decisi
         decision = services.pdp.evaluate(item, now)
     else:
         verdict = services.proofs.check(proof)
-        decision = services.pdp.evaluate(replace(item, deferred_proof=proof), now)
+        decision = services.pdp.evaluate(item.deferring(proof), now)
         decision = services.pdp.confirm(decision, proof, await verdict, now)
     pending = decision.pending
     if pending is None:
         return decision
-    ttl = timedelta(seconds=services.settings.reservation_ttl_seconds)
-    expires_at = reservation_expiry(now, ttl)
+    expires_at = reservation_expiry(now, services.settings.reservation_ttl_seconds)
     evaluation_id = str(decision.context["evaluation_id"])
     if (
         pending.approval_id is None

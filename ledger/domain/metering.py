@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime, tzinfo
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -214,10 +214,17 @@ def meter_id(mission_id: str) -> str:
     return f"meter:{mission_id}"
 
 
-def reservation_expiry(now: datetime, ttl: timedelta) -> datetime:
-    """When a reservation taken at ``now`` expires unless reported: ``ttl`` later, in
-    whole seconds (as ``reservation_expires_at`` shows it)."""
-    return (now + ttl).replace(microsecond=0)
+def reservation_expiry(now: datetime, ttl_seconds: int) -> datetime:
+    """When a reservation taken at ``now`` (timezone-aware) expires unless reported:
+    ``ttl_seconds`` later, in whole seconds (as ``reservation_expires_at`` shows it)."""
+    return _expiry(int(now.timestamp()), ttl_seconds, now.tzinfo)
+
+
+@lru_cache(maxsize=64)
+def _expiry(second: int, ttl_seconds: int, tz: tzinfo | None) -> datetime:
+    # Asked for every metered permit, nearly always within the same few seconds: one
+    # datetime made a second instead of two a permit.
+    return datetime.fromtimestamp(second + ttl_seconds, tz)
 
 
 def metered_evaluation_id(evaluation_id: str, mission_id: str) -> str:

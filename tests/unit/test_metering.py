@@ -33,6 +33,7 @@ from ledger.domain.metering import (
     format_units,
     metered_call,
     parse_units,
+    reservation_expiry,
 )
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -509,3 +510,20 @@ def test_an_approved_increase_raises_the_bound_by_exactly_the_call_and_reserves_
     assert (view["raised"], view["remaining"], view["max_calls"]) == ("25.00", "10.00", 2)
     with pytest.raises(BudgetExceeded):
         reserve(m, "e3", spend("0.01"))
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(2000, 1, 1),
+        max_value=datetime(2100, 1, 1),
+        timezones=st.just(UTC),
+    ),
+    st.integers(min_value=1, max_value=86_400),
+)
+def test_a_reservation_expires_its_ttl_later_in_whole_seconds(now: datetime, ttl: int) -> None:
+    assert reservation_expiry(now, ttl) == (now + timedelta(seconds=ttl)).replace(microsecond=0)
+
+
+def test_a_reservation_taken_in_a_seconds_last_microsecond_expires_in_that_second() -> None:
+    now = datetime(2026, 12, 6, 12, 0, 0, 999_999, tzinfo=UTC)
+    assert reservation_expiry(now, 300) == datetime(2026, 12, 6, 12, 5, 0, tzinfo=UTC)
