@@ -267,6 +267,9 @@ class DecisionPoint:
         draw: LeaseDraw | None = None,
         reservation_ttl_seconds: int = 300,
     ) -> None:
+        """``draw``: this replica's budget leases (``MeterWriter.draw``); without it every
+        metered permit is pending. ``reservation_ttl_seconds``: how long a reservation drawn
+        here waits for its usage report (the ``reservation_ttl_seconds`` setting)."""
         self._index = index
         self._draw = draw
         self._reservation_ttl = reservation_ttl_seconds
@@ -283,9 +286,12 @@ class DecisionPoint:
         self.denials: Counter[str] = Counter()  # by context.reason
 
     def evaluate(self, request: Evaluation, now: datetime) -> Decision:
-        """The answer, or a pending metered permit (``Decision.pending``) to ``settle``. With
-        a ``deferred_proof``, a decision to ``confirm`` once its signature is checked (its
-        reservation is taken only then)."""
+        """The answer; or a decision the caller finishes: a metered permit no lease covered
+        (``Decision.pending``: reserve durably, then ``settle``), a permit under an approval
+        (``Decision.use``: record the use, then ``spent``), and with a ``deferred_proof`` a
+        decision to ``confirm`` once its signature is checked (its reservation is taken only
+        then). A metered permit this replica's lease covers is drawn from it here (``draw``)
+        and answered at once."""
         position = self._index.position
         decision = self._evaluate(request, now)
         pending = decision.pending
@@ -308,8 +314,8 @@ class DecisionPoint:
                 self._count(final)
                 return final
         decision = decision.at(position)
-        if pending is None and request.deferred_proof is None:
-            self._count(decision)
+        if request.deferred_proof is None:
+            self._answered(decision)
         return decision
 
     def read_proof(self, request: Evaluation, now: datetime) -> ReadProof | None:
@@ -340,6 +346,15 @@ class DecisionPoint:
             final = _unproven(decision, _REPLAYED)
         else:
             final = decision
+        self._answered(final)
+        return final
+
+    def spent(self, decision: Decision, recorded: bool) -> Decision:
+        """A decision under an approval (``Decision.use``) once the use it spends is
+        recorded (``recorded``: the decision stands; a metered one still to ``settle``) or
+        found spent already (its ``fallback`` denial)."""
+        final = decision if recorded else decision.fallback
+        assert final is not None
         if final.pending is None:
             self._count(final)
         return final
@@ -370,6 +385,12 @@ class DecisionPoint:
                 final = self._requestable(pending.request, final, access, pending.now)
         self._count(final)
         return final
+
+    def _answered(self, decision: Decision) -> None:
+        """Count ``decision`` unless the caller still finishes it (a reservation to take, an
+        approval's use to record): every answer is counted once, as what was answered."""
+        if decision.pending is None and decision.use is None:
+            self._count(decision)
 
     def _count(self, decision: Decision) -> None:
         if decision.decision:

@@ -226,9 +226,8 @@ async def _settled(services: Services, decision: Decision) -> Decision:
             evaluation_id=str(decision.context["evaluation_id"]),
         )
     except (ApprovalUnusable, NotFound, Conflict):
-        assert decision.fallback is not None
-        return decision.fallback
-    return decision
+        return services.pdp.spent(decision, recorded=False)
+    return services.pdp.spent(decision, recorded=True)
 
 
 router.add_route("/access/v1/evaluation", evaluation, methods=["POST"], include_in_schema=False)

@@ -531,6 +531,18 @@ def test_each_use_of_an_approval_is_an_event(harness: Harness) -> None:
     assert names == ["Submitted", "Approved", "ApprovalUsed", "ApprovalUsed", "ApprovalUsed"]
 
 
+def test_decisions_under_an_approval_are_counted_once_as_what_was_answered(
+    harness: Harness,
+) -> None:
+    pdp: Any = harness.client.app.state.services.pdp  # type: ignore[attr-defined]
+    flow = Flow.gated(harness)
+    denied, approval = flow.approval(max_uses=1)
+    permits, denials = pdp.permits, pdp.denials["approval_expired"]
+    assert flow.reevaluate(denied, approval)["decision"] is True
+    assert flow.reevaluate(denied, approval)["context"]["reason"] == "approval_expired"
+    assert (pdp.permits, pdp.denials["approval_expired"]) == (permits + 1, denials + 1)
+
+
 def test_after_approved_until_reevaluation_is_approval_expired(harness: Harness) -> None:
     flow = Flow.gated(harness)
     denied, approval = flow.approval(max_uses=5)

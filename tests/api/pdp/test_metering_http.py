@@ -104,7 +104,7 @@ def _meters(h: Harness) -> Any:
 
 
 def test_a_permit_its_budget_lease_covers_is_drawn_in_memory(harness: Harness) -> None:
-    mission, token = metered_token(harness, BUDGET)
+    _, token = metered_token(harness, BUDGET)
     meters = _meters(harness)
     # Reserved durably: its group takes a lease (an eighth of the budget, decision 0019).
     permitted(harness, pay(token, "1"))
@@ -112,7 +112,6 @@ def test_a_permit_its_budget_lease_covers_is_drawn_in_memory(harness: Harness) -
     context = harness.evaluate(pay(token, "1"))["context"]
     assert (meters.reserved_durably, meters.drawn) == (durable, drawn + 1)
     assert context["reservation_expires_at"] == "2026-11-28T12:05:00Z"  # as a durable one's
-    assert Decimal(usage(harness, mission)["reserved"]) >= Decimal("2.00")
 
 
 def test_a_metered_permit_with_a_dpop_proof_is_drawn_once_its_signature_verifies(
