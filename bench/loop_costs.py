@@ -3,7 +3,7 @@
 The app is called as ASGI in this process (no sockets, no client), one request at a time,
 after its lifespan has started on a seeded embedded store (``bench.evaluate.seed``). For
 each operation the loop thread's CPU (``time.thread_time``), this process's CPU (the loop
-plus its threads: the Meter writer's queue, the proof checker's; not child processes) and
+plus its threads: the Meter writer's, the log follower's, ...; not child processes) and
 the wall time are divided by the operations made. Rounds alternate the operations; the
 table shows each one's median over rounds, its loop CPU as a ratio to a plain decision in
 the same run, and the median over rounds of its difference from the plain decision of the
@@ -45,6 +45,10 @@ from bench.evaluate import Seeded, dpop_bodies, evaluation_body, metered_body, p
 from ledger.settings import Settings
 
 Call = Callable[[str, bytes], Awaitable[tuple[int, bytes]]]
+
+#: The operations that are one evaluation each (compared with the plain decision of their
+#: round); the usage report rows are per report.
+PER_DECISION = ("decision", "decision, log off", "decision, DPoP proof", "metered permit (lease)")
 
 
 def _scope(path: str, key: str, length: int) -> dict[str, Any]:
@@ -172,7 +176,7 @@ class Meter:
                 for i, what in enumerate(("loop_us", "process_us", "wall_us"))
             }
             paired = list(zip(samples, base, strict=False))
-            if paired:
+            if paired and name in PER_DECISION:
                 out[name]["loop_over_us"] = statistics.median(s[0] - b[0] for s, b in paired)
                 out[name]["process_over_us"] = statistics.median(s[1] - b[1] for s, b in paired)
         return out
@@ -269,9 +273,9 @@ def render(medians: dict[str, dict[str, float]]) -> str:
             name,
             f"{m['loop_us']:.1f}",
             f"{m['loop_us'] / base:.2f}",
-            f"{m.get('loop_over_us', 0.0):+.1f}",
+            f"{m['loop_over_us']:+.1f}" if "loop_over_us" in m else "",
             f"{m['process_us']:.1f}",
-            f"{m.get('process_over_us', 0.0):+.1f}",
+            f"{m['process_over_us']:+.1f}" if "process_over_us" in m else "",
             f"{m['wall_us']:.1f}",
         ]
         for name, m in medians.items()
@@ -311,7 +315,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.loop_costs", description=__doc__)
     parser.add_argument("--count", type=int, default=2000, help="operations per kind and round")
     parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--seconds", type=float, help="ignored (python -m bench passes it)")
     parser.add_argument("--json", action="store_true", help="also print a JSON summary")
     parser.add_argument("--profile", metavar="OPERATION", help="cProfile this operation's blocks")
     parser.add_argument("--sort", default="tottime", help="pstats sort key (with --profile)")
