@@ -386,6 +386,13 @@ class DecisionPoint:
         self._count(final)
         return final
 
+    def unreached(self, position: int, requested: int) -> Decision:
+        """The ``stale_state`` answer to a request demanding a log position (``requested``)
+        this replica, at ``position``, has not reached in time; counted as every answer."""
+        decision = stale(new_evaluation_id(), position, requested)
+        self._count(decision)
+        return decision
+
     def _answered(self, decision: Decision) -> None:
         """Count ``decision`` unless the caller still finishes it (a reservation to take, an
         approval's use to record): every answer is counted once, as what was answered."""

@@ -56,7 +56,7 @@ from ledger.domain.errors import ApprovalUnusable, Conflict, InvalidRequest, Led
 from ledger.domain.metering import reservation_expiry
 from projections import search
 from projections.decision_log import DecisionRecord
-from projections.pdp import Decision, Evaluation, new_evaluation_id, stale
+from projections.pdp import Decision, Evaluation, new_evaluation_id
 
 router = APIRouter(tags=["authzen"], route_class=JsonBodyRoute)
 
@@ -204,7 +204,7 @@ async def evaluation(request: Request) -> Response:
         return _bad(error)
     now = services.clock.now()
     if behind is not None:
-        decision = stale(new_evaluation_id(), services.follower.core_position, behind)
+        decision = services.pdp.unreached(services.follower.core_position, behind)
         await _recorded(services, principal, now, [(body, decision)])
         return _json(decision.to_json())
     decision = await _settled(services, await _decide(services, item, now))
@@ -257,7 +257,7 @@ async def evaluations(request: Request, principal: PrincipalDep, services: Servi
                 position=services.pdp.position,
             )
         if behind is not None:
-            return stale(new_evaluation_id(), services.follower.core_position, behind)
+            return services.pdp.unreached(services.follower.core_position, behind)
         return await _decide(services, item, now)
 
     answered: list[tuple[object, Decision]] = []

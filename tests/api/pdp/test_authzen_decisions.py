@@ -347,6 +347,15 @@ def test_min_position_beyond_the_index_denies_stale_state(harness: Harness) -> N
     assert refused["context"]["reason"] == "stale_state"
 
 
+def test_a_min_position_not_reached_counts_as_a_stale_state_denial(harness: Harness) -> None:
+    pdp = harness.client.app.state.services.pdp  # type: ignore[attr-defined]
+    token = token_for(harness)
+    before = pdp.denials["stale_state"]
+    body = request(token, context={"consistency": {"min_position": harness.head() + 1000}})
+    harness.evaluate(body)
+    assert pdp.denials["stale_state"] == before + 1
+
+
 def test_min_position_already_reached_answers_normally(harness: Harness) -> None:
     token = token_for(harness)
     body = request(token, context={"consistency": {"min_position": harness.head()}})
