@@ -201,12 +201,13 @@ def _cycle(held: list[tuple[str, str]], make: Callable[[str, str], dict[str, Any
             yield make(token, instance)
 
 
-async def _expect(call: Call, path: str, body: bytes, *, permit: bool = True) -> bytes:
+async def _expect(call: Call, path: str, body: bytes) -> bytes:
+    """The answer to ``POST path``: a 200, and for an evaluation a permit (else it raises)."""
     status, answer = await call(path, body)
     if status != 200:
         msg = f"{path} answered {status}: {answer[:300]!r}"
         raise RuntimeError(msg)
-    if permit and path.startswith("/access") and orjson.loads(answer).get("decision") is not True:
+    if path.startswith("/access") and orjson.loads(answer).get("decision") is not True:
         msg = f"not a permit: {answer[:300]!r}"
         raise RuntimeError(msg)
     return answer
