@@ -182,7 +182,9 @@ def meter_writer(settings: Settings, ledger: Ledger) -> MeterWriter:
             issuer=settings.public_issuer,
             policy_version=settings.policy_version,
         )
-        backend = ProcessMeterBook(ledger, config, nice=settings.meter_writer_nice()).start()
+        backend = ProcessMeterBook(
+            ledger, config, priority=settings.meter_writer_priority()
+        ).start()
     return MeterWriter(
         ledger, lease_seconds=settings.metering_lease_seconds, holder=holder, backend=backend
     )
@@ -198,7 +200,7 @@ def decision_writer(settings: Settings, store: DecisionLog) -> DecisionRecorder:
             mode=mode,
             flush_ms=flush_ms,
             queue_size=queue_size,
-            nice=settings.decision_writer_nice(),
+            priority=settings.decision_writer_priority(),
         )
     return DecisionWriter(store, mode=mode, flush_ms=flush_ms, queue_size=queue_size)
 

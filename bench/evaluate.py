@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -485,14 +485,36 @@ def merge(results: list[LoadResult]) -> LoadResult:
     return merged
 
 
-def measure_http(seeded: Seeded, *, seconds: float, rounds: int, dpop_count: int) -> dict[str, Any]:
-    server = Server(seeded.settings)
+def server_env(pairs: Sequence[str]) -> dict[str, str]:
+    """``--server-env NAME=VALUE`` options as the servers' environment (``NAME`` without
+    its ``MISSION_LEDGER_`` prefix): settings a run measures other than the defaults."""
+    env: dict[str, str] = {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals or not name:
+            msg = f"--server-env wants NAME=VALUE, not {pair!r}"
+            raise SystemExit(msg)
+        env["MISSION_LEDGER_" + name.upper().removeprefix("MISSION_LEDGER_")] = value
+    return env
+
+
+def measure_http(
+    seeded: Seeded,
+    *,
+    seconds: float,
+    rounds: int,
+    dpop_count: int,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """``env``: settings every server runs with (``server_env``)."""
+    env = dict(env or {})
+    server = Server(seeded.settings, env)
     # The decision log's cost: two more servers of the same store that serve only these
     # decisions, one with the log on (as ``server``), one with it off. (Compared with
     # ``server`` itself, the log-on side would also carry what the other phases leave behind:
     # leases, replay caches, a larger heap.)
-    logged = Server(seeded.settings)
-    unlogged = Server(seeded.settings, {"MISSION_LEDGER_DECISION_LOG_MODE": "off"})
+    logged = Server(seeded.settings, env)
+    unlogged = Server(seeded.settings, env | {"MISSION_LEDGER_DECISION_LOG_MODE": "off"})
     try:
         check_permits(seeded, server.port)
         check_permits(seeded, logged.port)
@@ -873,8 +895,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the store the server runs on (postgres: a throwaway database on the server "
         "MISSION_LEDGER_TEST_PG names)",
     )
+    add_server_env(parser)
     parser.add_argument("--json", action="store_true", help="also print a JSON summary")
     return parser.parse_args(argv)
+
+
+def add_server_env(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting every server runs with (repeatable; NAME as in docs/configuration.md, "
+        "e.g. WRITER_PROCESS_IDLE=true); printed with the results",
+    )
 
 
 @contextmanager
@@ -908,8 +942,13 @@ def main(argv: list[str] | None = None) -> int:
             metered_missions=args.metered_missions,
         )
         progress("measuring decisions over HTTP")
+        env = server_env(args.server_env)
         http = measure_http(
-            seeded, seconds=args.seconds, rounds=args.rounds, dpop_count=args.dpop_proofs
+            seeded,
+            seconds=args.seconds,
+            rounds=args.rounds,
+            dpop_count=args.dpop_proofs,
+            env=env,
         )
         index = measure_index(seeded.settings, len(seeded.mandates) + len(seeded.metered))
         boot = index
@@ -919,6 +958,8 @@ def main(argv: list[str] | None = None) -> int:
             with store(args.backend, Path(tmp), "boot") as boot_settings:
                 big = seed(boot_settings, missions, 100, tokens=False)
                 boot = measure_index(big.settings, missions * 100)
+        if env:
+            print("servers' settings other than the defaults: " + ", ".join(args.server_env))
         print(render(http, index, boot))
         print(stolen.describe())
         if args.json:

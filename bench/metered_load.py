@@ -35,6 +35,7 @@ from bench._support import cpu_seconds
 from bench.evaluate import (
     KEPT_UP,
     Server,
+    add_server_env,
     batched_usage_reports,
     check_permits,
     evaluation_requests,
@@ -42,6 +43,7 @@ from bench.evaluate import (
     meter_writer_idle,
     metered_requests,
     seed,
+    server_env,
 )
 from ledger.settings import Settings
 
@@ -102,6 +104,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="the server's METER_WRITER (default: the server's default)",
     )
+    add_server_env(parser)
     parser.add_argument("--json", action="store_true", help="also print a JSON summary")
     return parser.parse_args(argv)
 
@@ -113,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         seeded = seed(
             Settings(data_dir=Path(tmp) / "store"), 10, 20, tokens=True, metered_missions=10
         )
-        env = {"MISSION_LEDGER_DECISION_LOG_MODE": "off"}
+        env = server_env(args.server_env) | {"MISSION_LEDGER_DECISION_LOG_MODE": "off"}
+        if args.server_env:
+            print("server's settings other than the defaults: " + ", ".join(args.server_env))
         if args.meter_writer:
             env["MISSION_LEDGER_METER_WRITER"] = args.meter_writer
         server = Server(seeded.settings, env)

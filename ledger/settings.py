@@ -18,7 +18,7 @@ receive their SETs, nothing else).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -39,6 +39,18 @@ DEFAULT_ROLE_SCOPES = {
     "ssf.manage": "pep",
     "ssf.read": "receiver",
 }
+
+
+class WriterPriority(NamedTuple):
+    """How far below the server a background writer process runs (``WRITER_PROCESS_NICE``,
+    ``WRITER_PROCESS_IDLE``); the default is the server's own priority."""
+
+    nice: int = 0  # steps of Unix ``nice`` below the server
+    idle: bool = False  # the Linux ``SCHED_IDLE`` policy
+
+
+#: A writer that runs as the server does (answers wait for it).
+SERVER_PRIORITY = WriterPriority()
 
 
 class Settings(BaseSettings):
@@ -149,6 +161,16 @@ class Settings(BaseSettings):
         "answers wait for the writer, which then keeps the server's priority. Where a "
         "writer shares a core with the server's event loop, the decision path goes first "
         "(Unix nice; bench/README.md '2026-12-06, afternoon'). 0: the server's priority.",
+    )
+    writer_process_idle: bool = Field(
+        default=False,
+        description="Run the background writer processes (those writer_process_nice lowers) "
+        "under the Linux SCHED_IDLE policy: a CPU running only them counts as idle, so the "
+        "server's event loop and its clients are placed there and preempt them at once. "
+        "For a host (or container) whose CPU is the server's: a CPU-bound process of any "
+        "other kind on the same CPUs leaves the writers almost no time, and the decision "
+        "log's backpressure then holds answers (docs/configuration.md). "
+        "Ignored where the policy does not exist.",
     )
     read_your_writes_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     idempotency_retention_hours: int = Field(default=24, ge=24, le=24 * 90)
@@ -406,15 +428,20 @@ class Settings(BaseSettings):
     def sqlite_path(self) -> Path:
         return self.data_dir / "ledger.sqlite3"
 
-    def meter_writer_nice(self) -> int:
-        """``writer_process_nice`` for the Meter writer process: 0 without budget leases
-        (every metered permit then waits for the writer)."""
-        return self.writer_process_nice if self.metering_lease_seconds > 0 else 0
+    def meter_writer_priority(self) -> WriterPriority:
+        """How the Meter writer process runs below the server: not at all without budget
+        leases (every metered permit then waits for the writer)."""
+        return self._background_priority() if self.metering_lease_seconds > 0 else SERVER_PRIORITY
 
-    def decision_writer_nice(self) -> int:
-        """``writer_process_nice`` for the decision log writer process: 0 in ``sync`` mode
-        (every answer then waits for the writer)."""
-        return 0 if self.decision_log_mode == "sync" else self.writer_process_nice
+    def decision_writer_priority(self) -> WriterPriority:
+        """How the decision log writer process runs below the server: not at all in ``sync``
+        mode (every answer then waits for the writer)."""
+        if self.decision_log_mode == "sync":
+            return SERVER_PRIORITY
+        return self._background_priority()
+
+    def _background_priority(self) -> WriterPriority:
+        return WriterPriority(nice=self.writer_process_nice, idle=self.writer_process_idle)
 
     def postgres_params(self) -> dict[str, Any]:
         """Connection parameters parsed from ``database_url``."""

@@ -11,6 +11,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from ledger.settings import SERVER_PRIORITY, WriterPriority
+
 #: The directory that holds the ``api`` package (a child imports it from there).
 _ROOT = str(Path(__file__).resolve().parents[2])
 #: What a child ignores: the server shuts down on them (a Ctrl-C or ``systemctl stop``
@@ -27,11 +29,12 @@ def start_child(
     write_fd: int,
     env: Mapping[str, str] | None = None,
     *,
-    nice: int = 0,
+    priority: WriterPriority = SERVER_PRIORITY,
 ) -> subprocess.Popen[bytes]:
     """Start ``module`` with the child's ends of its two pipes (closed here once it has
-    them, or once it failed to start; OSError then). ``env``: more environment; ``nice``:
-    how far below this process's scheduling priority the child runs (``lower_priority``).
+    them, or once it failed to start; OSError then). ``env``: more environment;
+    ``priority``: how far below this process's scheduling priority the child runs
+    (``lower_priority``).
 
     The child starts with interrupts and termination requests blocked (a blocked signal
     mask is inherited across exec) and ignores them once running: one sent to the process
@@ -54,21 +57,30 @@ def start_child(
         signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
         os.close(read_fd)
         os.close(write_fd)
-    if nice:
-        lower_priority(child.pid, nice)
+    lower_priority(child.pid, priority)
     return child
 
 
-def lower_priority(pid: int, by: int) -> None:
-    """Run the process ``pid`` ``by`` steps of ``nice`` below this one (at most 19): a
-    background writer yields a shared core to the server's event loop. Set before the
-    child's interpreter has started any thread (each inherits it). Where the system refuses,
-    the child keeps this process's priority (logged)."""
-    try:
-        own = os.getpriority(os.PRIO_PROCESS, 0)
-        os.setpriority(os.PRIO_PROCESS, pid, min(19, own + by))
-    except OSError:
-        log.warning("could not lower the priority of process %d", pid, exc_info=True)
+def lower_priority(pid: int, priority: WriterPriority) -> None:
+    """Run the process ``pid`` ``priority.nice`` steps of ``nice`` below this one (at most
+    19), and with ``priority.idle`` under the ``SCHED_IDLE`` policy (Linux): a background
+    writer yields a shared core to the server's event loop. Set before the child's
+    interpreter has started any thread (each inherits both). Where the system refuses, or
+    has no such policy, the child keeps this process's priority or policy (logged)."""
+    if priority.nice:
+        try:
+            own = os.getpriority(os.PRIO_PROCESS, 0)
+            os.setpriority(os.PRIO_PROCESS, pid, min(19, own + priority.nice))
+        except OSError:
+            log.warning("could not lower the priority of process %d", pid, exc_info=True)
+    if priority.idle:
+        if not hasattr(os, "SCHED_IDLE"):
+            log.warning("this system has no SCHED_IDLE policy: process %d keeps its own", pid)
+            return
+        try:
+            os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
+        except OSError:
+            log.warning("could not run process %d under SCHED_IDLE", pid, exc_info=True)
 
 
 def child_started(label: str) -> None:

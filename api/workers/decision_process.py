@@ -51,6 +51,7 @@ from api.workers.decision_writer import (
     DecisionRecorder,
     Mode,
 )
+from ledger.settings import SERVER_PRIORITY, WriterPriority
 from projections.decision_log import DecisionRecord, encode_wires
 
 log = logging.getLogger("mission_ledger.decision_log")
@@ -98,10 +99,10 @@ class ProcessDecisionWriter(DecisionRecorder):
         flush_ms: int = 100,
         queue_size: int = 10_000,
         batch_size: int = BATCH_SIZE,
-        nice: int = 0,
+        priority: WriterPriority = SERVER_PRIORITY,
     ) -> None:
         super().__init__(mode)
-        self._nice = nice  # how far below the server's priority the child runs
+        self._priority = priority  # how far below the server's priority the child runs
         self._config = {
             "store": store,
             "mode": mode,
@@ -304,7 +305,7 @@ class ProcessDecisionWriter(DecisionRecorder):
             frames_read,
             acks_write,
             {CONFIG_ENV: json.dumps(self._config)},
-            nice=self._nice,
+            priority=self._priority,
         )
         os.set_blocking(frames_write, False)
         os.set_blocking(acks_read, False)

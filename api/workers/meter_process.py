@@ -38,6 +38,7 @@ from api.workers.children import start_child
 from ledger.application.base import LedgerBase
 from ledger.application.meter_operations import Applied, Operation
 from ledger.domain.errors import Unavailable
+from ledger.settings import SERVER_PRIORITY, WriterPriority
 
 log = logging.getLogger("mission_ledger.metering")
 
@@ -70,10 +71,16 @@ def child_config(
 class ProcessMeterBook:
     """A ``MeterBackend`` whose groups are applied by the Meter writer process."""
 
-    def __init__(self, ledger: LedgerBase, config: dict[str, Any], *, nice: int = 0) -> None:
+    def __init__(
+        self,
+        ledger: LedgerBase,
+        config: dict[str, Any],
+        *,
+        priority: WriterPriority = SERVER_PRIORITY,
+    ) -> None:
         self._ledger = ledger  # the server's: its commit listeners hear the child's saves
         self._config = config
-        self._nice = nice  # how far below the server's priority the child runs
+        self._priority = priority  # how far below the server's priority the child runs
         self._child: subprocess.Popen[bytes] | None = None
         self._requests: Connection | None = None
         self._replies: Connection | None = None
@@ -144,7 +151,7 @@ class ProcessMeterBook:
                 requests_read,
                 replies_write,
                 env={CONFIG_ENV: json.dumps(self._config)},
-                nice=self._nice,
+                priority=self._priority,
             )
         except OSError as error:
             os.close(requests_write)

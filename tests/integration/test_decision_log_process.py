@@ -28,7 +28,7 @@ from api.workers.decision_process import ProcessDecisionWriter
 from ledger.application import Ledger
 from ledger.domain.actors import Actor
 from ledger.persistence.database import store_params
-from ledger.settings import Settings
+from ledger.settings import Settings, WriterPriority
 from projections.decision_log import (
     DecisionFilter,
     DecisionLog,
@@ -290,5 +290,17 @@ def test_the_writer_process_runs_below_the_servers_priority_when_asked(
         assert writer.pid is not None
         return os.getpriority(os.PRIO_PROCESS, writer.pid)
 
-    priority, _ = _in_loop(store_settings, scenario, nice=5)
+    priority, _ = _in_loop(store_settings, scenario, priority=WriterPriority(nice=5))
     assert priority == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 5)
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling policy")
+def test_the_writer_process_runs_under_sched_idle_when_asked(
+    store: DecisionLog, store_settings: Settings
+) -> None:
+    async def scenario(writer: ProcessDecisionWriter) -> int:
+        assert writer.pid is not None
+        return os.sched_getscheduler(writer.pid)
+
+    policy, _ = _in_loop(store_settings, scenario, priority=WriterPriority(idle=True))
+    assert policy == os.SCHED_IDLE

@@ -21,7 +21,7 @@ from ledger.clock import SystemClock
 from ledger.domain.errors import BudgetExceeded, Unavailable
 from ledger.domain.metering import Bounds, Meter, MeteredCall, format_units, meter_id
 from ledger.persistence.store import open_ledger, persistence_env
-from ledger.settings import Settings
+from ledger.settings import Settings, WriterPriority
 
 HOLDER = "rpl_test"
 BOUNDS = Bounds(budget="100.00", currency="USD")
@@ -140,9 +140,10 @@ def test_close_ends_the_process_and_refuses_later_groups(
         backend.apply([reserve("msn_e", "ev1", "10")])
 
 
-def test_the_writer_process_runs_below_the_servers_priority_when_asked(
-    store_settings: Settings, system_ledger: Ledger
-) -> None:
+def _started(
+    store_settings: Settings, system_ledger: Ledger, priority: WriterPriority
+) -> ProcessMeterBook:
+    """A started backend whose process runs with ``priority`` (no budget leases)."""
     config = child_config(
         persistence_env(store_settings),
         holder=HOLDER,
@@ -150,10 +151,29 @@ def test_the_writer_process_runs_below_the_servers_priority_when_asked(
         issuer=store_settings.public_issuer,
         policy_version=store_settings.policy_version,
     )
-    started = ProcessMeterBook(system_ledger, config, nice=5).start()
+    return ProcessMeterBook(system_ledger, config, priority=priority).start()
+
+
+def test_the_writer_process_runs_below_the_servers_priority_when_asked(
+    store_settings: Settings, system_ledger: Ledger
+) -> None:
+    started = _started(store_settings, system_ledger, WriterPriority(nice=5))
     try:
         assert started.pid is not None
         priority = os.getpriority(os.PRIO_PROCESS, started.pid)
     finally:
         started.close()
     assert priority == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 5)
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling policy")
+def test_the_writer_process_runs_under_sched_idle_when_asked(
+    store_settings: Settings, system_ledger: Ledger
+) -> None:
+    started = _started(store_settings, system_ledger, WriterPriority(idle=True))
+    try:
+        assert started.pid is not None
+        policy = os.sched_getscheduler(started.pid)
+    finally:
+        started.close()
+    assert policy == os.SCHED_IDLE
