@@ -4,8 +4,9 @@
 the service opens it (``open_ledger``, default ``Settings``), applying groups shaped like
 the server's under metered load (decision 0019): ``--draws`` permits drawn from this
 replica's budget leases (one ``LeaseDrawn`` event per lease per group) followed by
-``--reports`` usage reports (``executed``: one ``UsageCommitted`` each), spread round robin
-over ``--missions`` Missions, each report settling a draw of the group before. One thread,
+``--reports`` usage reports (``executed``: one ``UsageReported`` event per Meter per group),
+spread round robin over ``--missions`` Missions, each report settling a draw of the group
+before. One thread,
 as the server's writer thread; its CPU time (``time.thread_time``) per operation.
 
 **Baseline.** A plain ``eventsourcing`` application (the library's own tables and insert

@@ -229,7 +229,8 @@ async def usage_events(
     mission_id: str, principal: PrincipalDep, services: ServicesDep
 ) -> dict[str, Any]:
     """Every event of the Mission's Meter (SPEC 7.3), in order: reservations, committed usage
-    (``UsageCommitted``: their amounts sum to ``usage.spent``) and releases."""
+    (the executed members of ``UsageReported``, and ``UsageCommitted`` before 2026-12-06:
+    their amounts sum to ``usage.spent``) and releases."""
     return await _events(services, principal, mission_id, meter_id(mission_id))
 
 

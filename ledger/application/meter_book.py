@@ -25,7 +25,7 @@ import logging
 import secrets
 import time
 from collections import ChainMap, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from eventsourcing.persistence import IntegrityError
@@ -177,51 +177,41 @@ class MeterBook:
                 copies[key] = copy
             return copies[key]
 
-        # Draws first (a group lists them first), one LeaseDrawn event per lease.
-        drawn: dict[tuple[str, str], list[int]] = {}
-        for index, operation in enumerate(operations):
-            if isinstance(operation, Draw):
-                drawn.setdefault((meter_id(operation.mission_id), operation.lease_id), [])
-                drawn[(meter_id(operation.mission_id), operation.lease_id)].append(index)
-        later: dict[int, Outcome] = {}
-        for (key, lease_id), indexes in drawn.items():
-            meter = working(key)
-            if meter is None:
-                for index in indexes:
-                    later[index] = NotFound(f"no Meter for lease {lease_id!r}")
-                continue
-            batch = [operations[i] for i in indexes]
-            results = meter.draw_many(
-                lease_id,
-                [
-                    (d.call, d.evaluation_id, d.expires_at, d.mandate_id)
-                    for d in batch
-                    if isinstance(d, Draw)
-                ],
-                now=now,
-            )
-            later.update(zip(indexes, results, strict=True))
+        later = _drawn(operations, working, now)
         # No pauses between operations: a group is applied as fast as the interpreter lock
         # allows (the short switch interval bounds what a decision waits for it). Pausing after
         # each operation made groups larger and commits rarer, but under load it also left the
         # writer far behind the decisions: usage reports waited for whole groups of half a
         # second and fell ever further behind (decision 0019, "Revisited (late evening)").
+        #
+        # Usage reports are gathered per Meter and recorded in one ``UsageReported`` event,
+        # before anything else of the group touches that Meter (so each operation still sees
+        # the ones before it) and at the end.
+        reports: dict[str, list[tuple[int, Report]]] = {}
         for index, operation in enumerate(operations):
             key = meter_id(operation.mission_id)
             working(key)
             if isinstance(operation, Draw):
                 outcomes.append(later[index])
                 continue
+            if isinstance(operation, Report):
+                reports.setdefault(key, []).append((index, operation))
+                outcomes.append(None)  # its place: set when its Meter's reports are recorded
+                continue
+            if key in reports:
+                self._report(key, reports.pop(key), copies, outcomes, refreshed, now)
             try:
                 outcomes.append(self._one(operation, key, copies, grants, now))
             except (NotFound, BudgetExceeded) as error:
                 # Refusals are decided on the store's current state: the copy held here may
                 # miss what another replica wrote (a reservation, a release).
-                if key not in refreshed and not isinstance(operation, Draw | Renew):
+                if key not in refreshed and not isinstance(operation, Renew):
                     raise _Refresh(key) from None
                 outcomes.append(error)
             except LedgerError as error:
                 outcomes.append(error)
+        for key, waiting in reports.items():
+            self._report(key, waiting, copies, outcomes, refreshed, now)
         changed = [m for m in copies.values() if m is not None and m.pending_events]
         if changed:
             saving = time.perf_counter()
@@ -235,9 +225,41 @@ class MeterBook:
         self._granted += granted_leases(grants, copies)
         return outcomes
 
+    def _report(
+        self,
+        key: str,
+        reports: list[tuple[int, Report]],
+        copies: dict[str, Meter | None],
+        outcomes: list[Outcome],
+        refreshed: set[str],
+        now: datetime,
+    ) -> None:
+        """Record the usage reports of one Meter (at their places in ``outcomes``). A report
+        the Meter does not know is decided on the store's current state first."""
+        meter = copies[key]
+        if meter is None:
+            if key not in refreshed:
+                raise _Refresh(key)
+            for index, report in reports:
+                outcomes[index] = NotFound(
+                    f"no reservation for evaluation {report.evaluation_id!r}"
+                )
+            return
+        answers = meter.report_many(
+            [(r.evaluation_id, r.outcome, r.amount, r.actor) for _, r in reports], now=now
+        )
+        if key not in refreshed and any(isinstance(a, NotFound) for a in answers):
+            raise _Refresh(key)
+        for (index, _), answer in zip(reports, answers, strict=True):
+            if isinstance(answer, LedgerError):
+                outcomes[index] = answer
+            else:
+                settlement, replayed = answer
+                outcomes[index] = Reported(settlement=settlement, replayed=replayed)
+
     def _one(
         self,
-        operation: Reserve | Renew | ReturnLease | Report | Expire,
+        operation: Reserve | Renew | ReturnLease | Expire,
         key: str,
         copies: dict[str, Meter | None],
         grants: dict[str, str],
@@ -282,17 +304,6 @@ class MeterBook:
             if meter is not None:
                 meter.return_lease(operation.lease_id, outcome="returned", actor=SCHEDULER, now=now)
             return None
-        if isinstance(operation, Report):
-            if meter is None:
-                raise NotFound(f"no reservation for evaluation {operation.evaluation_id!r}")
-            settlement, replayed = meter.report(
-                operation.evaluation_id,
-                outcome=operation.outcome,
-                amount=operation.amount,
-                actor=operation.actor,
-                now=now,
-            )
-            return Reported(settlement=settlement, replayed=replayed)
         # Expire: due reservations were released when the Meter was first touched.
         if meter is None:
             return 0
@@ -367,6 +378,35 @@ class MeterBook:
             self._meters.pop(key, None)
 
 
+def _drawn(
+    operations: Sequence[Operation], working: Callable[[str], Meter | None], now: datetime
+) -> dict[int, Outcome]:
+    """The outcomes of a group's draws (a group lists them first), by their places: one
+    ``LeaseDrawn`` event per lease, on the working copies ``working`` gives."""
+    drawn: dict[tuple[str, str], list[Draw]] = {}
+    places: dict[tuple[str, str], list[int]] = {}
+    for index, operation in enumerate(operations):
+        if isinstance(operation, Draw):
+            lease = (meter_id(operation.mission_id), operation.lease_id)
+            drawn.setdefault(lease, []).append(operation)
+            places.setdefault(lease, []).append(index)
+    later: dict[int, Outcome] = {}
+    for (key, lease_id), draws in drawn.items():
+        meter = working(key)
+        indexes = places[(key, lease_id)]
+        if meter is None:
+            for index in indexes:
+                later[index] = NotFound(f"no Meter for lease {lease_id!r}")
+            continue
+        results = meter.draw_many(
+            lease_id,
+            [(d.call, d.evaluation_id, d.expires_at, d.mandate_id) for d in draws],
+            now=now,
+        )
+        later.update(zip(indexes, results, strict=True))
+    return later
+
+
 def deadlines_of(meters: Sequence[Meter]) -> ReservationDeadlines:
     """The deadline rows the pending events of ``meters`` add and remove (written in the
     same transaction: ``ledger.persistence.reservations``).
@@ -385,6 +425,9 @@ def deadlines_of(meters: Sequence[Meter]) -> ReservationDeadlines:
                     event.originator_id,
                     micros(event.expires_at),
                 )
+            elif isinstance(event, Meter.UsageReported):
+                for report in event.reports:
+                    _end(report["evaluation_id"], added, removed)
             elif isinstance(event, Meter.UsageCommitted | Meter.Released):
                 _end(event.evaluation_id, added, removed)
             elif isinstance(event, Meter.LeaseDrawn):

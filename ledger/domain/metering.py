@@ -11,7 +11,8 @@ expires. The Meter refuses, itself, anything that would break its invariant:
 for the budget (in the budget's currency, exact decimal arithmetic), for the calls of the
 whole Mission, and for the calls of each call class that ``max_calls`` names. Every change is
 one past-tense event, so the log alone tells how much was reserved, committed and released
-at every instant (``UsageCommitted`` events sum to ``spent``).
+at every instant (the amounts of executed reports, ``UsageReported`` members and the
+``UsageCommitted`` events recorded before them, sum to ``spent``).
 
 The Meter is an aggregate of its own (``meter:<mission id>``), apart from the Mission, so
 that metering never contends with governance writes on the Mission.
@@ -23,7 +24,7 @@ are exact however many digits an amount has. Nothing here reads the clock: comma
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
 from functools import lru_cache
@@ -57,6 +58,8 @@ SCALE = 18
 _ONE: int = 10**SCALE
 
 Outcome = Literal["executed", "aborted", "expired"]
+#: One usage report as ``Meter.report_many`` takes it: (evaluation id, outcome, amount, actor).
+UsageReport = tuple[str, Literal["executed", "aborted"], str | None, Actor]
 EXECUTED: Final = "executed"
 ABORTED: Final = "aborted"
 EXPIRED: Final = "expired"
@@ -446,9 +449,7 @@ class Meter(BaseAggregate[str]):
         actor: dict[str, Any]
 
         def apply(self, aggregate: Meter) -> None:
-            held = aggregate.outstanding.pop(self.evaluation_id)
-            aggregate.reserved -= held.units
-            aggregate.calls_reserved -= 1
+            held = aggregate._end(self.evaluation_id)
             aggregate.settled[self.evaluation_id] = self.settle(aggregate, held)
 
         def settle(self, aggregate: Meter, held: Reservation) -> Settlement:
@@ -456,17 +457,15 @@ class Meter(BaseAggregate[str]):
 
     @dataclass(frozen=True)
     class UsageCommitted(Ended):
-        """The PEP reported the call executed: ``amount`` (at most the reserved) is spent."""
+        """The PEP reported the call executed: ``amount`` (at most the reserved) is spent.
+        (Reports are recorded as ``UsageReported`` since 2026-12-06; stored ones stay.)"""
 
         TOPIC = TOPIC_PREFIX + "Meter.UsageCommitted"
         amount: str
 
         def settle(self, aggregate: Meter, held: Reservation) -> Settlement:
             del held  # its call stays counted
-            units = parse_units(self.amount) or 0
-            aggregate.spent += units
-            aggregate.calls_committed += 1
-            return Settlement(EXECUTED, units, self.amount)
+            return aggregate._spend(self.amount)
 
     @dataclass(frozen=True)
     class Released(Ended):
@@ -476,9 +475,28 @@ class Meter(BaseAggregate[str]):
         outcome: str
 
         def settle(self, aggregate: Meter, held: Reservation) -> Settlement:
-            if held.call_class is not None:
-                aggregate.class_calls[held.call_class] -= 1
-            return Settlement(EXPIRED if self.outcome == EXPIRED else ABORTED, 0)
+            return aggregate._release(held, EXPIRED if self.outcome == EXPIRED else ABORTED)
+
+    @dataclass(frozen=True)
+    class UsageReported(Event):
+        """Usage reports recorded together (one group of the Meter writer): each member of
+        ``reports`` (``evaluation_id``, ``outcome``, ``amount``, ``actor``) ends its
+        reservation as ``UsageCommitted`` does (``executed``: ``amount``, at most the
+        reserved, is spent) or ``Released`` does (``aborted``: ``amount`` is null)."""
+
+        TOPIC = TOPIC_PREFIX + "Meter.UsageReported"
+        reports: list[dict[str, Any]]
+
+        def apply(self, aggregate: Meter) -> None:
+            settled = aggregate.settled
+            for report in self.reports:
+                evaluation_id = report["evaluation_id"]
+                held = aggregate._end(evaluation_id)
+                settled[evaluation_id] = (
+                    aggregate._spend(report["amount"])
+                    if report["outcome"] == EXECUTED
+                    else aggregate._release(held, ABORTED)
+                )
 
     @dataclass(frozen=True)
     class LeaseGranted(Event):
@@ -767,14 +785,58 @@ class Meter(BaseAggregate[str]):
         actor: Actor,
         now: datetime,
     ) -> tuple[Settlement, bool]:
-        """Commit (``executed``, for the reserved amount or ``amount`` when lower) or release
-        (``aborted``) a reservation. A reservation already reported answers with its first
-        outcome and changes nothing (second member True)."""
+        """One usage report (``report_many``); raises its refusal."""
+        (answer,) = self.report_many([(evaluation_id, outcome, amount, actor)], now=now)
+        if isinstance(answer, LedgerError):
+            raise answer
+        return answer
+
+    def report_many(
+        self, reports: Sequence[UsageReport], *, now: datetime
+    ) -> list[tuple[Settlement, bool] | LedgerError]:
+        """Usage reports — each (evaluation id, outcome, amount, actor) — recorded in one
+        ``UsageReported`` event; per report, its settlement and whether it was a repeat, or
+        why it was refused. ``executed`` commits the reserved amount, or ``amount`` when
+        lower; ``aborted`` releases the reservation. A reservation already reported (before,
+        or earlier in ``reports``) answers with its first outcome and changes nothing."""
+        answers: list[tuple[Settlement, bool] | LedgerError | str] = []
+        accepted: dict[str, dict[str, Any]] = {}
+        for report in reports:
+            evaluation_id = report[0]
+            if evaluation_id in accepted:
+                answers.append(evaluation_id)  # a repeat within these reports: filled below
+                continue
+            try:
+                item = self._reported(report, now)
+            except LedgerError as refusal:
+                answers.append(refusal)
+                continue
+            if isinstance(item, Settlement):
+                answers.append((item, True))
+                continue
+            accepted[evaluation_id] = item
+            answers.append(evaluation_id)
+        if accepted:
+            self.trigger_event(self.UsageReported, timestamp=now, reports=list(accepted.values()))
+        first: set[str] = set()
+        out: list[tuple[Settlement, bool] | LedgerError] = []
+        for answer in answers:
+            if isinstance(answer, str):
+                out.append((self.settled[answer], answer in first))
+                first.add(answer)
+            else:
+                out.append(answer)
+        return out
+
+    def _reported(self, report: UsageReport, now: datetime) -> dict[str, Any] | Settlement:
+        """The ``UsageReported`` member of one report, or the settlement it repeats;
+        raises its refusal."""
+        evaluation_id, outcome, amount, actor = report
         settled = self.settled.get(evaluation_id)
         if settled is not None:
             if settled.outcome == EXPIRED:
                 raise self._expired(evaluation_id)
-            return settled, True
+            return settled
         held = self.outstanding.get(evaluation_id)
         if held is None:
             raise NotFound(f"no reservation for evaluation {evaluation_id!r}")
@@ -783,29 +845,22 @@ class Meter(BaseAggregate[str]):
         if outcome == ABORTED:
             if amount is not None:
                 raise InvalidRequest.at("/amount", "an aborted call spends nothing; omit amount")
-            self.trigger_event(
-                self.Released,
-                timestamp=now,
-                evaluation_id=evaluation_id,
-                outcome=ABORTED,
-                actor=actor.to_json(),
-            )
-            return self.settled[evaluation_id], False
-        units = held.units if amount is None else require_units(amount, "/amount")
-        if units > held.units:
-            raise InvalidRequest.at(
-                "/amount",
-                f"{amount} exceeds the reserved {self._shown(held.units)}: report at most "
-                "what was reserved (a larger amount needs a new decision)",
-            )
-        self.trigger_event(
-            self.UsageCommitted,
-            timestamp=now,
-            evaluation_id=evaluation_id,
-            amount=self._shown(units) if amount is None else amount,
-            actor=actor.to_json(),
-        )
-        return self.settled[evaluation_id], False
+            spent = None
+        else:
+            units = held.units if amount is None else require_units(amount, "/amount")
+            if units > held.units:
+                raise InvalidRequest.at(
+                    "/amount",
+                    f"{amount} exceeds the reserved {self._shown(held.units)}: report at most "
+                    "what was reserved (a larger amount needs a new decision)",
+                )
+            spent = self._shown(units) if amount is None else amount
+        return {
+            "evaluation_id": evaluation_id,
+            "outcome": outcome,
+            "amount": spent,
+            "actor": actor.to_json(),
+        }
 
     def expire_due(self, now: datetime) -> int:
         """Release every reservation whose expiry has come, and end every lease whose
@@ -965,6 +1020,29 @@ class Meter(BaseAggregate[str]):
             + [lease.expires_at for lease in self.leases.values()],
             default=None,
         )
+
+    def _end(self, evaluation_id: str) -> Reservation:
+        """The outstanding reservation ``evaluation_id``, ended (its settlement is the
+        caller's to record)."""
+        held = self.outstanding.pop(evaluation_id)
+        self.reserved -= held.units
+        self.calls_reserved -= 1
+        return held
+
+    def _spend(self, amount: str) -> Settlement:
+        """An ended reservation's call executed: ``amount`` is spent (its call stays
+        counted)."""
+        units = parse_units(amount) or 0
+        self.spent += units
+        self.calls_committed += 1
+        return Settlement(EXECUTED, units, amount)
+
+    def _release(self, held: Reservation, outcome: Outcome) -> Settlement:
+        """An ended reservation's call did not happen: nothing spent, its class call
+        uncounted."""
+        if held.call_class is not None:
+            self.class_calls[held.call_class] -= 1
+        return Settlement(outcome, 0)
 
     def _shown(self, units: int) -> str:
         return format_units(units, scale_of(self.bounds.budget or ""))

@@ -200,6 +200,21 @@ def _reservations(event: dict[str, Any]) -> list[dict[str, Any]]:
     return [{**held, "lease_id": data["lease_id"]} for held in data["reservations"]]
 
 
+def _ended(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The log with each ``UsageReported`` event (the usage reports one group recorded
+    together) read as the events it stands for, one a report, at its position:
+    ``UsageCommitted`` (``executed``: its amount spent) or ``Released`` (``aborted``)."""
+    out: list[dict[str, Any]] = []
+    for event in events:
+        if event["type"] != "UsageReported":
+            out.append(event)
+            continue
+        for report in event["data"]["reports"]:
+            kind = "UsageCommitted" if report["outcome"] == "executed" else "Released"
+            out.append({**event, "type": kind, "data": report})
+    return out
+
+
 def _replay_budget(events: list[dict[str, Any]]) -> tuple[Decimal, Counter[str]]:
     """Walk the log in position order: committed + outstanding (reservations, and what the
     replicas' budget leases hold unused) <= the budget after every event; every reservation
@@ -210,7 +225,7 @@ def _replay_budget(events: list[dict[str, Any]]) -> tuple[Decimal, Counter[str]]
     spent = Decimal(0)
     positions = [e["position"] for e in events]
     assert positions == sorted(positions)
-    for event in events:
+    for event in _ended(events):
         data = event["data"]
         if event["type"] == "LeaseGranted":
             leased[data["lease_id"]] = Decimal(data["amount"])
@@ -245,7 +260,7 @@ def _replay_calls(events: list[dict[str, Any]]) -> Counter[str]:
     counted: Counter[str] = Counter()
     leased: dict[str, Counter[str]] = {}
     open_ones: set[str] = set()
-    for event in events:
+    for event in _ended(events):
         data = event["data"]
         if event["type"] == "LeaseGranted":
             leased[data["lease_id"]] = Counter(data["call_limits"])

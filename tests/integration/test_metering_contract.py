@@ -215,20 +215,59 @@ def test_a_group_of_operations_is_saved_in_one_transaction(
     assert format_units(usage_of(ledger, mission.id).remaining or 0) == "0"
 
 
+def test_the_usage_reports_of_a_group_are_one_event_per_meter(
+    ledger: Ledger, clock: MutableClock
+) -> None:
+    mission, other = active_mission(ledger), active_mission(ledger)
+    writer = MeterWriter(ledger)  # not started: the groups are applied here
+    writer.apply(
+        [
+            reserve(m.id, f"{m.id}-{n}", "10", clock=clock)
+            for m in (mission, other)
+            for n in range(3)
+        ]
+    )
+    outcomes = writer.apply(
+        [executed(m.id, f"{m.id}-{n}", "1") for n in range(3) for m in (mission, other)]
+    )
+    assert all(isinstance(o, Reported) and not o.replayed for o in outcomes)
+    for m in (mission, other):
+        last = meter_events(ledger, m.id)[-1]
+        assert isinstance(last, Meter.UsageReported)
+        assert [r["evaluation_id"] for r in last.reports] == [f"{m.id}-{n}" for n in range(3)]
+        assert format_units(usage_of(ledger, m.id).spent, 2) == "3.00"
+
+
+def test_an_operation_after_a_report_in_its_group_sees_what_the_report_freed(
+    ledger: Ledger, clock: MutableClock
+) -> None:
+    mission = active_mission(ledger)
+    writer = MeterWriter(ledger)
+    writer.apply([reserve(mission.id, "e1", "100", clock=clock)])  # the whole budget
+    aborted = Report(
+        mission_id=mission.id, evaluation_id="e1", outcome="aborted", amount=None, actor=PEP
+    )
+    outcomes = writer.apply([aborted, reserve(mission.id, "e2", "100", clock=clock)])
+    assert isinstance(outcomes[0], Reported)
+    assert outcomes[1] is None  # reserved: the abort before it released the budget
+    kinds = [type(e).__name__ for e in meter_events(ledger, mission.id)]
+    assert kinds[-2:] == ["UsageReported", "Reserved"]
+
+
 def test_an_operation_that_fails_does_not_fail_the_others_of_its_group(
     ledger: Ledger, clock: MutableClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     mission = active_mission(ledger)
     writer = MeterWriter(ledger)  # not started: the groups are applied here
     writer.apply([reserve(mission.id, e, "10", clock=clock) for e in ("a1", "bad", "a2")])
-    report = Meter.report
+    reported = Meter._reported  # one report's part of ``Meter.report_many``
 
-    def faulty(meter: Meter, evaluation_id: str, **kwargs: Any) -> Any:
-        if evaluation_id == "bad":
+    def faulty(meter: Meter, report: Any, now: Any) -> Any:
+        if report[0] == "bad":
             raise ValueError("a fault in this operation alone")
-        return report(meter, evaluation_id, **kwargs)
+        return reported(meter, report, now)
 
-    monkeypatch.setattr(Meter, "report", faulty)
+    monkeypatch.setattr(Meter, "_reported", faulty)
     outcomes = writer.apply(
         [executed(mission.id, "a1", "4"), executed(mission.id, "bad"), executed(mission.id, "a2")]
     )
@@ -339,7 +378,7 @@ def test_a_reservation_made_and_reported_by_one_group_leaves_no_deadline(
     assert isinstance(outcomes[2], Reported)
     assert deadline_rows(ledger) == ["e2"]  # e1 ended in the same save: no row
     kinds = [type(e).__name__ for e in meter_events(ledger, mission.id)]
-    assert kinds == ["Opened", "Reserved", "Reserved", "UsageCommitted"]  # events all saved
+    assert kinds == ["Opened", "Reserved", "Reserved", "UsageReported"]  # events all saved
     writer.apply([executed(mission.id, "e2")])  # ended by a later save: its row deleted
     assert deadline_rows(ledger) == []
 

@@ -131,6 +131,71 @@ def test_a_second_report_answers_the_first_outcome_and_changes_nothing() -> None
     assert m.version == version
 
 
+def test_reports_recorded_together_are_one_event_that_replays_to_the_same_meter() -> None:
+    m = meter(Bounds(budget="1000.00", currency="USD", class_limits={"pay": 5}))
+    for evaluation_id in ("e1", "e2", "e3"):
+        reserve(m, evaluation_id, spend("100.00", "pay"))
+    before = len(m.pending_events)
+    answers = m.report_many(
+        [
+            ("e1", EXECUTED, "40", PEP),
+            ("e2", ABORTED, None, PEP),
+            ("e3", EXECUTED, None, PEP),
+        ],
+        now=NOW,
+    )
+    assert len(m.pending_events) == before + 1
+    assert isinstance(m.pending_events[-1], Meter.UsageReported)
+    assert [a[0].outcome for a in answers if isinstance(a, tuple)] == [EXECUTED, ABORTED, EXECUTED]
+    assert format_units(m.spent, 2) == "140.00"
+    assert m.class_calls == {"pay": 2}  # the aborted call is no longer counted
+    rebuilt = replayed(m)
+    assert (rebuilt.spent, rebuilt.reserved, rebuilt.class_calls) == (m.spent, 0, {"pay": 2})
+    assert rebuilt.settled == m.settled
+
+
+def test_a_refused_report_does_not_stop_the_others_recorded_with_it() -> None:
+    m = meter()
+    reserve(m, "e1", spend("10.00"))
+    reserve(m, "e2", spend("10.00"))
+    answers = m.report_many(
+        [
+            ("e1", EXECUTED, "10.01", PEP),
+            ("nope", EXECUTED, None, PEP),
+            ("e2", EXECUTED, None, PEP),
+        ],
+        now=NOW,
+    )
+    assert isinstance(answers[0], InvalidRequest)
+    assert isinstance(answers[1], NotFound)
+    assert answers[2] == (m.settled["e2"], False)
+    assert "e1" in m.outstanding
+    assert format_units(m.spent, 2) == "10.00"
+
+
+def test_a_report_repeated_among_reports_recorded_together_answers_its_first_outcome() -> None:
+    m = meter()
+    reserve(m, "e1", spend("10.00"))
+    answers = m.report_many([("e1", EXECUTED, "4", PEP), ("e1", ABORTED, None, PEP)], now=NOW)
+    first = m.settled["e1"]
+    assert answers == [(first, False), (first, True)]
+    assert first.outcome == EXECUTED
+    event = m.pending_events[-1]
+    assert isinstance(event, Meter.UsageReported)
+    assert [r["evaluation_id"] for r in event.reports] == ["e1"]  # recorded once
+
+
+def test_reports_that_are_all_repeats_or_refusals_record_nothing() -> None:
+    m = meter()
+    reserve(m, "e1", spend("10.00"))
+    m.report("e1", outcome=EXECUTED, amount=None, actor=PEP, now=NOW)
+    version = m.version
+    answers = m.report_many([("e1", ABORTED, None, PEP), ("nope", ABORTED, None, PEP)], now=NOW)
+    assert answers[0] == (m.settled["e1"], True)
+    assert isinstance(answers[1], NotFound)
+    assert m.version == version
+
+
 def test_an_unknown_reservation_is_not_found() -> None:
     with pytest.raises(NotFound):
         meter().report("nope", outcome=EXECUTED, amount=None, actor=PEP, now=NOW)

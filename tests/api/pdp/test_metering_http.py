@@ -408,7 +408,8 @@ def test_an_auditor_sums_the_committed_usage_events_to_the_spent_amount(harness:
     )
     assert response.status_code == 200, response.text
     # Reservations are Reserved events, or members of a LeaseDrawn event when this replica
-    # answered them from its budget lease (decision 0019); leases come and go between them.
+    # answered them from its budget lease (decision 0019); reports are members of
+    # UsageReported events; leases come and go between them.
     events = response.json()["data"]
     kinds = [
         kind
@@ -416,6 +417,8 @@ def test_an_auditor_sums_the_committed_usage_events_to_the_spent_amount(harness:
         for kind in (
             ["Reserved"] * len(e["data"]["reservations"])
             if e["type"] == "LeaseDrawn"
+            else [r["outcome"] for r in e["data"]["reports"]]
+            if e["type"] == "UsageReported"
             else [e["type"]]
         )
         if not kind.startswith("Lease")
@@ -423,13 +426,19 @@ def test_an_auditor_sums_the_committed_usage_events_to_the_spent_amount(harness:
     assert kinds == [
         "Opened",
         "Reserved",
-        "UsageCommitted",
+        "executed",
         "Reserved",
-        "Released",
+        "aborted",
         "Reserved",
-        "UsageCommitted",
+        "executed",
     ]
-    committed = [Decimal(e["data"]["amount"]) for e in events if e["type"] == "UsageCommitted"]
+    committed = [
+        Decimal(r["amount"])
+        for e in events
+        if e["type"] == "UsageReported"
+        for r in e["data"]["reports"]
+        if r["outcome"] == "executed"
+    ]
     assert sum(committed) == Decimal(usage(harness, mission)["spent"]) == Decimal("40.15")
 
 
