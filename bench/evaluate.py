@@ -897,7 +897,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add_server_env(parser)
     parser.add_argument("--json", action="store_true", help="also print a JSON summary")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    server_env(args.server_env)  # a malformed one fails now, not after seeding
+    return args
 
 
 def add_server_env(parser: argparse.ArgumentParser) -> None:
@@ -963,7 +965,7 @@ def main(argv: list[str] | None = None) -> int:
         print(render(http, index, boot))
         print(stolen.describe())
         if args.json:
-            print(json.dumps({"http": http, "index": index, "bootstrap": boot}))
+            print(json.dumps({"http": http, "index": index, "bootstrap": boot, "server_env": env}))
     return 0
 
 

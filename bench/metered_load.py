@@ -106,7 +106,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add_server_env(parser)
     parser.add_argument("--json", action="store_true", help="also print a JSON summary")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    server_env(args.server_env)  # a malformed one fails now, not after seeding
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{metered['other_switches_per_s']:>31.0f}"
         )
     if args.json:
-        print(json.dumps({"rounds": rounds}))
+        print(json.dumps({"rounds": rounds, "server_env": env}))
     return 0
 
 

@@ -18,7 +18,7 @@ receive their SETs, nothing else).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -28,6 +28,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from ledger.writer_priority import SERVER_PRIORITY, WriterPriority
 
 DEFAULT_ROLE_SCOPES = {
     "mission_ledger.agent": "agent",
@@ -39,18 +41,6 @@ DEFAULT_ROLE_SCOPES = {
     "ssf.manage": "pep",
     "ssf.read": "receiver",
 }
-
-
-class WriterPriority(NamedTuple):
-    """How far below the server a background writer process runs (``WRITER_PROCESS_NICE``,
-    ``WRITER_PROCESS_IDLE``); the default is the server's own priority."""
-
-    nice: int = 0  # steps of Unix ``nice`` below the server
-    idle: bool = False  # the Linux ``SCHED_IDLE`` policy
-
-
-#: A writer that runs as the server does (answers wait for it).
-SERVER_PRIORITY = WriterPriority()
 
 
 class Settings(BaseSettings):
@@ -164,12 +154,15 @@ class Settings(BaseSettings):
     )
     writer_process_idle: bool = Field(
         default=False,
-        description="Run the background writer processes (those writer_process_nice lowers) "
-        "under the Linux SCHED_IDLE policy: a CPU running only them counts as idle, so the "
-        "server's event loop and its clients are placed there and preempt them at once. "
+        description="Run the background writer processes (the Meter writer's unless "
+        "metering_lease_seconds is 0, the decision log writer's unless decision_log_mode is "
+        "sync) under the Linux SCHED_IDLE policy, whatever writer_process_nice says: a CPU "
+        "running only them counts as idle, so the server's event loop and its clients are "
+        "placed there and preempt them at once. "
         "For a host (or container) whose CPU is the server's: a CPU-bound process of any "
         "other kind on the same CPUs leaves the writers almost no time, and the decision "
-        "log's backpressure then holds answers (docs/configuration.md). "
+        "log's backpressure then holds answers, and metered permits wait for the Meter "
+        "writer (docs/configuration.md). "
         "Ignored where the policy does not exist.",
     )
     read_your_writes_timeout_seconds: float = Field(default=2.0, gt=0, le=30)

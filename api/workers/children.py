@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from ledger.settings import SERVER_PRIORITY, WriterPriority
+from ledger.writer_priority import SERVER_PRIORITY, WriterPriority
 
 #: The directory that holds the ``api`` package (a child imports it from there).
 _ROOT = str(Path(__file__).resolve().parents[2])
@@ -64,9 +64,11 @@ def start_child(
 def lower_priority(pid: int, priority: WriterPriority) -> None:
     """Run the process ``pid`` ``priority.nice`` steps of ``nice`` below this one (at most
     19), and with ``priority.idle`` under the ``SCHED_IDLE`` policy (Linux): a background
-    writer yields a shared core to the server's event loop. Set before the child's
-    interpreter has started any thread (each inherits both). Where the system refuses, or
-    has no such policy, the child keeps this process's priority or policy (logged)."""
+    writer yields a shared core to the server's event loop. Both are set on the child's
+    main thread as soon as it exists, while its interpreter is still starting: the writers
+    start their threads (a database pool's) later, and each inherits both. Where the system
+    refuses, or has no such policy, the child keeps this process's priority or policy
+    (logged)."""
     if priority.nice:
         try:
             own = os.getpriority(os.PRIO_PROCESS, 0)

@@ -51,7 +51,7 @@ from api.workers.decision_writer import (
     DecisionRecorder,
     Mode,
 )
-from ledger.settings import SERVER_PRIORITY, WriterPriority
+from ledger.writer_priority import SERVER_PRIORITY, WriterPriority
 from projections.decision_log import DecisionRecord, encode_wires
 
 log = logging.getLogger("mission_ledger.decision_log")

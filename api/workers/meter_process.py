@@ -38,7 +38,7 @@ from api.workers.children import start_child
 from ledger.application.base import LedgerBase
 from ledger.application.meter_operations import Applied, Operation
 from ledger.domain.errors import Unavailable
-from ledger.settings import SERVER_PRIORITY, WriterPriority
+from ledger.writer_priority import SERVER_PRIORITY, WriterPriority
 
 log = logging.getLogger("mission_ledger.metering")
 

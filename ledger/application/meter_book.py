@@ -70,6 +70,9 @@ CACHED_METERS = 4096
 #: A lease takes 1/LEASE_SHARE of what remains of each bound (at least the permit's need).
 LEASE_SHARE = 8
 
+#: A usage report's place among a group's outcomes until its Meter's reports are recorded.
+_UNDECIDED: Outcome = NotFound("(a usage report not yet decided)")
+
 
 class _Refresh(Exception):  # control flow: a refusal to check against the store
     def __init__(self, meter: str) -> None:
@@ -196,7 +199,7 @@ class MeterBook:
                 continue
             if isinstance(operation, Report):
                 reports.setdefault(key, []).append((index, operation))
-                outcomes.append(None)  # its place: set when its Meter's reports are recorded
+                outcomes.append(_UNDECIDED)  # set when its Meter's reports are recorded
                 continue
             if key in reports:
                 self._report(key, reports.pop(key), copies, outcomes, refreshed, now)
@@ -212,6 +215,7 @@ class MeterBook:
                 outcomes.append(error)
         for key, waiting in reports.items():
             self._report(key, waiting, copies, outcomes, refreshed, now)
+        assert all(outcome is not _UNDECIDED for outcome in outcomes)
         changed = [m for m in copies.values() if m is not None and m.pending_events]
         if changed:
             saving = time.perf_counter()

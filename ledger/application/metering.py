@@ -94,6 +94,11 @@ HOUSEKEEPING_SECONDS = 0.5
 DRAW_LINGER_SECONDS = 0.02
 #: A group starts at once when this many draws wait.
 DRAW_BATCH = 512
+#: Nothing more is drawn from a lease while the oldest draw not yet recorded is older than
+#: this share of the lease's margin: a draw recorded after its lease's expiry is refused by
+#: the Meter, and its permit was answered already. Permits then take the durable way and
+#: wait for the writer, which slows the decision path down to the writer's pace.
+DRAW_BACKLOG_SHARE = 0.25
 
 
 class MeterBackend(Protocol):
@@ -254,6 +259,7 @@ class MeterWriter:
         #: Lease lifetime (0: no leases, a durable reservation per permit).
         self._lease_ttl = timedelta(seconds=lease_seconds)
         self._margin = min(LEASE_MARGIN, self._lease_ttl / 3)
+        self._draw_backlog = self._margin.total_seconds() * DRAW_BACKLOG_SHARE
         self.holder = holder or "rpl_" + secrets.token_hex(6)
         self._backend = backend or MeterBook(
             ledger, holder=self.holder, lease_seconds=lease_seconds
@@ -376,7 +382,9 @@ class MeterWriter:
         next group), False when the permit must be reserved the durable way (``submit``)."""
         with self._cond:
             lease = self._leases.get(mission_id)
-            if self._stopping or lease is None or now >= lease.use_until or not lease.take(call):
+            if self._stopping or lease is None or now >= lease.use_until or self._behind():
+                return False
+            if not lease.take(call):
                 return False
             self._draws.append(
                 Draw(
@@ -399,6 +407,11 @@ class MeterWriter:
             elif len(self._draws) >= DRAW_BATCH:
                 self._cond.notify()
             return True
+
+    def _behind(self) -> bool:
+        """The writer has not recorded the oldest draw within ``DRAW_BACKLOG_SHARE`` of the
+        lease margin (under the lock): starved of CPU, or its store slow."""
+        return bool(self._draws) and time.monotonic() - self._first_draw > self._draw_backlog
 
     def reserve(self, operation: Reserve, timeout: float = 30.0) -> None:
         """Reserve and wait (raises the refusal)."""

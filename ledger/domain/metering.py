@@ -479,12 +479,13 @@ class Meter(BaseAggregate[str]):
 
     @dataclass(frozen=True)
     class UsageReported(Event):
-        """Usage reports recorded together (one group of the Meter writer): each member of
-        ``reports`` (``evaluation_id``, ``outcome``, ``amount``, ``actor``) ends its
-        reservation as ``UsageCommitted`` does (``executed``: ``amount``, at most the
-        reserved, is spent) or ``Released`` does (``aborted``: ``amount`` is null)."""
+        """Usage reports of one ``actor`` recorded together (in one group of the Meter
+        writer): each member of ``reports`` (``evaluation_id``, ``outcome``, ``amount``)
+        ends its reservation as ``UsageCommitted`` does (``executed``: ``amount``, at most
+        the reserved, is spent) or ``Released`` does (``aborted``: ``amount`` is null)."""
 
         TOPIC = TOPIC_PREFIX + "Meter.UsageReported"
+        actor: dict[str, Any]
         reports: list[dict[str, Any]]
 
         def apply(self, aggregate: Meter) -> None:
@@ -795,12 +796,13 @@ class Meter(BaseAggregate[str]):
         self, reports: Sequence[UsageReport], *, now: datetime
     ) -> list[tuple[Settlement, bool] | LedgerError]:
         """Usage reports — each (evaluation id, outcome, amount, actor) — recorded in one
-        ``UsageReported`` event; per report, its settlement and whether it was a repeat, or
-        why it was refused. ``executed`` commits the reserved amount, or ``amount`` when
+        ``UsageReported`` event per actor; per report, its settlement and whether it was a
+        repeat, or why it was refused. ``executed`` commits the reserved amount, or ``amount`` when
         lower; ``aborted`` releases the reservation. A reservation already reported (before,
         or earlier in ``reports``) answers with its first outcome and changes nothing."""
         answers: list[tuple[Settlement, bool] | LedgerError | str] = []
         accepted: dict[str, dict[str, Any]] = {}
+        by_actor: dict[Actor, list[dict[str, Any]]] = {}
         for report in reports:
             evaluation_id = report[0]
             if evaluation_id in accepted:
@@ -815,9 +817,12 @@ class Meter(BaseAggregate[str]):
                 answers.append((item, True))
                 continue
             accepted[evaluation_id] = item
+            by_actor.setdefault(report[3], []).append(item)
             answers.append(evaluation_id)
-        if accepted:
-            self.trigger_event(self.UsageReported, timestamp=now, reports=list(accepted.values()))
+        for actor, items in by_actor.items():
+            self.trigger_event(
+                self.UsageReported, timestamp=now, actor=actor.to_json(), reports=items
+            )
         first: set[str] = set()
         out: list[tuple[Settlement, bool] | LedgerError] = []
         for answer in answers:
@@ -831,7 +836,7 @@ class Meter(BaseAggregate[str]):
     def _reported(self, report: UsageReport, now: datetime) -> dict[str, Any] | Settlement:
         """The ``UsageReported`` member of one report, or the settlement it repeats;
         raises its refusal."""
-        evaluation_id, outcome, amount, actor = report
+        evaluation_id, outcome, amount, _ = report
         settled = self.settled.get(evaluation_id)
         if settled is not None:
             if settled.outcome == EXPIRED:
@@ -855,12 +860,7 @@ class Meter(BaseAggregate[str]):
                     "what was reserved (a larger amount needs a new decision)",
                 )
             spent = self._shown(units) if amount is None else amount
-        return {
-            "evaluation_id": evaluation_id,
-            "outcome": outcome,
-            "amount": spent,
-            "actor": actor.to_json(),
-        }
+        return {"evaluation_id": evaluation_id, "outcome": outcome, "amount": spent}
 
     def expire_due(self, now: datetime) -> int:
         """Release every reservation whose expiry has come, and end every lease whose

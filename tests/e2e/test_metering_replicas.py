@@ -209,9 +209,10 @@ def _ended(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if event["type"] != "UsageReported":
             out.append(event)
             continue
+        actor = event["data"]["actor"]
         for report in event["data"]["reports"]:
             kind = "UsageCommitted" if report["outcome"] == "executed" else "Released"
-            out.append({**event, "type": kind, "data": report})
+            out.append({**event, "type": kind, "data": {**report, "actor": actor}})
     return out
 
 

@@ -451,6 +451,36 @@ def test_permits_drawn_from_a_lease_are_recorded_and_reported_on_another_replica
     assert kinds[-1] == "LeaseReturned"  # returned when the holder stopped
 
 
+def test_nothing_is_drawn_while_the_oldest_unrecorded_draw_is_too_old(
+    ledger: Ledger, clock: MutableClock
+) -> None:
+    mission = active_mission(ledger)
+    # Not started: nothing records the draws. A 3 s lease is used until 1 s before its
+    # expiry; draws stop once the oldest unrecorded one is a quarter of that (0.25 s) old.
+    stalled = MeterWriter(ledger, lease_seconds=3)
+    stalled.apply([reserve(mission.id, "e1", "0.01", clock=clock)])  # a lease of 12.50
+
+    def draw(evaluation_id: str) -> bool:
+        return stalled.draw(
+            mission_id=mission.id,
+            call=MeteredCall(amount="0.01", currency="USD", call_class=None),
+            evaluation_id=evaluation_id,
+            mandate_id=None,
+            expires_at=clock.now() + timedelta(seconds=300),
+            now=clock.now(),
+        )
+
+    assert draw("e2")
+    assert draw("e3")  # at once: the backlog is young
+    time.sleep(0.3)
+    assert not draw("e4")  # the permit must take the durable way
+    with stalled:  # the writer runs: its next group records the draws waiting
+        deadline = time.monotonic() + 10
+        while stalled.backlog()[0] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert draw("e5")
+
+
 def test_a_crashed_holders_lease_expires_once_whichever_replica_gets_there(
     ledger: Ledger, replica: Ledger, clock: MutableClock
 ) -> None:

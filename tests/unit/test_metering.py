@@ -149,9 +149,56 @@ def test_reports_recorded_together_are_one_event_that_replays_to_the_same_meter(
     assert [a[0].outcome for a in answers if isinstance(a, tuple)] == [EXECUTED, ABORTED, EXECUTED]
     assert format_units(m.spent, 2) == "140.00"
     assert m.class_calls == {"pay": 2}  # the aborted call is no longer counted
+    assert (m.calls_committed, m.calls_reserved, m.reserved) == (2, 0, 0)
     rebuilt = replayed(m)
-    assert (rebuilt.spent, rebuilt.reserved, rebuilt.class_calls) == (m.spent, 0, {"pay": 2})
-    assert rebuilt.settled == m.settled
+    assert _counters(rebuilt) == _counters(m)
+
+
+def _counters(m: Meter) -> tuple[Any, ...]:
+    return (
+        m.spent,
+        m.reserved,
+        m.calls_committed,
+        m.calls_reserved,
+        dict(m.class_calls),
+        dict(m.outstanding),
+        dict(m.settled),
+    )
+
+
+def test_reports_stored_one_event_each_replay_as_reports_recorded_together() -> None:
+    # Until 2026-12-06 a report was one UsageCommitted or Released event: those stored
+    # must rebuild the Meter that the same reports recorded together give.
+    old, new = (
+        meter(Bounds(budget="1000.00", currency="USD", class_limits={"pay": 5})) for _ in "ab"
+    )
+    for m in (old, new):
+        for evaluation_id in ("e1", "e2"):
+            reserve(m, evaluation_id, spend("100.00", "pay"))
+    old.trigger_event(
+        Meter.UsageCommitted, timestamp=NOW, evaluation_id="e1", amount="40", actor=PEP.to_json()
+    )
+    old.trigger_event(
+        Meter.Released, timestamp=NOW, evaluation_id="e2", outcome=ABORTED, actor=PEP.to_json()
+    )
+    new.report_many([("e1", EXECUTED, "40", PEP), ("e2", ABORTED, None, PEP)], now=NOW)
+    assert _counters(replayed(old)) == _counters(replayed(new)) == _counters(new)
+
+
+def test_reports_of_two_actors_are_one_event_each_naming_its_actor() -> None:
+    m = meter()
+    other = Actor(type="api_key", name="pep-2", role="pep")
+    for evaluation_id in ("e1", "e2", "e3"):
+        reserve(m, evaluation_id, spend("1.00"))
+    m.report_many(
+        [("e1", EXECUTED, None, PEP), ("e2", EXECUTED, None, other), ("e3", ABORTED, None, PEP)],
+        now=NOW,
+    )
+    events = [e for e in m.pending_events if isinstance(e, Meter.UsageReported)]
+    assert [(e.actor, [r["evaluation_id"] for r in e.reports]) for e in events] == [
+        (PEP.to_json(), ["e1", "e3"]),
+        (other.to_json(), ["e2"]),
+    ]
 
 
 def test_a_refused_report_does_not_stop_the_others_recorded_with_it() -> None:

@@ -42,5 +42,5 @@ def test_the_decision_log_writer_runs_under_sched_idle_when_asked(idle: Harness)
     assert _policy(idle) == os.SCHED_IDLE
 
 
-def test_the_decision_log_writer_keeps_the_normal_policy_by_default(plain: Harness) -> None:
-    assert _policy(plain) == os.SCHED_OTHER
+def test_the_decision_log_writer_keeps_the_servers_policy_by_default(plain: Harness) -> None:
+    assert _policy(plain) == os.sched_getscheduler(0)
