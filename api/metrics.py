@@ -129,6 +129,12 @@ class ServiceCollector(Collector):
             "(their unacknowledged records sent again).",
             writer.restarts,
         )
+        yield _counter(
+            "decision_log_writer_starved",
+            "Decision log writer processes under SCHED_IDLE replaced because other work kept "
+            "them off the CPU (the next ones run under nice alone; decision 0025).",
+            writer.starved,
+        )
         proofs = services.proofs
         checks = CounterMetricFamily(
             f"{PREFIX}_dpop_signature_checks",
@@ -190,6 +196,12 @@ class ServiceCollector(Collector):
             "Meter writer processes started again after one ended unexpectedly (the group "
             "it held was answered 503).",
             meters.restarts,
+        )
+        yield _counter(
+            "metering_writer_starved",
+            "Meter writer processes under SCHED_IDLE retired because other work kept them off "
+            "the CPU (the next ones run under nice alone; decision 0025).",
+            meters.starved,
         )
         waiting, age = meters.backlog()
         yield _gauge(

@@ -435,6 +435,20 @@ def meter_writer(seeded: Seeded, port: int) -> dict[str, float]:
     return values
 
 
+def writers_starved(seeded: Seeded, port: int) -> int:
+    """Writer processes the server replaced because other work starved them under
+    ``SCHED_IDLE`` (decision 0025), both kinds (``/metrics``)."""
+    text = httpx.get(
+        f"http://127.0.0.1:{port}/metrics",
+        headers={"Authorization": f"Bearer {seeded.operator_key}"},
+    ).text
+    names = (
+        "mission_ledger_decision_log_writer_starved_total ",
+        "mission_ledger_metering_writer_starved_total ",
+    )
+    return sum(int(float(line.split()[1])) for line in text.splitlines() if line.startswith(names))
+
+
 def meter_writer_idle(
     seeded: Seeded, port: int, *, quiet: float = 0.5, limit: float = 20.0
 ) -> float:
@@ -698,6 +712,9 @@ def measure_http(
                 * writer_totals["save_seconds"]
                 / max(1.0, writer_totals["groups"]),
                 "metered_writer_busy": writer_totals["apply_seconds"] / (seconds * rounds),
+                # So far in the run: did the writers stay under SCHED_IDLE (decision 0025)?
+                "writers_starved": writers_starved(seeded, server.port)
+                + writers_starved(seeded, logged.port),
             }
         return out
     finally:
@@ -853,9 +870,13 @@ def render(http: dict[str, Any], index: dict[str, float], boot: dict[str, float]
             f"{row['log_off_server_cpu_us']:>6.0f} {row['log_on_server_cpu_us']:>6.0f} "
             f"{row['log_on_writer_cpu_us']:>6.0f}"
         )
+    starved = {connections: row["writers_starved"] for connections, row in http.items()}
     worst = max(row["server_p99_ms"] for row in http.values())
     lines += [
         "",
+        "writer processes replaced as starved under SCHED_IDLE (decision 0025), by the end of "
+        "each connection count's rounds: "
+        + ", ".join(f"{count} after {connections} conns" for connections, count in starved.items()),
         f"server-side decision p99 (worst): {worst:.3f} ms  (target < 1 ms: "
         f"{'PASS' if worst < 1 else 'BELOW'})",
         f"index memory: {index['bytes_per_mandate']:.0f} bytes per active Mandate over "

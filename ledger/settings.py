@@ -153,17 +153,14 @@ class Settings(BaseSettings):
         "(Unix nice; bench/README.md '2026-12-06, afternoon'). 0: the server's priority.",
     )
     writer_process_idle: bool = Field(
-        default=False,
+        default=True,
         description="Run the background writer processes (the Meter writer's unless "
         "metering_lease_seconds is 0, the decision log writer's unless decision_log_mode is "
         "sync) under the Linux SCHED_IDLE policy, whatever writer_process_nice says: a CPU "
         "running only them counts as idle, so the server's event loop and its clients are "
-        "placed there and preempt them at once. "
-        "For a host (or container) whose CPU is the server's: a CPU-bound process of any "
-        "other kind on the same CPUs leaves the writers almost no time, and the decision "
-        "log's backpressure then holds answers, and metered permits wait for the Meter "
-        "writer (docs/configuration.md). "
-        "Ignored where the policy does not exist.",
+        "placed there and preempt them at once. A writer that other work keeps off the CPU "
+        "while it is behind is replaced by one under nice alone, for the rest of the run "
+        "(decision 0025). Ignored where the policy does not exist.",
     )
     read_your_writes_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     idempotency_retention_hours: int = Field(default=24, ge=24, le=24 * 90)

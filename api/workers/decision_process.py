@@ -19,6 +19,9 @@ The rules of ``decision_writer.DecisionWriter`` hold unchanged:
   or ``queue_size`` records are unacknowledged, ``record`` returns a future and the answer
   waits for the writer to catch up.
 * **Sync mode.** Each answer waits for the acknowledgement of its own commit.
+* **Starvation** (decision 0025). A writer under ``SCHED_IDLE`` that is behind for
+  ``STARVED_AFTER`` and waited runnable for most of that time (``starvation``) is killed
+  and replaced, as one that died is, by one under ``nice`` alone, for the rest of the run.
 * **Shutdown** (``close``): the frames pipe is closed once everything is sent; the writer
   stores what it has and exits. A server killed outright loses at most what it had not yet
   sent (``SEND_DELAY``): the writer still stores what it received.
@@ -51,6 +54,7 @@ from api.workers.decision_writer import (
     DecisionRecorder,
     Mode,
 )
+from api.workers.starvation import STARVED_AFTER, StarvationWatch
 from ledger.writer_priority import SERVER_PRIORITY, WriterPriority
 from projections.decision_log import DecisionRecord, encode_wires
 
@@ -125,6 +129,14 @@ class ProcessDecisionWriter(DecisionRecorder):
         self._stopping = False
         self._done: asyncio.Future[None] | None = None
         self._restart_pause = 0.0
+        self._watch: StarvationWatch | None = None  # while behind, under SCHED_IDLE
+        self._watch_timer: asyncio.TimerHandle | None = None
+        self._retired: list[subprocess.Popen[bytes]] = []  # starved, killed, not yet reaped
+
+    @property
+    def priority(self) -> WriterPriority:
+        """How the next writer process runs (``idle`` off once one was starved)."""
+        return self._priority
 
     @property
     def unwritten(self) -> int:
@@ -149,6 +161,8 @@ class ProcessDecisionWriter(DecisionRecorder):
             return
         self._stopping = True
         self._send()
+        if self._priority.idle and self._sent and self._watch_timer is None:
+            self._watch_starvation(time.monotonic())  # a starved writer would hold shutdown
         try:
             await asyncio.wait_for(asyncio.shield(self._done), timeout)
         except TimeoutError:
@@ -157,8 +171,14 @@ class ProcessDecisionWriter(DecisionRecorder):
                 self._unwritten,
             )
         finally:
+            if self._watch_timer is not None:
+                self._watch_timer.cancel()
+                self._watch_timer = None
             self._hang_up(kill=True)
             self._done = None
+            for retired in self._retired:
+                retired.wait()
+            self._retired.clear()
 
     # ------------------------------------------------------------------ the decision path
 
@@ -176,7 +196,10 @@ class ProcessDecisionWriter(DecisionRecorder):
         self._schedule_send(at_once=committed is not None)
         if committed is not None:
             return committed
-        return self._answer_now_or_hold(self._behind(now))
+        behind = self._behind(now)
+        if behind and self._priority.idle and self._watch_timer is None:
+            self._watch_starvation(now)
+        return self._answer_now_or_hold(behind)
 
     def _behind(self, now: float) -> bool:
         if self._unwritten >= self._capacity:
@@ -264,6 +287,7 @@ class ProcessDecisionWriter(DecisionRecorder):
                 child.kill()
                 status = child.wait()
         self._hang_up(kill=False)
+        self._watch = None
         if self._stopping and not self._sent:
             if self._done is not None and not self._done.done():
                 self._done.set_result(None)
@@ -292,6 +316,49 @@ class ProcessDecisionWriter(DecisionRecorder):
             if sent.payload is not None:
                 self._out += frame(sent.seq, sent.payload, repeated=True)
         self._send()
+
+    # ------------------------------------------------------------------ starvation
+
+    def _watch_starvation(self, now: float) -> None:
+        """Behind under ``SCHED_IDLE``: look at the writer now and every ``STARVED_AFTER``
+        while it stays behind."""
+        if self._child is None:
+            return
+        if self._watch is None:
+            self._watch = StarvationWatch(self._child.pid)
+        self._watch.starved(now)
+        self._watch_timer = self._running_loop().call_later(STARVED_AFTER, self._look_again)
+
+    def _look_again(self) -> None:
+        self._watch_timer = None
+        self._retired = [child for child in self._retired if child.poll() is None]
+        watch, now = self._watch, time.monotonic()
+        if watch is None or self._child is None or self._done is None:
+            return
+        if not self._behind(now):
+            watch.caught_up()
+        elif watch.starved(now):
+            self._replace_starved()
+        else:
+            self._watch_timer = self._running_loop().call_later(STARVED_AFTER, self._look_again)
+
+    def _replace_starved(self) -> None:
+        """Kill the starved writer (reaped later: dying takes CPU it is not given) and start
+        one under ``nice`` alone, sent every unacknowledged answer again."""
+        child = self._child
+        assert child is not None
+        self.starved += 1
+        self._priority = self._priority._replace(idle=False)
+        self._watch = None
+        log.warning(
+            "decision log: the writer process (SCHED_IDLE) was starved by other work with %d "
+            "records behind; replacing it with one under nice alone for the rest of this run",
+            self._unwritten,
+        )
+        self._hang_up(kill=False)
+        child.kill()
+        self._retired.append(child)
+        self._restart()
 
     # ------------------------------------------------------------------ the process
 

@@ -72,6 +72,7 @@ class DecisionRecorder:
         self.failed_attempts = 0
         self.held_back = 0
         self.restarts = 0  # writer processes started again after one ended (process only)
+        self.starved = 0  # writer processes replaced because they were starved (process only)
 
     @property
     def enabled(self) -> bool:

@@ -18,6 +18,10 @@ longer takes turns with the decision path.
   already, go unrecorded (the "holder crashed" case of decision 0019: their lease's slice
   comes back when it expires); a group that was saved before the child died was saved (a
   usage report retried is answered as replayed). The next group starts a new child.
+* **A starved child** (decision 0025): under ``SCHED_IDLE``, a group not answered within
+  ``GROUP_BEHIND`` has its child looked at (``starvation``); one that waited runnable for
+  most of the time is retired once it answers (its pipe closed: it exits), and the next
+  group starts a child under ``nice`` alone, as every later one is.
 * ``close`` (at shutdown, after the writer thread recorded its last draws and returned its
   leases) closes the pipe: the child finishes and exits.
 """
@@ -30,11 +34,13 @@ import os
 import pickle
 import subprocess
 import threading
+import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
 from api.workers.children import start_child
+from api.workers.starvation import STARVED_AFTER, StarvationWatch
 from ledger.application.base import LedgerBase
 from ledger.application.meter_operations import Applied, Operation
 from ledger.domain.errors import Unavailable
@@ -44,6 +50,9 @@ log = logging.getLogger("mission_ledger.metering")
 
 #: The environment variable that carries the child's configuration (JSON).
 CONFIG_ENV = "MISSION_LEDGER_METER_WRITER_CONFIG"
+#: A group not answered within this is late (a save takes a few milliseconds): the child is
+#: looked at for starvation (under ``SCHED_IDLE``).
+GROUP_BEHIND = 0.05
 #: How long ``close`` waits for the child to finish before killing it.
 CLOSE_SECONDS = 10.0
 
@@ -87,6 +96,13 @@ class ProcessMeterBook:
         self._lock = threading.Lock()  # ``apply`` (writer thread) against ``close``
         self._closed = False
         self.restarts = 0  # children started after the first (one died)
+        self.starved = 0  # children retired because they were starved
+        self._retired: list[subprocess.Popen[bytes]] = []  # starved, exiting
+
+    @property
+    def priority(self) -> WriterPriority:
+        """How the next child runs (``idle`` off once one was starved)."""
+        return self._priority
 
     @property
     def pid(self) -> int | None:
@@ -111,12 +127,15 @@ class ProcessMeterBook:
             assert self._replies is not None
             try:
                 self._requests.send_bytes(pickle.dumps(list(operations), pickle.HIGHEST_PROTOCOL))
+                starved = self._priority.idle and self._starved_meanwhile()
                 reply = self._replies.recv_bytes()
             except (OSError, EOFError) as error:
                 code = self._hang_up()
                 log.error("the Meter writer process ended (exit status %s) during a group", code)
                 msg = "the Meter writer process ended before the group was confirmed"
                 raise Unavailable(msg) from error
+            if starved:
+                self._retire_starved()
         applied, positions, topics, failure = pickle.loads(reply)  # noqa: S301 - our child's
         if positions:
             self._ledger.commit_listeners.fire(positions, topics)
@@ -131,14 +150,46 @@ class ProcessMeterBook:
             self._closed = True
             child = self._child
             self._close_pipes()
-        if child is None:
-            return
-        try:
-            child.wait(CLOSE_SECONDS)
-        except subprocess.TimeoutExpired:
-            log.error("the Meter writer process did not exit; killing it")
-            child.kill()
-            child.wait()
+        for ending in [*self._retired, *([] if child is None else [child])]:
+            try:
+                ending.wait(CLOSE_SECONDS)
+            except subprocess.TimeoutExpired:
+                log.error("the Meter writer process did not exit; killing it")
+                ending.kill()
+                ending.wait()
+        self._retired.clear()
+
+    # ------------------------------------------------------------------ starvation
+
+    def _starved_meanwhile(self) -> bool:
+        """Wait for the child's answer to be there, looking at the child once it is
+        ``GROUP_BEHIND`` late and every ``STARVED_AFTER`` after: whether it was starved
+        meanwhile."""
+        assert self._child is not None
+        assert self._replies is not None
+        if self._replies.poll(GROUP_BEHIND):
+            return False
+        watch = StarvationWatch(self._child.pid)
+        watch.starved(time.monotonic())  # where it stands
+        while not self._replies.poll(STARVED_AFTER):
+            if watch.starved(time.monotonic()):
+                return True
+        return False
+
+    def _retire_starved(self) -> None:
+        """Close the starved child's pipes (it exits) and run the next under ``nice``
+        alone."""
+        child = self._child
+        assert child is not None
+        self.starved += 1
+        self._priority = self._priority._replace(idle=False)
+        log.warning(
+            "the Meter writer process (SCHED_IDLE) was starved by other work; the next one "
+            "runs under nice alone for the rest of this run"
+        )
+        self._close_pipes()
+        self._child = None
+        self._retired = [*(c for c in self._retired if c.poll() is None), child]
 
     # ------------------------------------------------------------------ the child
 

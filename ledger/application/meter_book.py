@@ -70,9 +70,6 @@ CACHED_METERS = 4096
 #: A lease takes 1/LEASE_SHARE of what remains of each bound (at least the permit's need).
 LEASE_SHARE = 8
 
-#: A usage report's place among a group's outcomes until its Meter's reports are recorded.
-_UNDECIDED: Outcome = NotFound("(a usage report not yet decided)")
-
 
 class _Refresh(Exception):  # control flow: a refusal to check against the store
     def __init__(self, meter: str) -> None:
@@ -95,6 +92,7 @@ class MeterBook:
         self._save_seconds = 0.0
         self._granted: list[GrantedLease] = []
         self.restarts = 0  # (a ``MeterBackend``: nothing here is ever restarted)
+        self.starved = 0  # (nor retired)
 
     @property
     def leasing(self) -> bool:
@@ -169,7 +167,7 @@ class MeterBook:
         now = self._ledger.clock.now()
         copies: dict[str, Meter | None] = {}
         grants: dict[str, str] = {}  # Mission -> the lease this attempt granted it
-        outcomes: list[Outcome] = []
+        outcomes: dict[int, Outcome] = {}  # by the operation's place in the group
 
         def working(key: str) -> Meter | None:
             if key not in copies:
@@ -195,27 +193,26 @@ class MeterBook:
             key = meter_id(operation.mission_id)
             working(key)
             if isinstance(operation, Draw):
-                outcomes.append(later[index])
+                outcomes[index] = later[index]
                 continue
-            if isinstance(operation, Report):
+            if isinstance(operation, Report):  # decided when its Meter's reports are recorded
                 reports.setdefault(key, []).append((index, operation))
-                outcomes.append(_UNDECIDED)  # set when its Meter's reports are recorded
                 continue
             if key in reports:
                 self._report(key, reports.pop(key), copies, outcomes, refreshed, now)
             try:
-                outcomes.append(self._one(operation, key, copies, grants, now))
+                outcomes[index] = self._one(operation, key, copies, grants, now)
             except (NotFound, BudgetExceeded) as error:
                 # Refusals are decided on the store's current state: the copy held here may
                 # miss what another replica wrote (a reservation, a release).
                 if key not in refreshed and not isinstance(operation, Renew):
                     raise _Refresh(key) from None
-                outcomes.append(error)
+                outcomes[index] = error
             except LedgerError as error:
-                outcomes.append(error)
+                outcomes[index] = error
         for key, waiting in reports.items():
             self._report(key, waiting, copies, outcomes, refreshed, now)
-        assert all(outcome is not _UNDECIDED for outcome in outcomes)
+        decided = [outcomes[index] for index in range(len(operations))]  # every one, in order
         changed = [m for m in copies.values() if m is not None and m.pending_events]
         if changed:
             saving = time.perf_counter()
@@ -227,14 +224,14 @@ class MeterBook:
             if meter is not None:
                 self._remember(key, _joined(meter))
         self._granted += granted_leases(grants, copies)
-        return outcomes
+        return decided
 
     def _report(
         self,
         key: str,
         reports: list[tuple[int, Report]],
         copies: dict[str, Meter | None],
-        outcomes: list[Outcome],
+        outcomes: dict[int, Outcome],
         refreshed: set[str],
         now: datetime,
     ) -> None:

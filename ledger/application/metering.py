@@ -109,6 +109,8 @@ class MeterBackend(Protocol):
 
     #: Times its process was started again after one died (0 on the writer thread).
     restarts: int
+    #: Times its process was retired for being starved under ``SCHED_IDLE`` (decision 0025).
+    starved: int
 
     def apply(self, operations: Sequence[Operation]) -> Applied: ...
 
@@ -291,6 +293,11 @@ class MeterWriter:
     def restarts(self) -> int:
         """Meter writer processes started again after one died (``METER_WRITER=process``)."""
         return self._backend.restarts
+
+    @property
+    def starved(self) -> int:
+        """Meter writer processes retired because they were starved under ``SCHED_IDLE``."""
+        return self._backend.starved
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -101,14 +101,30 @@ def test_metrics_report_the_meter_writers_backlog_and_its_age(
     assert samples[("mission_ledger_metering_backlog_age_seconds", ())] == 2.5
 
 
-def test_metrics_report_the_meter_writer_process_restarts(
-    api: Api, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("metric", "counter"),
+    [
+        ("mission_ledger_metering_writer_restarts_total", "restarts"),
+        ("mission_ledger_metering_writer_starved_total", "starved"),
+    ],
+)
+def test_metrics_report_the_meter_writer_process_counters(
+    api: Api, monkeypatch: pytest.MonkeyPatch, metric: str, counter: str
 ) -> None:
     # Counted by the process backend (tests/integration/test_meter_process.py); the API tests
-    # run the writer on a thread, which is never restarted.
-    assert _samples(api)[("mission_ledger_metering_writer_restarts_total", ())] == 0
-    monkeypatch.setattr(api.services.meters._backend, "restarts", 3)
-    assert _samples(api)[("mission_ledger_metering_writer_restarts_total", ())] == 3
+    # run the writer on a thread, which is never restarted nor starved.
+    assert _samples(api)[(metric, ())] == 0
+    monkeypatch.setattr(api.services.meters._backend, counter, 3)
+    assert _samples(api)[(metric, ())] == 3
+
+
+def test_metrics_report_the_decision_log_writers_replaced_as_starved(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Counted by the process writer (tests/integration/test_decision_log_process.py).
+    assert _samples(api)[("mission_ledger_decision_log_writer_starved_total", ())] == 0
+    monkeypatch.setattr(api.services.decisions, "starved", 4)
+    assert _samples(api)[("mission_ledger_decision_log_writer_starved_total", ())] == 4
 
 
 def test_metrics_report_the_frozen_objects_when_the_gc_policy_is_on(

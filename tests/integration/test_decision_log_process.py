@@ -39,6 +39,7 @@ from projections.decision_log import (
 )
 from projections.pdp import Decision
 from tests.conftest import T0
+from tests.cpu_hogs import every_cpu_busy
 
 PEP = Actor(type="api_key", name="pep-1", role="pep")
 _IDS = itertools.count(1)
@@ -304,3 +305,47 @@ def test_the_writer_process_runs_under_sched_idle_when_asked(
 
     policy, _ = _in_loop(store_settings, scenario, priority=WriterPriority(idle=True))
     assert policy == os.SCHED_IDLE
+
+
+async def _written(writer: ProcessDecisionWriter, answer: list[DecisionRecord]) -> None:
+    """Record ``answer`` and wait for its commit (the writer process is up and writing)."""
+    writer.record(answer)
+    while writer.unwritten:
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/schedstat"), reason="Linux scheduler stats")
+def test_a_writer_starved_under_sched_idle_is_replaced_by_one_under_nice_and_loses_nothing(
+    store: DecisionLog, store_settings: Settings
+) -> None:
+    answers = [_answer() for _ in range(400)]
+
+    async def scenario(writer: ProcessDecisionWriter) -> tuple[int, int]:
+        await asyncio.wait_for(_written(writer, answers[0]), 30)
+        starved_pid = writer.pid
+        assert starved_pid is not None
+        waiting = []
+        with every_cpu_busy():
+            for answer in answers[1:]:
+                waiter = writer.record(answer)
+                if waiter is not None:
+                    waiting.append(waiter)
+                await asyncio.sleep(0.02)
+                if writer.starved:
+                    break
+        assert writer.pid is not None
+        policy = os.sched_getscheduler(writer.pid)
+        for answer in answers[1 + len(waiting) :]:
+            writer.record(answer)
+        await asyncio.wait_for(asyncio.gather(*waiting), 30)
+        return policy, starved_pid
+
+    (policy, starved_pid), writer = _in_loop(
+        store_settings, scenario, flush_ms=50, priority=WriterPriority(idle=True)
+    )
+    assert writer.starved == 1
+    assert policy == os.SCHED_OTHER
+    assert writer.priority == WriterPriority(idle=False)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(starved_pid, os.WNOHANG)  # killed and reaped
+    _assert_all_stored(store, answers)

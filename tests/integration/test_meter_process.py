@@ -22,6 +22,7 @@ from ledger.domain.errors import BudgetExceeded, Unavailable
 from ledger.domain.metering import Bounds, Meter, MeteredCall, format_units, meter_id
 from ledger.persistence.store import open_ledger, persistence_env
 from ledger.settings import Settings, WriterPriority
+from tests.cpu_hogs import every_cpu_busy
 
 HOLDER = "rpl_test"
 BOUNDS = Bounds(budget="100.00", currency="USD")
@@ -177,3 +178,29 @@ def test_the_writer_process_runs_under_sched_idle_when_asked(
     finally:
         started.close()
     assert policy == os.SCHED_IDLE
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/schedstat"), reason="Linux scheduler stats")
+def test_a_process_starved_under_sched_idle_is_retired_and_the_next_runs_under_nice(
+    store_settings: Settings, system_ledger: Ledger
+) -> None:
+    started = _started(store_settings, system_ledger, WriterPriority(idle=True))
+    try:
+        assert started.apply([reserve("msn_s", "ev0", "1")]).outcomes == [None]
+        starved_pid = started.pid
+        groups = 1
+        with every_cpu_busy():
+            while not started.starved and groups < 30:
+                groups += 1
+                applied = started.apply([reserve("msn_s", f"ev{groups}", "1")])
+                assert applied.outcomes == [None]
+        assert started.apply([reserve("msn_s", "ev_after", "1")]).outcomes == [None]
+        assert started.pid is not None
+        policy = os.sched_getscheduler(started.pid)
+        assert started.pid != starved_pid
+    finally:
+        started.close()
+    assert (started.starved, started.restarts) == (1, 0)
+    assert policy == os.SCHED_OTHER
+    meter: Meter = system_ledger.repository.get(meter_id("msn_s"))
+    assert len(meter.outstanding) == groups + 1  # every group saved, none twice

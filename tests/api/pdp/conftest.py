@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
 from api.app import create_app
 from ledger.domain.actors import Actor
@@ -17,7 +16,7 @@ from ledger.domain.instants import format_instant
 from ledger.domain.roles import Role
 from ledger.settings import Settings
 from tests.builders import SUBJECT
-from tests.conftest import T0, MutableClock, PostgresServer, in_process_writer
+from tests.conftest import T0, TEST_KEK, MutableClock, PostgresServer, in_process_writer, with_kek
 from tests.mandate_builders import jkt
 
 ROLES = {
@@ -110,15 +109,15 @@ class Harness:
         return dict(response.json())
 
 
-TEST_KEK = SecretStr("lWcOZs6m3ZbD1gE0Lw3tQkYpZ4I2pM5ZuCCvXbSyUbA")
+def server_settings(store_settings: Settings, **update: Any) -> Settings:
+    """``store_settings`` with ``update``, and a key-encryption key where the store needs
+    one (``with_kek``)."""
+    return with_kek(store_settings.model_copy(update=update))
 
 
 @pytest.fixture
 def harness(store_settings: Settings, clock: MutableClock) -> Iterator[Harness]:
-    settings = store_settings
-    if not settings.embedded:
-        settings = settings.model_copy(update={"key_encryption_key": TEST_KEK})
-    yield from _started(settings, clock)
+    yield from _started(server_settings(store_settings), clock)
 
 
 @pytest.fixture(scope="module")

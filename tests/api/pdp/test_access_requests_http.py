@@ -19,7 +19,7 @@ from tests.api.pdp.access_flow import (
     issuer,
     request_body,
 )
-from tests.api.pdp.conftest import TEST_KEK, Harness, _started
+from tests.api.pdp.conftest import Harness, _started, server_settings
 from tests.conftest import MutableClock
 
 # ---------------------------------------------------------------------- requestable denials
@@ -117,9 +117,7 @@ def test_under_an_https_issuer_the_status_endpoint_is_https(
     store_settings: Settings, clock: MutableClock
 ) -> None:
     """standards.md check 21: an https ``task.status_endpoint`` (the issuer's scheme)."""
-    settings = store_settings.model_copy(update={"issuer": "https://ledger.example.com"})
-    if not settings.embedded:
-        settings = settings.model_copy(update={"key_encryption_key": TEST_KEK})
+    settings = server_settings(store_settings, issuer="https://ledger.example.com")
     for harness in _started(settings, clock):
         _, task = Flow.gated(harness).requested()
         endpoint = task["task"]["status_endpoint"]

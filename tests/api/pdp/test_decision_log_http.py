@@ -18,7 +18,7 @@ from ledger.persistence.store import open_ledger
 from ledger.settings import Settings
 from projections.decision_log import DecisionFilter, DecisionLog
 from tests.api.conftest import assert_problem
-from tests.api.pdp.conftest import TEST_KEK, Harness, _started
+from tests.api.pdp.conftest import Harness, _started, server_settings
 from tests.api.pdp.test_authzen_decisions import ERP, entry, request
 from tests.conftest import MutableClock
 
@@ -41,10 +41,7 @@ MEMBERS = {
 
 
 def _settings(store_settings: Settings, **overrides: Any) -> Settings:
-    update: dict[str, Any] = {"read_your_writes_timeout_seconds": 0.05, **overrides}
-    if not store_settings.embedded:
-        update["key_encryption_key"] = TEST_KEK
-    return store_settings.model_copy(update=update)
+    return server_settings(store_settings, read_your_writes_timeout_seconds=0.05, **overrides)
 
 
 @pytest.fixture(params=["process", "thread"])

@@ -18,7 +18,7 @@ import pytest
 
 from ledger.domain.instants import format_instant, parse_instant
 from ledger.settings import Settings
-from tests.api.pdp.conftest import TEST_KEK, Harness, _started
+from tests.api.pdp.conftest import Harness, _started, server_settings
 from tests.api.pdp.test_authzen_decisions import entry, request
 from tests.conftest import MutableClock
 
@@ -61,9 +61,7 @@ class LogOutage:
 
 @pytest.fixture
 def harness(store_settings: Settings, clock: MutableClock) -> Iterator[Harness]:
-    settings = store_settings.model_copy(update={"mission_max_stale_seconds": MAX_STALE})
-    if not settings.embedded:
-        settings = settings.model_copy(update={"key_encryption_key": TEST_KEK})
+    settings = server_settings(store_settings, mission_max_stale_seconds=MAX_STALE)
     yield from _started(settings, clock)
 
 
@@ -166,9 +164,7 @@ def test_valid_until_ends_when_the_index_freshness_runs_out(
 ) -> None:
     """With a 60 s bound and an index last confirmed fresh 45 s ago, a permit is good for
     at most the remaining 15 s, not 60 s from now."""
-    settings = store_settings.model_copy(update={"mission_max_stale_seconds": 60})
-    if not settings.embedded:
-        settings = settings.model_copy(update={"key_encryption_key": TEST_KEK})
+    settings = server_settings(store_settings, mission_max_stale_seconds=60)
     for harness in _started(settings, clock):
         body = _permitted_request(harness)
         fault = LogOutage(harness)

@@ -15,7 +15,7 @@ from joserfc import jws
 from joserfc.jwk import ECKey
 
 from ledger.settings import Settings
-from tests.api.pdp.conftest import TEST_KEK, Harness, _started
+from tests.api.pdp.conftest import Harness, _started, server_settings
 from tests.api.pdp.test_authzen_decisions import entry
 from tests.conftest import MutableClock
 
@@ -53,9 +53,7 @@ def checking(
 ) -> Iterator[Harness]:
     """A server whose DPoP signatures are checked by its checker process (ready before the
     test starts, and checking every one the test sends), or by the server itself."""
-    settings = store_settings.model_copy(update={"proof_verifier": request.param})
-    if not settings.embedded:
-        settings = settings.model_copy(update={"key_encryption_key": TEST_KEK})
+    settings = server_settings(store_settings, proof_verifier=request.param)
     for started in _started(settings, clock):
         proofs = started.client.app.state.services.proofs  # type: ignore[attr-defined]
         if request.param == "process":
@@ -239,9 +237,7 @@ def test_a_key_mismatch_is_not_requestable_and_names_the_check(
 @pytest.fixture
 def relaxed(store_settings: Settings, clock: MutableClock) -> Iterator[Harness]:
     """MISSION_LEDGER_REQUIRE_PROOF=false (development)."""
-    settings = store_settings.model_copy(update={"require_proof": False})
-    if not settings.embedded:
-        settings = settings.model_copy(update={"key_encryption_key": TEST_KEK})
+    settings = server_settings(store_settings, require_proof=False)
     yield from _started(settings, clock)
 
 
@@ -279,9 +275,7 @@ def test_join_mode_needs_a_proof_even_without_require_proof(relaxed: Harness) ->
 @pytest.fixture
 def small_replay_cache(store_settings: Settings, clock: MutableClock) -> Iterator[Harness]:
     """MISSION_LEDGER_DPOP_REPLAY_CACHE_SIZE=2."""
-    settings = store_settings.model_copy(update={"dpop_replay_cache_size": 2})
-    if not settings.embedded:
-        settings = settings.model_copy(update={"key_encryption_key": TEST_KEK})
+    settings = server_settings(store_settings, dpop_replay_cache_size=2)
     yield from _started(settings, clock)
 
 
