@@ -65,6 +65,8 @@ log = logging.getLogger("mission_ledger.decision_log")
 SEND_DELAY = 0.005
 #: Answers waiting to be sent beyond this are sent at once.
 SEND_AT = 256
+#: How long shutdown waits for a killed (starved) writer process to end.
+CLOSE_REAP_SECONDS = 5.0
 
 
 class _Sent:
@@ -176,8 +178,13 @@ class ProcessDecisionWriter(DecisionRecorder):
                 self._watch_timer = None
             self._hang_up(kill=True)
             self._done = None
-            for retired in self._retired:
-                retired.wait()
+            for retired in self._retired:  # killed: they end once given a CPU
+                try:
+                    retired.wait(CLOSE_REAP_SECONDS)
+                except subprocess.TimeoutExpired:
+                    log.warning(
+                        "decision log: a starved writer process %d has not ended", retired.pid
+                    )
             self._retired.clear()
 
     # ------------------------------------------------------------------ the decision path
