@@ -22,35 +22,56 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _idle_process(code: str) -> Iterator[int]:
-    child = subprocess.Popen([sys.executable, "-c", code])
+def _idle_process(then: str) -> Iterator[int]:
+    """A process that says it is up, then does ``then``; under ``SCHED_IDLE`` from that
+    moment (its start, under the normal policy, must not wait for a busy machine)."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", f"import sys, time; print(flush=True); {then}"],
+        stdout=subprocess.PIPE,
+    )
     try:
+        assert child.stdout is not None
+        child.stdout.readline()
         os.sched_setscheduler(child.pid, os.SCHED_IDLE, os.sched_param(0))
-        time.sleep(0.3)  # its interpreter started (the CPUs are not busy yet)
         yield child.pid
     finally:
         child.kill()
         child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
 
 
-def _looked_at_twice(pid: int) -> bool:
+def _judgements(pid: int, looks: int = 6) -> list[bool]:
+    """What a watch says of ``pid`` at ``looks`` looks ``STARVED_AFTER`` apart, after the
+    first (it is used so while a writer stays behind)."""
     watch = StarvationWatch(pid)
     assert not watch.starved(time.monotonic())
-    time.sleep(STARVED_AFTER * 1.5)
-    return watch.starved(time.monotonic())
+    judged = []
+    for _ in range(looks):
+        time.sleep(STARVED_AFTER)
+        judged.append(watch.starved(time.monotonic()))
+    return judged
 
 
 def test_an_idle_process_that_wants_the_cpu_beside_busy_cpus_is_starved() -> None:
-    for pid in _idle_process("while True: pass"):
+    for pid in _idle_process("exec('while True: pass')"):
         with every_cpu_busy():
-            time.sleep(0.2)
-            assert _looked_at_twice(pid)
+            assert any(_judgements(pid))
+
+
+def _asleep(pid: int) -> bool:
+    seen = sample(pid)
+    return seen is not None and not seen.runnable
 
 
 def test_an_idle_process_asleep_beside_busy_cpus_is_not_starved() -> None:
-    for pid in _idle_process("import time; time.sleep(60)"):
+    for pid in _idle_process("time.sleep(60)"):
+        deadline = time.monotonic() + 30
+        while not _asleep(pid):  # past its print, into its sleep (on a busy machine too)
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         with every_cpu_busy():
-            assert not _looked_at_twice(pid)
+            assert not any(_judgements(pid))
 
 
 def test_a_process_that_ended_shows_nothing() -> None:
