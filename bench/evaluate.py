@@ -420,33 +420,40 @@ def check_permits(seeded: Seeded, port: int) -> None:
         raise RuntimeError(msg)
 
 
-def meter_writer(seeded: Seeded, port: int) -> dict[str, float]:
-    """The Meter writer's counters (``/metrics``): groups saved, operations, seconds."""
+def server_metrics(seeded: Seeded, port: int, names: Sequence[str]) -> dict[str, float]:
+    """The values of the unlabelled samples ``names`` on the server's ``/metrics`` (0 for
+    one it does not show)."""
     text = httpx.get(
         f"http://127.0.0.1:{port}/metrics",
         headers={"Authorization": f"Bearer {seeded.operator_key}"},
     ).text
-    names = ("groups", "operations", "apply_seconds", "save_seconds", "drawn", "reserved_durably")
     values = dict.fromkeys(names, 0.0)
     for line in text.splitlines():
-        for name in names:
-            if line.startswith(f"mission_ledger_metering_{name}_total "):
-                values[name] = float(line.split()[1])
+        name, _, value = line.partition(" ")
+        if name in values:
+            values[name] = float(value)
     return values
+
+
+def meter_writer(seeded: Seeded, port: int) -> dict[str, float]:
+    """The Meter writer's counters (``/metrics``): groups saved, operations, seconds."""
+    names = ("groups", "operations", "apply_seconds", "save_seconds", "drawn", "reserved_durably")
+    found = server_metrics(seeded, port, [f"mission_ledger_metering_{n}_total" for n in names])
+    return {name: found[f"mission_ledger_metering_{name}_total"] for name in names}
 
 
 def writers_starved(seeded: Seeded, port: int) -> int:
     """Writer processes the server replaced because other work starved them under
     ``SCHED_IDLE`` (decision 0025), both kinds (``/metrics``)."""
-    text = httpx.get(
-        f"http://127.0.0.1:{port}/metrics",
-        headers={"Authorization": f"Bearer {seeded.operator_key}"},
-    ).text
-    names = (
-        "mission_ledger_decision_log_writer_starved_total ",
-        "mission_ledger_metering_writer_starved_total ",
+    found = server_metrics(
+        seeded,
+        port,
+        [
+            "mission_ledger_decision_log_writer_starved_total",
+            "mission_ledger_metering_writer_starved_total",
+        ],
     )
-    return sum(int(float(line.split()[1])) for line in text.splitlines() if line.startswith(names))
+    return int(sum(found.values()))
 
 
 def meter_writer_idle(
