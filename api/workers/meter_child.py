@@ -3,7 +3,7 @@
 Started by the server (``meter_process.ProcessMeterBook``) as ``python -m
 api.workers.meter_child REQUESTS_FD REPLIES_FD`` with its configuration in the environment
 (``meter_process.CONFIG_ENV``). It opens a Ledger on the server's store, and for each group
-it reads (a pickled list of metering operations) applies it with a ``MeterBook`` and sends
+it reads (its metering operations, ``meter_frames``) applies it with a ``MeterBook`` and sends
 back ``(Applied, positions saved, their topics, failure)``: ``failure`` is the
 ``LedgerError`` every operation of the group is answered with when the group could not be
 written.
@@ -17,14 +17,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
-from multiprocessing.connection import Connection
 from typing import Any
 
 from api.workers.children import child_started
+from api.workers.meter_frames import MessageReader, decode_group, encode_reply, write_message
 from api.workers.meter_process import CONFIG_ENV
 from ledger.application.base import LedgerBase
 from ledger.application.meter_book import MeterBook
@@ -35,7 +34,7 @@ from ledger.domain.errors import LedgerError
 log = logging.getLogger("mission_ledger.metering")
 
 
-def serve(book: MeterBook, ledger: LedgerBase, requests: Connection, replies: Connection) -> int:
+def serve(book: MeterBook, ledger: LedgerBase, requests: MessageReader, replies: int) -> int:
     """Apply every group the server sends until its pipe ends; the exit status."""
     saved: list[int] = []
     topics: set[str] = set()
@@ -47,12 +46,12 @@ def serve(book: MeterBook, ledger: LedgerBase, requests: Connection, replies: Co
     ledger.commit_listeners.add(heard)
     while True:
         try:
-            data = requests.recv_bytes()
+            data = requests.read()
         except EOFError:
             return 0
         saved.clear()
         topics.clear()
-        operations = pickle.loads(data)  # noqa: S301 - the server's own bytes
+        operations = decode_group(data)
         failure: LedgerError | None = None
         applied = None
         try:
@@ -61,11 +60,7 @@ def serve(book: MeterBook, ledger: LedgerBase, requests: Connection, replies: Co
             log.warning("metering group of %d failed", len(operations), exc_info=True)
             failure = write_failure(error)
         try:
-            replies.send_bytes(
-                pickle.dumps(
-                    (applied, list(saved), frozenset(topics), failure), pickle.HIGHEST_PROTOCOL
-                )
-            )
+            write_message(replies, encode_reply(applied, saved, frozenset(topics), failure))
         except OSError:
             return 0  # the server is gone
 
@@ -73,8 +68,8 @@ def serve(book: MeterBook, ledger: LedgerBase, requests: Connection, replies: Co
 def main(argv: list[str]) -> int:
     child_started("meter writer process")
     config: dict[str, Any] = json.loads(os.environ[CONFIG_ENV])
-    requests = Connection(int(argv[0]), writable=False)
-    replies = Connection(int(argv[1]), readable=False)
+    requests = MessageReader(int(argv[0]))
+    replies = int(argv[1])
     ledger = LedgerBase(
         config["store"],
         clock=SystemClock(),

@@ -3,12 +3,13 @@
 
 ``MeterWriter`` (``ledger.application.metering``) keeps its queue, its groups and the leases
 the decision path draws from in the server. What it hands this backend is a whole group;
-the group is pickled to the Meter writer process (``meter_child``) over one pipe, applied
-and saved there by a ``MeterBook`` on a Ledger of its own (same store), and its ``Applied``
-(outcomes, leases granted, costs) comes back over a second pipe with the positions the save
-took. The writer thread waits for that answer without holding the interpreter lock, so the
-book's work (the Meters' rules, encoding events, the hash chain, the store's statements) no
-longer takes turns with the decision path.
+the group is sent to the Meter writer process (``meter_child``) over one pipe
+(``meter_frames``), applied and saved there by a ``MeterBook`` on a Ledger of its own
+(same store), and its ``Applied`` (outcomes, leases granted, costs) comes back over a
+second pipe with the positions the save took. The writer thread waits for that answer
+without holding the interpreter lock, so the book's work (the Meters' rules, encoding
+events, the hash chain, the store's statements) no longer takes turns with the decision
+path.
 
 * The positions the child saved, and their events' topics, are announced to this process's
   commit listeners, as the recorder does after a save of its own (the log follower wakes
@@ -31,15 +32,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
+import select
 import subprocess
 import threading
 import time
 from collections.abc import Sequence
-from multiprocessing.connection import Connection
 from typing import Any
 
 from api.workers.children import start_child
+from api.workers.meter_frames import MessageReader, decode_reply, encode_group, write_message
 from api.workers.starvation import STARVED_AFTER, StarvationWatch
 from ledger.application.base import LedgerBase
 from ledger.application.meter_operations import Applied, Operation
@@ -91,8 +92,7 @@ class ProcessMeterBook:
         self._config = config
         self._priority = priority  # how far below the server's priority the child runs
         self._child: subprocess.Popen[bytes] | None = None
-        self._requests: Connection | None = None
-        self._replies: Connection | None = None
+        self._pipes: _Pipes | None = None
         self._lock = threading.Lock()  # ``apply`` (writer thread) against ``close``
         self._closed = False
         self.restarts = 0  # children started after the first (one died)
@@ -119,16 +119,16 @@ class ProcessMeterBook:
         with self._lock:
             if self._closed:
                 raise Unavailable("the service is shutting down; try again")
-            if self._requests is None or self._replies is None:
+            if self._pipes is None:
                 if self._child is not None:
                     self.restarts += 1
                 self._spawn()
-            assert self._requests is not None
-            assert self._replies is not None
+            pipes = self._pipes
+            assert pipes is not None
             try:
-                self._requests.send_bytes(pickle.dumps(list(operations), pickle.HIGHEST_PROTOCOL))
-                starved = self._priority.idle and self._starved_meanwhile()
-                reply = self._replies.recv_bytes()
+                write_message(pipes.requests, encode_group(operations))
+                starved = self._priority.idle and self._starved_meanwhile(pipes)
+                reply = pipes.replies.read()
             except (OSError, EOFError) as error:
                 code = self._hang_up()
                 log.error("the Meter writer process ended (exit status %s) during a group", code)
@@ -136,7 +136,7 @@ class ProcessMeterBook:
                 raise Unavailable(msg) from error
             if starved:
                 self._retire_starved()
-        applied, positions, topics, failure = pickle.loads(reply)  # noqa: S301 - our child's
+        applied, positions, topics, failure = decode_reply(reply)
         if positions:
             self._ledger.commit_listeners.fire(positions, topics)
         if failure is not None:
@@ -161,17 +161,16 @@ class ProcessMeterBook:
 
     # ------------------------------------------------------------------ starvation
 
-    def _starved_meanwhile(self) -> bool:
+    def _starved_meanwhile(self, pipes: _Pipes) -> bool:
         """Wait for the child's answer to be there, looking at the child once it is
         ``GROUP_BEHIND`` late and every ``STARVED_AFTER`` after: whether it was starved
         meanwhile."""
         assert self._child is not None
-        assert self._replies is not None
-        if self._replies.poll(GROUP_BEHIND):
+        if pipes.answered(GROUP_BEHIND):
             return False
         watch = StarvationWatch(self._child.pid)
         watch.starved(time.monotonic())  # where it stands
-        while not self._replies.poll(STARVED_AFTER):
+        while not pipes.answered(STARVED_AFTER):
             if watch.starved(time.monotonic()):
                 return True
         return False
@@ -208,8 +207,7 @@ class ProcessMeterBook:
             os.close(requests_write)
             os.close(replies_read)
             raise Unavailable("the Meter writer process could not be started") from error
-        self._requests = Connection(requests_write, readable=False)
-        self._replies = Connection(replies_read, writable=False)
+        self._pipes = _Pipes(requests_write, replies_read)
 
     def _hang_up(self) -> int | None:
         """Forget a child that stopped answering (killed if it still runs)."""
@@ -222,7 +220,26 @@ class ProcessMeterBook:
         return child.wait()
 
     def _close_pipes(self) -> None:
-        for connection in (self._requests, self._replies):
-            if connection is not None:
-                connection.close()
-        self._requests = self._replies = None
+        if self._pipes is not None:
+            self._pipes.close()
+            self._pipes = None
+
+
+class _Pipes:
+    """The server's ends of a child's two pipes: groups are written to ``requests``, and
+    answers read from ``replies``, waited for with one ``poll`` object."""
+
+    def __init__(self, requests: int, replies: int) -> None:
+        self.requests = requests
+        self.replies = MessageReader(replies)
+        self._poll = select.poll()
+        self._poll.register(replies, select.POLLIN)
+
+    def answered(self, timeout: float) -> bool:
+        """Whether the reply pipe has something to read (or ended) within ``timeout``
+        seconds."""
+        return bool(self._poll.poll(timeout * 1000))
+
+    def close(self) -> None:
+        os.close(self.requests)
+        os.close(self.replies.fd)
