@@ -285,10 +285,10 @@ def metered_requests(seeded: Seeded, port: int) -> list[bytes]:
     return [evaluation_request(seeded, port, metered_body(*held)) for held in seeded.metered]
 
 
-#: The metered phase's background reporter sends once this many reports have gathered,
-#: everything gathered up to ``USAGE_MAX_BATCH`` (what ``mission_ledger_pep.UsageReporter``
-#: does with its defaults: every 50 ms or at 500 waiting, up to 500 per request).
-USAGE_BATCH = 32
+#: The metered phase's background reporter sends what has gathered ``USAGE_INTERVAL`` after
+#: its previous batch was answered, or as soon as ``USAGE_MAX_BATCH`` wait, up to that many a
+#: request: what ``mission_ledger_pep.UsageReporter`` does with its defaults.
+USAGE_INTERVAL = 0.05
 USAGE_MAX_BATCH = 500
 #: A metered phase passes only if at least this share of its permits had their reports sent.
 KEPT_UP = 0.95
@@ -310,10 +310,11 @@ def usage_report(seeded: Seeded, port: int) -> Any:
     return follow
 
 
-def batched_usage_reports(seeded: Seeded, port: int, batch: int = USAGE_BATCH) -> Any:
+def batched_usage_reports(seeded: Seeded, port: int, interval: float = USAGE_INTERVAL) -> Any:
     """(follow, flusher, counts): each permit's usage report is gathered (a denial fails the
     operation); a background connection sends them as ``POST /v1/usage {"reports": [...]}``
-    whenever ``batch`` have gathered, up to ``USAGE_MAX_BATCH`` a request (what
+    ``interval`` seconds after its previous request was answered, or as soon as
+    ``USAGE_MAX_BATCH`` have gathered, up to that many a request (what
     ``mission_ledger_pep.UsageReporter`` does in a thread), so the decision's connection
     never waits for a report's commit. ``counts`` holds the permits gathered and the reports
     sent so far: a phase whose reports fell behind its permits did not measure permit *and*
@@ -333,9 +334,15 @@ def batched_usage_reports(seeded: Seeded, port: int, batch: int = USAGE_BATCH) -
         counts["permits"] += 1
         return b""
 
+    answered: list[float] = []  # when the previous request was answered (the next call)
+
     def flusher() -> bytes | None:
-        if len(gathered) < batch:
+        now = time.perf_counter()
+        if not answered:
+            answered.append(now)
+        if len(gathered) < USAGE_MAX_BATCH and (not gathered or now - answered[0] < interval):
             return None
+        answered.clear()
         reports = gathered[:USAGE_MAX_BATCH]
         del gathered[:USAGE_MAX_BATCH]
         counts["sent"] += len(reports)
@@ -817,8 +824,9 @@ def render(http: dict[str, Any], index: dict[str, float], boot: dict[str, float]
         http,
         "Metered decisions (a permit reserving against max_budget from the replica's budget "
         "lease; its usage report gathered and sent by one background connection as POST "
-        f"/v1/usage {{reports: [...]}} once {USAGE_BATCH} wait, up to {USAGE_MAX_BATCH} a "
-        "request, as the PEP toolkit's UsageReporter does) vs the decisions above, same run; "
+        f"/v1/usage {{reports: [...]}} {USAGE_INTERVAL * 1000:.0f} ms after the previous one "
+        f"was answered or once {USAGE_MAX_BATCH} wait, up to {USAGE_MAX_BATCH} a request, as "
+        "the PEP toolkit's UsageReporter does) vs the decisions above, same run; "
         "'reported': reports sent / permits made in the phases (a pass needs >= "
         f"{KEPT_UP}):",
         "metered",
