@@ -10,9 +10,11 @@ Run: ``python -m bench.evaluate`` (``--help`` for options).
    Prints decisions/s, client p50/p99, server-side decision time p50/p99 (the
    ``Server-Timing`` the PDP reports) and the ratio to the ceiling (target >= 0.6;
    server p99 < 1 ms). More rows, each as a ratio to a baseline in the same run: decisions
-   with a DPoP proof (target >= 0.7) and metered decisions (a permit that reserves against
-   ``max_budget`` followed by its ``POST /v1/usage`` report on the same connection, counted as
-   one; target >= 0.5), both against the decisions above; requestable denials
+   with a DPoP proof (target >= 0.7) against the decisions above; metered decisions (a
+   permit drawn from the replica's budget lease, its ``POST /v1/usage`` report sent in the
+   background as the PEP toolkit batches them; target >= 0.8) against plain decisions
+   measured right next to each metered phase, and again with the report on the same
+   connection, counted as one (target >= 0.5); requestable denials
    (``out_of_authority``, with a signed ``binding_token``) against plain denials
    (``parameter_violation``; target >= 0.7).
    The server records every decision in its decision log (the default,
@@ -41,6 +43,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -572,6 +575,10 @@ def measure_http(
             plain_runs: list[LoadResult] = []
             requestable_runs: list[LoadResult] = []
             metered_runs: list[LoadResult] = []
+            # Plain decisions next to each metered phase (before it in odd rounds, after it in
+            # even ones): the metered row's baseline, so that the machine's drift over a
+            # round's other phases does not land on that row alone.
+            metered_base_runs: list[LoadResult] = []
             metered_each_runs: list[LoadResult] = []
             writer_totals: dict[str, float] = {}
             permits_reported = [0, 0]  # permits gathered, their reports sent
@@ -629,6 +636,16 @@ def measure_http(
                             seconds=seconds,
                         )
                     )
+                paired_base = partial(
+                    drive,
+                    "127.0.0.1",
+                    server.port,
+                    evaluations,
+                    connections=connections,
+                    seconds=seconds,
+                )
+                if round_no % 2 == 0:
+                    metered_base_runs.append(paired_base())
                 before = meter_writer(seeded, server.port)
                 reported_before = dict(reported)
                 metered_runs.append(
@@ -648,6 +665,8 @@ def measure_http(
                 for key, value in writer.items():
                     writer_totals[key] = writer_totals.get(key, 0.0) + value
                 meter_writer_idle(seeded, server.port)
+                if round_no % 2 == 1:
+                    metered_base_runs.append(paired_base())
                 metered_each_runs.append(
                     drive(
                         "127.0.0.1",
@@ -664,6 +683,7 @@ def measure_http(
                     "DPoP": dpop_runs[-1].rps,
                     "requestable": requestable_runs[-1].rps,
                     "metered": metered_runs[-1].rps,
+                    "decisions next to it": metered_base_runs[-1].rps,
                     "log off": off_runs[-1].rps,
                     "log on": logged_runs[-1].rps,
                 }
@@ -672,6 +692,7 @@ def measure_http(
             ceil, ev, dp = merge(ceil_runs), merge(eval_runs), merge(dpop_runs)
             pl, rq = merge(plain_runs), merge(requestable_runs)
             me, each = merge(metered_runs), merge(metered_each_runs)
+            me_base = merge(metered_base_runs)
             off, on = merge(off_runs), merge(logged_runs)
             out[str(connections)] = {
                 "log_off_rps": off.rps,
@@ -706,7 +727,10 @@ def measure_http(
                 "requestable_server_p50_ms": percentile(rq.server_ms, 50),
                 "denial_errors": pl.errors + rq.errors,
                 "metered_rps": me.rps,
-                "metered_ratio": me.rps / ev.rps if ev.rps else 0.0,
+                "metered_base_rps": me_base.rps,
+                "metered_ratio": me.rps / me_base.rps if me_base.rps else 0.0,
+                # Against the round's first decisions phase, as before 2026-12-07.
+                "metered_ratio_first": me.rps / ev.rps if ev.rps else 0.0,
                 "metered_p50_ms": percentile(me.latencies_ms, 50),
                 "metered_p99_ms": percentile(me.latencies_ms, 99),
                 "metered_errors": me.errors,
@@ -773,14 +797,19 @@ def _against_decisions(
     target: float,
     latencies: list[tuple[str, str, int]],
     kept_up: str | None = None,
+    base: str = "decisions_rps",
+    also: tuple[str, str] | None = None,
 ) -> list[str]:
     """The rows of one kind of decision (``<kind>_rps``, ``_ratio``, ``_errors``) as a ratio to
     the plain decisions of the same run, with the latency columns named (header, key,
     decimals). With ``kept_up`` (the key of a share), a row passes only when that share is at
-    least ``KEPT_UP``: the follow-up work of the operations was done, not left behind."""
+    least ``KEPT_UP``: the follow-up work of the operations was done, not left behind.
+    ``base``: the key of the decisions the ratio is over; ``also``: one more ratio shown
+    (header, key), which the verdict does not read."""
     header = f"{'conns':>5} {'decisions/s':>12} {kind + '/s':>10} {'ratio':>6} {'target':>8} "
     header += " ".join(f"{h:>10}" for h, _, _ in latencies)
-    lines = ["", title, "", header + (" reported" if kept_up else "") + " errors"]
+    extra = "" if also is None else f" {also[0]:>8}"
+    lines = ["", title, "", header + (" reported" if kept_up else "") + " errors" + extra]
     for connections, row in http.items():
         ratio = row[f"{kind}_ratio"]
         share = None if kept_up is None else row[kept_up]
@@ -788,9 +817,10 @@ def _against_decisions(
         verdict = f">={target} " + ("PASS" if passed else "BELOW")
         cells = " ".join(f"{row[key]:>8.{digits}f}ms" for _, key, digits in latencies)
         shown = "" if share is None else f" {share:>8.2f}"
+        other = "" if also is None else f" {row[also[1]]:>8.2f}"
         lines.append(
-            f"{connections:>5} {row['decisions_rps']:>12.0f} {row[f'{kind}_rps']:>10.0f} "
-            f"{ratio:>6.2f} {verdict:>8} {cells}{shown} {row[f'{kind}_errors']:>6}"
+            f"{connections:>5} {row[base]:>12.0f} {row[f'{kind}_rps']:>10.0f} "
+            f"{ratio:>6.2f} {verdict:>8} {cells}{shown} {row[f'{kind}_errors']:>6}{other}"
         )
     return lines
 
@@ -826,13 +856,16 @@ def render(http: dict[str, Any], index: dict[str, float], boot: dict[str, float]
         "lease; its usage report gathered and sent by one background connection as POST "
         f"/v1/usage {{reports: [...]}} {USAGE_INTERVAL * 1000:.0f} ms after the previous one "
         f"was answered or once {USAGE_MAX_BATCH} wait, up to {USAGE_MAX_BATCH} a request, as "
-        "the PEP toolkit's UsageReporter does) vs the decisions above, same run; "
+        "the PEP toolkit's UsageReporter does) vs plain decisions measured right next to "
+        "each metered phase (before it, then after it in the next round), same run; "
         "'reported': reports sent / permits made in the phases (a pass needs >= "
-        f"{KEPT_UP}):",
+        f"{KEPT_UP}); 'vs first': the same metered rate over the decisions above:",
         "metered",
         0.8,
         [("op p50", "metered_p50_ms", 2), ("op p99", "metered_p99_ms", 2)],
         kept_up="metered_reported_share",
+        base="metered_base_rps",
+        also=("vs first", "metered_ratio_first"),
     )
     lines += _against_decisions(
         http,
