@@ -37,6 +37,11 @@ JWKS_MIN_REFRESH_SECONDS = float(
 )
 
 
+#: The gateway's PDP timeout here: these tests run beside CPU-heavy ones on two vCPUs, where a
+#: decision has taken over the example's 2 s (it then fails closed, ``pdp_unavailable``).
+PDP_TIMEOUT = 15.0
+
+
 def example() -> ModuleType:
     spec = importlib.util.spec_from_file_location("pep_example_gateway", EXAMPLE)
     assert spec is not None
@@ -132,7 +137,9 @@ def subscriber(ledger: Ledger, stream_id: str, cursor: Path, **kw: Any) -> Signa
 def test_example_gateway_refuses_a_revoked_mandate_and_learns_of_it_by_signal(
     ledger: Ledger, tmp_path: Path
 ) -> None:
-    gateway = example().build(ledger.url, ledger.keys["pep"], tmp_path / "gateway")
+    gateway = example().build(
+        ledger.url, ledger.keys["pep"], tmp_path / "gateway", pdp_timeout=PDP_TIMEOUT
+    )
     gateway.subscriber.start()
     assert gateway.subscriber.wait_connected(10.0)
 
@@ -168,7 +175,9 @@ TYPICAL = 12
 def test_the_revocation_set_holds_the_mandate_before_the_revoke_answers_in_the_typical_case(
     ledger: Ledger, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    gateway = example().build(ledger.url, ledger.keys["pep"], tmp_path / "gateway")
+    gateway = example().build(
+        ledger.url, ledger.keys["pep"], tmp_path / "gateway", pdp_timeout=PDP_TIMEOUT
+    )
     gateway.subscriber.start()
     assert gateway.subscriber.wait_connected(10.0)
     held_before_answer = 0

@@ -101,11 +101,18 @@ def stream_id_for(ledger_url: str, pep_key: str, state_dir: Path) -> str:
 
 
 def build(
-    ledger_url: str, pep_key: str, state_dir: Path, *, stream_id: str | None = None
+    ledger_url: str,
+    pep_key: str,
+    state_dir: Path,
+    *,
+    stream_id: str | None = None,
+    pdp_timeout: float = 2.0,
 ) -> Gateway:
+    """The gateway; a decision the PDP has not answered within ``pdp_timeout`` seconds is
+    refused (``pdp_unavailable``: the toolkit fails closed)."""
     metadata = httpx.get(ledger_url + "/.well-known/mission-authority-server").json()
     guard = MandateGuard(metadata["jwks_uri"], issuer=metadata["issuer"])
-    pdp = AsyncPdpClient(ledger_url, pep_key, timeout=2.0)
+    pdp = AsyncPdpClient(ledger_url, pep_key, timeout=pdp_timeout)
     subscriber = SignalSubscriber(
         ledger_url,
         pep_key,
