@@ -182,6 +182,12 @@ class ServerProcess:
             self.process.wait(timeout=10)
 
 
+#: The PEP toolkit's PDP timeout in these tests (its default is 2 s): they run beside
+#: CPU-heavy ones on two vCPUs, where a decision has taken longer (the toolkit then fails
+#: closed with ``pdp_unavailable``, and the test asserting a permit fails).
+PDP_TIMEOUT = 15.0
+
+
 @contextmanager
 def running_service(
     tmp_path: Path, agent: str, suffix: str, roles: tuple[str, ...] = ("agent", "approver", "pep")

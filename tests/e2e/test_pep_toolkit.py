@@ -25,7 +25,7 @@ from mission_ledger_pep.jwks import JwksCache
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import launch
-from tests.e2e.server import PEP_SCOPE, ServerProcess, cli, create_key, proposal_body
+from tests.e2e.server import PDP_TIMEOUT, PEP_SCOPE, ServerProcess, cli, create_key, proposal_body
 
 pytestmark = pytest.mark.slow
 
@@ -35,11 +35,6 @@ ROLES = ("agent", "approver", "operator", "pep")
 JWKS_MIN_REFRESH_SECONDS = float(
     inspect.signature(JwksCache).parameters["min_refresh_interval"].default
 )
-
-
-#: The gateway's PDP timeout here: these tests run beside CPU-heavy ones on two vCPUs, where a
-#: decision has taken over the example's 2 s (it then fails closed, ``pdp_unavailable``).
-PDP_TIMEOUT = 15.0
 
 
 def example() -> ModuleType:
@@ -328,7 +323,7 @@ def test_the_toolkit_reads_the_servers_batch_answers_whole(
         ],
         "options": {"evaluations_semantic": semantic},
     }
-    with PdpClient(ledger.url, ledger.keys["pep"]) as pdp:
+    with PdpClient(ledger.url, ledger.keys["pep"], timeout=PDP_TIMEOUT) as pdp:
         decisions = pdp.evaluations(batch)
     assert [d.allowed for d in decisions] == expected
     assert all(d.reason != "pdp_unavailable" for d in decisions)

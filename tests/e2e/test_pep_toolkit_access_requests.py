@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mission_ledger_pep import PdpClient
 
-from tests.e2e.server import gated_proposal_body, post_json, running_service
+from tests.e2e.server import PDP_TIMEOUT, gated_proposal_body, post_json, running_service
 from tests.mandate_builders import proof_of
 
 pytestmark = [pytest.mark.slow]
@@ -67,7 +67,7 @@ def test_a_requestable_denial_becomes_a_permit_through_the_toolkits_access_reque
         "resource": {"type": "api", "id": f"{ERP}/invoices/7"},
         "context": {"mandate": token, "proof": proof_of(token)},
     }
-    with PdpClient(url, api_key=keys["pep"]) as pdp:
+    with PdpClient(url, api_key=keys["pep"], timeout=PDP_TIMEOUT) as pdp:
         denied = pdp.evaluate(request)
         assert (denied.allowed, denied.reason) == (False, "approval_required")
         assert "access_request" in denied.context
