@@ -30,11 +30,9 @@ lint: $(STAMP)
 # end-to-end test starts: well over a hundred) reads this repository's modules compiled once.
 # Where the environment sets PYTHONDONTWRITEBYTECODE (this machine class does), each would
 # otherwise compile them from source again: about 0.7 s of CPU a server start.
-# Three pytest workers on two vCPUs: the end-to-end tests wait on their servers (the suite
-# kept the CPUs 69 % busy with two workers, 77 % with three: 19 min 16 s -> 17 min 14 s).
 test: lint
 	$(BIN)/python -m compileall -q -j 0 -x node_modules ledger projections api tests bench clients/python >/dev/null
-	env -u PYTHONDONTWRITEBYTECODE .ci/with-postgres $(BIN)/pytest -n 3 --dist loadgroup -q --durations=15
+	env -u PYTHONDONTWRITEBYTECODE .ci/with-postgres $(BIN)/pytest -n 2 --dist loadgroup -q --durations=15
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
