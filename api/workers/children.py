@@ -20,6 +20,12 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 #: writer first stores what the server sent it).
 SHUTDOWN_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 
+#: How long a child that has nothing left to do (every record or group it was sent is
+#: acknowledged) is given to exit on its own once its pipe is closed, before it is killed. One
+#: under ``SCHED_IDLE`` beside busy CPUs gets a sliver of a CPU: its interpreter's exit alone
+#: would hold the server's shutdown for tens of seconds, and it has nothing to lose.
+EXIT_GRACE_SECONDS = 2.0
+
 log = logging.getLogger("mission_ledger.children")
 
 
@@ -130,3 +136,16 @@ def write_what_fits(fd: int, out: bytearray) -> bool:
             return False
         del out[:written]
     return True
+
+
+def end_child(child: subprocess.Popen[bytes], label: str) -> int:
+    """Wait ``EXIT_GRACE_SECONDS`` for ``child`` (its pipe closed, nothing left to do) to
+    exit, then kill it; its exit status (negative: the signal that ended it)."""
+    try:
+        return child.wait(EXIT_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        log.info(
+            "%s had not exited %.0f s after its last work; ending it", label, EXIT_GRACE_SECONDS
+        )
+        child.kill()
+        return child.wait()

@@ -39,7 +39,13 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from api.workers.children import read_what_is_there, start_child, write_what_fits
+from api.workers.children import (
+    EXIT_GRACE_SECONDS,
+    end_child,
+    read_what_is_there,
+    start_child,
+    write_what_fits,
+)
 from api.workers.decision_frames import (
     CONFIG_ENV,
     HEADER,
@@ -67,6 +73,8 @@ SEND_DELAY = 0.005
 SEND_AT = 256
 #: How long shutdown waits for a killed (starved) writer process to end.
 CLOSE_REAP_SECONDS = 5.0
+#: How often shutdown looks whether every record sent was acknowledged.
+CLOSE_POLL_SECONDS = 0.02
 
 
 class _Sent:
@@ -158,20 +166,37 @@ class ProcessDecisionWriter(DecisionRecorder):
         self._spawn()
 
     async def close(self, timeout: float = 30.0) -> None:
-        """Send everything; the writer stores it and exits."""
-        if self._done is None:
+        """Send everything; the writer stores it (within ``timeout``) and exits (within
+        ``EXIT_GRACE_SECONDS`` of its last acknowledgement, else it is killed: it has
+        nothing left to lose, and one kept off the CPU under ``SCHED_IDLE`` would hold
+        shutdown for as long as its interpreter takes to exit)."""
+        done = self._done
+        if done is None:
             return
         self._stopping = True
         self._send()
         if self._priority.idle and self._sent and self._watch_timer is None:
             self._watch_starvation(time.monotonic())  # a starved writer would hold shutdown
+        loop = self._running_loop()
+        deadline = loop.time() + timeout
         try:
-            await asyncio.wait_for(asyncio.shield(self._done), timeout)
+            while self._sent and not done.done():  # records not yet acknowledged
+                if loop.time() >= deadline:
+                    raise TimeoutError
+                await asyncio.wait([done], timeout=CLOSE_POLL_SECONDS)
+            await asyncio.wait_for(asyncio.shield(done), EXIT_GRACE_SECONDS)
         except TimeoutError:
-            log.error(
-                "decision log: %d records not written at shutdown (the store is unreachable)",
-                self._unwritten,
-            )
+            if self._sent:
+                log.error(
+                    "decision log: %d records not written at shutdown (the store is unreachable)",
+                    self._unwritten,
+                )
+            else:
+                log.info(
+                    "decision log: the writer process had not exited %.0f s after its last "
+                    "record; ending it",
+                    EXIT_GRACE_SECONDS,
+                )
         finally:
             if self._watch_timer is not None:
                 self._watch_timer.cancel()
@@ -287,7 +312,9 @@ class ProcessDecisionWriter(DecisionRecorder):
     def _writer_ended(self) -> None:
         child = self._child
         status = None
-        if child is not None:
+        if child is not None and self._stopping and not self._sent:
+            status = end_child(child, "the decision log writer process")  # done: it exits
+        elif child is not None:
             try:
                 status = child.wait(timeout=5)
             except subprocess.TimeoutExpired:  # it closed its pipe yet runs on: end it

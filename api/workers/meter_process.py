@@ -24,7 +24,9 @@ path.
   most of the time is retired once it answers (its pipe closed: it exits), and the next
   group starts a child under ``nice`` alone, as every later one is.
 * ``close`` (at shutdown, after the writer thread recorded its last draws and returned its
-  leases) closes the pipe: the child finishes and exits.
+  leases) closes the pipe: the child, which has answered every group, exits; one that has
+  not within ``children.EXIT_GRACE_SECONDS`` (kept off the CPU under ``SCHED_IDLE``) is
+  killed.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from api.workers.children import start_child
+from api.workers.children import end_child, start_child
 from api.workers.meter_frames import MessageReader, decode_reply, encode_group, write_message
 from api.workers.starvation import STARVED_AFTER, StarvationWatch
 from ledger.application.base import LedgerBase
@@ -54,8 +56,6 @@ CONFIG_ENV = "MISSION_LEDGER_METER_WRITER_CONFIG"
 #: A group not answered within this is late (a save takes a few milliseconds): the child is
 #: looked at for starvation (under ``SCHED_IDLE``).
 GROUP_BEHIND = 0.05
-#: How long ``close`` waits for the child to finish before killing it.
-CLOSE_SECONDS = 10.0
 
 
 def child_config(
@@ -145,18 +145,15 @@ class ProcessMeterBook:
         return applied
 
     def close(self) -> None:
-        """Let the child finish (it exits when its pipe ends); kill it if it does not."""
+        """Let the child exit (it does when its pipe ends); kill it if it does not soon."""
         with self._lock:
             self._closed = True
             child = self._child
             self._close_pipes()
+        # Every group it was sent was answered (``apply`` waits for the answer): it has
+        # only to exit, as have the starved ones retired before.
         for ending in [*self._retired, *([] if child is None else [child])]:
-            try:
-                ending.wait(CLOSE_SECONDS)
-            except subprocess.TimeoutExpired:
-                log.error("the Meter writer process did not exit; killing it")
-                ending.kill()
-                ending.wait()
+            end_child(ending, "the Meter writer process")
         self._retired.clear()
 
     # ------------------------------------------------------------------ starvation

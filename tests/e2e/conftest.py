@@ -20,10 +20,22 @@ def server_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]
 
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[list[ServerProcess]]:
-    """Collects started servers and stops them after the test."""
+    """Collects started servers and stops them after the test (before any fixture is torn
+    down: ``pytest_runtest_teardown``)."""
     started: list[ServerProcess] = []
     yield started
     for server in started:
+        server.stop()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """Stop a test's servers before its fixtures are torn down. Fixtures are torn down in
+    the reverse order of their set-up, and a test that asks for ``servers`` before the
+    database its servers use (``server_env``) would otherwise have that database dropped
+    under running servers, whose shutdown then waits on their connection pools."""
+    started = getattr(item, "funcargs", {}).get("servers")
+    for server in started or ():
         server.stop()
 
 

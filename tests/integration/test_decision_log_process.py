@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -23,6 +24,7 @@ import orjson
 import psycopg
 import pytest
 
+from api.workers import decision_process
 from api.workers.decision_frames import CONFIG_ENV, AckReader, frame
 from api.workers.decision_process import ProcessDecisionWriter
 from ledger.application import Ledger
@@ -132,6 +134,35 @@ def test_every_record_of_every_answer_is_stored_once_as_the_server_would_store_i
             await asyncio.sleep(0)
 
     _in_loop(store_settings, scenario, flush_ms=10_000)  # written at shutdown at the latest
+    _assert_all_stored(store, answers)
+
+
+def test_at_close_a_writer_that_acknowledged_every_record_yet_does_not_exit_is_ended(
+    store: DecisionLog,
+    store_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A writer kept off the CPU (stopped here; under ``SCHED_IDLE`` beside busy CPUs in
+    life) would hold the server's shutdown for as long as its exit takes: with every record
+    acknowledged it has nothing to lose, and is killed after ``EXIT_GRACE_SECONDS``."""
+    monkeypatch.setattr(decision_process, "EXIT_GRACE_SECONDS", 0.1)
+    answers = [_answer(), _answer(3)]
+
+    async def scenario(writer: ProcessDecisionWriter) -> int:
+        for answer in answers:
+            committed = writer.record(answer)
+            assert committed is not None
+            await asyncio.wait_for(committed, 30)
+        assert writer.pid is not None
+        os.kill(writer.pid, signal.SIGSTOP)
+        return writer.pid
+
+    with caplog.at_level(logging.INFO, logger="mission_ledger.decision_log"):
+        child, _ = _in_loop(store_settings, scenario, mode="sync", flush_ms=10)
+    assert "the writer process had not exited 0 s after its last record" in caplog.text
+    with pytest.raises(ChildProcessError):
+        os.waitpid(child, os.WNOHANG)  # killed and reaped
     _assert_all_stored(store, answers)
 
 

@@ -7,13 +7,16 @@ The child reads the system clock, so these tests use a Ledger on the system cloc
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import time
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 
 import pytest
 
+from api.workers import children
 from api.workers.meter_process import ProcessMeterBook, child_config
 from ledger.application import Ledger
 from ledger.application.metering import MeterWriter, Reserve
@@ -26,6 +29,8 @@ from tests.cpu_hogs import every_cpu_busy
 
 HOLDER = "rpl_test"
 BOUNDS = Bounds(budget="100.00", currency="USD")
+#: How long groups go on beside busy CPUs before the child must have been judged starved.
+STARVED_WITHIN = 20.0
 
 
 @pytest.fixture
@@ -141,6 +146,30 @@ def test_close_ends_the_process_and_refuses_later_groups(
         backend.apply([reserve("msn_e", "ev1", "10")])
 
 
+def test_at_close_a_process_that_answered_every_group_yet_does_not_exit_is_ended(
+    store_settings: Settings,
+    system_ledger: Ledger,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A child kept off the CPU (stopped here; under ``SCHED_IDLE`` beside busy CPUs in
+    life) would hold the server's shutdown for as long as its exit takes: with every group
+    answered it has nothing to lose, and is killed after ``EXIT_GRACE_SECONDS``."""
+    monkeypatch.setattr(children, "EXIT_GRACE_SECONDS", 0.1)
+    backend = book(store_settings, system_ledger).start()
+    assert backend.apply([reserve("msn_x", "ev1", "10")]).outcomes == [None]
+    child = backend.pid
+    assert child is not None
+    os.kill(child, signal.SIGSTOP)
+    with caplog.at_level(logging.INFO, logger="mission_ledger.children"):
+        backend.close()
+    assert "had not exited 0 s after its last work; ending it" in caplog.text
+    with pytest.raises(ChildProcessError):
+        os.waitpid(child, os.WNOHANG)  # killed and reaped
+    meter: Meter = system_ledger.repository.get(meter_id("msn_x"))
+    assert len(meter.outstanding) == 1  # its group was saved before
+
+
 def _started(
     store_settings: Settings, system_ledger: Ledger, priority: WriterPriority
 ) -> ProcessMeterBook:
@@ -190,7 +219,8 @@ def test_a_process_starved_under_sched_idle_is_retired_and_the_next_runs_under_n
         starved_pid = started.pid
         groups = 1
         with every_cpu_busy():
-            while not started.starved and groups < 30:
+            deadline = time.monotonic() + STARVED_WITHIN
+            while not started.starved and time.monotonic() < deadline:
                 groups += 1
                 applied = started.apply([reserve("msn_s", f"ev{groups}", "1")])
                 assert applied.outcomes == [None]
