@@ -160,7 +160,11 @@ class CallbackDelivery(Dispatcher):
         self.allow_private = allow_private
         #: How names are resolved, at submission and at delivery (tests replace it).
         self.resolver: Resolver = resolve
-        self._ssl = ssl_context(ca_file)
+        # The public roots take ~50 ms to load: with the first delivery, not at every start
+        # (most deployments never deliver a callback). A CA file of one's own is loaded now,
+        # so that a bad one stops the start rather than the first delivery.
+        self._ca_file = ca_file
+        self._ssl = None if ca_file is None else ssl_context(ca_file)
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.give_up_after = give_up_after
@@ -217,14 +221,19 @@ class CallbackDelivery(Dispatcher):
         return self._counted(job, error)
 
     def _connection_pool(self) -> httpcore.ConnectionPool:
-        if self._pool is None:
-            self._pool = httpcore.ConnectionPool(
-                ssl_context=self._ssl,
-                network_backend=GuardedBackend(
-                    allow_private=self.allow_private, resolver=lambda: self.resolver
-                ),
-                max_connections=self.concurrency * 2,
-            )
+        with self._lock:
+            return self._pool or self._new_pool()
+
+    def _new_pool(self) -> httpcore.ConnectionPool:
+        if self._ssl is None:
+            self._ssl = ssl_context(self._ca_file)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=self._ssl,
+            network_backend=GuardedBackend(
+                allow_private=self.allow_private, resolver=lambda: self.resolver
+            ),
+            max_connections=self.concurrency * 2,
+        )
         return self._pool
 
     def _post(self, job: outbox.Notification) -> str | None:
