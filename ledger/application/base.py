@@ -450,11 +450,16 @@ class LedgerBase(Application[str]):
         return aggregate.version
 
     def _forget(self, changes: Changes) -> None:
-        """Drop cached copies of everything a conflicting command touched or read, so the
-        retry loads them fresh."""
+        """Drop the command cache's copies of everything a conflicting command touched or
+        read, so the retry loads them from the repository. The repository's own cache is
+        left alone when it fast-forwards (``AGGREGATE_CACHE_FASTFORWARD``, as the store
+        opens it): it holds only states that were saved, and brings them up to date from
+        the store on every load. Evicting them made the retry, and every read after it,
+        replay the aggregate's whole history: an agent instance holding thousands of
+        Mandates, issued concurrently, was replayed in full on every conflict."""
         self._command_cache.forget([*(a.id for a in changes.changed), *changes.expect])
         cache = self.repository.cache
-        if cache is None:
+        if cache is None or self.repository.fastforward:
             return
         for aggregate_id in [*(a.id for a in changes.changed), *changes.expect]:
             with contextlib.suppress(KeyError):
