@@ -14,6 +14,7 @@ validity) are written once here (``MandateReads``), for the live ledger and the 
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -37,6 +38,11 @@ class MandateReads:
 
     def _get(self, cls: type[A], aggregate_id: str, what: str) -> A:
         raise NotImplementedError
+
+    def _read(self, cls: type[A], aggregate_id: str, what: str) -> A:
+        """As ``_get``, for a caller that only reads what it is given (never changes it, never
+        saves it): the live ledger may then hand over what it holds without a copy."""
+        return self._get(cls, aggregate_id, what)
 
     def get_mission(self, mission_id: str) -> Mission:
         raise NotImplementedError
@@ -73,11 +79,15 @@ class MandateReads:
         Mission, every ancestor, the holder's instance), as read here."""
         mission = mission or self.get_mission(mandate.mission_id)
         instance_id = mandate.holder.get("instance_id")
-        instance = (
-            None
-            if instance_id is None
-            else self.get_instance(str(mandate.holder["client_id"]), str(instance_id))
-        )
+        instance = None
+        if instance_id is not None:
+            # Read, not copied: an instance holds every Mandate ever issued to it.
+            with contextlib.suppress(NotFound):
+                instance = self._read(
+                    AgentInstance,
+                    instance_id_of(str(mandate.holder["client_id"]), str(instance_id)),
+                    "instance",
+                )
         return validity(
             mandate,
             mission_state=mission.effective_state(now),
