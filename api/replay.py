@@ -17,7 +17,6 @@ from typing import Any, Protocol
 from api.mandate_views import mandate_view
 from api.views import event_view, mission_view
 from ledger.application import Ledger
-from ledger.domain.mandate_tree import MandateTree
 from ledger.domain.mandates import ExecutionMandate, Validity
 from ledger.domain.missions import Mission
 from ledger.persistence.eventlog import LoggedEvent
@@ -31,7 +30,7 @@ class Reads(Protocol):
 
     def mission_usage(self, mission: Mission) -> dict[str, Any] | None: ...
 
-    def get_tree(self, mission_id: str) -> MandateTree | None: ...
+    def children_of(self, mandate: ExecutionMandate) -> list[str]: ...
 
     def mandate_validity(self, mandate: ExecutionMandate, now: datetime) -> Validity: ...
 
@@ -52,12 +51,11 @@ def mission_resource(reads: Reads, mission: Mission, now: datetime) -> dict[str,
 def mandate_resource(reads: Reads, mandate: ExecutionMandate, now: datetime) -> dict[str, Any]:
     """The Mandate resource at ``now`` (state, delegation chain, children, history), as
     ``reads`` holds it and what surrounds it."""
-    tree = reads.get_tree(mandate.mission_id)
     return mandate_view(
         mandate,
         validity=reads.mandate_validity(mandate, now),
         ancestors=reads.ancestors_of(mandate),
-        children=[] if tree is None else tree.children(mandate.id),
+        children=reads.children_of(mandate),
         history=reads.history(mandate.id),
         event_view=event_view,
         now=now,

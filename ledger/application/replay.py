@@ -56,6 +56,18 @@ class MandateReads:
         except NotFound:
             return None
 
+    def children_of(self, mandate: ExecutionMandate) -> list[str]:
+        """The Mandates delegated from ``mandate`` directly. The Mission's tree (every Mandate
+        of the Mission) is read, not copied; its ``parents`` are copied in one step (a
+        dictionary copy holds the interpreter lock throughout), as another thread may bring
+        the tree up to date meanwhile."""
+        try:
+            tree = self._read(MandateTree, tree_id(mandate.mission_id), "mandate tree")
+        except NotFound:
+            return []
+        parents = dict(tree.parents)
+        return [child for child, parent in parents.items() if parent == mandate.id]
+
     def get_instance(self, client_id: str, instance_id: str) -> AgentInstance | None:
         try:
             return self._get(AgentInstance, instance_id_of(client_id, instance_id), "instance")
