@@ -324,16 +324,7 @@ class LedgerBase(Application[str]):
 
     def _get(self, cls: type[A], aggregate_id: str, what: str) -> A:
         """Load an aggregate: inside a command from the command cache, otherwise fresh."""
-        if getattr(self._command, "active", False):
-            aggregate: BaseAggregate[str] | None = self._command_cache.load(aggregate_id)
-        else:
-            try:
-                aggregate = self.repository.get(aggregate_id)
-            except AggregateNotFoundError:
-                aggregate = None
-        if aggregate is None or not isinstance(aggregate, cls):
-            raise NotFound(f"no {what} with id {aggregate_id!r}")
-        return aggregate
+        return self._load(cls, aggregate_id, what, copy=True)
 
     def _read(self, cls: type[A], aggregate_id: str, what: str) -> A:
         """As ``_get``, for a caller that only reads what it is given (never changes or saves
@@ -341,15 +332,17 @@ class LedgerBase(Application[str]):
         deep copy of it (the library's default, for callers that change what they load). An
         agent instance holds every Mandate ever issued to it: copying one that held 5,000
         took 4 ms of every Mandate's validity (introspection, ``GET /v1/mandates/{id}``)."""
+        return self._load(cls, aggregate_id, what, copy=False)
+
+    def _load(self, cls: type[A], aggregate_id: str, what: str, *, copy: bool) -> A:
         if getattr(self._command, "active", False):
-            return self._get(cls, aggregate_id, what)
-        try:
-            aggregate: BaseAggregate[str] = self.repository.get(
-                aggregate_id, deepcopy_from_cache=False
-            )
-        except AggregateNotFoundError:
-            raise NotFound(f"no {what} with id {aggregate_id!r}") from None
-        if not isinstance(aggregate, cls):
+            aggregate: BaseAggregate[str] | None = self._command_cache.load(aggregate_id)
+        else:
+            try:
+                aggregate = self.repository.get(aggregate_id, deepcopy_from_cache=copy)
+            except AggregateNotFoundError:
+                aggregate = None
+        if aggregate is None or not isinstance(aggregate, cls):
             raise NotFound(f"no {what} with id {aggregate_id!r}")
         return aggregate
 

@@ -58,15 +58,12 @@ class MandateReads:
 
     def children_of(self, mandate: ExecutionMandate) -> list[str]:
         """The Mandates delegated from ``mandate`` directly. The Mission's tree (every Mandate
-        of the Mission) is read, not copied; its ``parents`` are copied in one step (a
-        dictionary copy holds the interpreter lock throughout), as another thread may bring
-        the tree up to date meanwhile."""
+        of the Mission) is read, not copied (``MandateTree.children`` lists it in one step)."""
         try:
             tree = self._read(MandateTree, tree_id(mandate.mission_id), "mandate tree")
         except NotFound:
             return []
-        parents = dict(tree.parents)
-        return [child for child, parent in parents.items() if parent == mandate.id]
+        return tree.children(mandate.id)
 
     def get_instance(self, client_id: str, instance_id: str) -> AgentInstance | None:
         try:

@@ -88,7 +88,9 @@ class MandateTree(BaseAggregate[str]):
         return list(self.parents)
 
     def children(self, mandate_id: str) -> list[str]:
-        return [child for child, parent in self.parents.items() if parent == mandate_id]
+        # ``parents`` listed in one step (it holds the interpreter lock throughout): a tree
+        # read without a copy may be brought up to date by another thread meanwhile.
+        return [child for child, parent in list(self.parents.items()) if parent == mandate_id]
 
     def descendants(self, mandate_id: str) -> list[str]:
         """Every Mandate below ``mandate_id``, parents before children."""
